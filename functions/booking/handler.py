@@ -1,0 +1,120 @@
+"""Booking API (API Gateway HTTP API, payload 2.0): parse, one service call, typed answer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Query
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import AwareDatetime, Field
+
+from slotguard.api.http import create_resolver, current_actor, json_response
+from slotguard.config import BookingConfig
+from slotguard.db.booking_repository import BookingRepository
+from slotguard.db.connection import Database
+from slotguard.models import (
+    Appointment,
+    AppointmentPage,
+    Availability,
+    BookRequest,
+    CancelRequest,
+    FreeSlots,
+    History,
+    RescheduleRequest,
+    RescheduleResult,
+)
+from slotguard.observability import logger, metrics, tracer
+from slotguard.services.booking import BookingService
+
+config = BookingConfig.from_env()
+service = BookingService(BookingRepository(Database(config.database), config.booking_lock_wait_ms))
+app = create_resolver()
+
+Minutes = Annotated[int, Field(ge=1, le=1440)]
+
+
+def _doc(model: Any, description: str) -> dict[int | str, Any]:
+    return {"description": description, "content": {"application/json": {"model": model}}}
+
+
+@app.post("/appointments", responses={201: _doc(Appointment, "Booked (or the replay of a booking)")})
+def book(
+    body: Annotated[BookRequest, Body()],
+    idempotency_key: Annotated[str | None, Header(alias="idempotency-key", max_length=255)] = None,
+) -> Response[str]:
+    result = service.book(current_actor(app), body, idempotency_key)
+    headers = {"Location": f"/appointments/{result.appointment.id}"}
+    if result.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return json_response(result.appointment, 201, headers)
+
+
+@app.get("/appointments", responses={200: _doc(AppointmentPage, "A page of appointments")})
+def list_appointments(
+    start: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+    end: Annotated[AwareDatetime | None, Query(alias="to")] = None,
+    resource_id: Annotated[UUID | None, Query()] = None,
+    status: Annotated[Literal["scheduled", "cancelled"] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response[str]:
+    page = service.list(current_actor(app), start=start, end=end, resource_id=resource_id,
+                        status=status, limit=limit, cursor=cursor)
+    return json_response(page)
+
+
+@app.get("/appointments/<appointment_id>", responses={200: _doc(Appointment, "The appointment")})
+def get_appointment(appointment_id: UUID) -> Response[str]:
+    return json_response(service.get(current_actor(app), appointment_id))
+
+
+@app.post("/appointments/<appointment_id>/cancel", responses={200: _doc(Appointment, "Cancelled")})
+def cancel_appointment(
+    appointment_id: UUID, body: Annotated[CancelRequest | None, Body()] = None
+) -> Response[str]:
+    reason = body.reason if body else None
+    return json_response(service.cancel(current_actor(app), appointment_id, reason))
+
+
+@app.post("/appointments/<appointment_id>/reschedule",
+          responses={200: _doc(RescheduleResult, "The new appointment and the previous one")})
+def reschedule_appointment(appointment_id: UUID, body: Annotated[RescheduleRequest, Body()]) -> Response[str]:
+    return json_response(service.reschedule(current_actor(app), appointment_id, body))
+
+
+@app.get("/appointments/<appointment_id>/history", responses={200: _doc(History, "Audit trail")})
+def appointment_history(appointment_id: UUID) -> Response[str]:
+    return json_response(service.history(current_actor(app), appointment_id))
+
+
+@app.get("/availability/check", responses={200: _doc(Availability, "Whether the slot is free")})
+def check_availability(
+    start: Annotated[AwareDatetime, Query()],
+    duration_minutes: Annotated[Minutes, Query()],
+    resource_id: Annotated[UUID | None, Query()] = None,
+) -> Response[str]:
+    return json_response(service.check_availability(
+        current_actor(app), start=start, duration_minutes=duration_minutes, resource_id=resource_id))
+
+
+@app.get("/availability/slots", responses={200: _doc(FreeSlots, "Free start times")})
+def free_slots(
+    start: Annotated[AwareDatetime, Query(alias="from")],
+    end: Annotated[AwareDatetime, Query(alias="to")],
+    duration_minutes: Annotated[Minutes, Query()],
+    step_minutes: Annotated[Minutes | None, Query()] = None,
+    resource_id: Annotated[UUID | None, Query()] = None,
+) -> Response[str]:
+    return json_response(service.free_slots(
+        current_actor(app), start=start, end=end, duration_minutes=duration_minutes,
+        step_minutes=step_minutes, resource_id=resource_id))
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,55 @@
+"""Typed configuration: one model per function, read from the environment and validated
+at cold start (a bad setting fails the container's init, not the first request)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
+        env = os.environ if env is None else env
+        values = {}
+        for name, field in cls.model_fields.items():
+            if isinstance(field.annotation, type) and issubclass(field.annotation, _Config):
+                values[name] = field.annotation.from_env(env)
+                continue
+            key = (field.alias or name).upper()
+            if key in env and env[key] != "":
+                values[name] = env[key]
+        return cls.model_validate(values)
+
+
+class DatabaseSettings(_Config):
+    """DATABASE_URL (local, tests) or host/port/name/user with password or IAM auth (RDS Proxy)."""
+
+    database_url: str | None = None
+    db_host: str | None = None
+    db_port: int = 5432
+    db_name: str = "slotguard"
+    db_user: str = "slotguard_app"
+    db_auth: Literal["password", "iam"] = "password"
+    db_password: str | None = Field(default=None, repr=False)
+    db_sslmode: Literal["disable", "prefer", "require", "verify-full"] = "prefer"
+    db_connect_timeout_s: int = Field(default=5, ge=1, le=60)
+    aws_region: str = "us-east-1"
+
+    @model_validator(mode="after")
+    def _one_way_in(self) -> Self:
+        if self.database_url is None and self.db_host is None:
+            raise ValueError("set DATABASE_URL or DB_HOST")
+        if self.db_auth == "iam" and self.db_host is None:
+            raise ValueError("DB_AUTH=iam needs DB_HOST (the RDS Proxy endpoint)")
+        return self
+
+
+class BookingConfig(_Config):
+    database: DatabaseSettings
+    booking_lock_wait_ms: int = Field(default=3000, ge=1, le=10000)

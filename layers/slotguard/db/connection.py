@@ -1,0 +1,135 @@
+"""One PostgreSQL connection per Lambda container, opened lazily and reused.
+
+Written for RDS Proxy: autocommit (each API function call is its own transaction),
+server-side prepared statements off (prepare_threshold=None), and the client's own SQL
+never uses SET, set_config, advisory locks, temp tables or cursors, so the proxy can
+multiplex the connection instead of pinning it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, LiteralString, Protocol
+
+import psycopg
+from psycopg.rows import tuple_row
+
+from slotguard.aws.rds import generate_auth_token
+from slotguard.config import DatabaseSettings
+from slotguard.errors import DatabaseUnavailable
+from slotguard.observability import logger
+
+
+class PasswordProvider(Protocol):
+    def password(self) -> str | None: ...
+
+
+class StaticPassword:
+    def __init__(self, password: str | None) -> None:
+        self._password = password
+
+    def password(self) -> str | None:
+        return self._password
+
+
+class IamTokenProvider:
+    """Caches an RDS IAM auth token and replaces it well before its 15 minutes run out."""
+
+    TOKEN_LIFETIME_S = 15 * 60
+
+    def __init__(
+        self,
+        generate: Callable[[], str],
+        refresh_after_s: float = 10 * 60,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 0 < refresh_after_s < self.TOKEN_LIFETIME_S:
+            raise ValueError("refresh_after_s must be inside the token's 15 minute lifetime")
+        self._generate = generate
+        self._refresh_after_s = refresh_after_s
+        self._clock = clock
+        self._token: str | None = None
+        self._issued_at = 0.0
+
+    def password(self) -> str:
+        now = self._clock()
+        if self._token is None or now - self._issued_at >= self._refresh_after_s:
+            self._token = self._generate()
+            self._issued_at = now
+        return self._token
+
+
+def password_provider_for(settings: DatabaseSettings) -> PasswordProvider:
+    if settings.db_auth == "iam":
+        host = settings.db_host
+        assert host is not None  # checked by DatabaseSettings
+        return IamTokenProvider(
+            lambda: generate_auth_token(host, settings.db_port, settings.db_user, settings.aws_region)
+        )
+    return StaticPassword(settings.db_password)
+
+
+class Database:
+    def __init__(self, settings: DatabaseSettings, passwords: PasswordProvider | None = None) -> None:
+        self._settings = settings
+        self._passwords = passwords or password_provider_for(settings)
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        s = self._settings
+        kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "prepare_threshold": None,
+            "connect_timeout": s.db_connect_timeout_s,
+            "row_factory": tuple_row,
+            "application_name": "slotguard",
+        }
+        password = self._passwords.password()
+        if password is not None:
+            kwargs["password"] = password
+        if s.database_url:
+            return psycopg.connect(s.database_url, **kwargs)
+        return psycopg.connect(
+            host=s.db_host, port=s.db_port, dbname=s.db_name, user=s.db_user, sslmode=s.db_sslmode, **kwargs
+        )
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._discard()
+            try:
+                self._conn = self._connect()
+            except psycopg.OperationalError as exc:
+                logger.warning("database connect failed", extra={"error": type(exc).__name__})
+                raise DatabaseUnavailable("the database is unavailable, retry shortly") from exc
+        return self._conn
+
+    def _discard(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg.Error:
+                pass
+        self._conn = None
+
+    def scalar(self, query: LiteralString, params: Sequence[Any], *, retry_safe: bool = False) -> Any:
+        """Run one statement (one SQL function call) and return the first column of its row.
+
+        `retry_safe` statements (reads, and writes whose repeat is a no-op) are retried once
+        on a fresh connection when the reused one turns out to be dead.
+        """
+        attempts = 2 if retry_safe else 1
+        for attempt in range(1, attempts + 1):
+            conn = self._connection()
+            try:
+                row = conn.execute(query, params).fetchone()
+            except psycopg.OperationalError as exc:
+                self._discard()
+                if attempt < attempts:
+                    continue
+                raise DatabaseUnavailable("the database is unavailable, retry shortly") from exc
+            return None if row is None else row[0]
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self._discard()

@@ -1,0 +1,100 @@
+"""Applies the numbered SQL files in `slotguard/migrations` once each, in order.
+
+Kept small on purpose (see docs/decisions.md): plain SQL files, a table of applied
+versions with checksums, one transaction per file, and a session advisory lock so that
+two runners starting at once (two deploys, a deploy and a local stack) apply each file
+exactly once. The runner connects directly as the administrator, never through the
+application's RDS Proxy path, so its session lock pins nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import LiteralString, cast
+
+import psycopg
+from psycopg import sql
+
+MIGRATION_LOCK_KEY = 0x510760A2D  # any constant; shared by every runner of this schema
+_FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    text: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+class MigrationError(RuntimeError):
+    pass
+
+
+def load_migrations() -> list[Migration]:
+    found = []
+    for entry in resources.files("slotguard.migrations").iterdir():
+        match = _FILE_RE.match(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise MigrationError(f"duplicate migration versions: {versions}")
+    return found
+
+
+def migrate(admin_url: str, migrations: list[Migration] | None = None) -> list[int]:
+    """Apply what is missing; return the versions this call applied."""
+    migrations = load_migrations() if migrations is None else migrations
+    applied_now: list[int] = []
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        try:
+            conn.execute(
+                """CREATE TABLE IF NOT EXISTS public.slotguard_schema_migrations (
+                       version integer PRIMARY KEY,
+                       name text NOT NULL,
+                       checksum text NOT NULL,
+                       applied_at timestamptz NOT NULL DEFAULT now())"""
+            )
+            done = {
+                row[0]: row[1]
+                for row in conn.execute("SELECT version, checksum FROM public.slotguard_schema_migrations")
+            }
+            for migration in migrations:
+                if migration.version in done:
+                    if done[migration.version] != migration.checksum:
+                        raise MigrationError(
+                            f"migration {migration.version:04d}_{migration.name} changed after it was applied"
+                        )
+                    continue
+                with conn.transaction():
+                    conn.execute(sql.SQL(cast(LiteralString, migration.text)))
+                    conn.execute("RESET ROLE")  # files may SET LOCAL ROLE slotguard_owner
+                    conn.execute(
+                        "INSERT INTO public.slotguard_schema_migrations (version, name, checksum)"
+                        " VALUES (%s, %s, %s)",
+                        (migration.version, migration.name, migration.checksum),
+                    )
+                applied_now.append(migration.version)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+    return applied_now
+
+
+def ensure_app_login(admin_url: str, *, password: str | None = None, iam: bool = False) -> None:
+    """Give the application role its way in: a password (local, tests) or rds_iam (AWS)."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        if password is not None:
+            conn.execute(
+                sql.SQL("ALTER ROLE slotguard_app LOGIN PASSWORD {}").format(sql.Literal(password))
+            )
+        if iam:
+            conn.execute("GRANT rds_iam TO slotguard_app")

@@ -1,0 +1,74 @@
+"""Domain errors, and the one place they become HTTP answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    """An expected outcome the caller must be told about, never a 500."""
+
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class BadRequest(DomainError):
+    status_code, code = 400, "bad_request"
+
+
+class Unauthorized(DomainError):
+    status_code, code = 401, "unauthorized"
+
+
+class Forbidden(DomainError):
+    status_code, code = 403, "forbidden"
+
+
+class NotFound(DomainError):
+    status_code, code = 404, "not_found"
+
+
+class SlotConflict(DomainError):
+    status_code, code = 409, "slot_conflict"
+
+
+class NotSchedulable(DomainError):
+    status_code, code = 409, "not_schedulable"
+
+
+class PayloadTooLarge(DomainError):
+    status_code, code = 413, "payload_too_large"
+
+
+class InvalidRequest(DomainError):
+    status_code, code = 422, "validation_error"
+
+
+class IdempotencyKeyReused(DomainError):
+    status_code, code = 422, "idempotency_key_reused"
+
+
+class Busy(DomainError):
+    """The calendar's lock was not free within the bounded wait: retry shortly."""
+
+    status_code, code = 503, "busy"
+    retry_after_seconds = 1
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_seconds)}
+
+
+class DatabaseUnavailable(Busy):
+    code = "database_unavailable"
+    retry_after_seconds = 2

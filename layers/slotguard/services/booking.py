@@ -1,0 +1,176 @@
+"""The booking domain service: plain Python over the repository, answers in models,
+refusals as domain errors."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime, timedelta
+from typing import Any, Literal
+from uuid import UUID
+
+from slotguard.db.booking_repository import BookingRepository
+from slotguard.errors import (
+    Busy,
+    IdempotencyKeyReused,
+    InvalidRequest,
+    NotFound,
+    NotSchedulable,
+    SlotConflict,
+)
+from slotguard.models import (
+    Actor,
+    Appointment,
+    AppointmentPage,
+    Availability,
+    BookingResult,
+    BookRequest,
+    FreeSlots,
+    History,
+    HistoryEntry,
+    RescheduleRequest,
+    RescheduleResult,
+    Slot,
+)
+
+MAX_SLOT_RANGE = timedelta(days=31)
+MAX_LIST_RANGE = timedelta(days=366)
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+
+
+def _conflict(outcome: dict[str, Any]) -> SlotConflict:
+    conflicts = [Appointment.model_validate(c).model_dump(mode="json") for c in outcome["conflicts"]]
+    return SlotConflict("the slot overlaps an existing appointment", {"conflicts": conflicts})
+
+
+def _refusal(outcome: dict[str, Any], appointment_id: UUID | None = None) -> Exception:
+    status = outcome["status"]
+    if status == "conflict":
+        return _conflict(outcome)
+    if status == "busy":
+        return Busy("the calendar is busy, retry shortly")
+    if status == "not_found":
+        return NotFound("appointment not found", {"id": str(appointment_id)})
+    if status == "not_scheduled":
+        return NotSchedulable("only a scheduled appointment can be rescheduled", {"id": str(appointment_id)})
+    if status == "idempotency_mismatch":
+        return IdempotencyKeyReused("this Idempotency-Key was used with another request body")
+    if status == "invalid":
+        return InvalidRequest(outcome.get("message", "invalid request"))
+    return RuntimeError(f"unexpected outcome from the database: {status}")
+
+
+def encode_cursor(appointment: Appointment) -> str:
+    raw = f"{appointment.scheduled_at.isoformat()}|{appointment.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, ident = raw.split("|")
+        parsed = datetime.fromisoformat(at)
+        if parsed.tzinfo is None:
+            raise ValueError("naive")
+        return parsed, UUID(ident)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidRequest("cursor is not valid", {"cursor": cursor}) from exc
+
+
+class BookingService:
+    def __init__(self, repository: BookingRepository) -> None:
+        self._repo = repository
+
+    def book(self, actor: Actor, request: BookRequest, idempotency_key: str | None = None) -> BookingResult:
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
+            raise InvalidRequest(f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY_CHARS} characters")
+        outcome = self._repo.book(
+            org_id=actor.org_id,
+            actor=actor.label,
+            contact_id=request.contact_id,
+            resource_id=request.resource_id,
+            scheduled_at=request.scheduled_at,
+            duration_minutes=request.duration_minutes,
+            notes=request.notes,
+            metadata=request.metadata,
+            idempotency_key=idempotency_key,
+            request_hash=request.fingerprint() if idempotency_key is not None else None,
+        )
+        if outcome["status"] in ("created", "replayed"):
+            return BookingResult(
+                appointment=Appointment.model_validate(outcome["appointment"]),
+                replayed=outcome["status"] == "replayed",
+            )
+        raise _refusal(outcome)
+
+    def get(self, actor: Actor, appointment_id: UUID) -> Appointment:
+        found = self._repo.get(org_id=actor.org_id, appointment_id=appointment_id)
+        if found is None:
+            raise NotFound("appointment not found", {"id": str(appointment_id)})
+        return Appointment.model_validate(found)
+
+    def list(
+        self, actor: Actor, *, start: datetime | None = None, end: datetime | None = None,
+        resource_id: UUID | None = None, status: Literal["scheduled", "cancelled"] | None = None,
+        limit: int = 50, cursor: str | None = None,
+    ) -> AppointmentPage:
+        if start is not None and end is not None:
+            if start > end:
+                raise InvalidRequest("'from' must not be after 'to'", {"from": str(start), "to": str(end)})
+            if end - start > MAX_LIST_RANGE:
+                raise InvalidRequest("the range may span at most 366 days")
+        rows = self._repo.list(
+            org_id=actor.org_id, start=start, end=end, resource_id=resource_id, status=status,
+            limit=limit + 1, after=decode_cursor(cursor) if cursor else None,
+        )
+        items = [Appointment.model_validate(r) for r in rows[:limit]]
+        next_cursor = encode_cursor(items[-1]) if len(rows) > limit else None
+        return AppointmentPage(items=items, next_cursor=next_cursor)
+
+    def cancel(self, actor: Actor, appointment_id: UUID, reason: str | None = None) -> Appointment:
+        outcome = self._repo.cancel(
+            org_id=actor.org_id, actor=actor.label, appointment_id=appointment_id, reason=reason
+        )
+        if outcome["status"] in ("cancelled", "already_cancelled"):
+            return Appointment.model_validate(outcome["appointment"])
+        raise _refusal(outcome, appointment_id)
+
+    def reschedule(self, actor: Actor, appointment_id: UUID, request: RescheduleRequest) -> RescheduleResult:
+        outcome = self._repo.reschedule(
+            org_id=actor.org_id, actor=actor.label, appointment_id=appointment_id,
+            scheduled_at=request.scheduled_at, duration_minutes=request.duration_minutes,
+        )
+        if outcome["status"] == "rescheduled":
+            return RescheduleResult.model_validate(outcome)
+        raise _refusal(outcome, appointment_id)
+
+    def history(self, actor: Actor, appointment_id: UUID) -> History:
+        rows = self._repo.history(org_id=actor.org_id, appointment_id=appointment_id)
+        if rows is None:
+            raise NotFound("appointment not found", {"id": str(appointment_id)})
+        return History(appointment_id=appointment_id, entries=[HistoryEntry.model_validate(r) for r in rows])
+
+    def check_availability(
+        self, actor: Actor, *, start: datetime, duration_minutes: int, resource_id: UUID | None = None
+    ) -> Availability:
+        outcome = self._repo.check_availability(
+            org_id=actor.org_id, resource_id=resource_id, start=start, duration_minutes=duration_minutes
+        )
+        return Availability.model_validate(outcome)
+
+    def free_slots(
+        self, actor: Actor, *, start: datetime, end: datetime, duration_minutes: int,
+        step_minutes: int | None = None, resource_id: UUID | None = None, limit: int = 1000,
+    ) -> FreeSlots:
+        if start >= end:
+            raise InvalidRequest("'from' must be before 'to'", {"from": str(start), "to": str(end)})
+        if end - start > MAX_SLOT_RANGE:
+            raise InvalidRequest("the slot search may span at most 31 days")
+        step = step_minutes or duration_minutes
+        rows = self._repo.free_slots(
+            org_id=actor.org_id, resource_id=resource_id, start=start, end=end,
+            duration_minutes=duration_minutes, step_minutes=step, limit=limit,
+        )
+        return FreeSlots(
+            slots=[Slot.model_validate(r) for r in rows], duration_minutes=duration_minutes, step_minutes=step
+        )

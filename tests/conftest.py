@@ -1,0 +1,154 @@
+"""Shared fixtures: a real PostgreSQL (embedded, or DATABASE_URL), migrated, reached as the
+non-superuser application role; handlers loaded from their function folders; real
+API Gateway HTTP API events."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from slotguard.db.migrate import ensure_app_login, migrate
+from slotguard_local.events import LambdaContext, http_api_event
+
+ROOT = Path(__file__).resolve().parents[1]
+APP_PASSWORD = "app-" + uuid.uuid4().hex
+
+
+@dataclass
+class PgInstance:
+    admin_url: str  # superuser on the test database (migrations, test setup only)
+    app_url: str  # slotguard_app: not superuser, not owner -> RLS applies
+    stop: Any = None
+    start: Any = None
+
+
+def _with_db(url: str, dbname: str) -> str:
+    return psycopg.conninfo.make_conninfo(url, dbname=dbname)
+
+
+@pytest.fixture(scope="session")
+def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgInstance]:
+    server = None
+    if os.environ.get("DATABASE_URL"):
+        root_url = os.environ["DATABASE_URL"]
+    else:
+        from slotguard_local.postgres import EmbeddedPostgres
+
+        server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", durable=False).start()
+        root_url = server.admin_url
+    dbname = f"slotguard_test_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(root_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    admin_url = _with_db(root_url, dbname)
+    migrate(admin_url)
+    ensure_app_login(admin_url, password=APP_PASSWORD)
+    app_url = psycopg.conninfo.make_conninfo(admin_url, user="slotguard_app", password=APP_PASSWORD)
+    instance = PgInstance(admin_url=admin_url, app_url=app_url)
+    if server is not None:
+        instance.stop, instance.start = server.stop, server.start
+    os.environ["DATABASE_URL"] = app_url
+    yield instance
+    if server is not None:
+        server.stop(mode="immediate")
+    else:
+        with psycopg.connect(root_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+
+
+@pytest.fixture
+def admin_conn(pg: PgInstance) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(pg.admin_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def app_conn(pg: PgInstance) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(pg.app_url, autocommit=True) as conn:
+        yield conn
+
+
+def load_function(name: str) -> ModuleType:
+    """Import functions/<name>/handler.py as Lambda would (it is not a package)."""
+    module_name = f"slotguard_function_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, ROOT / "functions" / name / "handler.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class HttpResult:
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+
+class ApiClient:
+    """Sends real payload-2.0 events to a function's lambda_handler, as a given caller."""
+
+    def __init__(self, module: ModuleType, claims: dict[str, Any] | None) -> None:
+        self.module = module
+        self.claims = claims
+
+    def request(self, method: str, path: str, *, json_body: Any = None, raw_body: str | None = None,
+                query: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> HttpResult:
+        body = raw_body if raw_body is not None else (json.dumps(json_body) if json_body is not None else None)
+        hdrs = {"content-type": "application/json", **(headers or {})}
+        event = http_api_event(method, path, query={k: str(v) for k, v in (query or {}).items()},
+                               headers=hdrs, body=body, claims=self.claims)
+        out = self.module.lambda_handler(event, LambdaContext())
+        text = out.get("body") or ""
+        return HttpResult(out["statusCode"], json.loads(text) if text else None, out.get("headers", {}))
+
+    def get(self, path: str, **kw: Any) -> HttpResult:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, **kw: Any) -> HttpResult:
+        return self.request("POST", path, **kw)
+
+
+@dataclass
+class Org:
+    org_id: str
+    member: dict[str, Any]
+    admin: dict[str, Any]
+
+
+def new_org() -> Org:
+    org_id = str(uuid.uuid4())
+    return Org(
+        org_id,
+        {"sub": f"user-{uuid.uuid4().hex[:6]}", "org_id": org_id},
+        {"sub": f"admin-{uuid.uuid4().hex[:6]}", "org_id": org_id, "role": "admin"},
+    )
+
+
+@pytest.fixture
+def booking_fn(pg: PgInstance) -> ModuleType:
+    return load_function("booking")
+
+
+@pytest.fixture
+def org() -> Org:
+    return new_org()
+
+
+@pytest.fixture
+def api(booking_fn: ModuleType, org: Org) -> ApiClient:
+    return ApiClient(booking_fn, org.member)
