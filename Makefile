@@ -16,13 +16,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: $(STAMP)
+test: lint
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	for f in functions/*/handler.py; do $(BIN)/mypy "$$f" || exit 1; done
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

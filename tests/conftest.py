@@ -106,12 +106,28 @@ class ApiClient:
         self.module = module
         self.claims = claims
 
-    def request(self, method: str, path: str, *, json_body: Any = None, raw_body: str | None = None,
-                query: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> HttpResult:
-        body = raw_body if raw_body is not None else (json.dumps(json_body) if json_body is not None else None)
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        raw_body: str | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> HttpResult:
+        body = (
+            raw_body if raw_body is not None else (json.dumps(json_body) if json_body is not None else None)
+        )
         hdrs = {"content-type": "application/json", **(headers or {})}
-        event = http_api_event(method, path, query={k: str(v) for k, v in (query or {}).items()},
-                               headers=hdrs, body=body, claims=self.claims)
+        event = http_api_event(
+            method,
+            path,
+            query={k: str(v) for k, v in (query or {}).items()},
+            headers=hdrs,
+            body=body,
+            claims=self.claims,
+        )
         out = self.module.lambda_handler(event, LambdaContext())
         text = out.get("body") or ""
         return HttpResult(out["statusCode"], json.loads(text) if text else None, out.get("headers", {}))

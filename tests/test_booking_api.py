@@ -79,7 +79,9 @@ def test_other_resource_and_other_org_do_not_conflict(booking_fn: Any, api: ApiC
     assert api.post("/appointments", json_body=slot("2030-01-07T10:00:00Z", resource_id=room_b)).status == 201
     assert api.post("/appointments", json_body=slot("2030-01-07T10:00:00Z")).status == 201  # default calendar
     other = ApiClient(booking_fn, new_org().member)
-    assert other.post("/appointments", json_body=slot("2030-01-07T10:00:00Z", resource_id=room_a)).status == 201
+    assert (
+        other.post("/appointments", json_body=slot("2030-01-07T10:00:00Z", resource_id=room_a)).status == 201
+    )
     assert api.post("/appointments", json_body=slot("2030-01-07T10:30:00Z", resource_id=room_a)).status == 409
 
 
@@ -101,7 +103,9 @@ def test_cancelled_slot_is_free_again_and_cancel_twice_is_unchanged(api: ApiClie
 
 def test_cancel_without_body(api: ApiClient) -> None:
     appt = api.post("/appointments", json_body=slot("2030-01-07T10:00:00Z")).body
-    res = api.request("POST", f"/appointments/{appt['id']}/cancel", headers={"content-type": "application/json"})
+    res = api.request(
+        "POST", f"/appointments/{appt['id']}/cancel", headers={"content-type": "application/json"}
+    )
     assert res.status == 200
     assert res.body["cancellation_reason"] is None
 
@@ -109,8 +113,10 @@ def test_cancel_without_body(api: ApiClient) -> None:
 def test_reschedule_moves_the_appointment_atomically(api: ApiClient) -> None:
     appt = api.post("/appointments", json_body=slot("2030-01-07T10:00:00Z", 60)).body
     # When it moves 30 minutes later (overlapping its own old slot) with a new duration
-    res = api.post(f"/appointments/{appt['id']}/reschedule",
-                   json_body={"scheduled_at": "2030-01-07T10:30:00Z", "duration_minutes": 45})
+    res = api.post(
+        f"/appointments/{appt['id']}/reschedule",
+        json_body={"scheduled_at": "2030-01-07T10:30:00Z", "duration_minutes": 45},
+    )
     # Then the new one is scheduled, linked to the old, which is cancelled
     assert res.status == 200, res.body
     new, prev = res.body["appointment"], res.body["previous"]
@@ -129,25 +135,32 @@ def test_reschedule_moves_the_appointment_atomically(api: ApiClient) -> None:
 def test_reschedule_into_a_conflict_leaves_the_original_untouched(api: ApiClient) -> None:
     appt = api.post("/appointments", json_body=slot("2030-01-07T10:00:00Z")).body
     blocker = api.post("/appointments", json_body=slot("2030-01-07T14:00:00Z")).body
-    res = api.post(f"/appointments/{appt['id']}/reschedule", json_body={"scheduled_at": "2030-01-07T14:30:00Z"})
+    res = api.post(
+        f"/appointments/{appt['id']}/reschedule", json_body={"scheduled_at": "2030-01-07T14:30:00Z"}
+    )
     assert res.status == 409
     assert [c["id"] for c in res.body["error"]["details"]["conflicts"]] == [blocker["id"]]
     assert api.get(f"/appointments/{appt['id']}").body == appt
-    assert [h["action"] for h in api.get(f"/appointments/{appt['id']}/history").body["entries"]] == ["created"]
+    assert [h["action"] for h in api.get(f"/appointments/{appt['id']}/history").body["entries"]] == [
+        "created"
+    ]
 
 
 def test_reschedule_of_a_cancelled_appointment_is_409(api: ApiClient) -> None:
     appt = api.post("/appointments", json_body=slot("2030-01-07T10:00:00Z")).body
     api.post(f"/appointments/{appt['id']}/cancel", json_body={})
-    res = api.post(f"/appointments/{appt['id']}/reschedule", json_body={"scheduled_at": "2030-01-08T10:00:00Z"})
+    res = api.post(
+        f"/appointments/{appt['id']}/reschedule", json_body={"scheduled_at": "2030-01-08T10:00:00Z"}
+    )
     assert res.status == 409
     assert res.body["error"]["code"] == "not_schedulable"
 
 
 def test_history_shows_each_change_with_its_actor(api: ApiClient, org: Org) -> None:
     appt = api.post("/appointments", json_body=slot("2030-01-07T10:00:00Z")).body
-    moved = api.post(f"/appointments/{appt['id']}/reschedule",
-                     json_body={"scheduled_at": "2030-01-07T12:00:00Z"}).body["appointment"]
+    moved = api.post(
+        f"/appointments/{appt['id']}/reschedule", json_body={"scheduled_at": "2030-01-07T12:00:00Z"}
+    ).body["appointment"]
     api.post(f"/appointments/{moved['id']}/cancel", json_body={"reason": "done"})
     actor = f"user:{org.member['sub']}"
     old = api.get(f"/appointments/{appt['id']}/history").body["entries"]
@@ -166,14 +179,17 @@ def test_idempotency_key_replays_the_first_answer(api: ApiClient, admin_conn: An
     assert first.status == again.status == 201
     assert again.body == first.body
     assert again.headers.get("Idempotent-Replayed") == "true"
-    count = admin_conn.execute("SELECT count(*) FROM slotguard.appointments WHERE org_id = %s",
-                               (org.org_id,)).fetchone()[0]
+    count = admin_conn.execute(
+        "SELECT count(*) FROM slotguard.appointments WHERE org_id = %s", (org.org_id,)
+    ).fetchone()[0]
     assert count == 1
 
 
 def test_idempotency_key_with_another_body_is_422(api: ApiClient) -> None:
     api.post("/appointments", json_body=slot("2030-01-07T10:00:00Z"), headers={"idempotency-key": "k-2"})
-    res = api.post("/appointments", json_body=slot("2030-01-07T15:00:00Z"), headers={"idempotency-key": "k-2"})
+    res = api.post(
+        "/appointments", json_body=slot("2030-01-07T15:00:00Z"), headers={"idempotency-key": "k-2"}
+    )
     assert res.status == 422
     assert res.body["error"]["code"] == "idempotency_key_reused"
 
@@ -182,23 +198,36 @@ def test_idempotency_keys_are_per_org(booking_fn: Any, api: ApiClient) -> None:
     body = slot("2030-01-07T10:00:00Z")
     a = api.post("/appointments", json_body=body, headers={"idempotency-key": "shared"})
     b = ApiClient(booking_fn, new_org().member).post(
-        "/appointments", json_body=body, headers={"idempotency-key": "shared"})
+        "/appointments", json_body=body, headers={"idempotency-key": "shared"}
+    )
     assert a.status == b.status == 201
     assert a.body["id"] != b.body["id"]
 
 
 def test_list_filters_and_paginates(api: ApiClient) -> None:
-    ids = [api.post("/appointments", json_body=slot(f"2030-02-0{d}T09:00:00Z")).body["id"] for d in range(1, 6)]
+    ids = [
+        api.post("/appointments", json_body=slot(f"2030-02-0{d}T09:00:00Z")).body["id"] for d in range(1, 6)
+    ]
     api.post(f"/appointments/{ids[1]}/cancel", json_body={})
-    page1 = api.get("/appointments", query={"from": "2030-02-01T00:00:00Z", "to": "2030-02-06T00:00:00Z",
-                                            "limit": 2})
+    page1 = api.get(
+        "/appointments", query={"from": "2030-02-01T00:00:00Z", "to": "2030-02-06T00:00:00Z", "limit": 2}
+    )
     assert page1.status == 200
     assert [a["id"] for a in page1.body["items"]] == ids[:2]
-    page2 = api.get("/appointments", query={"from": "2030-02-01T00:00:00Z", "to": "2030-02-06T00:00:00Z",
-                                            "limit": 2, "cursor": page1.body["next_cursor"]})
+    page2 = api.get(
+        "/appointments",
+        query={
+            "from": "2030-02-01T00:00:00Z",
+            "to": "2030-02-06T00:00:00Z",
+            "limit": 2,
+            "cursor": page1.body["next_cursor"],
+        },
+    )
     assert [a["id"] for a in page2.body["items"]] == ids[2:4]
-    scheduled = api.get("/appointments", query={"status": "scheduled", "from": "2030-02-01T00:00:00Z",
-                                                "to": "2030-02-06T00:00:00Z"})
+    scheduled = api.get(
+        "/appointments",
+        query={"status": "scheduled", "from": "2030-02-01T00:00:00Z", "to": "2030-02-06T00:00:00Z"},
+    )
     assert [a["id"] for a in scheduled.body["items"]] == [ids[0], *ids[2:]]
     assert scheduled.body["next_cursor"] is None
 
@@ -206,17 +235,28 @@ def test_list_filters_and_paginates(api: ApiClient) -> None:
 def test_availability_check_and_free_slots(api: ApiClient) -> None:
     room = str(uuid.uuid4())
     booked = api.post("/appointments", json_body=slot("2030-03-01T10:00:00Z", 60, resource_id=room)).body
-    busy = api.get("/availability/check", query={"start": "2030-03-01T10:30:00Z", "duration_minutes": 30,
-                                                  "resource_id": room})
+    busy = api.get(
+        "/availability/check",
+        query={"start": "2030-03-01T10:30:00Z", "duration_minutes": 30, "resource_id": room},
+    )
     assert busy.status == 200
     assert busy.body["available"] is False
     assert [c["id"] for c in busy.body["conflicts"]] == [booked["id"]]
-    free = api.get("/availability/check", query={"start": "2030-03-01T11:00:00Z", "duration_minutes": 30,
-                                                  "resource_id": room})
+    free = api.get(
+        "/availability/check",
+        query={"start": "2030-03-01T11:00:00Z", "duration_minutes": 30, "resource_id": room},
+    )
     assert free.body == {"available": True, "conflicts": []}
-    slots = api.get("/availability/slots", query={"from": "2030-03-01T08:00:00Z", "to": "2030-03-01T13:00:00Z",
-                                                  "duration_minutes": 60, "step_minutes": 30,
-                                                  "resource_id": room})
+    slots = api.get(
+        "/availability/slots",
+        query={
+            "from": "2030-03-01T08:00:00Z",
+            "to": "2030-03-01T13:00:00Z",
+            "duration_minutes": 60,
+            "step_minutes": 30,
+            "resource_id": room,
+        },
+    )
     assert slots.status == 200
     starts = [s["start"][11:16] for s in slots.body["slots"]]
     assert starts == ["08:00", "08:30", "09:00", "11:00", "11:30", "12:00"]

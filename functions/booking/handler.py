@@ -36,7 +36,7 @@ app = create_resolver()
 Minutes = Annotated[int, Field(ge=1, le=1440)]
 
 
-def _doc(model: Any, description: str) -> dict[int | str, Any]:
+def _doc(model: Any, description: str) -> Any:
     return {"description": description, "content": {"application/json": {"model": model}}}
 
 
@@ -61,8 +61,15 @@ def list_appointments(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response[str]:
-    page = service.list(current_actor(app), start=start, end=end, resource_id=resource_id,
-                        status=status, limit=limit, cursor=cursor)
+    page = service.list_appointments(
+        current_actor(app),
+        start=start,
+        end=end,
+        resource_id=resource_id,
+        status=status,
+        limit=limit,
+        cursor=cursor,
+    )
     return json_response(page)
 
 
@@ -79,8 +86,10 @@ def cancel_appointment(
     return json_response(service.cancel(current_actor(app), appointment_id, reason))
 
 
-@app.post("/appointments/<appointment_id>/reschedule",
-          responses={200: _doc(RescheduleResult, "The new appointment and the previous one")})
+@app.post(
+    "/appointments/<appointment_id>/reschedule",
+    responses={200: _doc(RescheduleResult, "The new appointment and the previous one")},
+)
 def reschedule_appointment(appointment_id: UUID, body: Annotated[RescheduleRequest, Body()]) -> Response[str]:
     return json_response(service.reschedule(current_actor(app), appointment_id, body))
 
@@ -96,8 +105,11 @@ def check_availability(
     duration_minutes: Annotated[Minutes, Query()],
     resource_id: Annotated[UUID | None, Query()] = None,
 ) -> Response[str]:
-    return json_response(service.check_availability(
-        current_actor(app), start=start, duration_minutes=duration_minutes, resource_id=resource_id))
+    return json_response(
+        service.check_availability(
+            current_actor(app), start=start, duration_minutes=duration_minutes, resource_id=resource_id
+        )
+    )
 
 
 @app.get("/availability/slots", responses={200: _doc(FreeSlots, "Free start times")})
@@ -108,9 +120,16 @@ def free_slots(
     step_minutes: Annotated[Minutes | None, Query()] = None,
     resource_id: Annotated[UUID | None, Query()] = None,
 ) -> Response[str]:
-    return json_response(service.free_slots(
-        current_actor(app), start=start, end=end, duration_minutes=duration_minutes,
-        step_minutes=step_minutes, resource_id=resource_id))
+    return json_response(
+        service.free_slots(
+            current_actor(app),
+            start=start,
+            end=end,
+            duration_minutes=duration_minutes,
+            step_minutes=step_minutes,
+            resource_id=resource_id,
+        )
+    )
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

@@ -105,9 +105,7 @@ def http_api_event(
     return event
 
 
-def sqs_record(
-    message: dict[str, Any], queue_arn: str, region: str = "us-east-1"
-) -> dict[str, Any]:
+def sqs_record(message: dict[str, Any], queue_arn: str, region: str = "us-east-1") -> dict[str, Any]:
     """One record of an SQS event, from a ReceiveMessage answer's message."""
     attrs = message.get("Attributes", {})
     msg_attrs = {}
@@ -127,7 +125,8 @@ def sqs_record(
             "SentTimestamp": attrs.get("SentTimestamp", str(int(time.time() * 1000))),
             "SenderId": attrs.get("SenderId", "000000000000"),
             "ApproximateFirstReceiveTimestamp": attrs.get(
-                "ApproximateFirstReceiveTimestamp", str(int(time.time() * 1000))),
+                "ApproximateFirstReceiveTimestamp", str(int(time.time() * 1000))
+            ),
         },
         "messageAttributes": msg_attrs,
         "md5OfBody": message.get("MD5OfBody", ""),

@@ -18,14 +18,20 @@ from slotguard.observability import logger
 JSON = content_types.APPLICATION_JSON
 
 
-def json_response(payload: BaseModel | dict[str, Any], status: int = 200,
-                  headers: dict[str, str] | None = None) -> Response[str]:
+def json_response(
+    payload: BaseModel | dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+) -> Response[str]:
     body = payload.model_dump_json() if isinstance(payload, BaseModel) else json.dumps(payload)
     return Response(status_code=status, content_type=JSON, body=body, headers=headers or {})
 
 
-def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None,
-                   headers: dict[str, str] | None = None) -> Response[str]:
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[str]:
     body = {"error": {"code": code, "message": message, "details": details or {}}}
     return json_response(body, status, headers)
 

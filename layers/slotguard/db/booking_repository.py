@@ -32,8 +32,19 @@ class BookingRepository:
     ) -> dict[str, Any]:
         result: dict[str, Any] = self._db.scalar(
             "SELECT slotguard.book_appointment_with_lock(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (org_id, actor, contact_id, resource_id, scheduled_at, duration_minutes, notes,
-             Jsonb(metadata), idempotency_key, request_hash, self._lock_wait_ms),
+            (
+                org_id,
+                actor,
+                contact_id,
+                resource_id,
+                scheduled_at,
+                duration_minutes,
+                notes,
+                Jsonb(metadata),
+                idempotency_key,
+                request_hash,
+                self._lock_wait_ms,
+            ),
             # With a key, a repeat is a replay, never a second booking.
             retry_safe=idempotency_key is not None,
         )
@@ -48,7 +59,12 @@ class BookingRepository:
         return result
 
     def reschedule(
-        self, *, org_id: UUID, actor: str, appointment_id: UUID, scheduled_at: datetime,
+        self,
+        *,
+        org_id: UUID,
+        actor: str,
+        appointment_id: UUID,
+        scheduled_at: datetime,
         duration_minutes: int | None,
     ) -> dict[str, Any]:
         result: dict[str, Any] = self._db.scalar(
@@ -63,9 +79,16 @@ class BookingRepository:
         )
         return result
 
-    def list(
-        self, *, org_id: UUID, start: datetime | None, end: datetime | None, resource_id: UUID | None,
-        status: str | None, limit: int, after: tuple[datetime, UUID] | None,
+    def list_page(
+        self,
+        *,
+        org_id: UUID,
+        start: datetime | None,
+        end: datetime | None,
+        resource_id: UUID | None,
+        status: str | None,
+        limit: int,
+        after: tuple[datetime, UUID] | None,
     ) -> list[dict[str, Any]]:
         after_at, after_id = after if after else (None, None)
         result: list[dict[str, Any]] = self._db.scalar(
@@ -92,8 +115,15 @@ class BookingRepository:
         return result
 
     def free_slots(
-        self, *, org_id: UUID, resource_id: UUID | None, start: datetime, end: datetime,
-        duration_minutes: int, step_minutes: int, limit: int,
+        self,
+        *,
+        org_id: UUID,
+        resource_id: UUID | None,
+        start: datetime,
+        end: datetime,
+        duration_minutes: int,
+        step_minutes: int,
+        limit: int,
     ) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._db.scalar(
             "SELECT slotguard.find_free_slots(%s, %s, %s, %s, %s, %s, %s)",

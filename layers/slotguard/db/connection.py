@@ -8,6 +8,7 @@ multiplex the connection instead of pinning it.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, LiteralString, Protocol
@@ -106,10 +107,8 @@ class Database:
 
     def _discard(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(psycopg.Error):
                 self._conn.close()
-            except psycopg.Error:
-                pass
         self._conn = None
 
     def scalar(self, query: LiteralString, params: Sequence[Any], *, retry_safe: bool = False) -> Any:

@@ -93,8 +93,6 @@ def ensure_app_login(admin_url: str, *, password: str | None = None, iam: bool =
     """Give the application role its way in: a password (local, tests) or rds_iam (AWS)."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
         if password is not None:
-            conn.execute(
-                sql.SQL("ALTER ROLE slotguard_app LOGIN PASSWORD {}").format(sql.Literal(password))
-            )
+            conn.execute(sql.SQL("ALTER ROLE slotguard_app LOGIN PASSWORD {}").format(sql.Literal(password)))
         if iam:
             conn.execute("GRANT rds_iam TO slotguard_app")

@@ -109,19 +109,30 @@ class BookingService:
             raise NotFound("appointment not found", {"id": str(appointment_id)})
         return Appointment.model_validate(found)
 
-    def list(
-        self, actor: Actor, *, start: datetime | None = None, end: datetime | None = None,
-        resource_id: UUID | None = None, status: Literal["scheduled", "cancelled"] | None = None,
-        limit: int = 50, cursor: str | None = None,
+    def list_appointments(
+        self,
+        actor: Actor,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        resource_id: UUID | None = None,
+        status: Literal["scheduled", "cancelled"] | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
     ) -> AppointmentPage:
         if start is not None and end is not None:
             if start > end:
                 raise InvalidRequest("'from' must not be after 'to'", {"from": str(start), "to": str(end)})
             if end - start > MAX_LIST_RANGE:
                 raise InvalidRequest("the range may span at most 366 days")
-        rows = self._repo.list(
-            org_id=actor.org_id, start=start, end=end, resource_id=resource_id, status=status,
-            limit=limit + 1, after=decode_cursor(cursor) if cursor else None,
+        rows = self._repo.list_page(
+            org_id=actor.org_id,
+            start=start,
+            end=end,
+            resource_id=resource_id,
+            status=status,
+            limit=limit + 1,
+            after=decode_cursor(cursor) if cursor else None,
         )
         items = [Appointment.model_validate(r) for r in rows[:limit]]
         next_cursor = encode_cursor(items[-1]) if len(rows) > limit else None
@@ -137,8 +148,11 @@ class BookingService:
 
     def reschedule(self, actor: Actor, appointment_id: UUID, request: RescheduleRequest) -> RescheduleResult:
         outcome = self._repo.reschedule(
-            org_id=actor.org_id, actor=actor.label, appointment_id=appointment_id,
-            scheduled_at=request.scheduled_at, duration_minutes=request.duration_minutes,
+            org_id=actor.org_id,
+            actor=actor.label,
+            appointment_id=appointment_id,
+            scheduled_at=request.scheduled_at,
+            duration_minutes=request.duration_minutes,
         )
         if outcome["status"] == "rescheduled":
             return RescheduleResult.model_validate(outcome)
@@ -159,8 +173,15 @@ class BookingService:
         return Availability.model_validate(outcome)
 
     def free_slots(
-        self, actor: Actor, *, start: datetime, end: datetime, duration_minutes: int,
-        step_minutes: int | None = None, resource_id: UUID | None = None, limit: int = 1000,
+        self,
+        actor: Actor,
+        *,
+        start: datetime,
+        end: datetime,
+        duration_minutes: int,
+        step_minutes: int | None = None,
+        resource_id: UUID | None = None,
+        limit: int = 1000,
     ) -> FreeSlots:
         if start >= end:
             raise InvalidRequest("'from' must be before 'to'", {"from": str(start), "to": str(end)})
@@ -168,8 +189,13 @@ class BookingService:
             raise InvalidRequest("the slot search may span at most 31 days")
         step = step_minutes or duration_minutes
         rows = self._repo.free_slots(
-            org_id=actor.org_id, resource_id=resource_id, start=start, end=end,
-            duration_minutes=duration_minutes, step_minutes=step, limit=limit,
+            org_id=actor.org_id,
+            resource_id=resource_id,
+            start=start,
+            end=end,
+            duration_minutes=duration_minutes,
+            step_minutes=step,
+            limit=limit,
         )
         return FreeSlots(
             slots=[Slot.model_validate(r) for r in rows], duration_minutes=duration_minutes, step_minutes=step

@@ -1,0 +1,78 @@
+"""Fault paths caused for real: the database goes away and comes back."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from slotguard.config import DatabaseSettings
+from slotguard.db.connection import Database, IamTokenProvider
+from tests.conftest import ApiClient
+
+
+def test_database_down_is_503_then_recovers_on_the_same_container(pg: Any, api: ApiClient) -> None:
+    if pg.stop is None:
+        pytest.skip("needs the embedded server, which the test can stop (DATABASE_URL is external)")
+    body = {"contact_id": str(uuid.uuid4()), "scheduled_at": "2032-01-01T10:00:00Z", "duration_minutes": 30}
+    assert api.post("/appointments", json_body=body).status == 201  # the container's connection is open
+    # When the database goes away
+    pg.stop(mode="immediate")
+    try:
+        down = api.post("/appointments", json_body={**body, "scheduled_at": "2032-01-01T12:00:00Z"})
+        read = api.get("/appointments")
+    finally:
+        pg.start()
+    # Then callers get 503 with Retry-After, never a 500
+    assert down.status == 503
+    assert down.body["error"]["code"] == "database_unavailable"
+    assert "Retry-After" in down.headers
+    assert read.status == 503
+    # And once it is back the same container reconnects by itself
+    again = api.post("/appointments", json_body={**body, "scheduled_at": "2032-01-01T12:00:00Z"})
+    assert again.status == 201
+    assert len(api.get("/appointments").body["items"]) == 2
+
+
+def test_unreachable_database_is_database_unavailable() -> None:
+    db = Database(
+        DatabaseSettings(database_url="postgresql://nobody@127.0.0.1:1/none", db_connect_timeout_s=1)
+    )
+    from slotguard.errors import DatabaseUnavailable
+
+    with pytest.raises(DatabaseUnavailable):
+        db.scalar("SELECT 1", ())
+
+
+def test_iam_tokens_are_cached_and_refreshed_before_expiry() -> None:
+    # Given a token source and a clock we control
+    now = [0.0]
+    issued: list[str] = []
+
+    def generate() -> str:
+        issued.append(f"token-{len(issued)}")
+        return issued[-1]
+
+    provider = IamTokenProvider(generate, refresh_after_s=600, clock=lambda: now[0])
+    # Then tokens are reused while fresh and replaced at 10 minutes, before the 15 minute expiry
+    assert provider.password() == "token-0"
+    now[0] = 599
+    assert provider.password() == "token-0"
+    now[0] = 600
+    assert provider.password() == "token-1"
+    assert len(issued) == 2
+    with pytest.raises(ValueError, match="15 minute"):
+        IamTokenProvider(generate, refresh_after_s=900)
+
+
+def test_iam_auth_is_selected_by_config_and_signs_a_real_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    settings = DatabaseSettings(db_host="proxy.example.internal", db_auth="iam", db_user="slotguard_app")
+    from slotguard.db.connection import password_provider_for
+
+    token = password_provider_for(settings).password()
+    assert token is not None
+    assert token.startswith("proxy.example.internal:5432/?Action=connect&DBUser=slotguard_app")
+    assert "X-Amz-Signature=" in token

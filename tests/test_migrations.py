@@ -1,0 +1,103 @@
+"""The migration runner: applies each numbered file once, in order, also with two at once."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from slotguard.db.migrate import Migration, MigrationError, load_migrations, migrate
+
+
+@pytest.fixture
+def fresh_db(pg: Any) -> Iterator[str]:
+    name = f"slotguard_mig_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg.admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield psycopg.conninfo.make_conninfo(pg.admin_url, dbname=name)
+    with psycopg.connect(pg.admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def schema_fingerprint(url: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            """SELECT 'rel', c.relname, c.relkind::text, c.relrowsecurity::text || c.relforcerowsecurity::text
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'slotguard'
+               UNION ALL
+               SELECT 'fn', p.proname, md5(p.prosrc), array_to_string(p.proacl, ',')
+                 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'slotguard'
+               UNION ALL
+               SELECT 'con', conname, contype::text, pg_get_constraintdef(oid)
+                 FROM pg_constraint WHERE connamespace = 'slotguard'::regnamespace
+               ORDER BY 1, 2, 3"""
+        ).fetchall()
+
+
+def test_files_are_numbered_in_order() -> None:
+    versions = [m.version for m in load_migrations()]
+    assert versions == sorted(versions)
+    assert versions[0] == 1
+
+
+def test_applying_twice_changes_nothing(fresh_db: str) -> None:
+    # Given a migrated database
+    all_versions = [m.version for m in load_migrations()]
+    assert migrate(fresh_db) == all_versions
+    before = schema_fingerprint(fresh_db)
+    # When the runner runs again
+    assert migrate(fresh_db) == []
+    # Then the schema is exactly the same
+    assert schema_fingerprint(fresh_db) == before
+
+
+def test_two_runners_at_once_apply_each_file_once(fresh_db: str) -> None:
+    # Given two runners started at the same moment on an empty database
+    barrier = threading.Barrier(2)
+    applied: list[list[int]] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            applied.append(migrate(fresh_db))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Then both succeed and between them every file was applied exactly once
+    assert errors == []
+    all_versions = [m.version for m in load_migrations()]
+    assert sorted(applied[0] + applied[1]) == all_versions
+    with psycopg.connect(fresh_db) as conn:
+        rows = conn.execute("SELECT version FROM public.slotguard_schema_migrations ORDER BY 1").fetchall()
+    assert [r[0] for r in rows] == all_versions
+
+
+def test_an_edited_applied_migration_is_refused(fresh_db: str) -> None:
+    migrations = load_migrations()
+    migrate(fresh_db, migrations)
+    edited = [*migrations[:-1], Migration(migrations[-1].version, migrations[-1].name, "SELECT 1;")]
+    with pytest.raises(MigrationError, match="changed after it was applied"):
+        migrate(fresh_db, edited)
+
+
+def test_a_failing_migration_rolls_back_and_is_not_recorded(fresh_db: str) -> None:
+    migrations = load_migrations()
+    broken = Migration(9999, "broken", "CREATE TABLE public.half_done (id int); SELECT 1/0;")
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        migrate(fresh_db, [*migrations, broken])
+    with psycopg.connect(fresh_db) as conn:
+        assert conn.execute("SELECT to_regclass('public.half_done')").fetchone() == (None,)
+        assert conn.execute("SELECT max(version) FROM public.slotguard_schema_migrations").fetchone() == (
+            migrations[-1].version,
+        )
