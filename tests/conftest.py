@@ -168,3 +168,85 @@ def org() -> Org:
 @pytest.fixture
 def api(booking_fn: ModuleType, org: Org) -> ApiClient:
     return ApiClient(booking_fn, org.member)
+
+
+# ---------------------------------------------------------------------------------------
+# AWS through moto's server mode (the same wire protocol as AWS), and the webhook pipeline
+# ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def aws() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    from slotguard_local.postgres import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                      AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1")
+    yield endpoint
+    server.stop()
+
+
+@dataclass
+class Queues:
+    main_url: str
+    dlq_url: str
+
+    def depth(self, sqs: Any, url: str | None = None) -> int:
+        attrs = sqs.get_queue_attributes(
+            QueueUrl=url or self.main_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+def make_queues(sqs: Any, *, max_receive_count: int, visibility_timeout_s: int) -> Queues:
+    name = f"webhooks-{uuid.uuid4().hex[:10]}"
+    dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    main_url = sqs.create_queue(QueueName=name, Attributes={
+        "VisibilityTimeout": str(visibility_timeout_s),
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}),
+    })["QueueUrl"]
+    return Queues(main_url, dlq_url)
+
+
+def signed_headers(secret: str, webhook_id: str, body: str, at: Any = None) -> dict[str, str]:
+    """Sign with the Standard Webhooks reference implementation."""
+    from datetime import UTC, datetime
+
+    from standardwebhooks.webhooks import Webhook
+
+    when = at or datetime.now(UTC)
+    return {
+        "content-type": "application/json",
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(int(when.timestamp())),
+        "webhook-signature": Webhook(secret).sign(webhook_id, when, body),
+    }
+
+
+@pytest.fixture
+def pipeline(pg: PgInstance, aws: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    import boto3
+
+    from tests.webhook_support import MAX_ATTEMPTS, Pipeline
+
+    sqs = boto3.client("sqs")
+    queues = make_queues(sqs, max_receive_count=MAX_ATTEMPTS, visibility_timeout_s=2)
+    prefix = f"test-{uuid.uuid4().hex[:8]}/webhooks/"
+    for key, value in {
+        "WEBHOOK_QUEUE_URL": queues.main_url,
+        "WEBHOOK_SECRET_PREFIX": prefix,
+        "WEBHOOK_SECRET_CACHE_S": "0",
+        "WEBHOOK_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
+        "WEBHOOK_BACKOFF_BASE_S": "1",
+        "WEBHOOK_BACKOFF_CAP_S": "2",
+        "WEBHOOK_CLAIM_STALE_AFTER_S": "2",
+        "BOOKING_LOCK_WAIT_MS": "2000",
+    }.items():
+        monkeypatch.setenv(key, value)
+    return Pipeline(sqs=sqs, queues=queues, secret_prefix=prefix, admin_url=pg.admin_url)

@@ -53,3 +53,40 @@ class DatabaseSettings(_Config):
 class BookingConfig(_Config):
     database: DatabaseSettings
     booking_lock_wait_ms: int = Field(default=3000, ge=1, le=10000)
+
+
+class ReceiverConfig(_Config):
+    webhook_queue_url: str
+    webhook_secret_prefix: str = "slotguard/webhooks/"
+    webhook_secret_cache_s: int = Field(default=300, ge=0, le=3600)
+    webhook_max_body_bytes: int = Field(default=256 * 1024, ge=1024, le=1024 * 1024)
+
+
+class RetryPolicy(_Config):
+    """Capped exponential backoff with jitter; also sizes the SQS redrive (maxReceiveCount)."""
+
+    webhook_max_attempts: int = Field(default=5, ge=1, le=50)
+    webhook_backoff_base_s: int = Field(default=10, ge=0, le=3600)
+    webhook_backoff_cap_s: int = Field(default=900, ge=0, le=43200)
+
+
+class ProcessorConfig(_Config):
+    database: DatabaseSettings
+    retry: RetryPolicy
+    webhook_queue_url: str
+    # A claim older than this is taken to belong to a dead worker; >= the queue's visibility timeout.
+    webhook_claim_stale_after_s: int = Field(default=180, ge=1)
+    booking_lock_wait_ms: int = Field(default=3000, ge=1, le=10000)
+
+
+class ReconcilerConfig(_Config):
+    database: DatabaseSettings
+    retry: RetryPolicy
+
+
+class CleanupConfig(_Config):
+    database: DatabaseSettings
+    retention_completed_days: float = Field(default=7, gt=0)
+    retention_failed_days: float = Field(default=30, gt=0)
+    retention_idempotency_hours: float = Field(default=24, gt=0)
+    cleanup_batch_size: int = Field(default=1000, ge=1, le=50_000)

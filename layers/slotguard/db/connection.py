@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, LiteralString, Protocol
 
 import psycopg
@@ -76,6 +76,7 @@ class Database:
         self._settings = settings
         self._passwords = passwords or password_provider_for(settings)
         self._conn: psycopg.Connection[Any] | None = None
+        self._in_transaction = False
 
     def _connect(self) -> psycopg.Connection[Any]:
         s = self._settings
@@ -111,19 +112,37 @@ class Database:
                 self._conn.close()
         self._conn = None
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group several calls into one transaction (commit on success, roll back on error)."""
+        conn = self._connection()
+        self._in_transaction = True
+        try:
+            with conn.transaction():
+                yield
+        except DatabaseUnavailable:
+            self._discard()
+            raise
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self._discard()
+            raise DatabaseUnavailable("the database is unavailable, retry shortly") from exc
+        finally:
+            self._in_transaction = False
+
     def scalar(self, query: LiteralString, params: Sequence[Any], *, retry_safe: bool = False) -> Any:
         """Run one statement (one SQL function call) and return the first column of its row.
 
         `retry_safe` statements (reads, and writes whose repeat is a no-op) are retried once
         on a fresh connection when the reused one turns out to be dead.
         """
-        attempts = 2 if retry_safe else 1
+        attempts = 2 if retry_safe and not self._in_transaction else 1
         for attempt in range(1, attempts + 1):
             conn = self._connection()
             try:
                 row = conn.execute(query, params).fetchone()
             except psycopg.OperationalError as exc:
-                self._discard()
+                if not self._in_transaction:
+                    self._discard()
                 if attempt < attempts:
                     continue
                 raise DatabaseUnavailable("the database is unavailable, retry shortly") from exc

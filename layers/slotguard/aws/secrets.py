@@ -1,0 +1,75 @@
+"""Secrets Manager adapter: per-org webhook signing secrets.
+
+Each org has one secret named `<prefix><org_id>` whose value is
+`{"secrets": ["whsec_...", ...]}`: every active secret, newest first (several during a
+rotation). Reads are cached with Powertools parameters for `max_age` seconds.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets as pysecrets
+from typing import Any
+
+from aws_lambda_powertools.utilities.parameters import SecretsProvider
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+from botocore.exceptions import ClientError
+
+from slotguard.aws.clients import client
+
+
+class SecretStoreUnavailable(RuntimeError):
+    """Secrets Manager could not answer (not: the org has no secret)."""
+
+
+def new_webhook_secret() -> str:
+    return "whsec_" + base64.b64encode(pysecrets.token_bytes(32)).decode()
+
+
+def _not_found(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if isinstance(exc, ClientError) and exc.response["Error"]["Code"] == "ResourceNotFoundException":
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+class WebhookSecretStore:
+    def __init__(self, prefix: str, max_age_s: int = 300, sm: Any | None = None) -> None:
+        self._prefix = prefix
+        self._max_age_s = max_age_s
+        self._sm = sm or client("secretsmanager")
+        self._provider = SecretsProvider(boto3_client=self._sm)
+
+    def name_for(self, org_id: str) -> str:
+        return f"{self._prefix}{org_id}"
+
+    def active_secrets(self, org_id: str) -> list[str] | None:
+        """The org's active secrets, or None when the org has none (unknown org)."""
+        try:
+            value = self._provider.get(self.name_for(org_id), max_age=self._max_age_s, transform="json")
+        except GetParameterError as exc:
+            if _not_found(exc):
+                return None
+            raise SecretStoreUnavailable(str(exc)) from exc
+        found = value.get("secrets") if isinstance(value, dict) else None
+        if not isinstance(found, list):
+            return None
+        return [s for s in found if isinstance(s, str) and s.startswith("whsec_")] or None
+
+    def rotate(self, org_id: str, *, keep_previous: int = 1) -> str:
+        """Create the org's secret, or add a new one in front keeping `keep_previous` old ones."""
+        name = self.name_for(org_id)
+        new = new_webhook_secret()
+        try:
+            current = json.loads(self._sm.get_secret_value(SecretId=name)["SecretString"]).get("secrets", [])
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ResourceNotFoundException":
+                raise
+            self._sm.create_secret(Name=name, SecretString=json.dumps({"secrets": [new]}),
+                                   Description=f"slotguard webhook signing secrets of org {org_id}")
+            return new
+        kept = [s for s in current if isinstance(s, str)][: max(0, keep_previous)]
+        self._sm.put_secret_value(SecretId=name, SecretString=json.dumps({"secrets": [new, *kept]}))
+        return new

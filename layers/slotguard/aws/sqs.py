@@ -1,0 +1,51 @@
+"""SQS adapter: the only code that speaks to the webhook queues."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from slotguard.aws.clients import client
+
+MAX_VISIBILITY_TIMEOUT_S = 12 * 60 * 60
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    visible: int
+    in_flight: int
+    delayed: int
+
+
+class WebhookQueue:
+    def __init__(self, queue_url: str, sqs: Any | None = None) -> None:
+        self.url = queue_url
+        self._sqs = sqs or client("sqs")
+
+    def send(self, body: str, *, org_id: str, webhook_id: str, event_type: str) -> str:
+        attrs = {
+            "org_id": {"DataType": "String", "StringValue": org_id},
+            "webhook_id": {"DataType": "String", "StringValue": webhook_id},
+            "event_type": {"DataType": "String", "StringValue": event_type},
+        }
+        answer = self._sqs.send_message(QueueUrl=self.url, MessageBody=body, MessageAttributes=attrs)
+        return str(answer["MessageId"])
+
+    def delay_retry(self, receipt_handle: str, seconds: int) -> None:
+        """Hide a failed message for `seconds` (its backoff) before SQS redelivers it."""
+        self._sqs.change_message_visibility(
+            QueueUrl=self.url, ReceiptHandle=receipt_handle,
+            VisibilityTimeout=max(0, min(int(seconds), MAX_VISIBILITY_TIMEOUT_S)),
+        )
+
+    def depth(self) -> QueueDepth:
+        attrs = self._sqs.get_queue_attributes(
+            QueueUrl=self.url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+                            "ApproximateNumberOfMessagesDelayed"],
+        )["Attributes"]
+        return QueueDepth(
+            visible=int(attrs.get("ApproximateNumberOfMessages", 0)),
+            in_flight=int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
+            delayed=int(attrs.get("ApproximateNumberOfMessagesDelayed", 0)),
+        )

@@ -1,0 +1,116 @@
+"""What each webhook event type does. Each handler runs inside the processor's transaction
+(its effect commits together with the delivery's `completed` mark) and answers an
+Outcome, or raises RetriableFailure / InvalidPayload."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from slotguard.db.booking_repository import BookingRepository
+from slotguard.models import MAX_REASON_CHARS, BookRequest, RescheduleRequest
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class RetriableFailure(Exception):
+    """Try again later (backoff): the calendar was busy, the database blinked, ..."""
+
+
+class InvalidPayload(Exception):
+    """The payload can never succeed: dead-letter at once."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: str  # applied | rejected | ignored
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class CancelData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    appointment_id: UUID
+    reason: str | None = Field(default=None, max_length=MAX_REASON_CHARS)
+
+
+class RescheduleData(RescheduleRequest):
+    appointment_id: UUID
+
+
+@dataclass(frozen=True)
+class EventContext:
+    org_id: UUID
+    job_id: str
+    bookings: BookingRepository
+
+    @property
+    def actor(self) -> str:
+        return f"webhook:{self.job_id}"
+
+
+def _parse(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+        raise InvalidPayload(f"data is not valid for this event type: {errors}") from None
+
+
+def _settle(outcome: dict[str, Any], applied: set[str]) -> Outcome:
+    status = outcome["status"]
+    if status == "busy":
+        raise RetriableFailure("the calendar was busy")
+    if status in applied:
+        appointment = outcome.get("appointment") or {}
+        return Outcome("applied", {"status": status, "appointment_id": appointment.get("id")})
+    if status == "invalid":
+        raise InvalidPayload(outcome.get("message", "invalid"))
+    # A business refusal (slot taken, no such appointment, ...) is a completed delivery.
+    detail: dict[str, Any] = {"status": status}
+    if status == "conflict":
+        detail["conflicts"] = [c["id"] for c in outcome.get("conflicts", [])]
+    return Outcome("rejected", detail)
+
+
+def book(ctx: EventContext, data: Any) -> Outcome:
+    request = _parse(BookRequest, data)
+    outcome = ctx.bookings.book(
+        org_id=ctx.org_id, actor=ctx.actor, contact_id=request.contact_id, resource_id=request.resource_id,
+        scheduled_at=request.scheduled_at, duration_minutes=request.duration_minutes, notes=request.notes,
+        metadata=request.metadata, idempotency_key=ctx.actor, request_hash=request.fingerprint(),
+    )
+    return _settle(outcome, {"created", "replayed"})
+
+
+def cancel(ctx: EventContext, data: Any) -> Outcome:
+    request = _parse(CancelData, data)
+    outcome = ctx.bookings.cancel(org_id=ctx.org_id, actor=ctx.actor, appointment_id=request.appointment_id,
+                                  reason=request.reason)
+    return _settle(outcome, {"cancelled", "already_cancelled"})
+
+
+def reschedule(ctx: EventContext, data: Any) -> Outcome:
+    request = _parse(RescheduleData, data)
+    outcome = ctx.bookings.reschedule(
+        org_id=ctx.org_id, actor=ctx.actor, appointment_id=request.appointment_id,
+        scheduled_at=request.scheduled_at, duration_minutes=request.duration_minutes,
+    )
+    return _settle(outcome, {"rescheduled"})
+
+
+EventHandler = Callable[[EventContext, Any], Outcome]
+
+HANDLERS: dict[str, EventHandler] = {
+    "appointment.book": book,
+    "appointment.cancel": cancel,
+    "appointment.reschedule": reschedule,
+}
+
+
+def ignored(ctx: EventContext, data: Any) -> Outcome:
+    return Outcome("ignored", {"reason": "no handler for this event type"})

@@ -1,0 +1,70 @@
+"""The webhook metrics (EMF through Powertools Metrics), named in one place."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+from slotguard.errors import PayloadTooLarge
+from slotguard.observability import METRICS_NAMESPACE, metrics
+from slotguard.services.webhook_processor import ProcessResult, RecordFailed
+from slotguard.services.webhook_receiver import WebhookRejected
+
+RECEIVED = "WebhookReceived"
+REJECTED = "WebhookRejected"  # dimension: reason
+PROCESSED = "WebhookProcessed"  # dimension-free count of completed deliveries
+FAILED = "WebhookFailed"  # attempts that will be retried
+DEAD_LETTERED = "WebhookDeadLettered"  # dimension: source (processor | redrive_policy)
+DUPLICATE = "WebhookDuplicateSkipped"
+PROCESSING_TIME = "WebhookProcessingTime"  # milliseconds
+
+
+def _count(name: str, dimension: tuple[str, str] | None = None) -> None:
+    if dimension is None:
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+        return
+    with single_metric(name=name, unit=MetricUnit.Count, value=1, namespace=METRICS_NAMESPACE) as metric:
+        metric.add_dimension(name=dimension[0], value=dimension[1])
+
+
+@contextmanager
+def receiving() -> Iterator[None]:
+    try:
+        yield
+    except WebhookRejected as exc:
+        _count(REJECTED, ("reason", exc.reason))
+        raise
+    except PayloadTooLarge:
+        _count(REJECTED, ("reason", "too_large"))
+        raise
+    _count(RECEIVED)
+
+
+@contextmanager
+def processing() -> Iterator[Callable[[ProcessResult], ProcessResult]]:
+    started = time.perf_counter()
+
+    def track(result: ProcessResult) -> ProcessResult:
+        if result.status == "completed":
+            _count(PROCESSED)
+        elif result.status == "dead_letter":
+            dead_lettered(source="processor")
+        elif result.status == "skipped":
+            _count(DUPLICATE)
+        return result
+
+    try:
+        yield track
+    except RecordFailed:
+        _count(FAILED)
+        raise
+    finally:
+        metrics.add_metric(name=PROCESSING_TIME, unit=MetricUnit.Milliseconds,
+                           value=(time.perf_counter() - started) * 1000)
+
+
+def dead_lettered(source: str) -> None:
+    _count(DEAD_LETTERED, ("source", source))

@@ -1,0 +1,171 @@
+"""Processing one queued webhook: claim its delivery-log row, run its event type's handler,
+commit the effect with the `completed` mark, or record the failure and back off."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from slotguard.config import RetryPolicy
+from slotguard.db.booking_repository import BookingRepository
+from slotguard.db.connection import Database
+from slotguard.db.webhook_repository import WebhookRepository
+from slotguard.errors import DatabaseUnavailable
+from slotguard.observability import logger
+from slotguard.services.webhook_events import (
+    HANDLERS,
+    EventContext,
+    EventHandler,
+    InvalidPayload,
+    Outcome,
+    RetriableFailure,
+    ignored,
+)
+
+
+@dataclass(frozen=True)
+class QueuedWebhook:
+    """What the processor needs of one SQS record."""
+
+    message_id: str
+    receipt_handle: str
+    body: str
+    attributes: Mapping[str, str]  # message attributes: org_id, webhook_id, event_type
+    receive_count: int
+
+
+class MalformedMessage(Exception):
+    """A queue message without the attributes the receiver always sets."""
+
+
+class RecordFailed(Exception):
+    """Report this record as a batch item failure (SQS redelivers it after its backoff)."""
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    status: str  # completed | skipped | failed | dead_letter
+    outcome: str | None = None
+    attempt: int = 0
+
+
+def backoff_seconds(attempt: int, policy: RetryPolicy, rand: Callable[[], float] = random.random) -> int:
+    """Capped exponential backoff with "equal jitter": half fixed, half random."""
+    ceiling = min(policy.webhook_backoff_cap_s, policy.webhook_backoff_base_s * 2 ** max(0, attempt - 1))
+    return int(ceiling / 2 + rand() * ceiling / 2)
+
+
+def parse_identity(message: QueuedWebhook) -> tuple[UUID, str, str]:
+    try:
+        org_id = UUID(message.attributes["org_id"])
+        job_id = message.attributes["webhook_id"]
+        event_type = message.attributes["event_type"]
+    except (KeyError, ValueError) as exc:
+        raise MalformedMessage(f"message {message.message_id} lacks org_id/webhook_id/event_type") from exc
+    return org_id, job_id, event_type
+
+
+def parse_payload(body: str) -> tuple[Any, str | None]:
+    """(event data to store, why it is unusable or None)."""
+    try:
+        payload = json.loads(body)
+    except json.JSONDecodeError:
+        return {"unparseable_body": body[:10_000]}, "the body is not JSON"
+    if not isinstance(payload, dict):
+        return {"payload": payload}, "the payload is not an object"
+    return payload, None
+
+
+class WebhookProcessor:
+    def __init__(
+        self,
+        db: Database,
+        retry: RetryPolicy,
+        delay_retry: Callable[[str, int], None],
+        stale_after_s: int = 180,
+        lock_wait_ms: int = 3000,
+        handlers: Mapping[str, EventHandler] | None = None,
+    ) -> None:
+        self._db = db
+        self._log = WebhookRepository(db)
+        self._bookings = BookingRepository(db, lock_wait_ms)
+        self._retry = retry
+        self._delay_retry = delay_retry
+        self._stale_after_s = stale_after_s
+        self._handlers = dict(HANDLERS if handlers is None else handlers)
+
+    def register(self, event_type: str, handler: EventHandler) -> None:
+        """Add or replace the handler of an event type."""
+        self._handlers[event_type] = handler
+
+    def process(self, message: QueuedWebhook) -> ProcessResult:
+        org_id, job_id, event_type = parse_identity(message)
+        payload, unusable = parse_payload(message.body)
+        claim = self._claim(message, org_id, job_id, event_type, payload)
+        if claim["action"] == "skip":
+            logger.info("duplicate delivery acknowledged", extra={"job_id": job_id, "status": claim["status"]})
+            return ProcessResult("skipped", claim["status"], claim["attempt"])
+        if claim["action"] == "in_progress":
+            # Another worker holds it; do not delete the message while that one may still fail.
+            raise RecordFailed(f"{job_id} is being processed by another worker")
+        attempt = int(claim["attempt"])
+        started = time.perf_counter()
+        try:
+            if unusable:
+                raise InvalidPayload(unusable)
+            outcome = self._apply(org_id, job_id, attempt, event_type, payload)
+        except InvalidPayload as exc:
+            self._record_failure(message, org_id, job_id, attempt, str(exc), started, dead=True,
+                                 outcome="invalid_payload")
+            return ProcessResult("dead_letter", "invalid_payload", attempt)
+        except Exception as exc:  # RetriableFailure, DatabaseUnavailable, a handler's bug: all retried
+            dead = attempt >= self._retry.webhook_max_attempts
+            error = f"{type(exc).__name__}: {exc}"
+            self._record_failure(message, org_id, job_id, attempt, error, started, dead=dead)
+            if dead:
+                return ProcessResult("dead_letter", "gave_up", attempt)
+            self._delay_retry(message.receipt_handle, backoff_seconds(attempt, self._retry))
+            raise RecordFailed(error) from exc
+        return ProcessResult("completed", outcome.result, attempt)
+
+    def _claim(self, message: QueuedWebhook, org_id: UUID, job_id: str, event_type: str,
+               payload: Any) -> dict[str, Any]:
+        try:
+            return self._log.claim(org_id=org_id, job_id=job_id, event_type=event_type, event_data=payload,
+                                   max_attempts=self._retry.webhook_max_attempts,
+                                   stale_after_s=self._stale_after_s)
+        except DatabaseUnavailable as exc:
+            # Nothing recorded; back off by the SQS receive count so an outage is not hammered.
+            self._delay_retry(message.receipt_handle, backoff_seconds(message.receive_count, self._retry))
+            raise RecordFailed("database unavailable") from exc
+
+    def _apply(self, org_id: UUID, job_id: str, attempt: int, event_type: str,
+               payload: dict[str, Any]) -> Outcome:
+        handler = self._handlers.get(event_type, ignored)
+        started = time.perf_counter()
+        with self._db.transaction():
+            outcome = handler(EventContext(org_id, job_id, self._bookings), payload.get("data"))
+            elapsed_ms = int((time.perf_counter() - started) * 1000)
+            if not self._log.complete(org_id=org_id, job_id=job_id, attempt=attempt,
+                                      outcome=outcome.result, detail=outcome.detail, processing_ms=elapsed_ms):
+                # Our claim was taken over (we were too slow): roll back, the owner decides.
+                raise RetriableFailure("the claim on this delivery was lost")
+        return outcome
+
+    def _record_failure(self, message: QueuedWebhook, org_id: UUID, job_id: str, attempt: int, error: str,
+                        started: float, *, dead: bool, outcome: str | None = None) -> None:
+        elapsed_ms = int((time.perf_counter() - started) * 1000)
+        try:
+            self._log.fail(org_id=org_id, job_id=job_id, attempt=attempt, error=error[:2000], dead=dead,
+                           processing_ms=elapsed_ms, outcome=outcome)
+        except DatabaseUnavailable as exc:
+            # Cannot record it now: leave the row 'processing' (re-claimed once stale) and retry.
+            self._delay_retry(message.receipt_handle, backoff_seconds(attempt, self._retry))
+            raise RecordFailed("database unavailable while recording a failure") from exc
+        logger.warning("webhook attempt failed", extra={"job_id": job_id, "attempt": attempt, "dead": dead,
+                                                         "error": error[:500]})

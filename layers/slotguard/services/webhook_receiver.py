@@ -1,0 +1,111 @@
+"""Webhook intake: verify the Standard Webhooks signature, enqueue, answer 202.
+Touches no database."""
+
+from __future__ import annotations
+
+import binascii
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from uuid import UUID
+
+from pydantic import BaseModel
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from slotguard.aws.secrets import SecretStoreUnavailable, WebhookSecretStore
+from slotguard.aws.sqs import WebhookQueue
+from slotguard.errors import BadRequest, DatabaseUnavailable, PayloadTooLarge, Unauthorized
+from slotguard.observability import logger
+
+MAX_WEBHOOK_ID_CHARS = 255
+
+
+class WebhookRejected(Unauthorized):
+    """401 with one body for every reason, so a prober learns nothing; the reason is logged."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("the webhook could not be verified")
+        self.reason = reason
+
+
+class UpstreamUnavailable(DatabaseUnavailable):
+    code = "upstream_unavailable"
+
+
+class Accepted(BaseModel):
+    id: str
+    status: str = "queued"
+
+
+@dataclass(frozen=True)
+class Verified:
+    webhook_id: str
+    event_type: str
+
+
+def verify_signature(secrets: list[str], headers: Mapping[str, str], body: bytes) -> None:
+    """Standard Webhooks verification (reference library: several signatures, constant-time
+    compare, +-5 minutes) against every active secret of the org."""
+    last = "bad_signature"
+    for secret in secrets:
+        try:
+            Webhook(secret).verify(body, dict(headers), json_parse=False)
+            return
+        except WebhookVerificationError as exc:
+            text = str(exc)
+            last = ("missing_headers" if "Missing" in text else
+                    "stale_timestamp" if "too old" in text else
+                    "future_timestamp" if "too new" in text else
+                    "bad_timestamp" if "Invalid" in text else "bad_signature")
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            last = "malformed_signature"
+    raise WebhookRejected(last)
+
+
+class WebhookReceiver:
+    def __init__(self, secrets: WebhookSecretStore, queue: WebhookQueue, max_body_bytes: int) -> None:
+        self._secrets = secrets
+        self._queue = queue
+        self._max_body_bytes = max_body_bytes
+
+    def receive(self, org_id: str, headers: Mapping[str, str], body: bytes) -> Accepted:
+        if len(body) > self._max_body_bytes:
+            raise PayloadTooLarge(f"the body exceeds {self._max_body_bytes} bytes",
+                                  {"max_bytes": self._max_body_bytes})
+        verified = self._verify(org_id, headers, body)
+        try:
+            self._queue.send(body.decode(), org_id=org_id, webhook_id=verified.webhook_id,
+                             event_type=verified.event_type)
+        except Exception as exc:
+            logger.exception("enqueue failed")
+            raise UpstreamUnavailable("the webhook could not be queued, retry shortly") from exc
+        return Accepted(id=verified.webhook_id)
+
+    def _verify(self, org_id: str, headers: Mapping[str, str], body: bytes) -> Verified:
+        lowered = {k.lower(): v for k, v in headers.items()}
+        try:
+            canonical_org = str(UUID(org_id))
+        except ValueError:
+            raise WebhookRejected("unknown_org") from None
+        if canonical_org != org_id.lower():
+            raise WebhookRejected("unknown_org")
+        webhook_id = lowered.get("webhook-id", "")
+        if not (lowered.get("webhook-signature") and lowered.get("webhook-timestamp") and webhook_id):
+            raise WebhookRejected("missing_headers")
+        if len(webhook_id) > MAX_WEBHOOK_ID_CHARS or not webhook_id.isprintable():
+            raise WebhookRejected("bad_webhook_id")
+        try:
+            secrets = self._secrets.active_secrets(canonical_org)
+        except SecretStoreUnavailable as exc:
+            raise UpstreamUnavailable("signature secrets are unavailable, retry shortly") from exc
+        if not secrets:
+            raise WebhookRejected("unknown_org")
+        verify_signature(secrets, lowered, body)
+        try:
+            payload = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise BadRequest("the body is not valid JSON") from None
+        event_type = payload.get("type") if isinstance(payload, dict) else None
+        if not isinstance(event_type, str) or not event_type.strip() or len(event_type) > 200:
+            raise BadRequest("the payload needs a string 'type'")
+        return Verified(webhook_id=webhook_id, event_type=event_type)

@@ -1,0 +1,159 @@
+"""An SQS event source mapping, as Lambda runs one: long-poll the queue, invoke the function
+with a batch of real SQS records, delete what succeeded, leave the reported failures (and
+the whole batch when the function raises or times out) for SQS to redeliver, which also
+drives the queue's redrive policy. Up to `max_concurrency` invocations at once, each in
+its own container (a fresh handler module); a container that timed out is replaced."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from slotguard_local.events import LambdaContext, sqs_record
+
+Invoke = Callable[[dict[str, Any], Any], Any]
+
+
+@dataclass
+class MappingStats:
+    invocations: int = 0
+    failed_invocations: int = 0
+    timeouts: int = 0
+    records: int = 0
+    deleted: int = 0
+    reported_failures: int = 0
+    max_in_flight: int = 0
+    in_flight: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class SqsEventSource:
+    def __init__(
+        self,
+        sqs: Any,
+        queue_url: str,
+        new_container: Callable[[], Invoke],
+        *,
+        function_name: str,
+        batch_size: int = 10,
+        batching_window_s: float = 0.0,
+        max_concurrency: int = 2,
+        function_timeout_s: float = 30.0,
+        wait_time_s: int = 1,
+        enabled: bool = True,
+    ) -> None:
+        self._sqs = sqs
+        self.queue_url = queue_url
+        self.queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"]["QueueArn"]
+        self._new_container = new_container
+        self.function_name = function_name
+        self.batch_size = batch_size
+        self.batching_window_s = batching_window_s
+        self.max_concurrency = max_concurrency
+        self.function_timeout_s = function_timeout_s
+        self._wait_time_s = wait_time_s
+        self.stats = MappingStats()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.state = "Enabled" if enabled else "Disabled"
+
+    # -- one poll, one invocation (deterministic, for tests) -------------------------------
+    def poll_once(self, container: list[Invoke] | None = None, wait_time_s: int | None = None) -> int:
+        slot = container if container is not None else [self._new_container()]
+        messages = self._receive(self._wait_time_s if wait_time_s is None else wait_time_s)
+        if not messages:
+            return 0
+        self._invoke(slot, messages)
+        return len(messages)
+
+    def _receive(self, wait_time_s: int) -> list[dict[str, Any]]:
+        """Gather up to batch_size messages, waiting at most the batching window once any arrived."""
+        deadline = time.monotonic() + self.batching_window_s
+        batch: list[dict[str, Any]] = []
+        while len(batch) < self.batch_size:
+            got = self._sqs.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=min(10, self.batch_size - len(batch)),
+                WaitTimeSeconds=0 if batch else wait_time_s,
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            ).get("Messages", [])
+            batch.extend(got)
+            if time.monotonic() >= deadline or (not got and not batch):
+                break
+            if not got:
+                time.sleep(0.05)
+        return batch
+
+    def _invoke(self, slot: list[Invoke], messages: list[dict[str, Any]]) -> None:
+        event = {"Records": [sqs_record(m, self.queue_arn) for m in messages]}
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                outcome["response"] = slot[0](event, LambdaContext(
+                    function_name=self.function_name, timeout_ms=int(self.function_timeout_s * 1000),
+                    _deadline=time.monotonic() + self.function_timeout_s))
+            except BaseException as exc:  # noqa: BLE001 - a crashed invocation, as Lambda reports it
+                outcome["error"] = exc
+
+        with self.stats.lock:
+            self.stats.invocations += 1
+            self.stats.records += len(messages)
+            self.stats.in_flight += 1
+            self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
+        try:
+            worker = threading.Thread(target=run, name=f"{self.function_name}-invocation", daemon=True)
+            worker.start()
+            worker.join(self.function_timeout_s)
+        finally:
+            with self.stats.lock:
+                self.stats.in_flight -= 1
+        if worker.is_alive():
+            # Timed out: Lambda kills the container; nothing is deleted; a new container takes over.
+            with self.stats.lock:
+                self.stats.timeouts += 1
+            slot[0] = self._new_container()
+            return
+        if "error" in outcome:
+            with self.stats.lock:
+                self.stats.failed_invocations += 1
+            return
+        response = outcome.get("response") or {}
+        failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
+        done = [m for m in messages if m["MessageId"] not in failed]
+        for start in range(0, len(done), 10):
+            chunk = done[start:start + 10]
+            self._sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)])
+        with self.stats.lock:
+            self.stats.deleted += len(done)
+            self.stats.reported_failures += len(failed)
+
+    # -- continuous polling ----------------------------------------------------------------
+    def start(self) -> None:
+        self._stop.clear()
+        for n in range(self.max_concurrency):
+            thread = threading.Thread(target=self._loop, name=f"{self.function_name}-poller-{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self.state = "Enabled"
+
+    def _loop(self) -> None:
+        slot = [self._new_container()]
+        while not self._stop.is_set():
+            try:
+                self.poll_once(slot)
+            except Exception:  # noqa: BLE001 - the emulator keeps polling, like Lambda's pollers
+                time.sleep(0.5)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout_s)
+        self._threads.clear()
+        self.state = "Disabled"

@@ -1,0 +1,132 @@
+"""The receiver: Standard Webhooks signatures, the same 401 for every rejection, and nothing
+enqueued unless the webhook was accepted. SQS and Secrets Manager are moto's server."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.conftest import signed_headers
+from tests.webhook_support import Pipeline
+
+BODY = json.dumps({"type": "appointment.book", "timestamp": "2030-01-01T00:00:00Z", "data": {}})
+REJECTED = {"error": {"code": "unauthorized", "message": "the webhook could not be verified", "details": {}}}
+
+
+def queued(p: Pipeline) -> list[dict[str, Any]]:
+    answer = p.sqs.receive_message(QueueUrl=p.queues.main_url, MaxNumberOfMessages=10,
+                                   MessageAttributeNames=["All"], WaitTimeSeconds=0)
+    return answer.get("Messages", [])
+
+
+def test_valid_webhook_is_queued_with_its_identity(pipeline: Pipeline) -> None:
+    # Given an org with a secret and a correctly signed webhook
+    org_id, secret = pipeline.new_org()
+    # When it is posted
+    status, body = pipeline.post(org_id, BODY, signed_headers(secret, "msg_1", BODY))
+    # Then it is accepted and on the queue, verbatim, with org, id and type as attributes
+    assert status == 202
+    assert body == {"id": "msg_1", "status": "queued"}
+    [message] = queued(pipeline)
+    assert message["Body"] == BODY
+    attrs = {k: v["StringValue"] for k, v in message["MessageAttributes"].items()}
+    assert attrs == {"org_id": org_id, "webhook_id": "msg_1", "event_type": "appointment.book"}
+
+
+def _tamper(headers: dict[str, str], **changes: str) -> dict[str, str]:
+    return {**headers, **changes}
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["wrong_secret", "tampered_body", "tampered_id", "tampered_timestamp", "stale", "future",
+     "no_id", "no_timestamp", "no_signature", "garbage_signature", "v2_only", "unknown_org", "not_a_uuid_org"],
+)
+def test_rejections_are_401_alike_and_enqueue_nothing(pipeline: Pipeline, case: str) -> None:
+    org_id, secret = pipeline.new_org()
+    _, other_secret = pipeline.new_org()
+    good = signed_headers(secret, "msg_x", BODY)
+    now = datetime.now(UTC)
+    target, body, headers = org_id, BODY, good
+    if case == "wrong_secret":
+        headers = signed_headers(other_secret, "msg_x", BODY)
+    elif case == "tampered_body":
+        body = BODY.replace("book", "cancel")
+    elif case == "tampered_id":
+        headers = _tamper(good, **{"webhook-id": "msg_y"})
+    elif case == "tampered_timestamp":
+        headers = _tamper(good, **{"webhook-timestamp": str(int(now.timestamp()) + 1)})
+    elif case == "stale":
+        headers = signed_headers(secret, "msg_x", BODY, now - timedelta(minutes=5, seconds=30))
+    elif case == "future":
+        headers = signed_headers(secret, "msg_x", BODY, now + timedelta(minutes=5, seconds=30))
+    elif case.startswith("no_"):
+        headers = {k: v for k, v in good.items() if k != f"webhook-{case[3:]}"}
+    elif case == "garbage_signature":
+        headers = _tamper(good, **{"webhook-signature": "this-is-not-a-signature"})
+    elif case == "v2_only":
+        headers = _tamper(good, **{"webhook-signature": good["webhook-signature"].replace("v1,", "v2,")})
+    elif case == "unknown_org":
+        target = str(uuid.uuid4())
+    elif case == "not_a_uuid_org":
+        target = "not-a-uuid"
+    status, answer = pipeline.post(target, body, headers)
+    assert status == 401
+    assert answer == REJECTED
+    assert pipeline.queues.depth(pipeline.sqs) == 0
+
+
+def test_within_tolerance_is_accepted(pipeline: Pipeline) -> None:
+    org_id, secret = pipeline.new_org()
+    at = datetime.now(UTC) - timedelta(minutes=4, seconds=30)
+    assert pipeline.post(org_id, BODY, signed_headers(secret, "msg_old", BODY, at))[0] == 202
+
+
+def test_two_signatures_one_valid_is_accepted(pipeline: Pipeline) -> None:
+    org_id, secret = pipeline.new_org()
+    _, other = pipeline.new_org()
+    good = signed_headers(secret, "msg_2", BODY)
+    bad = signed_headers(other, "msg_2", BODY)
+    both = _tamper(good, **{"webhook-signature": f"{bad['webhook-signature']} {good['webhook-signature']}"})
+    assert pipeline.post(org_id, BODY, both)[0] == 202
+
+
+def test_rotated_secrets_old_and_new_valid_until_the_old_is_dropped(pipeline: Pipeline) -> None:
+    # Given an org whose secret is rotated (the previous one stays active)
+    org_id, first = pipeline.new_org()
+    second = pipeline.store.rotate(org_id, keep_previous=1)
+    # Then webhooks signed with either are accepted
+    assert pipeline.post(org_id, BODY, signed_headers(first, "r1", BODY))[0] == 202
+    assert pipeline.post(org_id, BODY, signed_headers(second, "r2", BODY))[0] == 202
+    # When it is rotated again, keeping only the previous one
+    third = pipeline.store.rotate(org_id, keep_previous=1)
+    # Then the oldest is refused, the two newest accepted
+    assert pipeline.post(org_id, BODY, signed_headers(first, "r3", BODY))[0] == 401
+    assert pipeline.post(org_id, BODY, signed_headers(second, "r4", BODY))[0] == 202
+    assert pipeline.post(org_id, BODY, signed_headers(third, "r5", BODY))[0] == 202
+
+
+@pytest.mark.parametrize("body", ["{not json", "[1, 2]", '{"data": {}}', '{"type": ""}', '{"type": 7}'])
+def test_signed_but_malformed_payload_is_400(pipeline: Pipeline, body: str) -> None:
+    org_id, secret = pipeline.new_org()
+    status, answer = pipeline.post(org_id, body, signed_headers(secret, "msg_bad", body))
+    assert status == 400
+    assert answer["error"]["code"] == "bad_request"
+    assert pipeline.queues.depth(pipeline.sqs) == 0
+
+
+def test_over_256_kib_is_413_and_exactly_256_kib_is_accepted(pipeline: Pipeline) -> None:
+    org_id, secret = pipeline.new_org()
+    prefix = '{"type": "note", "data": "'
+    exact = prefix + "x" * (256 * 1024 - len(prefix) - 2) + '"}'
+    assert len(exact.encode()) == 256 * 1024
+    assert pipeline.post(org_id, exact, signed_headers(secret, "big_ok", exact))[0] == 202
+    over = exact[:-2] + 'x"}'
+    status, answer = pipeline.post(org_id, over, signed_headers(secret, "big_no", over))
+    assert status == 413
+    assert answer["error"]["code"] == "payload_too_large"
+    assert pipeline.queues.depth(pipeline.sqs) == 1
