@@ -174,19 +174,21 @@ def api(booking_fn: ModuleType, org: Org) -> ApiClient:
 # AWS through moto's server mode (the same wire protocol as AWS), and the webhook pipeline
 # ---------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="session")
-def aws() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
+def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto in server mode, in its own process (its own core and GIL, like a real endpoint)."""
+    from slotguard_local.moto import MotoServer
 
-    from slotguard_local.postgres import free_port
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-                      AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1")
-    yield endpoint
+    server = MotoServer(log_path=tmp_path_factory.mktemp("moto") / "moto.log").start()
+    os.environ.update(
+        AWS_ENDPOINT_URL=server.endpoint,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_REGION="us-east-1",
+    )
+    yield server.endpoint
     server.stop()
 
 
@@ -205,12 +207,21 @@ class Queues:
 
 def make_queues(sqs: Any, *, max_receive_count: int, visibility_timeout_s: int) -> Queues:
     name = f"webhooks-{uuid.uuid4().hex[:10]}"
-    dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    main_url = sqs.create_queue(QueueName=name, Attributes={
-        "VisibilityTimeout": str(visibility_timeout_s),
-        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}),
-    })["QueueUrl"]
+    dlq_url = sqs.create_queue(
+        QueueName=f"{name}-dlq", Attributes={"VisibilityTimeout": str(visibility_timeout_s)}
+    )["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    main_url = sqs.create_queue(
+        QueueName=name,
+        Attributes={
+            "VisibilityTimeout": str(visibility_timeout_s),
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}
+            ),
+        },
+    )["QueueUrl"]
     return Queues(main_url, dlq_url)
 
 

@@ -18,8 +18,9 @@ REJECTED = {"error": {"code": "unauthorized", "message": "the webhook could not 
 
 
 def queued(p: Pipeline) -> list[dict[str, Any]]:
-    answer = p.sqs.receive_message(QueueUrl=p.queues.main_url, MaxNumberOfMessages=10,
-                                   MessageAttributeNames=["All"], WaitTimeSeconds=0)
+    answer = p.sqs.receive_message(
+        QueueUrl=p.queues.main_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], WaitTimeSeconds=0
+    )
     return answer.get("Messages", [])
 
 
@@ -43,8 +44,21 @@ def _tamper(headers: dict[str, str], **changes: str) -> dict[str, str]:
 
 @pytest.mark.parametrize(
     "case",
-    ["wrong_secret", "tampered_body", "tampered_id", "tampered_timestamp", "stale", "future",
-     "no_id", "no_timestamp", "no_signature", "garbage_signature", "v2_only", "unknown_org", "not_a_uuid_org"],
+    [
+        "wrong_secret",
+        "tampered_body",
+        "tampered_id",
+        "tampered_timestamp",
+        "stale",
+        "future",
+        "no_id",
+        "no_timestamp",
+        "no_signature",
+        "garbage_signature",
+        "v2_only",
+        "unknown_org",
+        "not_a_uuid_org",
+    ],
 )
 def test_rejections_are_401_alike_and_enqueue_nothing(pipeline: Pipeline, case: str) -> None:
     org_id, secret = pipeline.new_org()

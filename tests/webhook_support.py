@@ -41,12 +41,20 @@ class Pipeline:
         return org_id, self.store.rotate(org_id)
 
     def post(self, org_id: str, body: str | bytes, headers: dict[str, str]) -> tuple[int, Any]:
-        event = http_api_event("POST", f"/webhooks/{org_id}", route_key="POST /webhooks/{org_id}",
-                               path_parameters={"org_id": org_id}, headers=headers, body=body)
+        event = http_api_event(
+            "POST",
+            f"/webhooks/{org_id}",
+            route_key="POST /webhooks/{org_id}",
+            path_parameters={"org_id": org_id},
+            headers=headers,
+            body=body,
+        )
         out = self.receiver.lambda_handler(event, LambdaContext(function_name="webhook_receiver"))
         return out["statusCode"], json.loads(out["body"]) if out.get("body") else None
 
-    def send(self, org_id: str, secret: str, event_type: str, data: Any, webhook_id: str | None = None) -> str:
+    def send(
+        self, org_id: str, secret: str, event_type: str, data: Any, webhook_id: str | None = None
+    ) -> str:
         webhook_id = webhook_id or f"msg_{uuid.uuid4().hex}"
         body = json.dumps({"type": event_type, "timestamp": "2030-01-01T00:00:00Z", "data": data})
         status, answer = self.post(org_id, body, signed_headers(secret, webhook_id, body))
@@ -63,13 +71,17 @@ class Pipeline:
 
     def event_source(self, **kw: Any) -> SqsEventSource:
         kw.setdefault("function_timeout_s", 10)
-        return SqsEventSource(self.sqs, self.queues.main_url, self.processor_container,
-                              function_name="webhook_processor", **kw)
+        return SqsEventSource(
+            self.sqs, self.queues.main_url, self.processor_container, function_name="webhook_processor", **kw
+        )
 
     def dlq_source(self) -> SqsEventSource:
-        return SqsEventSource(self.sqs, self.queues.dlq_url,
-                              lambda: load_function("dlq_reconciler").lambda_handler,
-                              function_name="dlq_reconciler")
+        return SqsEventSource(
+            self.sqs,
+            self.queues.dlq_url,
+            lambda: load_function("dlq_reconciler").lambda_handler,
+            function_name="dlq_reconciler",
+        )
 
     def drain(self, source: SqsEventSource, until: Callable[[], bool], timeout_s: float = 30) -> None:
         container = [source._new_container()]
@@ -82,10 +94,12 @@ class Pipeline:
     # -- what the database holds --------------------------------------------------------------
     def rows(self, org_id: str) -> list[dict[str, Any]]:
         with psycopg.connect(self.admin_url, row_factory=psycopg.rows.dict_row) as conn:
-            return conn.execute("SELECT * FROM slotguard.webhook_delivery_log WHERE org_id = %s ORDER BY id",
-                                (org_id,)).fetchall()
+            return conn.execute(
+                "SELECT * FROM slotguard.webhook_delivery_log WHERE org_id = %s ORDER BY id", (org_id,)
+            ).fetchall()
 
     def appointments(self, org_id: str) -> list[dict[str, Any]]:
         with psycopg.connect(self.admin_url, row_factory=psycopg.rows.dict_row) as conn:
-            return conn.execute("SELECT * FROM slotguard.appointments WHERE org_id = %s ORDER BY scheduled_at",
-                                (org_id,)).fetchall()
+            return conn.execute(
+                "SELECT * FROM slotguard.appointments WHERE org_id = %s ORDER BY scheduled_at", (org_id,)
+            ).fetchall()

@@ -23,6 +23,9 @@ cleanup = RetentionCleanup(WebhookRepository(Database(config.database)), config)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     report = cleanup.run()
     logger.info("retention cleanup done", extra=report.model_dump())
-    metrics.add_metric(name="CleanupRowsDeleted", unit=MetricUnit.Count,
-                       value=report.completed_deleted + report.failed_deleted + report.idempotency_keys_deleted)
+    metrics.add_metric(
+        name="CleanupRowsDeleted",
+        unit=MetricUnit.Count,
+        value=report.completed_deleted + report.failed_deleted + report.idempotency_keys_deleted,
+    )
     return report.model_dump()

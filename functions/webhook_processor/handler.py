@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -19,8 +20,11 @@ from slotguard.services.webhook_processor import WebhookProcessor
 config = ProcessorConfig.from_env()
 queue = WebhookQueue(config.webhook_queue_url)
 service = WebhookProcessor(
-    Database(config.database), config.retry, queue.delay_retry,
-    stale_after_s=config.webhook_claim_stale_after_s, lock_wait_ms=config.booking_lock_wait_ms,
+    Database(config.database),
+    config.retry,
+    queue.delay_retry,
+    stale_after_s=config.webhook_claim_stale_after_s,
+    lock_wait_ms=config.booking_lock_wait_ms,
 )
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
@@ -34,6 +38,7 @@ def record_handler(record: SQSRecord) -> str:
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return process_partial_response(event=event, record_handler=record_handler, processor=processor,
-                                    context=context)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

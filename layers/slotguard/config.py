@@ -57,7 +57,7 @@ class BookingConfig(_Config):
 
 class ReceiverConfig(_Config):
     webhook_queue_url: str
-    webhook_secret_prefix: str = "slotguard/webhooks/"
+    webhook_secret_prefix: str = "slotguard/webhooks/"  # noqa: S105 - a name prefix, not a secret
     webhook_secret_cache_s: int = Field(default=300, ge=0, le=3600)
     webhook_max_body_bytes: int = Field(default=256 * 1024, ge=1024, le=1024 * 1024)
 

@@ -48,7 +48,8 @@ class SqsEventSource:
         self._sqs = sqs
         self.queue_url = queue_url
         self.queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
-            "Attributes"]["QueueArn"]
+            "Attributes"
+        ]["QueueArn"]
         self._new_container = new_container
         self.function_name = function_name
         self.batch_size = batch_size
@@ -95,10 +96,15 @@ class SqsEventSource:
 
         def run() -> None:
             try:
-                outcome["response"] = slot[0](event, LambdaContext(
-                    function_name=self.function_name, timeout_ms=int(self.function_timeout_s * 1000),
-                    _deadline=time.monotonic() + self.function_timeout_s))
-            except BaseException as exc:  # noqa: BLE001 - a crashed invocation, as Lambda reports it
+                outcome["response"] = slot[0](
+                    event,
+                    LambdaContext(
+                        function_name=self.function_name,
+                        timeout_ms=int(self.function_timeout_s * 1000),
+                        _deadline=time.monotonic() + self.function_timeout_s,
+                    ),
+                )
+            except BaseException as exc:
                 outcome["error"] = exc
 
         with self.stats.lock:
@@ -127,9 +133,11 @@ class SqsEventSource:
         failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
         done = [m for m in messages if m["MessageId"] not in failed]
         for start in range(0, len(done), 10):
-            chunk = done[start:start + 10]
-            self._sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)])
+            chunk = done[start : start + 10]
+            self._sqs.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
+            )
         with self.stats.lock:
             self.stats.deleted += len(done)
             self.stats.reported_failures += len(failed)
@@ -148,7 +156,7 @@ class SqsEventSource:
         while not self._stop.is_set():
             try:
                 self.poll_once(slot)
-            except Exception:  # noqa: BLE001 - the emulator keeps polling, like Lambda's pollers
+            except Exception:
                 time.sleep(0.5)
 
     def stop(self, timeout_s: float = 5.0) -> None:

@@ -67,8 +67,11 @@ class WebhookSecretStore:
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ResourceNotFoundException":
                 raise
-            self._sm.create_secret(Name=name, SecretString=json.dumps({"secrets": [new]}),
-                                   Description=f"slotguard webhook signing secrets of org {org_id}")
+            self._sm.create_secret(
+                Name=name,
+                SecretString=json.dumps({"secrets": [new]}),
+                Description=f"slotguard webhook signing secrets of org {org_id}",
+            )
             return new
         kept = [s for s in current if isinstance(s, str)][: max(0, keep_previous)]
         self._sm.put_secret_value(SecretId=name, SecretString=json.dumps({"secrets": [new, *kept]}))

@@ -34,15 +34,19 @@ class WebhookQueue:
     def delay_retry(self, receipt_handle: str, seconds: int) -> None:
         """Hide a failed message for `seconds` (its backoff) before SQS redelivers it."""
         self._sqs.change_message_visibility(
-            QueueUrl=self.url, ReceiptHandle=receipt_handle,
+            QueueUrl=self.url,
+            ReceiptHandle=receipt_handle,
             VisibilityTimeout=max(0, min(int(seconds), MAX_VISIBILITY_TIMEOUT_S)),
         )
 
     def depth(self) -> QueueDepth:
         attrs = self._sqs.get_queue_attributes(
             QueueUrl=self.url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-                            "ApproximateNumberOfMessagesDelayed"],
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            ],
         )["Attributes"]
         return QueueDepth(
             visible=int(attrs.get("ApproximateNumberOfMessages", 0)),

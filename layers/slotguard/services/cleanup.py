@@ -39,6 +39,8 @@ class RetentionCleanup:
         return CleanupReport(
             completed_deleted=drain("completed", timedelta(days=c.retention_completed_days)),
             failed_deleted=drain("failed", timedelta(days=c.retention_failed_days)),
-            idempotency_keys_deleted=drain("idempotency_keys", timedelta(hours=c.retention_idempotency_hours)),
+            idempotency_keys_deleted=drain(
+                "idempotency_keys", timedelta(hours=c.retention_idempotency_hours)
+            ),
             batches=batches,
         )

@@ -17,8 +17,12 @@ class DeadLetterReconciler:
         org_id, job_id, event_type = parse_identity(message)
         payload, _ = parse_payload(message.body)
         result = self._log.dead_letter(
-            org_id=org_id, job_id=job_id, event_type=event_type, event_data=payload,
-            max_attempts=self._retry.webhook_max_attempts, receive_count=message.receive_count,
+            org_id=org_id,
+            job_id=job_id,
+            event_type=event_type,
+            event_data=payload,
+            max_attempts=self._retry.webhook_max_attempts,
+            receive_count=message.receive_count,
             error=f"moved to the dead-letter queue by the redrive policy (message {message.message_id})",
         )
         return str(result["status"])

@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from slotguard.db.booking_repository import BookingRepository
 from slotguard.models import MAX_REASON_CHARS, BookRequest, RescheduleRequest
 
-
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -80,25 +79,36 @@ def _settle(outcome: dict[str, Any], applied: set[str]) -> Outcome:
 def book(ctx: EventContext, data: Any) -> Outcome:
     request = _parse(BookRequest, data)
     outcome = ctx.bookings.book(
-        org_id=ctx.org_id, actor=ctx.actor, contact_id=request.contact_id, resource_id=request.resource_id,
-        scheduled_at=request.scheduled_at, duration_minutes=request.duration_minutes, notes=request.notes,
-        metadata=request.metadata, idempotency_key=ctx.actor, request_hash=request.fingerprint(),
+        org_id=ctx.org_id,
+        actor=ctx.actor,
+        contact_id=request.contact_id,
+        resource_id=request.resource_id,
+        scheduled_at=request.scheduled_at,
+        duration_minutes=request.duration_minutes,
+        notes=request.notes,
+        metadata=request.metadata,
+        idempotency_key=ctx.actor,
+        request_hash=request.fingerprint(),
     )
     return _settle(outcome, {"created", "replayed"})
 
 
 def cancel(ctx: EventContext, data: Any) -> Outcome:
     request = _parse(CancelData, data)
-    outcome = ctx.bookings.cancel(org_id=ctx.org_id, actor=ctx.actor, appointment_id=request.appointment_id,
-                                  reason=request.reason)
+    outcome = ctx.bookings.cancel(
+        org_id=ctx.org_id, actor=ctx.actor, appointment_id=request.appointment_id, reason=request.reason
+    )
     return _settle(outcome, {"cancelled", "already_cancelled"})
 
 
 def reschedule(ctx: EventContext, data: Any) -> Outcome:
     request = _parse(RescheduleData, data)
     outcome = ctx.bookings.reschedule(
-        org_id=ctx.org_id, actor=ctx.actor, appointment_id=request.appointment_id,
-        scheduled_at=request.scheduled_at, duration_minutes=request.duration_minutes,
+        org_id=ctx.org_id,
+        actor=ctx.actor,
+        appointment_id=request.appointment_id,
+        scheduled_at=request.scheduled_at,
+        duration_minutes=request.duration_minutes,
     )
     return _settle(outcome, {"rescheduled"})
 

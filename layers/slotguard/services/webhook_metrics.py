@@ -62,8 +62,9 @@ def processing() -> Iterator[Callable[[ProcessResult], ProcessResult]]:
         _count(FAILED)
         raise
     finally:
-        metrics.add_metric(name=PROCESSING_TIME, unit=MetricUnit.Milliseconds,
-                           value=(time.perf_counter() - started) * 1000)
+        metrics.add_metric(
+            name=PROCESSING_TIME, unit=MetricUnit.Milliseconds, value=(time.perf_counter() - started) * 1000
+        )
 
 
 def dead_lettered(source: str) -> None:

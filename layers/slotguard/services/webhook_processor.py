@@ -4,6 +4,7 @@ commit the effect with the `completed` mark, or record the failure and back off.
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -57,7 +58,7 @@ class ProcessResult:
 def backoff_seconds(attempt: int, policy: RetryPolicy, rand: Callable[[], float] = random.random) -> int:
     """Capped exponential backoff with "equal jitter": half fixed, half random."""
     ceiling = min(policy.webhook_backoff_cap_s, policy.webhook_backoff_base_s * 2 ** max(0, attempt - 1))
-    return int(ceiling / 2 + rand() * ceiling / 2)
+    return math.ceil(ceiling / 2 + rand() * ceiling / 2)
 
 
 def parse_identity(message: QueuedWebhook) -> tuple[UUID, str, str]:
@@ -108,7 +109,9 @@ class WebhookProcessor:
         payload, unusable = parse_payload(message.body)
         claim = self._claim(message, org_id, job_id, event_type, payload)
         if claim["action"] == "skip":
-            logger.info("duplicate delivery acknowledged", extra={"job_id": job_id, "status": claim["status"]})
+            logger.info(
+                "duplicate delivery acknowledged", extra={"job_id": job_id, "status": claim["status"]}
+            )
             return ProcessResult("skipped", claim["status"], claim["attempt"])
         if claim["action"] == "in_progress":
             # Another worker holds it; do not delete the message while that one may still fail.
@@ -120,8 +123,9 @@ class WebhookProcessor:
                 raise InvalidPayload(unusable)
             outcome = self._apply(org_id, job_id, attempt, event_type, payload)
         except InvalidPayload as exc:
-            self._record_failure(message, org_id, job_id, attempt, str(exc), started, dead=True,
-                                 outcome="invalid_payload")
+            self._record_failure(
+                message, org_id, job_id, attempt, str(exc), started, dead=True, outcome="invalid_payload"
+            )
             return ProcessResult("dead_letter", "invalid_payload", attempt)
         except Exception as exc:  # RetriableFailure, DatabaseUnavailable, a handler's bug: all retried
             dead = attempt >= self._retry.webhook_max_attempts
@@ -133,39 +137,71 @@ class WebhookProcessor:
             raise RecordFailed(error) from exc
         return ProcessResult("completed", outcome.result, attempt)
 
-    def _claim(self, message: QueuedWebhook, org_id: UUID, job_id: str, event_type: str,
-               payload: Any) -> dict[str, Any]:
+    def _claim(
+        self, message: QueuedWebhook, org_id: UUID, job_id: str, event_type: str, payload: Any
+    ) -> dict[str, Any]:
         try:
-            return self._log.claim(org_id=org_id, job_id=job_id, event_type=event_type, event_data=payload,
-                                   max_attempts=self._retry.webhook_max_attempts,
-                                   stale_after_s=self._stale_after_s)
+            return self._log.claim(
+                org_id=org_id,
+                job_id=job_id,
+                event_type=event_type,
+                event_data=payload,
+                max_attempts=self._retry.webhook_max_attempts,
+                stale_after_s=self._stale_after_s,
+            )
         except DatabaseUnavailable as exc:
             # Nothing recorded; back off by the SQS receive count so an outage is not hammered.
             self._delay_retry(message.receipt_handle, backoff_seconds(message.receive_count, self._retry))
             raise RecordFailed("database unavailable") from exc
 
-    def _apply(self, org_id: UUID, job_id: str, attempt: int, event_type: str,
-               payload: dict[str, Any]) -> Outcome:
+    def _apply(
+        self, org_id: UUID, job_id: str, attempt: int, event_type: str, payload: dict[str, Any]
+    ) -> Outcome:
         handler = self._handlers.get(event_type, ignored)
         started = time.perf_counter()
         with self._db.transaction():
             outcome = handler(EventContext(org_id, job_id, self._bookings), payload.get("data"))
             elapsed_ms = int((time.perf_counter() - started) * 1000)
-            if not self._log.complete(org_id=org_id, job_id=job_id, attempt=attempt,
-                                      outcome=outcome.result, detail=outcome.detail, processing_ms=elapsed_ms):
+            if not self._log.complete(
+                org_id=org_id,
+                job_id=job_id,
+                attempt=attempt,
+                outcome=outcome.result,
+                detail=outcome.detail,
+                processing_ms=elapsed_ms,
+            ):
                 # Our claim was taken over (we were too slow): roll back, the owner decides.
                 raise RetriableFailure("the claim on this delivery was lost")
         return outcome
 
-    def _record_failure(self, message: QueuedWebhook, org_id: UUID, job_id: str, attempt: int, error: str,
-                        started: float, *, dead: bool, outcome: str | None = None) -> None:
+    def _record_failure(
+        self,
+        message: QueuedWebhook,
+        org_id: UUID,
+        job_id: str,
+        attempt: int,
+        error: str,
+        started: float,
+        *,
+        dead: bool,
+        outcome: str | None = None,
+    ) -> None:
         elapsed_ms = int((time.perf_counter() - started) * 1000)
         try:
-            self._log.fail(org_id=org_id, job_id=job_id, attempt=attempt, error=error[:2000], dead=dead,
-                           processing_ms=elapsed_ms, outcome=outcome)
+            self._log.fail(
+                org_id=org_id,
+                job_id=job_id,
+                attempt=attempt,
+                error=error[:2000],
+                dead=dead,
+                processing_ms=elapsed_ms,
+                outcome=outcome,
+            )
         except DatabaseUnavailable as exc:
             # Cannot record it now: leave the row 'processing' (re-claimed once stale) and retry.
             self._delay_retry(message.receipt_handle, backoff_seconds(attempt, self._retry))
             raise RecordFailed("database unavailable while recording a failure") from exc
-        logger.warning("webhook attempt failed", extra={"job_id": job_id, "attempt": attempt, "dead": dead,
-                                                         "error": error[:500]})
+        logger.warning(
+            "webhook attempt failed",
+            extra={"job_id": job_id, "attempt": attempt, "dead": dead, "error": error[:500]},
+        )

@@ -53,10 +53,17 @@ def verify_signature(secrets: list[str], headers: Mapping[str, str], body: bytes
             return
         except WebhookVerificationError as exc:
             text = str(exc)
-            last = ("missing_headers" if "Missing" in text else
-                    "stale_timestamp" if "too old" in text else
-                    "future_timestamp" if "too new" in text else
-                    "bad_timestamp" if "Invalid" in text else "bad_signature")
+            last = (
+                "missing_headers"
+                if "Missing" in text
+                else "stale_timestamp"
+                if "too old" in text
+                else "future_timestamp"
+                if "too new" in text
+                else "bad_timestamp"
+                if "Invalid" in text
+                else "bad_signature"
+            )
         except (ValueError, binascii.Error, UnicodeDecodeError):
             last = "malformed_signature"
     raise WebhookRejected(last)
@@ -70,12 +77,14 @@ class WebhookReceiver:
 
     def receive(self, org_id: str, headers: Mapping[str, str], body: bytes) -> Accepted:
         if len(body) > self._max_body_bytes:
-            raise PayloadTooLarge(f"the body exceeds {self._max_body_bytes} bytes",
-                                  {"max_bytes": self._max_body_bytes})
+            raise PayloadTooLarge(
+                f"the body exceeds {self._max_body_bytes} bytes", {"max_bytes": self._max_body_bytes}
+            )
         verified = self._verify(org_id, headers, body)
         try:
-            self._queue.send(body.decode(), org_id=org_id, webhook_id=verified.webhook_id,
-                             event_type=verified.event_type)
+            self._queue.send(
+                body.decode(), org_id=org_id, webhook_id=verified.webhook_id, event_type=verified.event_type
+            )
         except Exception as exc:
             logger.exception("enqueue failed")
             raise UpstreamUnavailable("the webhook could not be queued, retry shortly") from exc

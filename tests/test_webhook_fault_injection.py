@@ -1,0 +1,146 @@
+"""1,000 webhooks through the whole pipeline while 30 % of handler runs fail at random and
+the database goes away for a while: every webhook ends as exactly one completed or
+dead_letter row, and every booking is made exactly once."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import psycopg
+import pytest
+
+from slotguard.services.webhook_events import EventContext, Outcome, RetriableFailure
+from tests.conftest import PgInstance, make_queues
+from tests.webhook_support import Pipeline
+
+N = 1000
+MAX_ATTEMPTS = 8
+
+
+def test_1000_webhooks_with_random_failures_and_a_database_outage(
+    pg: PgInstance, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if pg.stop is None:
+        pytest.skip("needs the embedded server, which the test can stop (DATABASE_URL is external)")
+    # Given queues with a redrive at MAX_ATTEMPTS receives, and processors whose book handler
+    # fails 30 % of the time (half before, half after its effect: both must leave no trace)
+    queues = make_queues(pipeline.sqs, max_receive_count=MAX_ATTEMPTS, visibility_timeout_s=2)
+    monkeypatch.setenv("WEBHOOK_QUEUE_URL", queues.main_url)
+    monkeypatch.setenv("WEBHOOK_MAX_ATTEMPTS", str(MAX_ATTEMPTS))
+    monkeypatch.setenv("WEBHOOK_SECRET_CACHE_S", "300")
+    p = Pipeline(
+        sqs=pipeline.sqs, queues=queues, secret_prefix=pipeline.secret_prefix, admin_url=pg.admin_url
+    )
+    rng = random.Random(2026)
+    rng_lock = threading.Lock()
+    injected = Counter[str]()
+
+    def roll() -> float:
+        with rng_lock:
+            return rng.random()
+
+    def customize(service: Any) -> None:
+        real = service._handlers["appointment.book"]
+
+        def flaky_book(ctx: EventContext, data: Any) -> Outcome:
+            if roll() < 0.15:
+                injected["before"] += 1
+                raise RetriableFailure("injected failure before the effect")
+            outcome: Outcome = real(ctx, data)
+            if roll() < 0.15 / 0.85:
+                injected["after"] += 1
+                raise RetriableFailure("injected failure after the effect")
+            return outcome
+
+        service.register("appointment.book", flaky_book)
+
+    p.customize.append(customize)
+    org_id, secret = p.new_org()
+    jobs: list[str] = []
+
+    def send_all() -> None:  # webhooks arrive while the pipeline runs, as in production
+        for i in range(N):
+            day, half_hour = divmod(i, 48)
+            start = f"2033-01-{1 + day:02d}T{half_hour // 2:02d}:{30 * (half_hour % 2):02d}:00Z"
+            jobs.append(
+                p.send(
+                    org_id,
+                    secret,
+                    "appointment.book",
+                    {"contact_id": str(uuid.uuid4()), "scheduled_at": start, "duration_minutes": 30},
+                )
+            )
+
+    def terminal() -> int:
+        with psycopg.connect(pg.admin_url) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM slotguard.webhook_delivery_log WHERE org_id = %s"
+                " AND status IN ('completed', 'dead_letter')",
+                (org_id,),
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+    # When the processors and the reconciler run, and the database is down for 3 seconds midway
+    processor, reconciler = p.event_source(batch_size=10, max_concurrency=4), p.dlq_source()
+    processor.start()
+    reconciler.start()
+    t0 = time.monotonic()
+    sender = threading.Thread(target=send_all)
+    sender.start()
+    outage_done = False
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            try:
+                done = terminal()
+            except psycopg.OperationalError:
+                done = 0
+            if not outage_done and done >= N // 3:
+                print(f"outage at {time.monotonic() - t0:.1f}s")
+                pg.stop(mode="immediate")
+                time.sleep(3)
+                pg.start()
+                outage_done = True
+            if (
+                outage_done
+                and done == N
+                and queues.depth(p.sqs) == 0
+                and queues.depth(p.sqs, queues.dlq_url) == 0
+            ):
+                break
+            time.sleep(0.5)
+    finally:
+        sender.join()
+        processor.stop()
+        reconciler.stop()
+    print(f"settled at {time.monotonic() - t0:.1f}s")
+    assert outage_done
+    # Then every webhook is exactly one terminal row
+    rows = p.rows(org_id)
+    assert len(jobs) == N
+    assert len(set(jobs)) == N
+    assert len(rows) == N
+    assert {r["job_id"] for r in rows} == set(jobs)
+    statuses = Counter(r["status"] for r in rows)
+    assert set(statuses) <= {"completed", "dead_letter"}, statuses
+    # And every completed booking exists exactly once, made by its webhook; dead letters made none
+    appointments = p.appointments(org_id)
+    makers = Counter(a["created_by"] for a in appointments)
+    assert all(n == 1 for n in makers.values())
+    applied = {
+        f"webhook:{r['job_id']}" for r in rows if r["status"] == "completed" and r["outcome"] == "applied"
+    }
+    assert set(makers) == applied
+    # And the failures really happened and were retried
+    assert injected["before"] > 50
+    assert injected["after"] > 50
+    assert sum(r["attempts"] for r in rows) > N
+    print(
+        f"\nstatuses={dict(statuses)} injected={dict(injected)} invocations={processor.stats.invocations}"
+        f" failed_invocations={processor.stats.failed_invocations}"
+    )

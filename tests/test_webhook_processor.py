@@ -1,0 +1,376 @@
+"""The processor on a real queue (moto server, real redrive policy) and real Postgres:
+first-attempt success, backoff, dead-lettering, duplicates, partial batches, crashes."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from slotguard.config import RetryPolicy
+from slotguard.services.webhook_events import EventContext, Outcome, RetriableFailure
+from slotguard.services.webhook_processor import backoff_seconds
+from slotguard_local.events import LambdaContext, sqs_record
+from tests.webhook_support import MAX_ATTEMPTS, Pipeline
+
+
+def book_data(start: str = "2030-06-01T10:00:00Z", minutes: int = 30) -> dict[str, Any]:
+    return {"contact_id": str(uuid.uuid4()), "scheduled_at": start, "duration_minutes": minutes}
+
+
+def settled(p: Pipeline, org_id: str, n: int) -> Any:
+    return lambda: sum(r["status"] in ("completed", "dead_letter") for r in p.rows(org_id)) >= n
+
+
+def test_processed_on_first_attempt_with_log_and_duration(pipeline: Pipeline) -> None:
+    # Given a signed appointment.book webhook on the queue
+    org_id, secret = pipeline.new_org()
+    job_id = pipeline.send(org_id, secret, "appointment.book", book_data())
+    # When the event source delivers it to the processor
+    source = pipeline.event_source()
+    assert source.poll_once() == 1
+    # Then the appointment exists, made by the webhook, and the log row is completed at attempt 1
+    [appt] = pipeline.appointments(org_id)
+    assert appt["created_by"] == f"webhook:{job_id}"
+    [row] = pipeline.rows(org_id)
+    assert row["job_id"] == job_id
+    assert row["event_type"] == "appointment.book"
+    assert row["event_data"]["data"]["duration_minutes"] == 30
+    assert (row["status"], row["attempts"], row["outcome"]) == ("completed", 1, "applied")
+    assert row["max_attempts"] == MAX_ATTEMPTS
+    assert row["processing_ms"] is not None
+    assert row["processing_ms"] >= 0
+    assert row["completed_at"] >= row["last_attempt_at"] >= row["created_at"]
+    assert row["error_message"] is None
+    # And the message is gone from the queue
+    assert pipeline.queues.depth(pipeline.sqs) == 0
+    assert source.stats.deleted == 1
+
+
+def test_business_refusal_and_unknown_type_are_completed_not_retried(pipeline: Pipeline) -> None:
+    org_id, secret = pipeline.new_org()
+    pipeline.send(org_id, secret, "appointment.book", book_data())
+    taken = pipeline.send(org_id, secret, "appointment.book", book_data())  # same slot
+    unknown = pipeline.send(org_id, secret, "invoice.paid", {"amount": 3})
+    missing = pipeline.send(org_id, secret, "appointment.cancel", {"appointment_id": str(uuid.uuid4())})
+    pipeline.drain(pipeline.event_source(), settled(pipeline, org_id, 4))
+    rows = {r["job_id"]: r for r in pipeline.rows(org_id)}
+    assert (rows[taken]["status"], rows[taken]["outcome"]) == ("completed", "rejected")
+    assert rows[taken]["outcome_detail"]["status"] == "conflict"
+    assert rows[taken]["outcome_detail"]["conflicts"] == [str(pipeline.appointments(org_id)[0]["id"])]
+    assert (rows[unknown]["status"], rows[unknown]["outcome"]) == ("completed", "ignored")
+    assert (rows[missing]["status"], rows[missing]["outcome"]) == ("completed", "rejected")
+    assert all(r["attempts"] == 1 for r in rows.values())
+
+
+def test_cancel_and_reschedule_events_call_the_booking_core(pipeline: Pipeline) -> None:
+    org_id, secret = pipeline.new_org()
+    pipeline.send(org_id, secret, "appointment.book", book_data("2030-06-01T10:00:00Z"))
+    source = pipeline.event_source()
+    pipeline.drain(source, settled(pipeline, org_id, 1))
+    appt_id = str(pipeline.appointments(org_id)[0]["id"])
+    pipeline.send(
+        org_id,
+        secret,
+        "appointment.reschedule",
+        {"appointment_id": appt_id, "scheduled_at": "2030-06-02T10:00:00Z", "duration_minutes": 45},
+    )
+    pipeline.drain(source, settled(pipeline, org_id, 2))
+    moved = [a for a in pipeline.appointments(org_id) if a["status"] == "scheduled"]
+    assert len(moved) == 1
+    assert moved[0]["duration_minutes"] == 45
+    pipeline.send(
+        org_id, secret, "appointment.cancel", {"appointment_id": str(moved[0]["id"]), "reason": "x"}
+    )
+    pipeline.drain(source, settled(pipeline, org_id, 3))
+    assert all(a["status"] == "cancelled" for a in pipeline.appointments(org_id))
+    assert [r["outcome"] for r in pipeline.rows(org_id)] == ["applied", "applied", "applied"]
+
+
+def test_backoff_is_exponential_capped_and_jittered() -> None:
+    policy = RetryPolicy(webhook_max_attempts=10, webhook_backoff_base_s=10, webhook_backoff_cap_s=300)
+    lows = [backoff_seconds(a, policy, rand=lambda: 0.0) for a in range(1, 8)]
+    highs = [backoff_seconds(a, policy, rand=lambda: 0.999999) for a in range(1, 8)]
+    assert lows == [5, 10, 20, 40, 80, 150, 150]
+    assert highs == [10, 20, 40, 80, 160, 300, 300]
+
+
+def test_retry_with_backoff_then_success(pipeline: Pipeline) -> None:
+    # Given a handler that fails twice, then succeeds
+    calls: list[int] = []
+
+    def flaky(ctx: EventContext, data: Any) -> Outcome:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise RetriableFailure("downstream timeout")
+        return Outcome("applied", {"after": len(calls)})
+
+    pipeline.customize.append(lambda service: service.register("test.flaky", flaky))
+    org_id, secret = pipeline.new_org()
+    pipeline.send(org_id, secret, "test.flaky", {})
+    source = pipeline.event_source()
+    container = [source._new_container()]
+    # When the first attempt fails
+    source.poll_once(container, wait_time_s=0)
+    # Then the row is failed at attempt 1 with the error kept, and the message is hidden (backoff)
+    [row] = pipeline.rows(org_id)
+    assert (row["status"], row["attempts"]) == ("failed", 1)
+    assert "downstream timeout" in row["error_message"]
+    assert source.stats.reported_failures == 1
+    assert source.poll_once(container, wait_time_s=0) == 0  # invisible during its backoff
+    # When it comes back, fails again, then succeeds
+    pipeline.drain(source, settled(pipeline, org_id, 1))
+    [row] = pipeline.rows(org_id)
+    assert (row["status"], row["attempts"], row["outcome"]) == ("completed", 3, "applied")
+    assert row["error_message"] is None
+    assert len(calls) == 3
+    assert pipeline.queues.depth(pipeline.sqs) == 0
+
+
+def test_dead_letter_after_max_attempts(pipeline: Pipeline) -> None:
+    def always_failing(ctx: EventContext, data: Any) -> Outcome:
+        raise RetriableFailure("still broken")
+
+    pipeline.customize.append(lambda service: service.register("test.broken", always_failing))
+    org_id, secret = pipeline.new_org()
+    pipeline.send(org_id, secret, "test.broken", {})
+    pipeline.drain(pipeline.event_source(), settled(pipeline, org_id, 1))
+    [row] = pipeline.rows(org_id)
+    assert (row["status"], row["attempts"], row["outcome"]) == ("dead_letter", MAX_ATTEMPTS, "gave_up")
+    assert "still broken" in row["error_message"]
+    # The processor dead-lettered it itself: the message is deleted, not left for the redrive
+    assert pipeline.queues.depth(pipeline.sqs) == 0
+    assert pipeline.queues.depth(pipeline.sqs, pipeline.queues.dlq_url) == 0
+
+
+def test_invalid_payload_is_dead_lettered_at_once(pipeline: Pipeline) -> None:
+    org_id, secret = pipeline.new_org()
+    pipeline.send(org_id, secret, "appointment.book", {"contact_id": "nope", "duration_minutes": 0})
+    pipeline.event_source().poll_once()
+    [row] = pipeline.rows(org_id)
+    assert (row["status"], row["attempts"], row["outcome"]) == ("dead_letter", 1, "invalid_payload")
+    assert "contact_id" in row["error_message"]
+    assert pipeline.queues.depth(pipeline.sqs) == 0
+
+
+def test_queue_counts(pipeline: Pipeline) -> None:
+    from slotguard.aws.sqs import WebhookQueue
+
+    org_id, secret = pipeline.new_org()
+    for _ in range(3):
+        pipeline.send(org_id, secret, "invoice.paid", {})
+    queue = WebhookQueue(pipeline.queues.main_url, pipeline.sqs)
+    assert queue.depth().visible == 3
+    pipeline.sqs.receive_message(QueueUrl=pipeline.queues.main_url, MaxNumberOfMessages=2)
+    depth = queue.depth()
+    assert (depth.visible, depth.in_flight) == (1, 2)
+
+
+def test_partial_batch_one_poison_record_of_ten(pipeline: Pipeline) -> None:
+    def poison(ctx: EventContext, data: Any) -> Outcome:
+        raise RuntimeError("handler bug")
+
+    pipeline.customize.append(lambda service: service.register("test.poison", poison))
+    org_id, secret = pipeline.new_org()
+    for i in range(9):
+        pipeline.send(org_id, secret, "appointment.book", book_data(f"2030-07-01T{10 + i}:00:00Z"))
+    bad = pipeline.send(org_id, secret, "test.poison", {})
+    source = pipeline.event_source(batch_size=10, batching_window_s=1)
+    # When one batch of ten is processed
+    assert source.poll_once() == 10
+    # Then nine are completed and deleted, one is reported as a batch item failure
+    rows = {r["job_id"]: r for r in pipeline.rows(org_id)}
+    assert Counter(r["status"] for r in rows.values()) == {"completed": 9, "failed": 1}
+    assert rows[bad]["status"] == "failed"
+    assert (source.stats.invocations, source.stats.deleted, source.stats.reported_failures) == (1, 9, 1)
+    assert len(pipeline.appointments(org_id)) == 9
+
+
+def test_duplicate_delivery_in_sequence_applies_once(pipeline: Pipeline) -> None:
+    org_id, secret = pipeline.new_org()
+    pipeline.send(org_id, secret, "appointment.book", book_data())
+    [message] = pipeline.sqs.receive_message(
+        QueueUrl=pipeline.queues.main_url, AttributeNames=["All"], MessageAttributeNames=["All"]
+    )["Messages"]
+    event = {"Records": [sqs_record(message, "arn:aws:sqs:us-east-1:000000000000:q")]}
+    container = pipeline.processor_container()
+    # When SQS delivers the same message twice (at-least-once)
+    first = container(event, LambdaContext())
+    second = container(event, LambdaContext())
+    # Then both are acknowledged and the effect happened once
+    assert first == second == {"batchItemFailures": []}
+    assert len(pipeline.appointments(org_id)) == 1
+    [row] = pipeline.rows(org_id)
+    assert (row["status"], row["attempts"]) == ("completed", 1)
+
+
+def test_duplicate_webhook_posted_twice_is_one_row(pipeline: Pipeline) -> None:
+    org_id, secret = pipeline.new_org()
+    data = book_data()
+    pipeline.send(org_id, secret, "appointment.book", data, webhook_id="msg_same")
+    pipeline.send(org_id, secret, "appointment.book", data, webhook_id="msg_same")
+    source = pipeline.event_source()
+    pipeline.drain(source, lambda: pipeline.queues.depth(pipeline.sqs) == 0)
+    assert len(pipeline.rows(org_id)) == 1
+    assert len(pipeline.appointments(org_id)) == 1
+
+
+def test_duplicate_delivery_to_two_processors_at_once_applies_once(pipeline: Pipeline) -> None:
+    # Given a handler slow enough that two processors overlap on one message
+    gate = threading.Barrier(2, timeout=5)
+    real_book: list[Any] = []
+
+    def slow_book(ctx: EventContext, data: Any) -> Outcome:
+        time.sleep(0.3)
+        return real_book[0](ctx, data)
+
+    def customize(service: Any) -> None:
+        real_book.append(service._handlers["appointment.book"])
+        service.register("appointment.book", slow_book)
+
+    pipeline.customize.append(customize)
+    org_id, secret = pipeline.new_org()
+    pipeline.send(org_id, secret, "appointment.book", book_data())
+    [message] = pipeline.sqs.receive_message(
+        QueueUrl=pipeline.queues.main_url, AttributeNames=["All"], MessageAttributeNames=["All"]
+    )["Messages"]
+    event = {"Records": [sqs_record(message, "arn:aws:sqs:us-east-1:000000000000:q")]}
+    containers = [pipeline.processor_container(), pipeline.processor_container()]
+    answers: list[Any] = [None, None]
+
+    def run(i: int) -> None:
+        gate.wait()
+        answers[i] = containers[i](event, LambdaContext())
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Then one applied it; the other saw it in progress and reported it (never deleted it early)
+    assert sorted(len(a["batchItemFailures"]) for a in answers) == [0, 1]
+    assert len(pipeline.appointments(org_id)) == 1
+    [row] = pipeline.rows(org_id)
+    assert (row["status"], row["attempts"]) == ("completed", 1)
+    # And when the reported copy comes back it is acknowledged as a duplicate
+    assert containers[0](event, LambdaContext()) == {"batchItemFailures": []}
+    assert len(pipeline.appointments(org_id)) == 1
+
+
+class SimulatedCrash(BaseException):
+    """Escapes the batch processor's per-record handling, like a runtime crash."""
+
+
+def test_crash_outside_record_handling_ends_in_dlq_and_reconciler_dead_letters(pipeline: Pipeline) -> None:
+    def crash(ctx: EventContext, data: Any) -> Outcome:
+        raise SimulatedCrash
+
+    pipeline.customize.append(lambda service: service.register("test.crash", crash))
+    org_id, secret = pipeline.new_org()
+    job_id = pipeline.send(org_id, secret, "test.crash", {"k": 1})
+    ok_id = pipeline.send(org_id, secret, "appointment.book", book_data())
+    source = pipeline.event_source(batch_size=10, batching_window_s=0.5)
+    # When every invocation that holds the crashing record fails as a whole
+    pipeline.drain(source, lambda: pipeline.queues.depth(pipeline.sqs) == 0, timeout_s=40)
+    # Then SQS's redrive moved it to the DLQ after maxReceiveCount receives
+    assert source.stats.failed_invocations >= MAX_ATTEMPTS
+    assert pipeline.queues.depth(pipeline.sqs, pipeline.queues.dlq_url) >= 1
+    # And the reconciler turns it into a dead_letter row; nothing stays processing
+    dlq = pipeline.dlq_source()
+    pipeline.drain(dlq, lambda: pipeline.queues.depth(pipeline.sqs, pipeline.queues.dlq_url) == 0)
+    rows = {r["job_id"]: r for r in pipeline.rows(org_id)}
+    assert rows[job_id]["status"] == "dead_letter"
+    assert rows[job_id]["outcome"] == "redrive_policy"
+    assert rows[job_id]["event_data"]["data"] == {"k": 1}
+    assert rows[ok_id]["status"] in ("completed", "dead_letter")
+    assert all(r["status"] != "processing" for r in rows.values())
+    # And reconciling the same message again changes nothing
+    assert len(pipeline.appointments(org_id)) <= 1
+
+
+def test_handler_hanging_past_the_timeout_ends_dead_lettered(pipeline: Pipeline) -> None:
+    release = threading.Event()
+
+    def hang(ctx: EventContext, data: Any) -> Outcome:
+        release.wait(30)
+        return Outcome("applied")
+
+    pipeline.customize.append(lambda service: service.register("test.hang", hang))
+    org_id, secret = pipeline.new_org()
+    job_id = pipeline.send(org_id, secret, "test.hang", {})
+    source = pipeline.event_source(function_timeout_s=1)
+    try:
+        pipeline.drain(source, lambda: pipeline.queues.depth(pipeline.sqs) == 0, timeout_s=40)
+        assert source.stats.timeouts >= 1
+        pipeline.drain(
+            pipeline.dlq_source(), lambda: pipeline.queues.depth(pipeline.sqs, pipeline.queues.dlq_url) == 0
+        )
+        [row] = pipeline.rows(org_id)
+        assert (row["job_id"], row["status"]) == (job_id, "dead_letter")
+    finally:
+        release.set()
+    # A hung invocation that finally finishes cannot complete a dead-lettered delivery
+    time.sleep(0.5)
+    [row] = pipeline.rows(org_id)
+    assert row["status"] == "dead_letter"
+
+
+def test_reconciler_is_idempotent_and_keeps_completed_rows(pipeline: Pipeline) -> None:
+    org_id, secret = pipeline.new_org()
+    done = pipeline.send(org_id, secret, "appointment.book", book_data())
+    pipeline.event_source().poll_once()
+    reconciler = pipeline.dlq_source()._new_container()
+    never_seen = {
+        "MessageId": "m-1",
+        "ReceiptHandle": "r-1",
+        "Body": '{"type": "x.y", "data": {"a": 1}}',
+        "Attributes": {"ApproximateReceiveCount": "3"},
+        "MessageAttributes": {
+            "org_id": {"DataType": "String", "StringValue": org_id},
+            "webhook_id": {"DataType": "String", "StringValue": "lost-1"},
+            "event_type": {"DataType": "String", "StringValue": "x.y"},
+        },
+    }
+    completed_copy = {
+        **never_seen,
+        "MessageId": "m-2",
+        "MessageAttributes": {
+            **never_seen["MessageAttributes"],
+            "webhook_id": {"DataType": "String", "StringValue": done},
+        },
+    }
+    event = {"Records": [sqs_record(never_seen, "arn:q-dlq"), sqs_record(completed_copy, "arn:q-dlq")]}
+    for _ in range(2):
+        assert reconciler(event, LambdaContext()) == {"batchItemFailures": []}
+    rows = {r["job_id"]: r for r in pipeline.rows(org_id)}
+    assert len(rows) == 2
+    assert (rows["lost-1"]["status"], rows["lost-1"]["attempts"]) == ("dead_letter", 3)
+    assert rows["lost-1"]["event_data"] == {"type": "x.y", "data": {"a": 1}}
+    assert rows[done]["status"] == "completed"
+
+
+@pytest.mark.parametrize("concurrency", [4])
+def test_processing_with_the_configured_concurrency(pipeline: Pipeline, concurrency: int) -> None:
+    # Given 120 webhooks and an event source allowed `concurrency` invocations at once
+    org_id, secret = pipeline.new_org()
+    for i in range(120):
+        pipeline.send(
+            org_id, secret, "appointment.book", book_data(f"2030-08-{1 + i // 24:02d}T{i % 24:02d}:00:00Z")
+        )
+    source = pipeline.event_source(batch_size=5, max_concurrency=concurrency)
+    # When it runs continuously
+    source.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not settled(pipeline, org_id, 120)() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        source.stop()
+    # Then every webhook is completed once, by several processors working at once, never more than allowed
+    assert Counter(r["status"] for r in pipeline.rows(org_id)) == {"completed": 120}
+    assert len(pipeline.appointments(org_id)) == 120
+    assert 1 < source.stats.max_in_flight <= concurrency
