@@ -31,11 +31,14 @@ ARN = "arn:aws:sqs:us-east-1:000000000000:bench"
 def _message(org: str, event_type: str, data: Any) -> dict[str, Any]:
     job = f"msg_{uuid.uuid4().hex}"
     return {
-        "MessageId": str(uuid.uuid4()), "ReceiptHandle": uuid.uuid4().hex,
+        "MessageId": str(uuid.uuid4()),
+        "ReceiptHandle": uuid.uuid4().hex,
         "Body": json.dumps({"type": event_type, "timestamp": BASE.isoformat(), "data": data}),
         "Attributes": {"ApproximateReceiveCount": "1"},
-        "MessageAttributes": {k: {"DataType": "String", "StringValue": v}
-                              for k, v in {"org_id": org, "webhook_id": job, "event_type": event_type}.items()},
+        "MessageAttributes": {
+            k: {"DataType": "String", "StringValue": v}
+            for k, v in {"org_id": org, "webhook_id": job, "event_type": event_type}.items()
+        },
     }
 
 
@@ -51,8 +54,11 @@ def processor(db: BenchDb) -> None:
         for _ in range(10):
             data: Any = {"n": 1}
             if event_type == "appointment.book":
-                data = {"contact_id": str(uuid.uuid4()), "duration_minutes": 10,
-                        "scheduled_at": (BASE + timedelta(minutes=10 * next(slot))).isoformat()}
+                data = {
+                    "contact_id": str(uuid.uuid4()),
+                    "duration_minutes": 10,
+                    "scheduled_at": (BASE + timedelta(minutes=10 * next(slot))).isoformat(),
+                }
             records.append(sqs_record(_message(org, event_type, data), ARN))
         return {"Records": records}
 
@@ -68,13 +74,15 @@ def processor(db: BenchDb) -> None:
         return time_each, events, one
 
     with psycopg.connect(db.admin_url, autocommit=True, prepare_threshold=None) as admin:
+
         def insert_batch(i: int) -> None:
             with admin.transaction():
                 admin.cursor().executemany(
                     """INSERT INTO slotguard.webhook_delivery_log
                        (org_id, job_id, event_type, event_data, status, attempts, max_attempts, completed_at)
                        VALUES (%s, %s, 'invoice.paid', %s, 'completed', 1, 5, now())""",
-                    [(org, f"raw_{i}_{k}_{uuid.uuid4().hex[:6]}", json.dumps({"n": 1})) for k in range(10)])
+                    [(org, f"raw_{i}_{k}_{uuid.uuid4().hex[:6]}", json.dumps({"n": 1})) for k in range(10)],
+                )
 
         for w in range(5):
             insert_batch(-1 - w)
@@ -92,8 +100,12 @@ def receiver() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         moto = MotoServer(log_path=Path(tmp) / "moto.log").start()
         try:
-            os.environ.update(AWS_ENDPOINT_URL=moto.endpoint, AWS_ACCESS_KEY_ID="bench",
-                              AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
+            os.environ.update(
+                AWS_ENDPOINT_URL=moto.endpoint,
+                AWS_ACCESS_KEY_ID="bench",
+                AWS_SECRET_ACCESS_KEY="bench",
+                AWS_DEFAULT_REGION="us-east-1",
+            )
             client.cache_clear()  # the processor bench created clients without this endpoint
             sqs = boto3.client("sqs")
             url = sqs.create_queue(QueueName="bench")["QueueUrl"]
@@ -105,16 +117,23 @@ def receiver() -> None:
 
             signer = Webhook(secret)
             body = json.dumps({"type": "appointment.book", "timestamp": BASE.isoformat(), "data": {"x": 1}})
-            attrs = {k: {"DataType": "String", "StringValue": v} for k, v in
-                     {"org_id": org, "webhook_id": "w", "event_type": "appointment.book"}.items()}
+            attrs = {
+                k: {"DataType": "String", "StringValue": v}
+                for k, v in {"org_id": org, "webhook_id": "w", "event_type": "appointment.book"}.items()
+            }
 
             def via_receiver(i: int) -> None:
                 now = datetime.now(UTC)
-                headers = {"content-type": "application/json", "webhook-id": f"w{i}",
-                           "webhook-timestamp": str(int(now.timestamp())),
-                           "webhook-signature": signer.sign(f"w{i}", now, body)}
-                out = fn.lambda_handler(http_api_event("POST", f"/webhooks/{org}", headers=headers, body=body),
-                                        LambdaContext(function_name="webhook_receiver"))
+                headers = {
+                    "content-type": "application/json",
+                    "webhook-id": f"w{i}",
+                    "webhook-timestamp": str(int(now.timestamp())),
+                    "webhook-signature": signer.sign(f"w{i}", now, body),
+                }
+                out = fn.lambda_handler(
+                    http_api_event("POST", f"/webhooks/{org}", headers=headers, body=body),
+                    LambdaContext(function_name="webhook_receiver"),
+                )
                 assert out["statusCode"] == 202, out
 
             def bare_send(i: int) -> None:
@@ -136,7 +155,9 @@ def receiver() -> None:
             bare = Timing("bare SendMessage (same attributes)", samples["bare"], wall)
             sqs.purge_queue(QueueUrl=url)
             report(f"Webhook receiver, {REQUESTS} requests against moto server", [full, bare], bare)
-            print("  (moto spends ~10 ms of Python per SendMessage; the difference is the receiver's own cost)")
+            print(
+                "  (moto spends ~10 ms of Python per SendMessage; the difference is the receiver's own cost)"
+            )
         finally:
             moto.stop()
 
