@@ -16,7 +16,6 @@ import boto3
 import psycopg
 
 from bench.common import BenchDb, Timing, bench_database, report, time_each
-from slotguard.aws.clients import client
 from slotguard.aws.secrets import WebhookSecretStore
 from slotguard_local.events import LambdaContext, http_api_event, sqs_record
 from slotguard_local.functions import load_function
@@ -106,7 +105,6 @@ def receiver() -> None:
                 AWS_SECRET_ACCESS_KEY="bench",
                 AWS_DEFAULT_REGION="us-east-1",
             )
-            client.cache_clear()  # the processor bench created clients without this endpoint
             sqs = boto3.client("sqs")
             url = sqs.create_queue(QueueName="bench")["QueueUrl"]
             os.environ.update(WEBHOOK_QUEUE_URL=url, WEBHOOK_SECRET_PREFIX="bench/")

@@ -241,7 +241,7 @@ def signed_headers(secret: str, webhook_id: str, body: str, at: Any = None) -> d
 
 
 @pytest.fixture
-def pipeline(pg: PgInstance, aws: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+def pipeline(pg: PgInstance, aws: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     import boto3
 
     from tests.webhook_support import MAX_ATTEMPTS, Pipeline
@@ -251,6 +251,8 @@ def pipeline(pg: PgInstance, aws: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     prefix = f"test-{uuid.uuid4().hex[:8]}/webhooks/"
     for key, value in {
         "WEBHOOK_QUEUE_URL": queues.main_url,
+        "WEBHOOK_DLQ_URL": queues.dlq_url,
+        "WORKER_STATE_SOURCE": f"file:{tmp_path / 'worker-state.json'}",
         "WEBHOOK_SECRET_PREFIX": prefix,
         "WEBHOOK_SECRET_CACHE_S": "0",
         "WEBHOOK_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
@@ -260,4 +262,10 @@ def pipeline(pg: PgInstance, aws: str, monkeypatch: pytest.MonkeyPatch) -> Any:
         "BOOKING_LOCK_WAIT_MS": "2000",
     }.items():
         monkeypatch.setenv(key, value)
-    return Pipeline(sqs=sqs, queues=queues, secret_prefix=prefix, admin_url=pg.admin_url)
+    return Pipeline(
+        sqs=sqs,
+        queues=queues,
+        secret_prefix=prefix,
+        admin_url=pg.admin_url,
+        state_file=tmp_path / "worker-state.json",
+    )

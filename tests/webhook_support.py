@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -28,6 +29,7 @@ class Pipeline:
     queues: Queues
     secret_prefix: str
     admin_url: str
+    state_file: Path | None = None
     customize: list[Callable[[Any], None]] = field(default_factory=list)
     receiver: Any = None
 
@@ -72,7 +74,12 @@ class Pipeline:
     def event_source(self, **kw: Any) -> SqsEventSource:
         kw.setdefault("function_timeout_s", 10)
         return SqsEventSource(
-            self.sqs, self.queues.main_url, self.processor_container, function_name="webhook_processor", **kw
+            self.sqs,
+            self.queues.main_url,
+            self.processor_container,
+            function_name="webhook_processor",
+            state_file=self.state_file,
+            **kw,
         )
 
     def dlq_source(self) -> SqsEventSource:

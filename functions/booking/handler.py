@@ -27,6 +27,7 @@ from slotguard.models import (
     RescheduleResult,
 )
 from slotguard.observability import logger, metrics, tracer
+from slotguard.services import booking_metrics
 from slotguard.services.booking import BookingService
 
 config = BookingConfig.from_env()
@@ -45,7 +46,9 @@ def book(
     body: Annotated[BookRequest, Body()],
     idempotency_key: Annotated[str | None, Header(alias="idempotency-key", max_length=255)] = None,
 ) -> Response[str]:
-    result = service.book(current_actor(app), body, idempotency_key)
+    actor = current_actor(app)
+    with booking_metrics.booking():
+        result = service.book(actor, body, idempotency_key)
     headers = {"Location": f"/appointments/{result.appointment.id}"}
     if result.replayed:
         headers["Idempotent-Replayed"] = "true"

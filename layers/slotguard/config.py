@@ -90,3 +90,13 @@ class CleanupConfig(_Config):
     retention_failed_days: float = Field(default=30, gt=0)
     retention_idempotency_hours: float = Field(default=24, gt=0)
     cleanup_batch_size: int = Field(default=1000, ge=1, le=50_000)
+
+
+class MetricsConfig(_Config):
+    database: DatabaseSettings
+    retry: RetryPolicy
+    webhook_queue_url: str
+    webhook_dlq_url: str
+    # Where the processor's event source mapping state comes from:
+    # "lambda:<mapping uuid>" (AWS Lambda API) or "file:<path>" (the local stack's poller).
+    worker_state_source: str = Field(pattern=r"^(lambda|file):.+$")

@@ -6,10 +6,12 @@ its own container (a fresh handler module); a container that timed out is replac
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from slotguard_local.events import LambdaContext, sqs_record
@@ -44,6 +46,7 @@ class SqsEventSource:
         function_timeout_s: float = 30.0,
         wait_time_s: int = 1,
         enabled: bool = True,
+        state_file: Path | None = None,
     ) -> None:
         self._sqs = sqs
         self.queue_url = queue_url
@@ -61,6 +64,8 @@ class SqsEventSource:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.state = "Enabled" if enabled else "Disabled"
+        self.state_file = state_file
+        self.last_result = "No records processed"
 
     # -- one poll, one invocation (deterministic, for tests) -------------------------------
     def poll_once(self, container: list[Invoke] | None = None, wait_time_s: int | None = None) -> int:
@@ -120,15 +125,18 @@ class SqsEventSource:
             with self.stats.lock:
                 self.stats.in_flight -= 1
         if worker.is_alive():
+            self.last_result = "PROBLEM: Function timed out"
             # Timed out: Lambda kills the container; nothing is deleted; a new container takes over.
             with self.stats.lock:
                 self.stats.timeouts += 1
             slot[0] = self._new_container()
             return
         if "error" in outcome:
+            self.last_result = f"PROBLEM: Function call failed ({type(outcome['error']).__name__})"
             with self.stats.lock:
                 self.stats.failed_invocations += 1
             return
+        self.last_result = "OK"
         response = outcome.get("response") or {}
         failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
         done = [m for m in messages if m["MessageId"] not in failed]
@@ -143,13 +151,38 @@ class SqsEventSource:
             self.stats.reported_failures += len(failed)
 
     # -- continuous polling ----------------------------------------------------------------
+    def write_state(self) -> None:
+        """What the Lambda API reports of a mapping, for the metrics API (atomic replace)."""
+        if self.state_file is None:
+            return
+        data = {
+            "state": self.state,
+            "batch_size": self.batch_size,
+            "maximum_concurrency": self.max_concurrency,
+            "batching_window_s": self.batching_window_s,
+            "last_result": self.last_result,
+            "updated_at": time.time(),
+            "invocations": self.stats.invocations,
+        }
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(self.state_file)
+
     def start(self) -> None:
         self._stop.clear()
+        self.state = "Enabled"
+        self.write_state()
+        reporter = threading.Thread(target=self._report, name=f"{self.function_name}-state", daemon=True)
+        reporter.start()
+        self._threads.append(reporter)
         for n in range(self.max_concurrency):
             thread = threading.Thread(target=self._loop, name=f"{self.function_name}-poller-{n}", daemon=True)
             thread.start()
             self._threads.append(thread)
-        self.state = "Enabled"
+
+    def _report(self) -> None:
+        while not self._stop.wait(2):
+            self.write_state()
 
     def _loop(self) -> None:
         slot = [self._new_container()]
@@ -165,3 +198,4 @@ class SqsEventSource:
             thread.join(timeout_s)
         self._threads.clear()
         self.state = "Disabled"
+        self.write_state()

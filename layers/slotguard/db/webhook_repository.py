@@ -90,3 +90,46 @@ class WebhookRepository:
                 "SELECT slotguard.purge_expired(%s, %s, %s)", (what, older_than, batch), retry_safe=True
             )
         )
+
+    # -- metrics ------------------------------------------------------------------------------
+    def delivery_stats(self, org_id: UUID, range_: timedelta, bucket: timedelta) -> dict[str, Any]:
+        result: dict[str, Any] = self._db.scalar(
+            "SELECT slotguard.webhook_delivery_stats(%s, %s, %s)", (org_id, range_, bucket), retry_safe=True
+        )
+        return result
+
+    def processing_time(self, org_id: UUID, range_: timedelta) -> dict[str, Any]:
+        result: dict[str, Any] = self._db.scalar(
+            "SELECT slotguard.webhook_processing_time(%s, %s)", (org_id, range_), retry_safe=True
+        )
+        return result
+
+    def failures(self, org_id: UUID, statuses: list[str], limit: int, with_payload: bool) -> dict[str, Any]:
+        result: dict[str, Any] = self._db.scalar(
+            "SELECT slotguard.webhook_failures(%s, %s, %s, %s)",
+            (org_id, statuses, limit, with_payload),
+            retry_safe=True,
+        )
+        return result
+
+    def status_counts(self, org_id: UUID) -> dict[str, Any]:
+        result: dict[str, Any] = self._db.scalar(
+            "SELECT slotguard.webhook_status_counts(%s)", (org_id,), retry_safe=True
+        )
+        return result
+
+    def redrive(
+        self, org_id: UUID, actor: str, job_ids: list[str] | None, retry_budget: int
+    ) -> list[dict[str, Any]]:
+        """Must run inside Database.transaction(): the rows stay locked until the caller commits."""
+        result: list[dict[str, Any]] = self._db.scalar(
+            "SELECT slotguard.redrive_webhook_deliveries(%s, %s, %s, %s)",
+            (org_id, actor, job_ids, retry_budget),
+        )
+        return result
+
+    def redrive_history(self, org_id: UUID, job_id: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._db.scalar(
+            "SELECT slotguard.webhook_redrive_history(%s, %s)", (org_id, job_id), retry_safe=True
+        )
+        return result

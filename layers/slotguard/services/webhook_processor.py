@@ -117,6 +117,7 @@ class WebhookProcessor:
             # Another worker holds it; do not delete the message while that one may still fail.
             raise RecordFailed(f"{job_id} is being processed by another worker")
         attempt = int(claim["attempt"])
+        max_attempts = int(claim["max_attempts"])  # a redriven delivery has a fresh budget
         started = time.perf_counter()
         try:
             if unusable:
@@ -128,7 +129,7 @@ class WebhookProcessor:
             )
             return ProcessResult("dead_letter", "invalid_payload", attempt)
         except Exception as exc:  # RetriableFailure, DatabaseUnavailable, a handler's bug: all retried
-            dead = attempt >= self._retry.webhook_max_attempts
+            dead = attempt >= max_attempts
             error = f"{type(exc).__name__}: {exc}"
             self._record_failure(message, org_id, job_id, attempt, error, started, dead=dead)
             if dead:

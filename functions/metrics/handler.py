@@ -1,0 +1,73 @@
+"""Webhook metrics API (API Gateway HTTP API, payload 2.0), scoped to the caller's org."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from slotguard.api.http import create_resolver, current_actor, json_response, require_admin
+from slotguard.aws.cloudwatch import QueueAgeMetric
+from slotguard.aws.sqs import WebhookQueue
+from slotguard.aws.workers import worker_state_source
+from slotguard.config import MetricsConfig
+from slotguard.db.connection import Database
+from slotguard.observability import logger, metrics, tracer
+from slotguard.services.metrics import MetricsService, QueueHealth, Range, RedriveRequest, RedriveResult
+
+config = MetricsConfig.from_env()
+service = MetricsService(
+    Database(config.database),
+    WebhookQueue(config.webhook_queue_url),
+    WebhookQueue(config.webhook_dlq_url),
+    QueueAgeMetric(),
+    worker_state_source(config.worker_state_source),
+    config.retry.webhook_max_attempts,
+)
+app = create_resolver()
+
+
+def _doc(model: Any, description: str) -> Any:
+    return {"description": description, "content": {"application/json": {"model": model}}}
+
+
+@app.get("/webhook-metrics/queue-health", responses={200: _doc(QueueHealth, "Queue and worker health")})
+def queue_health() -> Response[str]:
+    return json_response(service.queue_health(current_actor(app)))
+
+
+@app.get("/webhook-metrics/delivery-stats")
+def delivery_stats(range_: Annotated[Range, Query(alias="range")] = "24h") -> Response[str]:
+    return json_response(service.delivery_stats(current_actor(app), range_))
+
+
+@app.get("/webhook-metrics/recent-failures")
+def recent_failures(limit: Annotated[int, Query(ge=1, le=100)] = 20) -> Response[str]:
+    return json_response(service.recent_failures(current_actor(app), limit))
+
+
+@app.get("/webhook-metrics/dead-letter-queue")
+def dead_letter_queue(limit: Annotated[int, Query(ge=1, le=100)] = 50) -> Response[str]:
+    return json_response(service.dead_letters(current_actor(app), limit))
+
+
+@app.post("/webhook-metrics/dead-letter-queue/redrive", responses={200: _doc(RedriveResult, "Redriven")})
+def redrive(body: Annotated[RedriveRequest | None, Body()] = None) -> Response[str]:
+    actor = current_actor(app)
+    require_admin(actor)
+    return json_response(service.redrive(actor, body or RedriveRequest()))
+
+
+@app.get("/webhook-metrics/processing-time")
+def processing_time(range_: Annotated[Range, Query(alias="range")] = "24h") -> Response[str]:
+    return json_response(service.processing_time(current_actor(app), range_))
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,150 @@
+"""The webhook metrics API: queue health, delivery stats, failures, dead letters and their
+redrive, processing-time percentiles. Everything is scoped to the caller's org, except the
+queue's own depth (one queue serves every org)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from slotguard.aws.cloudwatch import QueueAgeMetric
+from slotguard.aws.sqs import QueueDepth, WebhookQueue
+from slotguard.aws.workers import WorkerState, WorkerStateSource
+from slotguard.db.connection import Database
+from slotguard.db.webhook_repository import WebhookRepository
+from slotguard.models import Actor
+
+Range = Literal["1h", "24h", "7d", "30d"]
+RANGES: dict[str, tuple[timedelta, timedelta]] = {  # range -> (span, trend bucket)
+    "1h": (timedelta(hours=1), timedelta(minutes=5)),
+    "24h": (timedelta(hours=24), timedelta(hours=1)),
+    "7d": (timedelta(days=7), timedelta(hours=6)),
+    "30d": (timedelta(days=30), timedelta(days=1)),
+}
+
+# Health thresholds (README "Queue health").
+DLQ_UNHEALTHY = 10
+OLDEST_AGE_DEGRADED_S = 300
+OLDEST_AGE_UNHEALTHY_S = 900
+BACKLOG_DEGRADED = 1000
+
+
+class RedriveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    job_ids: list[str] | None = Field(default=None, min_length=1, max_length=1000)
+
+
+class RedriveResult(BaseModel):
+    redriven: int
+    job_ids: list[str]
+
+
+class QueueHealth(BaseModel):
+    status: Literal["healthy", "degraded", "unhealthy"]
+    reasons: list[str]
+    queue: dict[str, Any]
+    dead_letter_queue: dict[str, Any]
+    worker: WorkerState
+    org: dict[str, Any]
+    thresholds: dict[str, Any]
+
+
+def _depth(depth: QueueDepth) -> dict[str, int]:
+    return {"waiting": depth.visible, "in_flight": depth.in_flight, "delayed": depth.delayed}
+
+
+class MetricsService:
+    def __init__(
+        self,
+        db: Database,
+        queue: WebhookQueue,
+        dlq: WebhookQueue,
+        ages: QueueAgeMetric,
+        workers: WorkerStateSource,
+        retry_budget: int,
+    ) -> None:
+        self._db = db
+        self._log = WebhookRepository(db)
+        self._queue = queue
+        self._dlq = dlq
+        self._ages = ages
+        self._workers = workers
+        self._retry_budget = retry_budget
+
+    def queue_health(self, actor: Actor) -> QueueHealth:
+        main, dead = self._queue.depth(), self._dlq.depth()
+        oldest = self._ages.oldest_message_age_s(self._queue.url.rstrip("/").rsplit("/", 1)[-1])
+        worker = self._workers.read()
+        counts = self._log.status_counts(actor.org_id)
+        oldest_unfinished = counts.pop("oldest_unfinished_at")
+        if oldest_unfinished is not None:
+            age = datetime.now(UTC) - datetime.fromisoformat(oldest_unfinished)
+            counts["oldest_unfinished_age_s"] = round(age.total_seconds(), 1)
+        else:
+            counts["oldest_unfinished_age_s"] = None
+        dlq_depth = dead.visible + dead.in_flight + dead.delayed
+        unhealthy, degraded = [], []
+        if worker.state != "Enabled":
+            unhealthy.append(f"worker state is {worker.state}")
+        if dlq_depth >= DLQ_UNHEALTHY:
+            unhealthy.append(f"{dlq_depth} messages in the dead-letter queue")
+        elif dlq_depth > 0:
+            degraded.append(f"{dlq_depth} messages in the dead-letter queue")
+        if oldest is not None and oldest >= OLDEST_AGE_UNHEALTHY_S:
+            unhealthy.append(f"oldest message is {oldest:.0f}s old")
+        elif oldest is not None and oldest >= OLDEST_AGE_DEGRADED_S:
+            degraded.append(f"oldest message is {oldest:.0f}s old")
+        if main.visible >= BACKLOG_DEGRADED:
+            degraded.append(f"{main.visible} messages waiting")
+        if counts["dead_letter"] > 0:
+            degraded.append(f"{counts['dead_letter']} of this org's deliveries are dead-lettered")
+        status = "unhealthy" if unhealthy else "degraded" if degraded else "healthy"
+        return QueueHealth(
+            status=status,
+            reasons=unhealthy + degraded,
+            queue={**_depth(main), "oldest_message_age_s": oldest},
+            dead_letter_queue={**_depth(dead), "depth": dlq_depth},
+            worker=worker,
+            org=counts,
+            thresholds={
+                "dead_letter_unhealthy": DLQ_UNHEALTHY,
+                "oldest_age_degraded_s": OLDEST_AGE_DEGRADED_S,
+                "oldest_age_unhealthy_s": OLDEST_AGE_UNHEALTHY_S,
+                "backlog_degraded": BACKLOG_DEGRADED,
+            },
+        )
+
+    def delivery_stats(self, actor: Actor, range_: Range) -> dict[str, Any]:
+        span, bucket = RANGES[range_]
+        stats = self._log.delivery_stats(actor.org_id, span, bucket)
+        return {"range": range_, "bucket": f"{int(bucket.total_seconds())}s", **stats}
+
+    def processing_time(self, actor: Actor, range_: Range) -> dict[str, Any]:
+        span, _ = RANGES[range_]
+        return {"range": range_, "unit": "ms", **self._log.processing_time(actor.org_id, span)}
+
+    def recent_failures(self, actor: Actor, limit: int) -> dict[str, Any]:
+        return self._log.failures(actor.org_id, ["failed", "dead_letter"], limit, with_payload=False)
+
+    def dead_letters(self, actor: Actor, limit: int) -> dict[str, Any]:
+        return self._log.failures(actor.org_id, ["dead_letter"], limit, with_payload=True)
+
+    def redrive(self, actor: Actor, request: RedriveRequest) -> RedriveResult:
+        """Back to 'pending' and onto the queue, atomically: if enqueueing fails, nothing changes."""
+        with self._db.transaction():
+            items = self._log.redrive(actor.org_id, actor.label, request.job_ids, self._retry_budget)
+            for item in items:
+                self._queue.send(
+                    json.dumps(item["event_data"]),
+                    org_id=str(actor.org_id),
+                    webhook_id=item["job_id"],
+                    event_type=item["event_type"],
+                )
+        return RedriveResult(redriven=len(items), job_ids=[i["job_id"] for i in items])
+
+    def redrive_history(self, org_id: UUID, job_id: str) -> list[dict[str, Any]]:
+        return self._log.redrive_history(org_id, job_id)
