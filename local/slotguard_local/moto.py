@@ -30,6 +30,7 @@ class MotoServer:
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=self._log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the stack, which stops moto itself
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -78,6 +78,7 @@ class EmbeddedPostgres:
             text=True,
             user=self._user,
             timeout=timeout,
+            start_new_session=True,  # Ctrl-C reaches the stack, which stops the server itself
         )
 
     def start(self) -> EmbeddedPostgres:

@@ -1,0 +1,65 @@
+"""The system's wiring, in one place: the HTTP routes and which function serves each, the
+webhook event source settings, the cleanup schedule. The CDK app and the local stack both
+import this, so what runs on a laptop cannot drift from what is deployed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str  # API Gateway syntax: /appointments/{appointment_id}
+    function: str  # folder under functions/
+    authorized: bool = True  # behind the JWT authorizer
+
+    @property
+    def route_key(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("POST", "/appointments", "booking"),
+    Route("GET", "/appointments", "booking"),
+    Route("GET", "/appointments/{appointment_id}", "booking"),
+    Route("POST", "/appointments/{appointment_id}/cancel", "booking"),
+    Route("POST", "/appointments/{appointment_id}/reschedule", "booking"),
+    Route("GET", "/appointments/{appointment_id}/history", "booking"),
+    Route("GET", "/availability/check", "booking"),
+    Route("GET", "/availability/slots", "booking"),
+    Route("GET", "/webhook-metrics/queue-health", "metrics"),
+    Route("GET", "/webhook-metrics/delivery-stats", "metrics"),
+    Route("GET", "/webhook-metrics/recent-failures", "metrics"),
+    Route("GET", "/webhook-metrics/dead-letter-queue", "metrics"),
+    Route("POST", "/webhook-metrics/dead-letter-queue/redrive", "metrics"),
+    Route("GET", "/webhook-metrics/processing-time", "metrics"),
+    Route("POST", "/webhooks/{org_id}", "webhook_receiver", authorized=False),
+)
+
+
+@dataclass(frozen=True)
+class WebhookQueueSettings:
+    max_attempts: int = 5  # processor's WEBHOOK_MAX_ATTEMPTS and the redrive's maxReceiveCount
+    batch_size: int = 10
+    batching_window_s: int = 1
+    maximum_concurrency: int = 5  # <= what the RDS Proxy can serve; >= 2 (Lambda's minimum)
+    processor_timeout_s: int = 30
+    reconciler_timeout_s: int = 30
+    backoff_base_s: int = 10
+    backoff_cap_s: int = 900
+    retention_days: int = 14  # SQS message retention, both queues
+
+    @property
+    def visibility_timeout_s(self) -> int:
+        """AWS asks for at least six times the function timeout."""
+        return 6 * self.processor_timeout_s
+
+    @property
+    def claim_stale_after_s(self) -> int:
+        return self.visibility_timeout_s
+
+
+WEBHOOK_QUEUE = WebhookQueueSettings()
+CLEANUP_SCHEDULE_MINUTES = 60
+API_THROTTLE = {"rate_limit": 100, "burst_limit": 200}

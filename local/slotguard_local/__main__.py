@@ -1,0 +1,47 @@
+"""`make local`: run the whole system until Ctrl-C or SIGTERM.
+
+Environment: SLOTGUARD_PORT (3000), SLOTGUARD_HOME (.local), DATABASE_URL (else embedded
+PostgreSQL), AWS_ENDPOINT_URL (else moto's server), SLOTGUARD_CLEANUP_EVERY_S (3600).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from slotguard_local.functions import ROOT
+from slotguard_local.stack import LocalStack
+
+
+def main() -> int:
+    home = Path(os.environ.get("SLOTGUARD_HOME") or ROOT / ".local").resolve()
+    port = int(os.environ.get("SLOTGUARD_PORT", "3000"))
+    stack = LocalStack(
+        home=home, port=port, cleanup_every_s=float(os.environ.get("SLOTGUARD_CLEANUP_EVERY_S", "3600"))
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        stack.start()
+    except Exception as exc:
+        print(f"[slotguard] failed to start: {exc}", file=sys.stderr, flush=True)
+        stack.stop()
+        return 1
+    while not stop.wait(0.5):
+        pass
+    print("[slotguard] stopping...", flush=True)
+    stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,216 @@
+"""The HTTP front door: API Gateway HTTP API, faithfully enough for the handlers to run
+unchanged. Requests become payload-2.0 events for the function the route table names,
+bearer tokens are verified like the JWT authorizer (signature, expiry, issuer, audience),
+and the function's answer becomes the HTTP response."""
+
+from __future__ import annotations
+
+import base64
+import json
+import queue
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+import jwt
+
+from slotguard.topology import Route
+from slotguard_local.events import LambdaContext, http_api_event
+
+MAX_BODY = 10 * 1024 * 1024  # API Gateway's payload limit
+UNAUTHORIZED = (401, {"message": "Unauthorized"})
+NOT_FOUND = (404, {"message": "Not Found"})
+
+
+@dataclass(frozen=True)
+class JwtSettings:
+    secret: str
+    issuer: str
+    audience: str
+
+
+class JwtAuthorizer:
+    """What the API Gateway JWT authorizer does, with an HS256 dev key instead of a JWKS."""
+
+    def __init__(self, settings: JwtSettings) -> None:
+        self._settings = settings
+
+    def claims(self, authorization: str | None) -> dict[str, str] | None:
+        if not authorization or not authorization.lower().startswith("bearer "):
+            return None
+        token = authorization[7:].strip()
+        try:
+            decoded = jwt.decode(
+                token,
+                self._settings.secret,
+                algorithms=["HS256"],
+                audience=self._settings.audience,
+                issuer=self._settings.issuer,
+                options={"require": ["exp", "iss", "aud", "sub"]},
+            )
+        except jwt.PyJWTError:
+            return None
+        # API Gateway hands claims to the function as strings.
+        return {k: v if isinstance(v, str) else json.dumps(v) for k, v in decoded.items()}
+
+
+class FunctionPool:
+    """Up to `size` warm containers of one function, started on demand (a cold start happens
+    when every existing container is busy); a request waits when all `size` are busy."""
+
+    def __init__(
+        self, name: str, new_container: Callable[[], Callable[[dict[str, Any], Any], Any]], size: int = 4
+    ) -> None:
+        self.name = name
+        self._new_container = new_container
+        self._size = size
+        self._created = 0
+        self._lock = threading.Lock()
+        self._free: queue.Queue[Callable[[dict[str, Any], Any], Any]] = queue.Queue()
+
+    def _acquire(self) -> Callable[[dict[str, Any], Any], Any]:
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            with self._lock:
+                cold = self._created < self._size
+                if cold:
+                    self._created += 1
+            if cold:
+                return self._new_container()
+            return self._free.get()
+
+    def invoke(self, event: dict[str, Any]) -> Any:
+        container = self._acquire()
+        try:
+            return container(event, LambdaContext(function_name=self.name))
+        finally:
+            self._free.put(container)
+
+
+def _compile(route: Route) -> re.Pattern[str]:
+    pattern = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", route.path)
+    return re.compile(f"^{pattern}$")
+
+
+class FrontDoor:
+    def __init__(
+        self,
+        routes: tuple[Route, ...],
+        pools: dict[str, FunctionPool],
+        authorizer: JwtAuthorizer,
+        openapi: bytes,
+        host: str = "127.0.0.1",
+        port: int = 3000,
+    ) -> None:
+        self._routes = [(route, _compile(route)) for route in routes]
+        self._pools = pools
+        self._authorizer = authorizer
+        self._openapi = openapi
+        self._server = ThreadingHTTPServer((host, port), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="front-door", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def handle(
+        self, method: str, target: str, headers: dict[str, str], body: bytes, source_ip: str
+    ) -> tuple[int, dict[str, str], list[str], bytes]:
+        parts = urlsplit(target)
+        path = parts.path or "/"
+        if method == "GET" and path == "/openapi.json":
+            return 200, {"content-type": "application/json"}, [], self._openapi
+        for route, pattern in self._routes:
+            match = pattern.match(path)
+            if match and route.method == method:
+                break
+        else:
+            return self._json(*NOT_FOUND)
+        claims = None
+        if route.authorized:
+            claims = self._authorizer.claims(headers.get("authorization"))
+            if claims is None:
+                return self._json(*UNAUTHORIZED)
+        event = http_api_event(
+            method,
+            path,
+            route_key=route.route_key,
+            path_parameters=match.groupdict() or None,
+            query=parts.query,
+            headers=headers,
+            body=body if body else None,
+            claims=claims,
+            source_ip=source_ip,
+        )
+        try:
+            result = self._pools[route.function].invoke(event)
+        except Exception:
+            return self._json(500, {"message": "Internal Server Error"})
+        out_body = result.get("body") or ""
+        raw = base64.b64decode(out_body) if result.get("isBase64Encoded") else out_body.encode()
+        return (
+            int(result.get("statusCode", 200)),
+            dict(result.get("headers") or {}),
+            list(result.get("cookies") or []),
+            raw,
+        )
+
+    @staticmethod
+    def _json(status: int, payload: Any) -> tuple[int, dict[str, str], list[str], bytes]:
+        return status, {"content-type": "application/json"}, [], json.dumps(payload).encode()
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        door = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                if length > MAX_BODY:
+                    self._send(
+                        413,
+                        {"content-type": "application/json"},
+                        [],
+                        json.dumps({"message": "Request Entity Too Large"}).encode(),
+                    )
+                    return
+                body = self.rfile.read(length) if length else b""
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                status, out_headers, cookies, raw = door.handle(
+                    self.command, self.path, headers, body, self.client_address[0]
+                )
+                self._send(status, out_headers, cookies, raw)
+
+            def _send(self, status: int, headers: dict[str, str], cookies: list[str], raw: bytes) -> None:
+                self.send_response(status)
+                for key, value in headers.items():
+                    if key.lower() not in ("content-length", "connection"):
+                        self.send_header(key, value)
+                for cookie in cookies:
+                    self.send_header("Set-Cookie", cookie)
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve  # noqa: N815
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler

@@ -1,0 +1,362 @@
+"""The whole system on one machine: embedded PostgreSQL (or DATABASE_URL), moto's server (or
+AWS_ENDPOINT_URL), the HTTP front door, the SQS event source emulation for the processor and
+the dead-letter reconciler, and the retention cleanup on a timer."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import jwt
+import psycopg
+from psycopg import sql
+
+from slotguard.aws.secrets import new_webhook_secret
+from slotguard.db.migrate import ensure_app_login, migrate
+from slotguard.topology import CLEANUP_SCHEDULE_MINUTES, ROUTES, WEBHOOK_QUEUE
+from slotguard_local.events import LambdaContext
+from slotguard_local.frontdoor import FrontDoor, FunctionPool, JwtAuthorizer, JwtSettings
+from slotguard_local.functions import load_function
+from slotguard_local.moto import MotoServer
+from slotguard_local.openapi import build_openapi
+from slotguard_local.poller import SqsEventSource
+from slotguard_local.postgres import EmbeddedPostgres
+
+QUEUE_NAME = "slotguard-webhooks"
+DLQ_NAME = "slotguard-webhooks-dlq"
+SECRET_PREFIX = "slotguard/webhooks/"  # noqa: S105 - a name prefix, not a secret
+ISSUER = "slotguard-local"
+AUDIENCE = "slotguard"
+TOKEN_LIFETIME_S = 30 * 24 * 3600
+
+
+def _handler_of(name: str) -> Any:
+    return load_function(name).lambda_handler
+
+
+def _say(message: str) -> None:
+    print(f"[slotguard] {message}", flush=True)
+
+
+@dataclass
+class LocalStack:
+    home: Path
+    port: int = 3000
+    host: str = "127.0.0.1"
+    cleanup_every_s: float = CLEANUP_SCHEDULE_MINUTES * 60
+    _pg: EmbeddedPostgres | None = None
+    _moto: MotoServer | None = None
+    _door: FrontDoor | None = None
+    _sources: list[SqsEventSource] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    # -- persistent dev state ---------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        path = self.home / "dev-state.json"
+        if path.exists():
+            state: dict[str, Any] = json.loads(path.read_text())
+            return state
+        state = {
+            "jwt_secret": secrets.token_urlsafe(32),
+            "app_password": secrets.token_urlsafe(24),
+            "orgs": [{"org_id": str(uuid.uuid4()), "webhook_secret": new_webhook_secret()} for _ in range(2)],
+        }
+        path.write_text(json.dumps(state, indent=2))
+        path.chmod(0o600)
+        return state
+
+    # -- start ------------------------------------------------------------------------------
+    def start(self) -> LocalStack:
+        started = time.monotonic()
+        self.home.mkdir(parents=True, exist_ok=True)
+        state = self._state()
+        admin_url, app_url = self._database(state["app_password"])
+        fresh_queues = self._aws()
+        sqs = boto3.client("sqs")
+        queue_url, dlq_url = self._queues(sqs)
+        self._secrets(state["orgs"])
+        os.environ.update(
+            {
+                "DATABASE_URL": app_url,
+                "WEBHOOK_QUEUE_URL": queue_url,
+                "WEBHOOK_DLQ_URL": dlq_url,
+                "WEBHOOK_SECRET_PREFIX": SECRET_PREFIX,
+                "WEBHOOK_MAX_ATTEMPTS": str(WEBHOOK_QUEUE.max_attempts),
+                "WEBHOOK_BACKOFF_BASE_S": os.environ.get("WEBHOOK_BACKOFF_BASE_S", "2"),
+                "WEBHOOK_BACKOFF_CAP_S": os.environ.get("WEBHOOK_BACKOFF_CAP_S", "60"),
+                "WEBHOOK_CLAIM_STALE_AFTER_S": str(WEBHOOK_QUEUE.claim_stale_after_s),
+                "WORKER_STATE_SOURCE": f"file:{self.home / 'worker-state.json'}",
+            }
+        )
+        os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+        if fresh_queues:
+            self._restore_queued(sqs, queue_url, dlq_url, admin_url)
+        self._start_workers(sqs, queue_url, dlq_url)
+        self._start_front_door(state["jwt_secret"])
+        self._start_cleanup()
+        self._write_stack_json(state)
+        _say(f"ready in {time.monotonic() - started:.1f}s")
+        return self
+
+    def _database(self, app_password: str) -> tuple[str, str]:
+        if os.environ.get("DATABASE_URL"):
+            admin_url = os.environ["DATABASE_URL"]
+            _say("database: DATABASE_URL")
+        else:
+            self._pg = EmbeddedPostgres(self.home / "pg", durable=True).start()
+            root = self._pg.admin_url
+            with psycopg.connect(root, autocommit=True) as conn:
+                if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'slotguard'").fetchone():
+                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier("slotguard")))
+            admin_url = psycopg.conninfo.make_conninfo(root, dbname="slotguard")
+            _say(f"database: embedded PostgreSQL on 127.0.0.1:{self._pg.port}, data in {self.home / 'pg'}")
+        applied = migrate(admin_url)
+        _say(f"migrations: {len(applied)} applied" if applied else "migrations: up to date")
+        ensure_app_login(admin_url, password=app_password)
+        self._admin_url = admin_url
+        return admin_url, psycopg.conninfo.make_conninfo(
+            admin_url, user="slotguard_app", password=app_password
+        )
+
+    def _aws(self) -> bool:
+        """True when the emulator is ours (in memory, so queues start empty)."""
+        os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+        os.environ.setdefault("AWS_REGION", os.environ["AWS_DEFAULT_REGION"])
+        if os.environ.get("AWS_ENDPOINT_URL"):
+            _say(f"AWS: {os.environ['AWS_ENDPOINT_URL']}")
+            os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
+            os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
+            return False
+        self._moto = MotoServer(log_path=self.home / "moto.log").start()
+        os.environ.update(
+            AWS_ENDPOINT_URL=self._moto.endpoint,
+            AWS_ACCESS_KEY_ID="local",
+            AWS_SECRET_ACCESS_KEY="local",  # noqa: S106 - the emulator takes any key
+        )
+        _say(f"AWS: moto server on {self._moto.endpoint} (SQS, Secrets Manager, CloudWatch)")
+        return True
+
+    def _queues(self, sqs: Any) -> tuple[str, str]:
+        def ensure(name: str, attributes: dict[str, str]) -> str:
+            try:
+                url: str = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+                sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+                return url
+            except sqs.exceptions.QueueDoesNotExist:
+                created: str = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+                return created
+
+        retention = str(WEBHOOK_QUEUE.retention_days * 24 * 3600)
+        dlq_url = ensure(DLQ_NAME, {"MessageRetentionPeriod": retention, "VisibilityTimeout": "30"})
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        queue_url = ensure(
+            QUEUE_NAME,
+            {
+                "MessageRetentionPeriod": retention,
+                "VisibilityTimeout": str(WEBHOOK_QUEUE.visibility_timeout_s),
+                "RedrivePolicy": json.dumps(
+                    {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(WEBHOOK_QUEUE.max_attempts)}
+                ),
+            },
+        )
+        return queue_url, dlq_url
+
+    def _secrets(self, orgs: list[dict[str, str]]) -> None:
+        sm = boto3.client("secretsmanager")
+        for org in orgs:
+            name = f"{SECRET_PREFIX}{org['org_id']}"
+            value = json.dumps({"secrets": [org["webhook_secret"]]})
+            try:
+                current = json.loads(sm.get_secret_value(SecretId=name)["SecretString"])
+                if org["webhook_secret"] not in current.get("secrets", []):
+                    sm.put_secret_value(SecretId=name, SecretString=value)
+            except sm.exceptions.ResourceNotFoundException:
+                sm.create_secret(Name=name, SecretString=value)
+
+    def _restore_queued(self, sqs: Any, queue_url: str, dlq_url: str, admin_url: str) -> None:
+        """The emulator keeps queues in memory: put back what the last run left queued."""
+        saved = self.home / "queued-messages.json"
+        restored = 0
+        if saved.exists():
+            for entry in json.loads(saved.read_text()):
+                url = dlq_url if entry["queue"] == "dlq" else queue_url
+                sqs.send_message(
+                    QueueUrl=url, MessageBody=entry["body"], MessageAttributes=entry["attributes"]
+                )
+                restored += 1
+            saved.unlink()
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            row = conn.execute("SELECT slotguard.unfinished_webhook_deliveries()").fetchone()
+        for item in row[0] if row else []:
+            attributes = {
+                k: {"DataType": "String", "StringValue": v}
+                for k, v in {
+                    "org_id": item["org_id"],
+                    "webhook_id": item["job_id"],
+                    "event_type": item["event_type"],
+                }.items()
+            }
+            sqs.send_message(
+                QueueUrl=queue_url, MessageBody=json.dumps(item["event_data"]), MessageAttributes=attributes
+            )
+            restored += 1
+        if restored:
+            _say(f"re-enqueued {restored} webhook(s) left unfinished by the previous run")
+
+    def _start_workers(self, sqs: Any, queue_url: str, dlq_url: str) -> None:
+        processor = SqsEventSource(
+            sqs,
+            queue_url,
+            lambda: load_function("webhook_processor").lambda_handler,
+            function_name="webhook_processor",
+            batch_size=WEBHOOK_QUEUE.batch_size,
+            batching_window_s=WEBHOOK_QUEUE.batching_window_s,
+            max_concurrency=WEBHOOK_QUEUE.maximum_concurrency,
+            function_timeout_s=WEBHOOK_QUEUE.processor_timeout_s,
+            state_file=self.home / "worker-state.json",
+        )
+        reconciler = SqsEventSource(
+            sqs,
+            dlq_url,
+            lambda: load_function("dlq_reconciler").lambda_handler,
+            function_name="dlq_reconciler",
+            batch_size=10,
+            max_concurrency=2,
+            function_timeout_s=WEBHOOK_QUEUE.reconciler_timeout_s,
+        )
+        for source in (processor, reconciler):
+            source.start()
+            self._sources.append(source)
+        _say(
+            f"pollers: webhook_processor (batch {WEBHOOK_QUEUE.batch_size}, window "
+            f"{WEBHOOK_QUEUE.batching_window_s}s, concurrency {WEBHOOK_QUEUE.maximum_concurrency}),"
+            " dlq_reconciler"
+        )
+
+    def _start_front_door(self, jwt_secret: str) -> None:
+        pools = {
+            name: FunctionPool(name, functools.partial(_handler_of, name))
+            for name in sorted({r.function for r in ROUTES})
+        }
+        openapi = build_openapi()
+        openapi["servers"] = [{"url": f"http://{self.host}:{self.port}"}]
+        self._door = FrontDoor(
+            ROUTES,
+            pools,
+            JwtAuthorizer(JwtSettings(jwt_secret, ISSUER, AUDIENCE)),
+            json.dumps(openapi, indent=2).encode(),
+            host=self.host,
+            port=self.port,
+        )
+        self._door.start()
+
+    def _start_cleanup(self) -> None:
+        cleanup = load_function("cleanup")
+
+        def run() -> None:
+            while not self._stop.wait(self.cleanup_every_s):
+                try:
+                    report = cleanup.lambda_handler(
+                        {"source": "aws.events", "detail-type": "Scheduled Event"},
+                        LambdaContext(function_name="cleanup"),
+                    )
+                    _say(f"cleanup: {report}")
+                except Exception as exc:
+                    _say(f"cleanup failed: {exc}")
+
+        thread = threading.Thread(target=run, name="cleanup-timer", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _token(self, secret: str, org_id: str, sub: str, role: str | None) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "sub": sub,
+            "org_id": org_id,
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "iat": now,
+            "exp": now + TOKEN_LIFETIME_S,
+        }
+        if role:
+            claims["role"] = role
+        return jwt.encode(claims, secret, algorithm="HS256")
+
+    def _write_stack_json(self, state: dict[str, Any]) -> None:
+        assert self._door is not None
+        api_url = f"http://{self.host}:{self.port}"
+        orgs = [
+            {
+                "org_id": org["org_id"],
+                "token": self._token(state["jwt_secret"], org["org_id"], f"member-{i + 1}", None),
+                "admin_token": self._token(state["jwt_secret"], org["org_id"], f"admin-{i + 1}", "admin"),
+                "webhook_secret": org["webhook_secret"],
+            }
+            for i, org in enumerate(state["orgs"])
+        ]
+        path = self.home / "stack.json"
+        path.write_text(json.dumps({"api_url": api_url, "orgs": orgs}, indent=2))
+        path.chmod(0o600)
+        _say(f"API: {api_url}  (OpenAPI: {api_url}/openapi.json)")
+        _say(f"orgs, tokens (valid {TOKEN_LIFETIME_S // 86400} days) and webhook secrets: {path}")
+        _say(
+            "try:  TOKEN=$(python3 -c \"import json;print(json.load(open('.local/stack.json'))['orgs'][0]"
+            "['token'])\")"
+        )
+        _say(f"      curl -s -H \"Authorization: Bearer $TOKEN\" '{api_url}/appointments'")
+        _say("stop with Ctrl-C")
+
+    # -- stop -------------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+        if self._door is not None:
+            self._door.stop()
+        for source in self._sources:
+            source.stop(timeout_s=3)
+        if self._moto is not None:
+            self._save_queued()
+            self._moto.stop()
+        if self._pg is not None:
+            self._pg.stop()
+        _say("stopped")
+
+    def _save_queued(self) -> None:
+        """Keep what is still visibly queued in the in-memory emulator for the next start."""
+        try:
+            sqs = boto3.client("sqs")
+            saved = []
+            for name, label in ((QUEUE_NAME, "main"), (DLQ_NAME, "dlq")):
+                url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+                while True:
+                    got = sqs.receive_message(
+                        QueueUrl=url,
+                        MaxNumberOfMessages=10,
+                        MessageAttributeNames=["All"],
+                        WaitTimeSeconds=0,
+                        VisibilityTimeout=60,
+                    ).get("Messages", [])
+                    if not got:
+                        break
+                    for m in got:
+                        attrs = {
+                            k: {"DataType": v["DataType"], "StringValue": v["StringValue"]}
+                            for k, v in m.get("MessageAttributes", {}).items()
+                        }
+                        saved.append({"queue": label, "body": m["Body"], "attributes": attrs})
+            if saved:
+                (self.home / "queued-messages.json").write_text(json.dumps(saved))
+                _say(f"saved {len(saved)} queued message(s) for the next start")
+        except Exception as exc:
+            _say(f"could not save queued messages: {exc}")

@@ -1,0 +1,258 @@
+"""The local stack started as `make local` starts it, exercised over real HTTP."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import jwt
+import pytest
+
+from slotguard_local.moto import MotoServer
+from tests.e2e.stack_process import StackProcess, http
+
+pytestmark = pytest.mark.e2e
+
+
+def sign(secret: str, webhook_id: str, timestamp: int, body: str) -> str:
+    """The ten-line signer of the README (Standard Webhooks v1)."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    mac = hmac.new(key, f"{webhook_id}.{timestamp}.{body}".encode(), hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def post_webhook(
+    api: str,
+    org: dict[str, Any],
+    event_type: str,
+    data: Any,
+    secret: str | None = None,
+    webhook_id: str | None = None,
+) -> tuple[int, Any]:
+    webhook_id = webhook_id or f"msg_{uuid.uuid4().hex}"
+    body = json.dumps({"type": event_type, "timestamp": "2030-01-01T00:00:00Z", "data": data})
+    now = int(time.time())
+    headers = {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(now),
+        "webhook-signature": sign(secret or org["webhook_secret"], webhook_id, now, body),
+    }
+    return http("POST", f"{api}/webhooks/{org['org_id']}", raw=body.encode(), headers=headers)
+
+
+def wait_for(check: Any, timeout_s: float = 20) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackProcess]:
+    running = StackProcess(tmp_path_factory.mktemp("local") / ".local").start()
+    yield running
+    if running.proc and running.proc.poll() is None:
+        running.terminate()
+
+
+def test_stack_json_follows_the_contract(stack: StackProcess) -> None:
+    info = stack.info
+    assert info["api_url"] == f"http://127.0.0.1:{stack.port}"
+    assert len(info["orgs"]) >= 2
+    for org in info["orgs"]:
+        assert set(org) == {"org_id", "token", "admin_token", "webhook_secret"}
+        uuid.UUID(org["org_id"])
+        claims = jwt.decode(org["token"], options={"verify_signature": False})
+        assert claims["org_id"] == org["org_id"]
+        assert claims["exp"] - time.time() >= 24 * 3600
+        assert jwt.decode(org["admin_token"], options={"verify_signature": False})["role"] == "admin"
+        assert org["webhook_secret"].startswith("whsec_")
+    status, doc = http("GET", f"{info['api_url']}/openapi.json")
+    assert status == 200
+    assert "/appointments" in doc["paths"]
+
+
+def test_booking_lifecycle_over_http(stack: StackProcess) -> None:
+    api, org = stack.info["api_url"], stack.info["orgs"][0]
+    token = org["token"]
+    body = {
+        "contact_id": str(uuid.uuid4()),
+        "scheduled_at": "2031-05-01T10:00:00+02:00",
+        "duration_minutes": 60,
+    }
+    status, appt = http("POST", f"{api}/appointments", token=token, body=body)
+    assert status == 201, appt
+    assert http("POST", f"{api}/appointments", token=token, body=body)[0] == 409
+    status, moved = http(
+        "POST",
+        f"{api}/appointments/{appt['id']}/reschedule",
+        token=token,
+        body={"scheduled_at": "2031-05-01T12:00:00+02:00"},
+    )
+    assert status == 200
+    new_id = moved["appointment"]["id"]
+    status, cancelled = http(
+        "POST", f"{api}/appointments/{new_id}/cancel", token=token, body={"reason": "done"}
+    )
+    assert (status, cancelled["status"]) == (200, "cancelled")
+    status, history = http("GET", f"{api}/appointments/{appt['id']}/history", token=token)
+    assert [h["action"] for h in history["entries"]] == ["created", "rescheduled"]
+    other = stack.info["orgs"][1]["token"]
+    assert http("GET", f"{api}/appointments/{appt['id']}", token=other)[0] == 404
+    status, avail = http(
+        "GET", f"{api}/availability/check?start=2031-05-01T08%3A00%3A00Z&duration_minutes=30", token=token
+    )
+    assert (status, avail["available"]) == (200, True)
+
+
+def test_signed_webhook_becomes_an_appointment_and_shows_in_metrics(stack: StackProcess) -> None:
+    api, org = stack.info["api_url"], stack.info["orgs"][1]
+    data = {"contact_id": str(uuid.uuid4()), "scheduled_at": "2031-06-01T09:00:00Z", "duration_minutes": 45}
+    status, answer = post_webhook(api, org, "appointment.book", data)
+    assert status == 202
+    assert answer["status"] == "queued"
+
+    def booked() -> Any:
+        _, page = http(
+            "GET",
+            f"{api}/appointments?from=2031-06-01T00%3A00%3A00Z&to=2031-06-02T00%3A00%3A00Z",
+            token=org["token"],
+        )
+        return page["items"]
+
+    [appt] = wait_for(booked)
+    assert appt["contact_id"] == data["contact_id"]
+    _, stats = http("GET", f"{api}/webhook-metrics/delivery-stats?range=1h", token=org["token"])
+    assert stats["totals"]["completed"] >= 1
+    _, health = http("GET", f"{api}/webhook-metrics/queue-health", token=org["token"])
+    assert health["worker"]["state"] == "Enabled"
+    assert health["worker"]["batch_size"] == 10
+    # A bad signature is refused
+    assert (
+        post_webhook(api, org, "appointment.book", data, secret=stack.info["orgs"][0]["webhook_secret"])[0]
+        == 401
+    )
+
+
+@pytest.mark.parametrize(
+    "case", ["none", "expired", "wrong_key", "wrong_audience", "wrong_issuer", "alg_none", "garbage"]
+)
+def test_bad_tokens_are_401_before_any_handler_runs(stack: StackProcess, case: str) -> None:
+    api, org = stack.info["api_url"], stack.info["orgs"][0]
+    good = jwt.decode(org["token"], options={"verify_signature": False})
+    token: str | None
+    if case == "none":
+        token = None
+    elif case == "expired":
+        token = jwt.encode({**good, "exp": int(time.time()) - 60}, _dev_key(stack), algorithm="HS256")
+    elif case == "wrong_key":
+        token = jwt.encode(good, "not-the-key-" * 4, algorithm="HS256")
+    elif case == "wrong_audience":
+        token = jwt.encode({**good, "aud": "someone-else"}, _dev_key(stack), algorithm="HS256")
+    elif case == "wrong_issuer":
+        token = jwt.encode({**good, "iss": "https://evil.example"}, _dev_key(stack), algorithm="HS256")
+    elif case == "alg_none":
+        token = jwt.encode(good, None, algorithm="none")
+    else:
+        token = "not.a.jwt"
+    status, body = http("GET", f"{api}/appointments", token=token)
+    # The authorizer's answer, not a handler's error body
+    assert (status, body) == (401, {"message": "Unauthorized"})
+
+
+def _dev_key(stack: StackProcess) -> str:
+    key: str = json.loads((stack.home / "dev-state.json").read_text())["jwt_secret"]
+    return key
+
+
+def test_stop_and_start_again_keeps_every_row(tmp_path: Path) -> None:
+    # Given a stack with an appointment and a processed webhook
+    first = StackProcess(tmp_path / ".local").start()
+    api, org = first.info["api_url"], first.info["orgs"][0]
+    body = {"contact_id": str(uuid.uuid4()), "scheduled_at": "2032-01-01T10:00:00Z", "duration_minutes": 30}
+    assert http("POST", f"{api}/appointments", token=org["token"], body=body)[0] == 201
+    post_webhook(api, org, "appointment.book", {**body, "scheduled_at": "2032-01-01T11:00:00Z"})
+    wait_for(
+        lambda: (
+            http("GET", f"{api}/webhook-metrics/delivery-stats?range=1h", token=org["token"])[1]["totals"][
+                "completed"
+            ]
+            == 1
+        )
+    )
+    # When it gets SIGTERM, it exits within 10 seconds
+    assert first.terminate() < 10
+    assert first.proc is not None
+    assert first.proc.returncode == 0
+    # And when started again on the same data, everything is still there, same orgs
+    second = StackProcess(tmp_path / ".local", port=first.port).start()
+    try:
+        assert [o["org_id"] for o in second.info["orgs"]] == [o["org_id"] for o in first.info["orgs"]]
+        token = second.info["orgs"][0]["token"]
+        _, page = http(
+            "GET",
+            f"{api}/appointments?from=2032-01-01T00%3A00%3A00Z&to=2032-01-02T00%3A00%3A00Z",
+            token=token,
+        )
+        assert len(page["items"]) == 2
+        _, stats = http("GET", f"{api}/webhook-metrics/delivery-stats?range=1h", token=token)
+        assert stats["totals"]["completed"] == 1
+        assert "migrations: up to date" in second.log()
+    finally:
+        assert second.terminate() < 10
+
+
+def test_uses_an_external_aws_endpoint(tmp_path: Path) -> None:
+    # Given a separately started moto server (standing in for LocalStack)
+    moto = MotoServer(log_path=tmp_path / "moto.log").start()
+    try:
+        stack = StackProcess(
+            tmp_path / ".local",
+            extra_env={
+                "AWS_ENDPOINT_URL": moto.endpoint,
+                "AWS_ACCESS_KEY_ID": "ext",
+                "AWS_SECRET_ACCESS_KEY": "ext",
+            },
+        ).start()
+        try:
+            # Then the stack created its queues and secrets there and works through it
+            sqs = boto3.client(
+                "sqs",
+                endpoint_url=moto.endpoint,
+                region_name="us-east-1",
+                aws_access_key_id="ext",
+                aws_secret_access_key="ext",
+            )
+            names = [u.rsplit("/", 1)[-1] for u in sqs.list_queues().get("QueueUrls", [])]
+            assert {"slotguard-webhooks", "slotguard-webhooks-dlq"} <= set(names)
+            api, org = stack.info["api_url"], stack.info["orgs"][0]
+            data = {
+                "contact_id": str(uuid.uuid4()),
+                "scheduled_at": "2033-03-01T09:00:00Z",
+                "duration_minutes": 15,
+            }
+            assert post_webhook(api, org, "appointment.book", data)[0] == 202
+            wait_for(
+                lambda: (
+                    http("GET", f"{api}/webhook-metrics/delivery-stats?range=1h", token=org["token"])[1][
+                        "totals"
+                    ]["completed"]
+                    == 1
+                )
+            )
+            assert "AWS: " + moto.endpoint in stack.log()
+        finally:
+            stack.terminate()
+    finally:
+        moto.stop()
