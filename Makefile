@@ -4,10 +4,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+CDK := npx --no-install cdk
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export CDK_DISABLE_CLI_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv test test-fast lint bench local synth clean
+.PHONY: venv test lint bench local synth clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,7 +20,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: lint
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+test: lint synth
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
@@ -31,5 +39,12 @@ bench: $(STAMP)
 local: $(STAMP)
 	$(BIN)/python -m slotguard_local
 
+# Offline synth of both stages with cdk-nag (AwsSolutions; any unacknowledged finding fails the
+# synth) and cfn-lint on the templates (errors fail; warnings are printed).
+synth: $(STAMP) $(NODE_STAMP)
+	$(CDK) synth --quiet --no-notices --no-version-reporting -c stage=dev -o cdk.out
+	$(CDK) synth --quiet --no-notices --no-version-reporting -c stage=prod -o cdk.out.prod
+	$(BIN)/cfn-lint --non-zero-exit-code error -- cdk.out/*.template.json cdk.out.prod/*.template.json
+
 clean:
-	rm -rf $(VENV) .local cdk.out node_modules
+	rm -rf $(VENV) .local cdk.out cdk.out.prod node_modules

@@ -24,7 +24,7 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 
 def record_handler(record: SQSRecord) -> str:
     status = reconciler.reconcile(queued_webhook(record))
-    webhook_metrics.dead_lettered(source="redrive_policy")
+    webhook_metrics.dead_lettered()
     return status
 
 

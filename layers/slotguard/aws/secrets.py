@@ -76,3 +76,18 @@ class WebhookSecretStore:
         kept = [s for s in current if isinstance(s, str)][: max(0, keep_previous)]
         self._sm.put_secret_value(SecretId=name, SecretString=json.dumps({"secrets": [new, *kept]}))
         return new
+
+
+def database_admin_url(secret_arn: str, sslmode: str = "require", sm: Any | None = None) -> str:
+    """The RDS-generated master secret as a libpq URL (deploy-time migrations only)."""
+    from psycopg.conninfo import make_conninfo
+
+    value = json.loads((sm or client("secretsmanager")).get_secret_value(SecretId=secret_arn)["SecretString"])
+    return make_conninfo(
+        host=value["host"],
+        port=int(value.get("port", 5432)),
+        user=value["username"],
+        password=value["password"],
+        dbname=value.get("dbname", "slotguard"),
+        sslmode=sslmode,
+    )

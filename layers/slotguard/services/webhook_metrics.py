@@ -17,7 +17,7 @@ RECEIVED = "WebhookReceived"
 REJECTED = "WebhookRejected"  # dimension: reason
 PROCESSED = "WebhookProcessed"  # dimension-free count of completed deliveries
 FAILED = "WebhookFailed"  # attempts that will be retried
-DEAD_LETTERED = "WebhookDeadLettered"  # dimension: source (processor | redrive_policy)
+DEAD_LETTERED = "WebhookDeadLettered"  # service webhook_processor (gave up) or dlq_reconciler (redrive)
 DUPLICATE = "WebhookDuplicateSkipped"
 PROCESSING_TIME = "WebhookProcessingTime"  # milliseconds
 
@@ -51,7 +51,7 @@ def processing() -> Iterator[Callable[[ProcessResult], ProcessResult]]:
         if result.status == "completed":
             _count(PROCESSED)
         elif result.status == "dead_letter":
-            dead_lettered(source="processor")
+            dead_lettered()
         elif result.status == "skipped":
             _count(DUPLICATE)
         return result
@@ -67,5 +67,6 @@ def processing() -> Iterator[Callable[[ProcessResult], ProcessResult]]:
         )
 
 
-def dead_lettered(source: str) -> None:
-    _count(DEAD_LETTERED, ("source", source))
+def dead_lettered() -> None:
+    """Counted under the emitting function's service dimension, so alarms can add them up."""
+    _count(DEAD_LETTERED)

@@ -1,0 +1,53 @@
+"""Per-stage settings, chosen by the `stage` context value (dev | prod)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import RemovalPolicy
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_logs as logs
+from constructs import Node
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    stage: str
+    removal_policy: RemovalPolicy
+    deletion_protection: bool
+    multi_az: bool
+    instance_type: ec2.InstanceType
+    allocated_storage_gb: int
+    backup_retention_days: int
+    nat_gateways: int
+    log_retention: logs.RetentionDays
+    jwt_issuer: str
+    jwt_audience: str
+
+    @property
+    def is_prod(self) -> bool:
+        return self.stage == "prod"
+
+
+def stage_config(node: Node) -> StageConfig:
+    stage = str(node.try_get_context("stage") or "dev")
+    if stage not in ("dev", "prod"):
+        raise ValueError(f"context stage must be dev or prod, not {stage!r}")
+    issuer = node.try_get_context("jwt_issuer")
+    audience = node.try_get_context("jwt_audience")
+    if not issuer or not audience:
+        raise ValueError("set the context values jwt_issuer and jwt_audience (cdk.json or -c)")
+    prod = stage == "prod"
+    return StageConfig(
+        stage=stage,
+        removal_policy=RemovalPolicy.RETAIN if prod else RemovalPolicy.DESTROY,
+        deletion_protection=prod,
+        multi_az=prod,
+        instance_type=ec2.InstanceType("m7g.large" if prod else "t4g.micro"),
+        allocated_storage_gb=100 if prod else 20,
+        backup_retention_days=14 if prod else 7,
+        nat_gateways=2 if prod else 1,
+        log_retention=logs.RetentionDays.THREE_MONTHS if prod else logs.RetentionDays.TWO_WEEKS,
+        jwt_issuer=str(issuer),
+        jwt_audience=str(audience),
+    )

@@ -1,0 +1,107 @@
+"""API: one HTTP API, the JWT authorizer (issuer and audience from context) on every route but
+the webhook receiver's, throttling and access logs. Routes come from slotguard.topology, the
+same table the local front door serves."""
+
+from __future__ import annotations
+
+import jsii
+from aws_cdk import aws_apigateway as rest
+from aws_cdk import aws_apigatewayv2 as apigw
+from aws_cdk import aws_apigatewayv2_authorizers as authorizers
+from aws_cdk import aws_apigatewayv2_integrations as integrations
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra.config import StageConfig
+from infra.nag import suppress
+from infra.names import Names
+from slotguard.topology import API_THROTTLE, ROUTES
+
+ACCESS_LOG_FORMAT = (
+    '{"requestId":"$context.requestId","ip":"$context.identity.sourceIp","requestTime":"$context.requestTime",'
+    '"routeKey":"$context.routeKey","status":"$context.status","latency":"$context.responseLatency",'
+    '"integrationError":"$context.integrationErrorMessage","authorizerError":"$context.authorizer.error"}'
+)
+
+
+@jsii.implements(apigw.IAccessLogSettings)
+class AccessLogs:
+    def __init__(self, destination: apigw.IAccessLogDestination, format_: rest.AccessLogFormat) -> None:
+        self._destination = destination
+        self._format = format_
+
+    @property
+    def destination(self) -> apigw.IAccessLogDestination:
+        return self._destination
+
+    @property
+    def format(self) -> rest.AccessLogFormat:
+        return self._format
+
+
+class Api(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: StageConfig,
+        names: Names,
+        functions: dict[str, lambda_.IFunction],
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.http_api = apigw.HttpApi(self, "HttpApi", api_name=names.api, create_default_stage=False)
+        access_logs = logs.LogGroup(
+            self, "AccessLogs", retention=config.log_retention, removal_policy=config.removal_policy
+        )
+        self.stage = apigw.HttpStage(
+            self,
+            "DefaultStage",
+            http_api=self.http_api,
+            stage_name="$default",
+            auto_deploy=True,
+            throttle=apigw.ThrottleSettings(
+                rate_limit=API_THROTTLE["rate_limit"], burst_limit=API_THROTTLE["burst_limit"]
+            ),
+            access_log_settings=AccessLogs(
+                apigw.LogGroupLogDestination(access_logs), rest.AccessLogFormat.custom(ACCESS_LOG_FORMAT)
+            ),
+        )
+        jwt = authorizers.HttpJwtAuthorizer(
+            "Jwt",
+            jwt_issuer=config.jwt_issuer,
+            jwt_audience=[config.jwt_audience],
+            identity_source=["$request.header.Authorization"],
+        )
+        integration = {
+            name: integrations.HttpLambdaIntegration(
+                f"{name}-integration", fn, payload_format_version=apigw.PayloadFormatVersion.VERSION_2_0
+            )
+            for name, fn in functions.items()
+        }
+        self.routes: list[apigw.HttpRoute] = []
+        for route in ROUTES:
+            added = self.http_api.add_routes(
+                path=route.path,
+                methods=[apigw.HttpMethod(route.method)],
+                integration=integration[route.function],
+                authorizer=jwt if route.authorized else apigw.HttpNoneAuthorizer(),
+            )
+            self.routes.extend(added)
+            if not route.authorized:
+                for r in added:
+                    suppress(
+                        r,
+                        [
+                            (
+                                "AwsSolutions-APIG4",
+                                "The webhook receiver authenticates each request by its "
+                                "Standard Webhooks HMAC signature, not a JWT.",
+                            )
+                        ],
+                    )
+
+    @property
+    def url(self) -> str:
+        return self.stage.url

@@ -1,0 +1,91 @@
+"""Functions: one Lambda per folder under functions/, Python 3.13 on arm64, all sharing one
+layer (the slotguard package and its dependencies, built without Docker), each with its own
+role, log group, Powertools settings and X-Ray tracing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsii
+from aws_cdk import AssetHashType, BundlingOptions, DockerImage, Duration, ILocalBundling
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra.config import StageConfig
+from infra.constructs.network import Network
+from infra.layer_build import ROOT, build_layer, source_hash
+from infra.names import Names
+
+
+@jsii.implements(ILocalBundling)
+class LocalLayerBundling:
+    def try_bundle(self, output_dir: str, options: Any) -> bool:  # jsii passes the options as one struct
+        build_layer(output_dir)
+        return True
+
+
+class Functions(Construct):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: StageConfig, names: Names, network: Network
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self._config = config
+        self._names = names
+        self._network = network
+        self.layer = lambda_.LayerVersion(
+            self,
+            "SlotguardLayer",
+            code=lambda_.Code.from_asset(
+                str(ROOT / "layers"),
+                asset_hash_type=AssetHashType.CUSTOM,
+                asset_hash=source_hash(),
+                bundling=BundlingOptions(
+                    image=DockerImage.from_registry("public.ecr.aws/sam/build-python3.13"),  # never used
+                    local=LocalLayerBundling(),  # type: ignore[arg-type]  # jsii.implements is not seen by mypy
+                ),
+            ),
+            compatible_runtimes=[lambda_.Runtime.PYTHON_3_13],
+            compatible_architectures=[lambda_.Architecture.ARM_64],
+            description="slotguard package and its dependencies (manylinux aarch64, CPython 3.13)",
+        )
+
+    def create(
+        self,
+        name: str,
+        *,
+        in_vpc: bool,
+        timeout_s: int = 10,
+        memory_mb: int = 512,
+        environment: dict[str, str] | None = None,
+    ) -> lambda_.Function:
+        """A function in the private subnets (`in_vpc`, to reach the database) or outside the VPC."""
+        log_group = logs.LogGroup(
+            self,
+            f"{name}-logs",
+            log_group_name=f"/aws/lambda/{self._names.function(name)}",
+            retention=self._config.log_retention,
+            removal_policy=self._config.removal_policy,
+        )
+        return lambda_.Function(
+            self,
+            name,
+            function_name=self._names.function(name),
+            runtime=lambda_.Runtime.PYTHON_3_13,
+            architecture=lambda_.Architecture.ARM_64,
+            handler="handler.lambda_handler",
+            code=lambda_.Code.from_asset(str(ROOT / "functions" / name)),
+            layers=[self.layer],
+            timeout=Duration.seconds(timeout_s),
+            memory_size=memory_mb,
+            vpc=self._network.vpc if in_vpc else None,
+            vpc_subnets=self._network.function_subnets if in_vpc else None,
+            tracing=lambda_.Tracing.ACTIVE,
+            log_group=log_group,
+            environment={
+                "POWERTOOLS_SERVICE_NAME": name,
+                "POWERTOOLS_METRICS_NAMESPACE": self._names.metrics_namespace,
+                "POWERTOOLS_LOG_LEVEL": "INFO",
+                **(environment or {}),
+            },
+        )

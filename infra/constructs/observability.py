@@ -1,0 +1,169 @@
+"""Observability: the dashboard of the key numbers and the alarms, notifying an SNS topic."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infra.names import Names
+from slotguard.services import booking_metrics, webhook_metrics
+
+FIVE_MINUTES = Duration.minutes(5)
+
+
+class Observability(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        names: Names,
+        queue: sqs.IQueue,
+        dlq: sqs.IQueue,
+        functions: dict[str, lambda_.IFunction],
+    ) -> None:
+        super().__init__(scope, construct_id)
+        ns = names.metrics_namespace
+
+        def app_metric(name: str, service: str, statistic: str = "Sum") -> cw.Metric:
+            return cw.Metric(
+                namespace=ns,
+                metric_name=name,
+                dimensions_map={"service": service},
+                statistic=statistic,
+                period=FIVE_MINUTES,
+            )
+
+        self.topic = sns.Topic(
+            self,
+            "Alarms",
+            display_name=f"{names.prefix} alarms",
+            enforce_ssl=True,
+            master_key=kms.Alias.from_alias_name(self, "SnsKey", "alias/aws/sns"),
+        )
+        success_rate = cw.MathExpression(
+            expression="IF(p + dp + dr > 0, 100 * p / (p + dp + dr), 100)",
+            using_metrics={
+                "p": app_metric(webhook_metrics.PROCESSED, "webhook_processor"),
+                "dp": app_metric(webhook_metrics.DEAD_LETTERED, "webhook_processor"),
+                "dr": app_metric(webhook_metrics.DEAD_LETTERED, "dlq_reconciler"),
+            },
+            label="webhook success rate (%)",
+            period=FIVE_MINUTES,
+        )
+        busy_rate = cw.MathExpression(
+            expression="IF(a > 0, 100 * b / a, 0)",
+            using_metrics={
+                "a": app_metric(booking_metrics.ATTEMPTED, "booking"),
+                "b": app_metric(booking_metrics.BUSY, "booking"),
+            },
+            label="booking lock busy rate (%)",
+            period=FIVE_MINUTES,
+        )
+        latency_p99 = app_metric(booking_metrics.LATENCY, "booking", "p99")
+        dlq_size = dlq.metric_approximate_number_of_messages_visible(
+            period=Duration.minutes(1), statistic="Maximum"
+        )
+        queue_age = queue.metric_approximate_age_of_oldest_message(
+            period=Duration.minutes(1), statistic="Maximum"
+        )
+        pinned = cw.Metric(
+            namespace="AWS/RDS",
+            metric_name="DatabaseConnectionsCurrentlySessionPinned",
+            dimensions_map={"ProxyName": names.proxy},
+            statistic="Maximum",
+            period=Duration.minutes(1),
+        )
+
+        self.alarms = [
+            self._alarm(
+                "DeadLetters",
+                dlq_size,
+                10,
+                cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                "10 or more webhooks in the dead-letter queue",
+            ),
+            self._alarm(
+                "SuccessRate",
+                success_rate,
+                99,
+                cw.ComparisonOperator.LESS_THAN_THRESHOLD,
+                "webhook success rate below 99 %",
+            ),
+            self._alarm(
+                "BookingLatencyP99",
+                latency_p99,
+                200,
+                cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                "booking p99 latency above 200 ms",
+            ),
+            self._alarm(
+                "BusyRate",
+                busy_rate,
+                1,
+                cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                "more than 1 % of bookings answered busy (lock contention)",
+            ),
+            self._alarm(
+                "PinnedConnections",
+                pinned,
+                0,
+                cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                "RDS Proxy pinned a session: some client SQL uses SET, locks or prepares",
+            ),
+        ]
+        for name, fn in functions.items():
+            self.alarms.append(
+                self._alarm(
+                    f"Errors-{name}",
+                    fn.metric_errors(period=FIVE_MINUTES, statistic="Sum"),
+                    1,
+                    cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                    f"{name} function errors",
+                )
+            )
+
+        self.dashboard = cw.Dashboard(self, "Dashboard", dashboard_name=names.dashboard)
+        self.dashboard.add_widgets(
+            cw.GraphWidget(title="Webhook success rate (%)", left=[success_rate], width=6),
+            cw.GraphWidget(title="Dead-letter queue size", left=[dlq_size], width=6),
+            cw.GraphWidget(title="Booking latency p99 (ms)", left=[latency_p99], width=6),
+            cw.GraphWidget(title="Booking lock busy rate (%)", left=[busy_rate], width=6),
+        )
+        self.dashboard.add_widgets(
+            cw.GraphWidget(title="Webhook queue: oldest message age (s)", left=[queue_age], width=8),
+            cw.GraphWidget(
+                title="Function errors",
+                left=[fn.metric_errors(period=FIVE_MINUTES) for fn in functions.values()],
+                width=8,
+            ),
+            cw.GraphWidget(title="RDS Proxy pinned connections", left=[pinned], width=8),
+        )
+        self.dashboard.add_widgets(cw.AlarmStatusWidget(title="Alarms", alarms=self.alarms, width=24))
+
+    def _alarm(
+        self,
+        name: str,
+        metric: cw.IMetric,
+        threshold: float,
+        comparison: cw.ComparisonOperator,
+        description: str,
+    ) -> cw.Alarm:
+        alarm = cw.Alarm(
+            self,
+            name,
+            metric=metric,
+            threshold=threshold,
+            comparison_operator=comparison,
+            evaluation_periods=1,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            alarm_description=description,
+        )
+        alarm.add_alarm_action(actions.SnsAction(self.topic))
+        return alarm

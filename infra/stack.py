@@ -1,0 +1,198 @@
+"""The slotguard stack: a thin composition of one construct per capability."""
+
+from __future__ import annotations
+
+from aws_cdk import ArnFormat, CfnOutput, Duration, Stack
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from constructs import Construct
+
+from infra.config import StageConfig
+from infra.constructs.api import Api
+from infra.constructs.database import Database
+from infra.constructs.functions import Functions
+from infra.constructs.migrations import Migrations
+from infra.constructs.network import Network
+from infra.constructs.observability import Observability
+from infra.constructs.webhooks import WebhookQueues
+from infra.nag import suppress
+from infra.names import APP_DB_USER, DB_NAME, WEBHOOK_SECRET_PREFIX, Names
+from slotguard.topology import CLEANUP_SCHEDULE_MINUTES, WEBHOOK_QUEUE
+
+
+class SlotguardStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig, **kwargs: object) -> None:
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        names = Names(config.stage)
+        network = Network(self, "Network", config=config)
+        database = Database(self, "Database", config=config, network=network, names=names)
+        queues = WebhookQueues(self, "Webhooks", config=config, names=names)
+        functions = Functions(self, "Functions", config=config, names=names, network=network)
+
+        db_env = {
+            "DB_HOST": database.proxy.endpoint,
+            "DB_PORT": "5432",
+            "DB_NAME": DB_NAME,
+            "DB_USER": APP_DB_USER,
+            "DB_AUTH": "iam",
+            "DB_SSLMODE": "require",
+        }
+        retry_env = {
+            "WEBHOOK_MAX_ATTEMPTS": str(WEBHOOK_QUEUE.max_attempts),
+            "WEBHOOK_BACKOFF_BASE_S": str(WEBHOOK_QUEUE.backoff_base_s),
+            "WEBHOOK_BACKOFF_CAP_S": str(WEBHOOK_QUEUE.backoff_cap_s),
+        }
+
+        booking = functions.create("booking", in_vpc=True, environment=db_env)
+        receiver = functions.create(
+            "webhook_receiver",
+            in_vpc=False,
+            environment={
+                "WEBHOOK_QUEUE_URL": queues.queue.queue_url,
+                "WEBHOOK_SECRET_PREFIX": WEBHOOK_SECRET_PREFIX,
+            },
+        )
+        processor = functions.create(
+            "webhook_processor",
+            timeout_s=WEBHOOK_QUEUE.processor_timeout_s,
+            in_vpc=True,
+            environment={
+                **db_env,
+                **retry_env,
+                "WEBHOOK_QUEUE_URL": queues.queue.queue_url,
+                "WEBHOOK_CLAIM_STALE_AFTER_S": str(WEBHOOK_QUEUE.claim_stale_after_s),
+            },
+        )
+        reconciler = functions.create(
+            "dlq_reconciler",
+            timeout_s=WEBHOOK_QUEUE.reconciler_timeout_s,
+            in_vpc=True,
+            environment={**db_env, **retry_env},
+        )
+        cleanup = functions.create("cleanup", timeout_s=300, in_vpc=True, environment=db_env)
+        mapping = queues.attach_processor(processor)
+        queues.attach_reconciler(reconciler)
+        metrics = functions.create(
+            "metrics",
+            in_vpc=True,
+            environment={
+                **db_env,
+                **retry_env,
+                "WEBHOOK_QUEUE_URL": queues.queue.queue_url,
+                "WEBHOOK_DLQ_URL": queues.dlq.queue_url,
+                "WORKER_STATE_SOURCE": f"lambda:{mapping.event_source_mapping_id}",
+            },
+        )
+
+        # Least privilege, function by function.
+        for fn in (booking, processor, reconciler, cleanup, metrics):
+            database.proxy.grant_connect(fn, APP_DB_USER)
+            database.proxy.connections.allow_from(fn, ec2.Port.tcp(5432), f"{fn.node.id} to RDS Proxy")
+        queues.queue.grant_send_messages(receiver)
+        receiver.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["secretsmanager:GetSecretValue"],
+                resources=[
+                    self.format_arn(
+                        service="secretsmanager",
+                        resource="secret",
+                        resource_name=f"{WEBHOOK_SECRET_PREFIX}*",
+                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                    )
+                ],
+            )
+        )
+        queues.queue.grant_send_messages(metrics)  # the dead-letter redrive
+        metrics.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["sqs:GetQueueAttributes"], resources=[queues.queue.queue_arn, queues.dlq.queue_arn]
+            )
+        )
+        metrics.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["lambda:GetEventSourceMapping"], resources=[mapping.event_source_mapping_arn]
+            )
+        )
+        metrics.add_to_role_policy(
+            iam.PolicyStatement(actions=["cloudwatch:GetMetricStatistics"], resources=["*"])
+        )
+
+        migrations = Migrations(self, "Migrations", functions=functions, database=database, network=network)
+        for fn in (booking, processor, reconciler, cleanup, metrics):
+            fn.node.add_dependency(migrations.resource)
+
+        api = Api(
+            self,
+            "Api",
+            config=config,
+            names=names,
+            functions={"booking": booking, "metrics": metrics, "webhook_receiver": receiver},
+        )
+        events.Rule(
+            self,
+            "CleanupSchedule",
+            schedule=events.Schedule.rate(Duration.minutes(CLEANUP_SCHEDULE_MINUTES)),
+            targets=[targets.LambdaFunction(cleanup, retry_attempts=2)],
+            description="slotguard retention cleanup",
+        )
+        all_functions: dict[str, lambda_.IFunction] = {
+            "booking": booking,
+            "metrics": metrics,
+            "webhook_receiver": receiver,
+            "webhook_processor": processor,
+            "dlq_reconciler": reconciler,
+            "cleanup": cleanup,
+            "migrations": migrations.function,
+        }
+        observability = Observability(
+            self, "Observability", names=names, queue=queues.queue, dlq=queues.dlq, functions=all_functions
+        )
+
+        CfnOutput(self, "ApiUrl", value=api.url)
+        CfnOutput(self, "WebhookQueueUrl", value=queues.queue.queue_url)
+        CfnOutput(self, "WebhookDeadLetterQueueUrl", value=queues.dlq.queue_url)
+        CfnOutput(self, "DatabaseProxyEndpoint", value=database.proxy.endpoint)
+        CfnOutput(self, "AlarmTopicArn", value=observability.topic.topic_arn)
+        CfnOutput(self, "WebhookSecretPrefix", value=WEBHOOK_SECRET_PREFIX)
+        self._suppress_function_findings(all_functions)
+
+    def _suppress_function_findings(self, functions: dict[str, lambda_.IFunction]) -> None:
+        basic = "arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+        vpc = "arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
+        for name, fn in functions.items():
+            rules = [
+                (
+                    "AwsSolutions-L1",
+                    "The design pins Python 3.13 (the layer is built for cp313 aarch64); "
+                    "moving to 3.14 is a deliberate, tested change.",
+                ),
+                (
+                    f"AwsSolutions-IAM4[Policy::{basic}]",
+                    "AWS-maintained minimum for writing the function's logs.",
+                ),
+                (
+                    "AwsSolutions-IAM5[Resource::*]",
+                    "X-Ray PutTraceSegments/PutTelemetryRecords (and, for metrics, CloudWatch "
+                    "GetMetricStatistics) support no resource-level permissions: AWS requires *.",
+                ),
+            ]
+            if name != "webhook_receiver":
+                rules.append(
+                    (
+                        f"AwsSolutions-IAM4[Policy::{vpc}]",
+                        "AWS-maintained minimum for the network interfaces of a function in a VPC.",
+                    )
+                )
+            else:
+                rules.append(
+                    (
+                        f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:"
+                        f"<AWS::AccountId>:secret:{WEBHOOK_SECRET_PREFIX}*]",
+                        "Webhook signing secrets are per org, created at runtime under one name prefix; "
+                        "the receiver may read only those (GetSecretValue).",
+                    )
+                )
+            suppress(fn, rules)

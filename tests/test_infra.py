@@ -1,0 +1,222 @@
+"""The synthesized CloudFormation of the CDK app (aws_cdk.assertions), offline. cdk-nag runs as
+a CDK validation plugin: an unacknowledged AwsSolutions finding fails the synth itself."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slotguard.topology import ROUTES, WEBHOOK_QUEUE
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTEXT = {"stage": "dev", "jwt_issuer": "https://auth.example.com/", "jwt_audience": "slotguard-api"}
+
+
+@pytest.fixture(scope="module")
+def template() -> Any:
+    os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+    os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
+    from aws_cdk.assertions import Template
+
+    from infra.app import build_app
+
+    app = build_app(CONTEXT, outdir=str(ROOT / "cdk.out"))
+    stack = app.node.find_child("Slotguard-dev")
+    app.synth()  # raises when cdk-nag reports an unacknowledged finding
+    return Template.from_stack(stack)  # type: ignore[arg-type]
+
+
+def resources(template: Any, kind: str) -> dict[str, Any]:
+    found: dict[str, Any] = template.find_resources(kind)
+    return found
+
+
+def our_functions(template: Any) -> dict[str, Any]:
+    return {
+        k: v
+        for k, v in resources(template, "AWS::Lambda::Function").items()
+        if str(v["Properties"].get("FunctionName", "")).startswith("slotguard-dev-")
+    }
+
+
+def test_redrive_policy_matches_the_processors_max_attempts(template: Any) -> None:
+    queues = resources(template, "AWS::SQS::Queue")
+    main = next(q for q in queues.values() if q["Properties"]["QueueName"] == "slotguard-dev-webhooks")
+    assert main["Properties"]["RedrivePolicy"]["maxReceiveCount"] == WEBHOOK_QUEUE.max_attempts
+    processor = next(
+        f
+        for f in our_functions(template).values()
+        if f["Properties"]["FunctionName"] == "slotguard-dev-webhook-processor"
+    )
+    assert processor["Properties"]["Environment"]["Variables"]["WEBHOOK_MAX_ATTEMPTS"] == str(
+        WEBHOOK_QUEUE.max_attempts
+    )
+    # Visibility timeout at least six times the processor's timeout
+    assert main["Properties"]["VisibilityTimeout"] >= 6 * processor["Properties"]["Timeout"]
+    for queue in queues.values():
+        assert queue["Properties"]["SqsManagedSseEnabled"] is True
+
+
+def test_queues_refuse_plain_http(template: Any) -> None:
+    policies = resources(template, "AWS::SQS::QueuePolicy")
+    assert len(policies) == 2
+    for policy in policies.values():
+        statements = policy["Properties"]["PolicyDocument"]["Statement"]
+        assert any(
+            s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+            for s in statements
+        )
+
+
+def test_event_source_mappings(template: Any) -> None:
+    mappings = list(resources(template, "AWS::Lambda::EventSourceMapping").values())
+    assert len(mappings) == 2  # processor on the queue, reconciler on the DLQ
+    for mapping in mappings:
+        assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    processor = next(
+        m
+        for m in mappings
+        if m["Properties"]["BatchSize"] == WEBHOOK_QUEUE.batch_size
+        and m["Properties"].get("MaximumBatchingWindowInSeconds") == WEBHOOK_QUEUE.batching_window_s
+    )
+    assert processor["Properties"]["ScalingConfig"]["MaximumConcurrency"] == WEBHOOK_QUEUE.maximum_concurrency
+
+
+def test_proxy_requires_iam_and_tls(template: Any) -> None:
+    [proxy] = resources(template, "AWS::RDS::DBProxy").values()
+    props = proxy["Properties"]
+    assert props["RequireTLS"] is True
+    assert props["DefaultAuthScheme"] == "IAM_AUTH"
+    assert props["EngineFamily"] == "POSTGRESQL"
+    [instance] = resources(template, "AWS::RDS::DBInstance").values()
+    assert instance["Properties"]["StorageEncrypted"] is True
+    assert instance["Properties"]["EnableIAMDatabaseAuthentication"] is True
+    assert instance["Properties"]["EngineVersion"].startswith("18")
+    assert instance["Properties"].get("PubliclyAccessible") in (None, False)
+    assert instance["Properties"]["DBSubnetGroupName"]  # the isolated subnets
+
+
+def test_jwt_authorizer_on_every_route_but_the_webhook(template: Any) -> None:
+    [authorizer] = resources(template, "AWS::ApiGatewayV2::Authorizer").values()
+    assert authorizer["Properties"]["AuthorizerType"] == "JWT"
+    assert authorizer["Properties"]["JwtConfiguration"] == {
+        "Issuer": "https://auth.example.com/",
+        "Audience": ["slotguard-api"],
+    }
+    routes = {
+        r["Properties"]["RouteKey"]: r["Properties"]
+        for r in resources(template, "AWS::ApiGatewayV2::Route").values()
+    }
+    # The deployed routes are exactly the shared route table (the local front door serves the same)
+    assert set(routes) == {r.route_key for r in ROUTES}
+    for route in ROUTES:
+        expected = "JWT" if route.authorized else "NONE"
+        assert routes[route.route_key].get("AuthorizationType", "NONE") == expected, route.route_key
+    [stage] = resources(template, "AWS::ApiGatewayV2::Stage").values()
+    assert stage["Properties"]["DefaultRouteSettings"]["ThrottlingRateLimit"] > 0
+    assert "DestinationArn" in stage["Properties"]["AccessLogSettings"]
+
+
+def test_cleanup_schedule_targets_the_cleanup_function(template: Any) -> None:
+    [rule] = resources(template, "AWS::Events::Rule").values()
+    assert rule["Properties"]["ScheduleExpression"].startswith("rate(")
+    target = rule["Properties"]["Targets"][0]["Arn"]["Fn::GetAtt"][0]
+    assert our_functions(template)[target]["Properties"]["FunctionName"] == "slotguard-dev-cleanup"
+
+
+def test_every_function_is_arm64_python313_with_the_layer_and_tracing(template: Any) -> None:
+    functions = our_functions(template)
+    assert {f["Properties"]["FunctionName"] for f in functions.values()} == {
+        f"slotguard-dev-{n}"
+        for n in (
+            "booking",
+            "metrics",
+            "webhook-receiver",
+            "webhook-processor",
+            "dlq-reconciler",
+            "cleanup",
+            "migrations",
+        )
+    }
+    [layer_id] = resources(template, "AWS::Lambda::LayerVersion")
+    for fn in functions.values():
+        props = fn["Properties"]
+        assert props["Runtime"] == "python3.13"
+        assert props["Architectures"] == ["arm64"]
+        assert props["Layers"] == [{"Ref": layer_id}]
+        assert props["TracingConfig"] == {"Mode": "Active"}
+        assert props["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"]
+    receiver = next(
+        f for f in functions.values() if f["Properties"]["FunctionName"] == "slotguard-dev-webhook-receiver"
+    )
+    assert "VpcConfig" not in receiver["Properties"]  # needs only SQS and Secrets Manager
+
+
+# Wildcard resources AWS requires, each with its reason.
+ALLOWED_STAR_RESOURCE = {
+    "xray:PutTraceSegments": "X-Ray has no resource-level permissions",
+    "xray:PutTelemetryRecords": "X-Ray has no resource-level permissions",
+    "cloudwatch:GetMetricStatistics": "CloudWatch metric reads have no resource-level permissions",
+}
+
+
+def test_no_wildcard_actions_and_only_required_wildcard_resources(template: Any) -> None:
+    for policy in resources(template, "AWS::IAM::Policy").values():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            resources_ = (
+                statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            )
+            assert all("*" not in a for a in actions if a not in ("lambda:InvokeFunction",)), actions
+            if "*" in resources_:
+                assert set(actions) <= set(ALLOWED_STAR_RESOURCE), actions
+
+
+def test_alarms_and_dashboard(template: Any) -> None:
+    alarms = resources(template, "AWS::CloudWatch::Alarm")
+    descriptions = {a["Properties"]["AlarmDescription"] for a in alarms.values()}
+    for wanted in (
+        "10 or more webhooks in the dead-letter queue",
+        "webhook success rate below 99 %",
+        "booking p99 latency above 200 ms",
+        "more than 1 % of bookings answered busy (lock contention)",
+        "RDS Proxy pinned a session: some client SQL uses SET, locks or prepares",
+    ):
+        assert wanted in descriptions
+    assert sum("function errors" in d for d in descriptions) == 7
+    assert all(a["Properties"]["AlarmActions"] for a in alarms.values())
+    [dashboard] = resources(template, "AWS::CloudWatch::Dashboard").values()
+    body = json.dumps(dashboard["Properties"]["DashboardBody"])
+    for title in (
+        "Webhook success rate",
+        "Dead-letter queue size",
+        "Booking latency p99",
+        "Booking lock busy rate",
+        "oldest message age",
+        "Function errors",
+        "pinned connections",
+    ):
+        assert title in body
+
+
+def test_layer_asset_holds_aarch64_cp313_wheels(template: Any) -> None:
+    [layer] = resources(template, "AWS::Lambda::LayerVersion").values()
+    asset_hash = layer["Properties"]["Content"]["S3Key"].removesuffix(".zip")
+    python = ROOT / "cdk.out" / f"asset.{asset_hash}" / "python"
+    assert list(python.glob("psycopg_binary/_psycopg.cpython-313-aarch64-linux-gnu.so"))
+    assert list(python.glob("pydantic_core/_pydantic_core.cpython-313-aarch64-linux-gnu.so"))
+    assert (python / "slotguard" / "migrations" / "0001_roles_and_extensions.sql").exists()
+    assert not list(python.rglob("*x86_64*.so"))
+
+
+def test_every_nag_acknowledgement_has_a_reason(template: Any) -> None:
+    reasons = []
+    for resource in template.to_json()["Resources"].values():
+        for rule in resource.get("Metadata", {}).get("cdk_nag", {}).get("rules_to_suppress", []):
+            reasons.append(rule)
+    assert reasons
+    assert all(len(r.get("reason", "")) >= 20 for r in reasons), reasons
