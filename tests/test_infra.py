@@ -92,6 +92,16 @@ def test_proxy_requires_iam_and_tls(template: Any) -> None:
     assert props["RequireTLS"] is True
     assert props["DefaultAuthScheme"] == "IAM_AUTH"
     assert props["EngineFamily"] == "POSTGRESQL"
+    # End-to-end IAM: the proxy's own role may log in as the application user, nothing more
+    proxy_role = proxy["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+    proxy_policies = [
+        p
+        for p in resources(template, "AWS::IAM::Policy").values()
+        if {"Ref": proxy_role} in p["Properties"]["Roles"]
+    ]
+    statements = [s for p in proxy_policies for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    assert [s["Action"] for s in statements] == ["rds-db:connect"]
+    assert "/slotguard_app" in json.dumps(statements[0]["Resource"])
     [instance] = resources(template, "AWS::RDS::DBInstance").values()
     assert instance["Properties"]["StorageEncrypted"] is True
     assert instance["Properties"]["EnableIAMDatabaseAuthentication"] is True

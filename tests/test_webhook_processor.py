@@ -277,7 +277,9 @@ def test_crash_outside_record_handling_ends_in_dlq_and_reconciler_dead_letters(p
     # When every invocation that holds the crashing record fails as a whole
     pipeline.drain(source, lambda: pipeline.queues.depth(pipeline.sqs) == 0, timeout_s=40)
     # Then SQS's redrive moved it to the DLQ after maxReceiveCount receives
-    assert source.stats.failed_invocations >= MAX_ATTEMPTS
+    # (a later delivery may instead find its fresh claim and report it in progress: either way
+    # it is never acknowledged, so its receive count climbs to maxReceiveCount)
+    assert source.stats.failed_invocations >= 1
     assert pipeline.queues.depth(pipeline.sqs, pipeline.queues.dlq_url) >= 1
     # And the reconciler turns it into a dead_letter row; nothing stays processing
     dlq = pipeline.dlq_source()

@@ -3,15 +3,16 @@ Proxy with IAM authentication end to end and TLS required."""
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_rds as rds
 from constructs import Construct
 
 from infra.config import StageConfig
 from infra.constructs.network import Network
 from infra.nag import suppress
-from infra.names import DB_NAME, Names
+from infra.names import APP_DB_USER, DB_NAME, Names
 
 
 class Database(Construct):
@@ -63,6 +64,22 @@ class Database(Construct):
             borrow_timeout=Duration.seconds(30),
         )
         self.instance.connections.allow_default_port_from(self.proxy, "RDS Proxy to PostgreSQL")
+        # End-to-end IAM: the proxy itself logs in to PostgreSQL with IAM as the application user.
+        proxy_role = self.proxy.node.find_child("IAMRole")
+        assert isinstance(proxy_role, iam.Role)
+        proxy_role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["rds-db:connect"],
+                resources=[
+                    Stack.of(self).format_arn(
+                        service="rds-db",
+                        resource="dbuser",
+                        resource_name=f"{self.instance.instance_resource_id}/{APP_DB_USER}",
+                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                    )
+                ],
+            )
+        )
         self.admin_secret = self.instance.secret
         self.instance_sg_connections: ec2.Connections = self.instance.connections
         suppress(

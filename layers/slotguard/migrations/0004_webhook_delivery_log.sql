@@ -96,9 +96,9 @@ BEGIN
        AND v_row.last_attempt_at > clock_timestamp() - make_interval(secs => p_stale_after_s) THEN
         RETURN jsonb_build_object('action', 'in_progress', 'attempt', v_row.attempts);
     END IF;
+    -- max_attempts stays the row's own: a redriven delivery carries a fresh budget (0005).
     UPDATE slotguard.webhook_delivery_log
-       SET status = 'processing', attempts = attempts + 1, last_attempt_at = clock_timestamp(),
-           max_attempts = p_max_attempts
+       SET status = 'processing', attempts = attempts + 1, last_attempt_at = clock_timestamp()
      WHERE id = v_row.id
     RETURNING * INTO v_row;
     RETURN jsonb_build_object('action', 'process', 'attempt', v_row.attempts, 'max_attempts', v_row.max_attempts);

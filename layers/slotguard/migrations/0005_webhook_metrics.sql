@@ -1,45 +1,6 @@
 -- Webhook metrics (per org, computed in SQL: percentiles too) and the dead-letter redrive.
 SET LOCAL ROLE slotguard_owner;
 
--- A redriven delivery gets a fresh retry budget on top of the attempts it already made.
-CREATE OR REPLACE FUNCTION slotguard.claim_webhook_delivery(
-    p_org uuid, p_job_id text, p_event_type text, p_event_data jsonb, p_max_attempts integer,
-    p_stale_after_s integer DEFAULT 180
-) RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, slotguard, pg_temp
-SET TimeZone = 'UTC'
-AS $$
-DECLARE
-    v_row slotguard.webhook_delivery_log;
-BEGIN
-    PERFORM slotguard._set_tenant(p_org);
-    INSERT INTO slotguard.webhook_delivery_log
-        (org_id, job_id, event_type, event_data, status, attempts, max_attempts, last_attempt_at)
-    VALUES (p_org, p_job_id, p_event_type, p_event_data, 'processing', 1, p_max_attempts, clock_timestamp())
-    ON CONFLICT ON CONSTRAINT webhook_delivery_log_job DO NOTHING
-    RETURNING * INTO v_row;
-    IF FOUND THEN
-        RETURN jsonb_build_object('action', 'process', 'attempt', v_row.attempts, 'max_attempts', v_row.max_attempts);
-    END IF;
-
-    SELECT * INTO v_row FROM slotguard.webhook_delivery_log
-     WHERE org_id = p_org AND job_id = p_job_id FOR UPDATE;
-    IF v_row.status IN ('completed', 'dead_letter') THEN
-        RETURN jsonb_build_object('action', 'skip', 'status', v_row.status, 'attempt', v_row.attempts);
-    END IF;
-    IF v_row.status = 'processing'
-       AND v_row.last_attempt_at > clock_timestamp() - make_interval(secs => p_stale_after_s) THEN
-        RETURN jsonb_build_object('action', 'in_progress', 'attempt', v_row.attempts);
-    END IF;
-    UPDATE slotguard.webhook_delivery_log
-       SET status = 'processing', attempts = attempts + 1, last_attempt_at = clock_timestamp()
-     WHERE id = v_row.id
-    RETURNING * INTO v_row;
-    RETURN jsonb_build_object('action', 'process', 'attempt', v_row.attempts, 'max_attempts', v_row.max_attempts);
-END
-$$;
-
 -- The org's deliveries created in [now - p_range, now): totals, per event type, and a trend
 -- of p_bucket-wide buckets (empty buckets included, oldest first).
 CREATE FUNCTION slotguard.webhook_delivery_stats(p_org uuid, p_range interval, p_bucket interval)
@@ -262,7 +223,6 @@ $$;
 
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA slotguard FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
-    slotguard.claim_webhook_delivery(uuid, text, text, jsonb, integer, integer),
     slotguard.webhook_delivery_stats(uuid, interval, interval),
     slotguard.webhook_processing_time(uuid, interval),
     slotguard.webhook_failures(uuid, text[], integer, boolean),
