@@ -42,9 +42,8 @@ local: $(STAMP)
 # Offline synth of both stages with cdk-nag (AwsSolutions; any unacknowledged finding fails the
 # synth) and cfn-lint on the templates (errors fail; warnings are printed).
 synth: $(STAMP) $(NODE_STAMP)
-	$(CDK) synth --quiet --no-notices --no-version-reporting -c stage=dev -o cdk.out
-	$(CDK) synth --quiet --no-notices --no-version-reporting -c stage=prod -o cdk.out.prod
-	$(BIN)/cfn-lint --non-zero-exit-code error -- cdk.out/*.template.json cdk.out.prod/*.template.json
+	$(CDK) synth --quiet --no-notices --no-version-reporting -c stages=dev,prod -o cdk.out
+	$(BIN)/cfn-lint --non-zero-exit-code error -- cdk.out/*.template.json
 
 clean:
-	rm -rf $(VENV) .local cdk.out cdk.out.prod node_modules
+	rm -rf $(VENV) .local cdk.out node_modules

@@ -5,19 +5,20 @@ from __future__ import annotations
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
-from infra.config import stage_config
+from infra.config import stage_config, stages
 from infra.stack import SlotguardStack
 
 
 def build_app(context: dict[str, object] | None = None, outdir: str | None = None) -> cdk.App:
     app = cdk.App(context=context, outdir=outdir)
-    config = stage_config(app.node)
-    SlotguardStack(
-        app,
-        f"Slotguard-{config.stage}",
-        config=config,
-        description=f"slotguard ({config.stage}): booking and webhooks",
-    )
+    for stage in stages(app.node):
+        config = stage_config(app.node, stage)
+        SlotguardStack(
+            app,
+            f"Slotguard-{config.stage}",
+            config=config,
+            description=f"slotguard ({config.stage}): booking and webhooks",
+        )
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app, write_suppressions_to_cloud_formation=True))
     return app
 

@@ -29,8 +29,16 @@ class StageConfig:
         return self.stage == "prod"
 
 
-def stage_config(node: Node) -> StageConfig:
-    stage = str(node.try_get_context("stage") or "dev")
+def stages(node: Node) -> list[str]:
+    """`-c stage=dev` (one stack, for deploy) or `-c stages=dev,prod` (both, for make synth)."""
+    listed = node.try_get_context("stages")
+    if listed:
+        return [s.strip() for s in str(listed).split(",") if s.strip()]
+    return [str(node.try_get_context("stage") or "dev")]
+
+
+def stage_config(node: Node, stage: str | None = None) -> StageConfig:
+    stage = stage or str(node.try_get_context("stage") or "dev")
     if stage not in ("dev", "prod"):
         raise ValueError(f"context stage must be dev or prod, not {stage!r}")
     issuer = node.try_get_context("jwt_issuer")

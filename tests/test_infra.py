@@ -17,17 +17,24 @@ CONTEXT = {"stage": "dev", "jwt_issuer": "https://auth.example.com/", "jwt_audie
 
 
 @pytest.fixture(scope="module")
-def template() -> Any:
+def templates() -> dict[str, Any]:
     os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
     os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
     from aws_cdk.assertions import Template
 
     from infra.app import build_app
 
-    app = build_app(CONTEXT, outdir=str(ROOT / "cdk.out"))
-    stack = app.node.find_child("Slotguard-dev")
+    app = build_app({**CONTEXT, "stages": "dev,prod"}, outdir=str(ROOT / "cdk.out"))
     app.synth()  # raises when cdk-nag reports an unacknowledged finding
-    return Template.from_stack(stack)  # type: ignore[arg-type]
+    return {
+        stage: Template.from_stack(app.node.find_child(f"Slotguard-{stage}"))  # type: ignore[arg-type]
+        for stage in ("dev", "prod")
+    }
+
+
+@pytest.fixture(scope="module")
+def template(templates: dict[str, Any]) -> Any:
+    return templates["dev"]
 
 
 def resources(template: Any, kind: str) -> dict[str, Any]:
@@ -230,3 +237,20 @@ def test_every_nag_acknowledgement_has_a_reason(template: Any) -> None:
             reasons.append(rule)
     assert reasons
     assert all(len(r.get("reason", "")) >= 20 for r in reasons), reasons
+
+
+def test_prod_keeps_its_data_and_dev_is_disposable(templates: dict[str, Any]) -> None:
+    [prod_db] = resources(templates["prod"], "AWS::RDS::DBInstance").values()
+    [dev_db] = resources(templates["dev"], "AWS::RDS::DBInstance").values()
+    assert prod_db["Properties"]["DeletionProtection"] is True
+    assert prod_db["Properties"]["MultiAZ"] is True
+    assert prod_db["DeletionPolicy"] in ("Retain", "Snapshot")
+    assert prod_db["Properties"]["BackupRetentionPeriod"] >= 7
+    assert dev_db["Properties"]["DeletionProtection"] is False
+    assert dev_db["DeletionPolicy"] in ("Delete", "Snapshot")
+    [prod_queue] = [
+        q
+        for q in resources(templates["prod"], "AWS::SQS::Queue").values()
+        if q["Properties"]["QueueName"] == "slotguard-prod-webhooks"
+    ]
+    assert prod_queue["DeletionPolicy"] == "Retain"
