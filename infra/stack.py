@@ -25,7 +25,7 @@ from slotguard.topology import CLEANUP_SCHEDULE_MINUTES, WEBHOOK_QUEUE
 
 class SlotguardStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig, **kwargs: object) -> None:
-        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        super().__init__(scope, construct_id, **kwargs)
         names = Names(config.stage)
         network = Network(self, "Network", config=config)
         database = Database(self, "Database", config=config, network=network, names=names)

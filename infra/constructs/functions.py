@@ -42,7 +42,7 @@ class Functions(Construct):
                 asset_hash=source_hash(),
                 bundling=BundlingOptions(
                     image=DockerImage.from_registry("public.ecr.aws/sam/build-python3.13"),  # never used
-                    local=LocalLayerBundling(),  # type: ignore[arg-type]  # jsii.implements is not seen by mypy
+                    local=LocalLayerBundling(),
                 ),
             ),
             compatible_runtimes=[lambda_.Runtime.PYTHON_3_13],

@@ -54,7 +54,7 @@ class Migrations(Construct):
             resource_type="Custom::SlotguardSchema",
         )
         self.resource.node.add_dependency(database.instance)
-        function_id = Stack.of(self).get_logical_id(self.function.node.default_child)  # type: ignore[arg-type]
+        function_id = Stack.of(self).get_logical_id(self.function.node.default_child)
         suppress(
             provider,
             [
