@@ -18,6 +18,8 @@ from psycopg import sql
 from slotguard.db.migrate import ensure_app_login, migrate
 
 APP_PASSWORD = "bench-" + uuid.uuid4().hex
+# An external server, if the caller gave one; benchmarks later point DATABASE_URL at their own app role.
+EXTERNAL_DATABASE_URL = os.environ.get("DATABASE_URL")
 
 
 @dataclass
@@ -30,8 +32,8 @@ class BenchDb:
 def bench_database() -> Iterator[BenchDb]:
     server = None
     tmp = None
-    if os.environ.get("DATABASE_URL"):
-        root = os.environ["DATABASE_URL"]
+    if EXTERNAL_DATABASE_URL:
+        root = EXTERNAL_DATABASE_URL
     else:
         from slotguard_local.postgres import EmbeddedPostgres
 
