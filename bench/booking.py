@@ -3,7 +3,6 @@ a hot slot with 1000 concurrent attempts; 1000 distinct slots of one calendar at
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import threading
@@ -12,7 +11,6 @@ import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -25,6 +23,7 @@ from slotguard.errors import Busy, SlotConflict
 from slotguard.models import Actor, BookRequest
 from slotguard.services.booking import BookingService
 from slotguard_local.events import LambdaContext, http_api_event
+from slotguard_local.functions import load_function
 
 N = int(os.environ.get("BENCH_N", "1000"))
 CONNECTIONS = 32
@@ -38,15 +37,6 @@ PLAIN_INSERT = """INSERT INTO public.bench_plain_appointments
     VALUES (%s, %s, NULL, %s, %s, %s, NULL, '{}', 'bench')"""
 
 
-def load_booking_handler() -> Any:
-    path = Path(__file__).resolve().parents[1] / "functions" / "booking" / "handler.py"
-    spec = importlib.util.spec_from_file_location("bench_booking_handler", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def slot(i: int, minutes: int = 10) -> datetime:
     return BASE + timedelta(minutes=minutes * i)
 
@@ -55,7 +45,7 @@ def sequential(db: BenchDb) -> None:
     os.environ["DATABASE_URL"] = db.app_url
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-    handler = load_booking_handler()
+    handler = load_function("booking")
     org_h, org_s, org_p = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     claims = {"sub": "bench", "org_id": str(org_h)}
     ctx = LambdaContext()

@@ -9,15 +9,6 @@ from slotguard.observability import METRICS_NAMESPACE
 APP_DB_USER = "slotguard_app"
 DB_NAME = "slotguard"
 WEBHOOK_SECRET_PREFIX = "slotguard/webhooks/"  # noqa: S105 - a name prefix (+ org_id), not a secret
-FUNCTIONS = (
-    "booking",
-    "metrics",
-    "webhook_receiver",
-    "webhook_processor",
-    "dlq_reconciler",
-    "cleanup",
-    "migrations",
-)
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,8 @@ API Gateway HTTP API events."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from psycopg import sql
 
 from slotguard.db.migrate import ensure_app_login, migrate
 from slotguard_local.events import LambdaContext, http_api_event
+from slotguard_local.functions import load_function
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_PASSWORD = "app-" + uuid.uuid4().hex
@@ -77,19 +76,6 @@ def admin_conn(pg: PgInstance) -> Iterator[psycopg.Connection[Any]]:
 def app_conn(pg: PgInstance) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(pg.app_url, autocommit=True) as conn:
         yield conn
-
-
-def load_function(name: str) -> ModuleType:
-    """Import functions/<name>/handler.py as Lambda would (it is not a package)."""
-    module_name = f"slotguard_function_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, ROOT / "functions" / name / "handler.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclass
@@ -157,7 +143,7 @@ def new_org() -> Org:
 
 @pytest.fixture
 def booking_fn(pg: PgInstance) -> ModuleType:
-    return load_function("booking")
+    return load_function("booking", fresh=False)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import AwareDatetime, Field
 
-from slotguard.api.http import create_resolver, current_actor, json_response
+from slotguard.api.http import create_resolver, current_actor, json_response, response_doc
 from slotguard.config import BookingConfig
 from slotguard.db.booking_repository import BookingRepository
 from slotguard.db.connection import Database
@@ -37,11 +37,7 @@ app = create_resolver()
 Minutes = Annotated[int, Field(ge=1, le=1440)]
 
 
-def _doc(model: Any, description: str) -> Any:
-    return {"description": description, "content": {"application/json": {"model": model}}}
-
-
-@app.post("/appointments", responses={201: _doc(Appointment, "Booked (or the replay of a booking)")})
+@app.post("/appointments", responses={201: response_doc(Appointment, "Booked (or the replay of a booking)")})
 def book(
     body: Annotated[BookRequest, Body()],
     idempotency_key: Annotated[str | None, Header(alias="idempotency-key", max_length=255)] = None,
@@ -55,7 +51,7 @@ def book(
     return json_response(result.appointment, 201, headers)
 
 
-@app.get("/appointments", responses={200: _doc(AppointmentPage, "A page of appointments")})
+@app.get("/appointments", responses={200: response_doc(AppointmentPage, "A page of appointments")})
 def list_appointments(
     start: Annotated[AwareDatetime | None, Query(alias="from")] = None,
     end: Annotated[AwareDatetime | None, Query(alias="to")] = None,
@@ -76,12 +72,12 @@ def list_appointments(
     return json_response(page)
 
 
-@app.get("/appointments/<appointment_id>", responses={200: _doc(Appointment, "The appointment")})
+@app.get("/appointments/<appointment_id>", responses={200: response_doc(Appointment, "The appointment")})
 def get_appointment(appointment_id: UUID) -> Response[str]:
     return json_response(service.get(current_actor(app), appointment_id))
 
 
-@app.post("/appointments/<appointment_id>/cancel", responses={200: _doc(Appointment, "Cancelled")})
+@app.post("/appointments/<appointment_id>/cancel", responses={200: response_doc(Appointment, "Cancelled")})
 def cancel_appointment(
     appointment_id: UUID, body: Annotated[CancelRequest | None, Body()] = None
 ) -> Response[str]:
@@ -91,18 +87,18 @@ def cancel_appointment(
 
 @app.post(
     "/appointments/<appointment_id>/reschedule",
-    responses={200: _doc(RescheduleResult, "The new appointment and the previous one")},
+    responses={200: response_doc(RescheduleResult, "The new appointment and the previous one")},
 )
 def reschedule_appointment(appointment_id: UUID, body: Annotated[RescheduleRequest, Body()]) -> Response[str]:
     return json_response(service.reschedule(current_actor(app), appointment_id, body))
 
 
-@app.get("/appointments/<appointment_id>/history", responses={200: _doc(History, "Audit trail")})
+@app.get("/appointments/<appointment_id>/history", responses={200: response_doc(History, "Audit trail")})
 def appointment_history(appointment_id: UUID) -> Response[str]:
     return json_response(service.history(current_actor(app), appointment_id))
 
 
-@app.get("/availability/check", responses={200: _doc(Availability, "Whether the slot is free")})
+@app.get("/availability/check", responses={200: response_doc(Availability, "Whether the slot is free")})
 def check_availability(
     start: Annotated[AwareDatetime, Query()],
     duration_minutes: Annotated[Minutes, Query()],
@@ -115,7 +111,7 @@ def check_availability(
     )
 
 
-@app.get("/availability/slots", responses={200: _doc(FreeSlots, "Free start times")})
+@app.get("/availability/slots", responses={200: response_doc(FreeSlots, "Free start times")})
 def free_slots(
     start: Annotated[AwareDatetime, Query(alias="from")],
     end: Annotated[AwareDatetime, Query(alias="to")],

@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from slotguard.api.http import create_resolver, current_actor, json_response, require_admin
+from slotguard.api.http import create_resolver, current_actor, json_response, require_admin, response_doc
 from slotguard.aws.cloudwatch import QueueAgeMetric
 from slotguard.aws.sqs import WebhookQueue
 from slotguard.aws.workers import worker_state_source
@@ -30,11 +30,9 @@ service = MetricsService(
 app = create_resolver()
 
 
-def _doc(model: Any, description: str) -> Any:
-    return {"description": description, "content": {"application/json": {"model": model}}}
-
-
-@app.get("/webhook-metrics/queue-health", responses={200: _doc(QueueHealth, "Queue and worker health")})
+@app.get(
+    "/webhook-metrics/queue-health", responses={200: response_doc(QueueHealth, "Queue and worker health")}
+)
 def queue_health() -> Response[str]:
     return json_response(service.queue_health(current_actor(app)))
 
@@ -54,7 +52,9 @@ def dead_letter_queue(limit: Annotated[int, Query(ge=1, le=100)] = 50) -> Respon
     return json_response(service.dead_letters(current_actor(app), limit))
 
 
-@app.post("/webhook-metrics/dead-letter-queue/redrive", responses={200: _doc(RedriveResult, "Redriven")})
+@app.post(
+    "/webhook-metrics/dead-letter-queue/redrive", responses={200: response_doc(RedriveResult, "Redriven")}
+)
 def redrive(body: Annotated[RedriveRequest | None, Body()] = None) -> Response[str]:
     actor = current_actor(app)
     require_admin(actor)

@@ -80,7 +80,6 @@ class Api(Construct):
             )
             for name, fn in functions.items()
         }
-        self.routes: list[apigw.HttpRoute] = []
         for route in ROUTES:
             added = self.http_api.add_routes(
                 path=route.path,
@@ -88,7 +87,6 @@ class Api(Construct):
                 integration=integration[route.function],
                 authorizer=jwt if route.authorized else apigw.HttpNoneAuthorizer(),
             )
-            self.routes.extend(added)
             if not route.authorized:
                 for r in added:
                     suppress(

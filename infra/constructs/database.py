@@ -4,7 +4,6 @@ Proxy with IAM authentication end to end and TLS required."""
 from __future__ import annotations
 
 from aws_cdk import ArnFormat, Duration, Stack
-from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_rds as rds
 from constructs import Construct
@@ -81,7 +80,6 @@ class Database(Construct):
             )
         )
         self.admin_secret = self.instance.secret
-        self.instance_sg_connections: ec2.Connections = self.instance.connections
         suppress(
             self.instance,
             [

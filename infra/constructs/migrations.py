@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 
-from aws_cdk import CustomResource, Duration, Stack
+from aws_cdk import CustomResource, Stack
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
@@ -74,4 +74,3 @@ class Migrations(Construct):
                 ),
             ],
         )
-        self.timeout = Duration.minutes(5)

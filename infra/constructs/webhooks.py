@@ -52,7 +52,6 @@ class WebhookQueues(Construct):
                 )
             ],
         )
-        self.processor_source: sources.SqsEventSource | None = None
 
     def attach_processor(self, processor: lambda_.Function) -> sources.SqsEventSource:
         source = sources.SqsEventSource(
@@ -63,7 +62,6 @@ class WebhookQueues(Construct):
             max_concurrency=WEBHOOK_QUEUE.maximum_concurrency,
         )
         processor.add_event_source(source)
-        self.processor_source = source
         return source
 
     def attach_reconciler(self, reconciler: lambda_.Function) -> None:

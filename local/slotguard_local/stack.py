@@ -123,7 +123,6 @@ class LocalStack:
         applied = migrate(admin_url)
         _say(f"migrations: {len(applied)} applied" if applied else "migrations: up to date")
         ensure_app_login(admin_url, password=app_password)
-        self._admin_url = admin_url
         return admin_url, psycopg.conninfo.make_conninfo(
             admin_url, user="slotguard_app", password=app_password
         )

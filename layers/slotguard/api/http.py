@@ -36,6 +36,11 @@ def error_response(
     return json_response(body, status, headers)
 
 
+def response_doc(model: Any, description: str) -> Any:
+    """An OpenAPI response entry for a route whose JSON body is `model`."""
+    return {"description": description, "content": {"application/json": {"model": model}}}
+
+
 def _validation_details(errors: Any) -> list[dict[str, Any]]:
     out = []
     for err in errors:

@@ -9,6 +9,7 @@ from uuid import UUID
 from psycopg.types.json import Jsonb
 
 from slotguard.db.connection import Database
+from slotguard.models import BookRequest
 
 
 class BookingRepository:
@@ -17,32 +18,22 @@ class BookingRepository:
         self._lock_wait_ms = lock_wait_ms
 
     def book(
-        self,
-        *,
-        org_id: UUID,
-        actor: str,
-        contact_id: UUID,
-        resource_id: UUID | None,
-        scheduled_at: datetime,
-        duration_minutes: int,
-        notes: str | None,
-        metadata: dict[str, Any],
-        idempotency_key: str | None,
-        request_hash: str | None,
+        self, *, org_id: UUID, actor: str, request: BookRequest, idempotency_key: str | None
     ) -> dict[str, Any]:
+        """With a key, the request's fingerprint is stored beside it to tell a replay from a reuse."""
         result: dict[str, Any] = self._db.scalar(
             "SELECT slotguard.book_appointment_with_lock(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 org_id,
                 actor,
-                contact_id,
-                resource_id,
-                scheduled_at,
-                duration_minutes,
-                notes,
-                Jsonb(metadata),
+                request.contact_id,
+                request.resource_id,
+                request.scheduled_at,
+                request.duration_minutes,
+                request.notes,
+                Jsonb(request.metadata),
                 idempotency_key,
-                request_hash,
+                request.fingerprint() if idempotency_key is not None else None,
                 self._lock_wait_ms,
             ),
             # With a key, a repeat is a replay, never a second booking.

@@ -21,24 +21,21 @@ BEGIN
             FROM slotguard.webhook_delivery_log
             WHERE org_id = p_org AND created_at >= v_since AND created_at < v_now
         ),
-        per_type AS (
-            SELECT event_type,
-                   count(*) AS total,
-                   count(*) FILTER (WHERE status = 'completed') AS completed,
-                   count(*) FILTER (WHERE status = 'failed') AS failed,
-                   count(*) FILTER (WHERE status = 'dead_letter') AS dead_letter,
-                   count(*) FILTER (WHERE status IN ('pending', 'processing')) AS in_progress,
-                   round(avg(processing_ms) FILTER (WHERE status = 'completed'), 2) AS avg_processing_ms
-            FROM rows GROUP BY event_type
-        ),
-        totals AS (
-            SELECT count(*) AS total,
-                   count(*) FILTER (WHERE status = 'completed') AS completed,
-                   count(*) FILTER (WHERE status = 'failed') AS failed,
-                   count(*) FILTER (WHERE status = 'dead_letter') AS dead_letter,
-                   count(*) FILTER (WHERE status IN ('pending', 'processing')) AS in_progress,
-                   round(avg(processing_ms) FILTER (WHERE status = 'completed'), 2) AS avg_processing_ms
-            FROM rows
+        -- One pass for the totals (grouping set ()) and each event type; () yields a row even
+        -- when there are no deliveries, so an empty range answers zeros.
+        grouped AS (
+            SELECT grouping(event_type) = 1 AS is_total, event_type, jsonb_build_object(
+                       'total', count(*),
+                       'completed', count(*) FILTER (WHERE status = 'completed'),
+                       'failed', count(*) FILTER (WHERE status = 'failed'),
+                       'dead_letter', count(*) FILTER (WHERE status = 'dead_letter'),
+                       'in_progress', count(*) FILTER (WHERE status IN ('pending', 'processing')),
+                       'success_rate', CASE WHEN count(*) = 0 THEN 0
+                           ELSE round((count(*) FILTER (WHERE status = 'completed'))::numeric / count(*), 4) END,
+                       'avg_processing_ms',
+                           coalesce(round(avg(processing_ms) FILTER (WHERE status = 'completed'), 2), 0)
+                   ) AS stats
+            FROM rows GROUP BY GROUPING SETS ((), (event_type))
         ),
         buckets AS (
             SELECT b AS bucket_start FROM generate_series(v_origin, v_now, p_bucket) AS b
@@ -56,17 +53,10 @@ BEGIN
         SELECT jsonb_build_object(
             'since', v_since,
             'until', v_now,
-            'totals', (SELECT jsonb_build_object(
-                'total', t.total, 'completed', t.completed, 'failed', t.failed, 'dead_letter', t.dead_letter,
-                'in_progress', t.in_progress,
-                'success_rate', CASE WHEN t.total = 0 THEN 0 ELSE round(t.completed::numeric / t.total, 4) END,
-                'avg_processing_ms', coalesce(t.avg_processing_ms, 0)) FROM totals t),
-            'by_event_type', coalesce((SELECT jsonb_agg(jsonb_build_object(
-                'event_type', p.event_type, 'total', p.total, 'completed', p.completed, 'failed', p.failed,
-                'dead_letter', p.dead_letter, 'in_progress', p.in_progress,
-                'success_rate', CASE WHEN p.total = 0 THEN 0 ELSE round(p.completed::numeric / p.total, 4) END,
-                'avg_processing_ms', coalesce(p.avg_processing_ms, 0)) ORDER BY p.event_type) FROM per_type p),
-                '[]'::jsonb),
+            'totals', (SELECT g.stats FROM grouped g WHERE g.is_total),
+            'by_event_type', coalesce((SELECT jsonb_agg(jsonb_build_object('event_type', g.event_type) || g.stats
+                                                        ORDER BY g.event_type)
+                                       FROM grouped g WHERE NOT g.is_total), '[]'::jsonb),
             'trend', coalesce((SELECT jsonb_agg(jsonb_build_object(
                 'bucket_start', tr.bucket_start, 'total', tr.total, 'completed', tr.completed,
                 'failed', tr.failed, 'dead_letter', tr.dead_letter) ORDER BY tr.bucket_start) FROM trend tr),
@@ -91,31 +81,22 @@ BEGIN
             WHERE org_id = p_org AND status = 'completed' AND processing_ms IS NOT NULL
               AND created_at >= now() - p_range
         ),
-        overall AS (
-            SELECT count(*) AS count,
-                   percentile_cont(0.50) WITHIN GROUP (ORDER BY ms) AS p50,
-                   percentile_cont(0.95) WITHIN GROUP (ORDER BY ms) AS p95,
-                   percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99,
-                   avg(ms) AS avg, max(ms) AS max
-            FROM rows
-        ),
-        per_type AS (
-            SELECT event_type, count(*) AS count,
-                   percentile_cont(0.50) WITHIN GROUP (ORDER BY ms) AS p50,
-                   percentile_cont(0.95) WITHIN GROUP (ORDER BY ms) AS p95,
-                   percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99,
-                   avg(ms) AS avg, max(ms) AS max
-            FROM rows GROUP BY event_type
+        grouped AS (  -- the overall row (grouping set ()) and one per event type, in one pass
+            SELECT grouping(event_type) = 1 AS is_overall, event_type, jsonb_build_object(
+                       'count', count(*),
+                       'p50', coalesce(round((percentile_cont(0.50) WITHIN GROUP (ORDER BY ms))::numeric, 2), 0),
+                       'p95', coalesce(round((percentile_cont(0.95) WITHIN GROUP (ORDER BY ms))::numeric, 2), 0),
+                       'p99', coalesce(round((percentile_cont(0.99) WITHIN GROUP (ORDER BY ms))::numeric, 2), 0),
+                       'avg', coalesce(round(avg(ms)::numeric, 2), 0),
+                       'max', coalesce(round(max(ms)::numeric, 2), 0)
+                   ) AS stats
+            FROM rows GROUP BY GROUPING SETS ((), (event_type))
         )
         SELECT jsonb_build_object(
-            'overall', (SELECT jsonb_build_object('count', o.count,
-                'p50', coalesce(round(o.p50::numeric, 2), 0), 'p95', coalesce(round(o.p95::numeric, 2), 0),
-                'p99', coalesce(round(o.p99::numeric, 2), 0), 'avg', coalesce(round(o.avg::numeric, 2), 0),
-                'max', coalesce(round(o.max::numeric, 2), 0)) FROM overall o),
-            'by_event_type', coalesce((SELECT jsonb_agg(jsonb_build_object('event_type', p.event_type,
-                'count', p.count, 'p50', round(p.p50::numeric, 2), 'p95', round(p.p95::numeric, 2),
-                'p99', round(p.p99::numeric, 2), 'avg', round(p.avg::numeric, 2), 'max', round(p.max::numeric, 2))
-                ORDER BY p.event_type) FROM per_type p), '[]'::jsonb)
+            'overall', (SELECT g.stats FROM grouped g WHERE g.is_overall),
+            'by_event_type', coalesce((SELECT jsonb_agg(jsonb_build_object('event_type', g.event_type) || g.stats
+                                                        ORDER BY g.event_type)
+                                       FROM grouped g WHERE NOT g.is_overall), '[]'::jsonb)
         )
     );
 END

@@ -85,16 +85,7 @@ class BookingService:
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
             raise InvalidRequest(f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY_CHARS} characters")
         outcome = self._repo.book(
-            org_id=actor.org_id,
-            actor=actor.label,
-            contact_id=request.contact_id,
-            resource_id=request.resource_id,
-            scheduled_at=request.scheduled_at,
-            duration_minutes=request.duration_minutes,
-            notes=request.notes,
-            metadata=request.metadata,
-            idempotency_key=idempotency_key,
-            request_hash=request.fingerprint() if idempotency_key is not None else None,
+            org_id=actor.org_id, actor=actor.label, request=request, idempotency_key=idempotency_key
         )
         if outcome["status"] in ("created", "replayed"):
             return BookingResult(

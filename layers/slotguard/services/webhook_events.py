@@ -78,17 +78,9 @@ def _settle(outcome: dict[str, Any], applied: set[str]) -> Outcome:
 
 def book(ctx: EventContext, data: Any) -> Outcome:
     request = _parse(BookRequest, data)
+    # The webhook id is the idempotency key: a redelivery replays, never books twice.
     outcome = ctx.bookings.book(
-        org_id=ctx.org_id,
-        actor=ctx.actor,
-        contact_id=request.contact_id,
-        resource_id=request.resource_id,
-        scheduled_at=request.scheduled_at,
-        duration_minutes=request.duration_minutes,
-        notes=request.notes,
-        metadata=request.metadata,
-        idempotency_key=ctx.actor,
-        request_hash=request.fingerprint(),
+        org_id=ctx.org_id, actor=ctx.actor, request=request, idempotency_key=ctx.actor
     )
     return _settle(outcome, {"created", "replayed"})
 
