@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 
 from slotguard.api.http import create_resolver, current_actor, json_response, response_doc
 from slotguard.config import BookingConfig
@@ -25,6 +25,7 @@ from slotguard.models import (
     History,
     RescheduleRequest,
     RescheduleResult,
+    WindowDatetime,
 )
 from slotguard.observability import logger, metrics, tracer
 from slotguard.services import booking_metrics
@@ -35,6 +36,7 @@ service = BookingService(BookingRepository(Database(config.database), config.boo
 app = create_resolver()
 
 Minutes = Annotated[int, Field(ge=1, le=1440)]
+NO_REASON = CancelRequest()  # an absent body
 
 
 @app.post("/appointments", responses={201: response_doc(Appointment, "Booked (or the replay of a booking)")})
@@ -53,8 +55,8 @@ def book(
 
 @app.get("/appointments", responses={200: response_doc(AppointmentPage, "A page of appointments")})
 def list_appointments(
-    start: Annotated[AwareDatetime | None, Query(alias="from")] = None,
-    end: Annotated[AwareDatetime | None, Query(alias="to")] = None,
+    start: Annotated[WindowDatetime | None, Query(alias="from")] = None,
+    end: Annotated[WindowDatetime | None, Query(alias="to")] = None,
     resource_id: Annotated[UUID | None, Query()] = None,
     status: Annotated[Literal["scheduled", "cancelled"] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -79,10 +81,10 @@ def get_appointment(appointment_id: UUID) -> Response[str]:
 
 @app.post("/appointments/<appointment_id>/cancel", responses={200: response_doc(Appointment, "Cancelled")})
 def cancel_appointment(
-    appointment_id: UUID, body: Annotated[CancelRequest | None, Body()] = None
+    appointment_id: UUID, body: Annotated[CancelRequest, Body()] = NO_REASON
 ) -> Response[str]:
-    reason = body.reason if body else None
-    return json_response(service.cancel(current_actor(app), appointment_id, reason))
+    # No body is {}; a body that is not a JSON object (null, [], "x") is a 422.
+    return json_response(service.cancel(current_actor(app), appointment_id, body.reason))
 
 
 @app.post(
@@ -100,7 +102,7 @@ def appointment_history(appointment_id: UUID) -> Response[str]:
 
 @app.get("/availability/check", responses={200: response_doc(Availability, "Whether the slot is free")})
 def check_availability(
-    start: Annotated[AwareDatetime, Query()],
+    start: Annotated[WindowDatetime, Query()],
     duration_minutes: Annotated[Minutes, Query()],
     resource_id: Annotated[UUID | None, Query()] = None,
 ) -> Response[str]:
@@ -113,8 +115,8 @@ def check_availability(
 
 @app.get("/availability/slots", responses={200: response_doc(FreeSlots, "Free start times")})
 def free_slots(
-    start: Annotated[AwareDatetime, Query(alias="from")],
-    end: Annotated[AwareDatetime, Query(alias="to")],
+    start: Annotated[WindowDatetime, Query(alias="from")],
+    end: Annotated[WindowDatetime, Query(alias="to")],
     duration_minutes: Annotated[Minutes, Query()],
     step_minutes: Annotated[Minutes | None, Query()] = None,
     resource_id: Annotated[UUID | None, Query()] = None,

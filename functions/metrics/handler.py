@@ -28,6 +28,7 @@ service = MetricsService(
     config.retry.webhook_max_attempts,
 )
 app = create_resolver()
+REDRIVE_ALL = RedriveRequest()  # an absent body
 
 
 @app.get(
@@ -55,10 +56,10 @@ def dead_letter_queue(limit: Annotated[int, Query(ge=1, le=100)] = 50) -> Respon
 @app.post(
     "/webhook-metrics/dead-letter-queue/redrive", responses={200: response_doc(RedriveResult, "Redriven")}
 )
-def redrive(body: Annotated[RedriveRequest | None, Body()] = None) -> Response[str]:
+def redrive(body: Annotated[RedriveRequest, Body()] = REDRIVE_ALL) -> Response[str]:
     actor = current_actor(app)
     require_admin(actor)
-    return json_response(service.redrive(actor, body or RedriveRequest()))
+    return json_response(service.redrive(actor, body))
 
 
 @app.get("/webhook-metrics/processing-time")

@@ -24,7 +24,7 @@ receiver = WebhookReceiver(
     WebhookQueue(config.webhook_queue_url),
     config.webhook_max_body_bytes,
 )
-app = create_resolver()
+app = create_resolver(json_object_bodies=False)
 
 
 @app.post("/webhooks/<org_id>")

@@ -8,6 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 
@@ -49,9 +50,32 @@ def _validation_details(errors: Any) -> list[dict[str, Any]]:
     return out
 
 
-def create_resolver() -> APIGatewayHttpResolver:
-    """An HTTP API (payload 2.0) resolver with request validation and our error body."""
+def _json_object_bodies(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[str]:
+    """Every request body of this API is a JSON object, or absent. A body of `null`, an array,
+    a string or a number is refused here (422), before a route could read it as "no body"."""
+    raw = app.current_event.decoded_body
+    if raw is not None and raw.strip():
+        try:
+            parsed = json.loads(raw)
+        except json.JSONDecodeError:
+            return error_response(400, "malformed_json", "the request body is not valid JSON")
+        if not isinstance(parsed, dict):
+            return error_response(
+                422,
+                "validation_error",
+                "the request body must be a JSON object",
+                {"errors": [{"loc": ["body"], "msg": "must be a JSON object", "type": "object_type"}]},
+            )
+    return next_middleware(app)
+
+
+def create_resolver(*, json_object_bodies: bool = True) -> APIGatewayHttpResolver:
+    """An HTTP API (payload 2.0) resolver with request validation and our error body. The
+    webhook receiver passes json_object_bodies=False: it verifies the signature before it
+    looks at the body at all."""
     app = APIGatewayHttpResolver(enable_validation=True)
+    if json_object_bodies:
+        app.use(middlewares=[_json_object_bodies])
 
     @app.exception_handler(DomainError)
     def _domain_error(exc: DomainError) -> Response[str]:
@@ -63,6 +87,11 @@ def create_resolver() -> APIGatewayHttpResolver:
         if any(e["type"] == "json_invalid" for e in errors):
             return error_response(400, "malformed_json", "the request body is not valid JSON")
         return error_response(422, "validation_error", "the request is not valid", {"errors": errors})
+
+    @app.exception_handler(UnicodeDecodeError)
+    def _not_utf8(exc: UnicodeDecodeError) -> Response[str]:
+        # Raised by the resolver while decoding the request body, before any route code runs.
+        return error_response(400, "malformed_json", "the request body is not UTF-8 encoded JSON")
 
     @app.not_found
     def _no_route(exc: Exception) -> Response[str]:

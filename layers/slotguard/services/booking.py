@@ -19,6 +19,7 @@ from slotguard.errors import (
     SlotConflict,
 )
 from slotguard.models import (
+    BOOKING_WINDOW_MESSAGE,
     Actor,
     Appointment,
     AppointmentPage,
@@ -31,11 +32,16 @@ from slotguard.models import (
     RescheduleRequest,
     RescheduleResult,
     Slot,
+    ends_in_window,
 )
 
 MAX_SLOT_RANGE = timedelta(days=31)
 MAX_LIST_RANGE = timedelta(days=366)
 MAX_IDEMPOTENCY_KEY_CHARS = 255
+# A slot search tests at most this many start times, at least this many minutes apart
+# (find_free_slots refuses the same): its cost is bounded whatever the caller asks.
+MAX_SLOT_CANDIDATES = 3000
+MIN_SLOT_STEP_MINUTES = 5
 
 
 def _conflict(outcome: dict[str, Any]) -> SlotConflict:
@@ -158,6 +164,8 @@ class BookingService:
     def check_availability(
         self, actor: Actor, *, start: datetime, duration_minutes: int, resource_id: UUID | None = None
     ) -> Availability:
+        if not ends_in_window(start, duration_minutes):
+            raise InvalidRequest(BOOKING_WINDOW_MESSAGE)
         outcome = self._repo.check_availability(
             org_id=actor.org_id, resource_id=resource_id, start=start, duration_minutes=duration_minutes
         )
@@ -174,11 +182,23 @@ class BookingService:
         resource_id: UUID | None = None,
         limit: int = 1000,
     ) -> FreeSlots:
-        if start >= end:
-            raise InvalidRequest("'from' must be before 'to'", {"from": str(start), "to": str(end)})
+        if start > end:
+            raise InvalidRequest("'from' must not be after 'to'", {"from": str(start), "to": str(end)})
         if end - start > MAX_SLOT_RANGE:
             raise InvalidRequest("the slot search may span at most 31 days")
-        step = step_minutes or duration_minutes
+        step = step_minutes or max(duration_minutes, MIN_SLOT_STEP_MINUTES)
+        if step < MIN_SLOT_STEP_MINUTES:
+            raise InvalidRequest(f"step_minutes must be at least {MIN_SLOT_STEP_MINUTES}")
+        span = end - start - timedelta(minutes=duration_minutes)
+        candidates = 0 if span < timedelta(0) else span // timedelta(minutes=step) + 1
+        if candidates > MAX_SLOT_CANDIDATES:
+            raise InvalidRequest(
+                f"the search would test {candidates} start times; at most {MAX_SLOT_CANDIDATES}:"
+                " narrow the range or raise step_minutes",
+                {"candidates": candidates, "max_candidates": MAX_SLOT_CANDIDATES},
+            )
+        if candidates == 0:
+            return FreeSlots(slots=[], duration_minutes=duration_minutes, step_minutes=step)
         rows = self._repo.free_slots(
             org_id=actor.org_id,
             resource_id=resource_id,
