@@ -38,8 +38,10 @@ def body(**overrides: Any) -> dict[str, Any]:
     [
         ("9999-12-31T23:00:00-05:00", 30),  # ends in year 10000
         ("0001-01-01T00:00:00+14:00", 30),  # a BC timestamp in UTC
-        ("2199-12-31T23:50:00Z", 30),  # starts inside, ends outside
+        ("2200-01-01T00:00:00Z", 30),  # the year after the window
         ("1969-12-31T23:59:00Z", 30),
+        ("2030-01-01T00:00:00+14:30", 30),  # an offset no place on earth uses
+        ("2030-02-29T10:00:00Z", 30),  # no such day
     ],
 )
 def test_a_booking_outside_the_window_is_422_and_writes_nothing(
@@ -49,7 +51,7 @@ def test_a_booking_outside_the_window_is_422_and_writes_nothing(
     res = api.post("/appointments", json_body=body(scheduled_at=scheduled_at, duration_minutes=minutes))
     # Then it is refused with a message naming the window, and nothing is stored
     assert res.status == 422, res.body
-    assert "booking window" in json.dumps(res.body)
+    assert "booking window" in json.dumps(res.body) or "date" in json.dumps(res.body)
     assert count_rows(admin_conn, org) == 0
     # And the org's reads keep working
     assert api.get("/appointments").status == 200
@@ -60,7 +62,7 @@ def test_a_reschedule_outside_the_window_is_422_and_leaves_the_original(api: Api
     appt = api.post("/appointments", json_body=body()).body
     # When it is moved to where it would end outside the window (its own duration, or a new one)
     for move in (
-        {"scheduled_at": "2199-12-31T23:45:00Z"},
+        {"scheduled_at": "2200-01-01T00:00:00+14:00"},
         {"scheduled_at": "9999-12-31T23:00:00-05:00", "duration_minutes": 30},
     ):
         res = api.post(f"/appointments/{appt['id']}/reschedule", json_body=move)
@@ -75,7 +77,7 @@ def test_a_reschedule_outside_the_window_is_422_and_leaves_the_original(api: Api
     [
         ("/appointments", {"from": "0001-01-01T00:00:00+14:00"}),
         ("/availability/check", {"start": "9999-12-31T23:00:00-12:00", "duration_minutes": 1440}),
-        ("/availability/check", {"start": "2199-12-31T23:00:00Z", "duration_minutes": 120}),
+        ("/availability/check", {"start": "2200-01-01T00:00:00Z", "duration_minutes": 120}),
         (
             "/availability/slots",
             {"from": "9999-12-01T00:00:00Z", "to": "9999-12-31T23:59:00-12:00", "duration_minutes": 60},
@@ -190,38 +192,61 @@ def test_a_cancel_without_a_body_still_works(api: ApiClient) -> None:
 
 
 @pytest.mark.parametrize(
-    "query",
+    ("query", "searched_to", "next_from"),
     [
-        # 31 days at a 1-minute step: 44,640 candidates
-        {
-            "from": "2030-01-01T00:00:00Z",
-            "to": "2030-02-01T00:00:00Z",
-            "duration_minutes": 1,
-            "step_minutes": 1,
-        },
-        # a step below the minimum
-        {
+        # 31 days at a 1-minute step was 44,640 candidates; steps of 5 and 3000 candidates now
+        (
+            {"from": "2030-01-01T00:00:00Z", "to": "2030-02-01T00:00:00Z", "duration_minutes": 1},
+            "2030-01-11T09:56:00Z",
+            "2030-01-11T10:00:00Z",
+        ),
+        # 62 days at a day's step: 31 days at most
+        (
+            {"from": "2030-01-01T00:00:00Z", "to": "2030-03-04T00:00:00Z", "duration_minutes": 1440},
+            "2030-02-01T00:00:00Z",
+            "2030-02-01T00:00:00Z",
+        ),
+    ],
+)
+def test_a_slot_search_is_bounded_and_says_where_to_continue(
+    api: ApiClient, query: dict[str, Any], searched_to: str, next_from: str
+) -> None:
+    res = api.get("/availability/slots", query=query)
+    assert res.status == 200, res.body
+    assert len(res.body["slots"]) <= 3000
+    assert (res.body["searched_to"], res.body["next_from"]) == (searched_to, next_from)
+    # And continuing from next_from picks up where the first answer stopped
+    more = api.get("/availability/slots", query={**query, "from": res.body["next_from"]})
+    assert more.status == 200, more.body
+    assert more.body["slots"][0]["start"] == next_from
+
+
+def test_a_step_below_five_minutes_is_422(api: ApiClient) -> None:
+    res = api.get(
+        "/availability/slots",
+        query={
             "from": "2030-01-01T00:00:00Z",
             "to": "2030-01-01T01:00:00Z",
             "duration_minutes": 5,
             "step_minutes": 4,
         },
-        # 31 days at 10 minutes: 4,464 candidates
-        {"from": "2030-01-01T00:00:00Z", "to": "2030-02-01T00:00:00Z", "duration_minutes": 10},
-    ],
-)
-def test_slot_searches_beyond_the_bound_are_422(api: ApiClient, query: dict[str, Any]) -> None:
-    res = api.get("/availability/slots", query=query)
+    )
     assert res.status == 422, res.body
 
 
-def test_an_empty_slot_range_is_an_empty_answer(api: ApiClient) -> None:
-    res = api.get(
-        "/availability/slots",
-        query={"from": "2030-01-01T00:00:00Z", "to": "2030-01-01T00:00:00Z", "duration_minutes": 30},
-    )
-    assert res.status == 200, res.body
-    assert res.body["slots"] == []
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [("2030-01-01T00:00:00Z", "2030-01-01T00:00:00Z"), ("2030-01-02T00:00:00Z", "2030-01-01T00:00:00Z")],
+)
+def test_an_empty_range_is_an_empty_answer(api: ApiClient, start: str, end: str) -> None:
+    # Given an appointment that spans both ends of the (empty) range
+    api.post("/appointments", json_body=body(scheduled_at="2029-12-31T23:00:00Z", duration_minutes=1440))
+    # When a range whose start is not before its end is searched or listed
+    slots = api.get("/availability/slots", query={"from": start, "to": end, "duration_minutes": 30})
+    page = api.get("/appointments", query={"from": start, "to": end})
+    # Then the answer is empty, not an error
+    assert (slots.status, slots.body["slots"]) == (200, []), slots.body
+    assert (page.status, page.body["items"]) == (200, []), page.body
 
 
 def test_the_database_refuses_an_unbounded_slot_search(pg: Any) -> None:
@@ -342,3 +367,16 @@ def test_a_signed_webhook_postgres_cannot_store_is_400(pipeline: Pipeline, data_
     status, answer = pipeline.post(org_id, payload, signed_headers(secret, "msg_bad_text", payload))
     assert status == 400, answer
     assert pipeline.queues.depth(pipeline.sqs) == 0
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+def test_a_body_that_is_not_sent_as_json_is_415(api: ApiClient, content_type: str) -> None:
+    appt = api.post("/appointments", json_body=body()).body
+    for path in (
+        "/appointments",
+        f"/appointments/{appt['id']}/cancel",
+        f"/appointments/{appt['id']}/reschedule",
+    ):
+        res = api.post(path, raw_body='{"reason": null}', headers={"content-type": content_type})
+        assert res.status == 415, (path, res.body)
+        assert res.body["error"]["code"] == "unsupported_media_type"

@@ -18,7 +18,7 @@ cleanup = RetentionCleanup(WebhookRepository(Database(config.database)), config)
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False)  # answers carry personal data
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     report = cleanup.run()

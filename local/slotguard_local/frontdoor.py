@@ -206,9 +206,18 @@ class FrontDoor:
                     self.send_header("Set-Cookie", cookie)
                 self.send_header("Content-Length", str(len(raw)))
                 self.end_headers()
-                self.wfile.write(raw)
+                if self.command != "HEAD":
+                    self.wfile.write(raw)
 
+            # Every method reaches the route table: one no route has is a 404 {"message": "Not
+            # Found"}, as API Gateway's HTTP API answers it (never the stdlib's 501).
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve  # noqa: N815
+            do_HEAD = do_OPTIONS = do_TRACE = do_CONNECT = _serve  # noqa: N815
+
+            def __getattr__(self, name: str) -> Any:
+                if name.startswith("do_"):  # any other method (QUERY, PROPFIND, ...)
+                    return self._serve
+                raise AttributeError(name)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

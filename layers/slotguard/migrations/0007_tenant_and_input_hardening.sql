@@ -45,12 +45,13 @@ GRANT SELECT, UPDATE, DELETE ON slotguard.webhook_delivery_log, slotguard.bookin
 CREATE POLICY retention ON slotguard.webhook_delivery_log TO slotguard_janitor USING (true);
 CREATE POLICY retention ON slotguard.booking_idempotency_keys TO slotguard_janitor USING (true);
 
--- 3. The booking window: every appointment lies in [1970-01-01, 2200-01-01) UTC, so every
---    timestamp of it renders in any offset (-12:00 .. +14:00) inside years 1..9999. NOT VALID:
+-- 3. The booking window: the API takes times written with a year of 1970..2199 and an offset
+--    of -12:00..+14:00, so every appointment lies in [1969-12-31 10:00, 2200-01-02 12:00] UTC
+--    and each of its timestamps renders in any offset inside years 1..9999. NOT VALID:
 --    a database holding rows outside it (written before this check) still migrates; new and
 --    updated rows are checked.
 ALTER TABLE slotguard.appointments ADD CONSTRAINT appointments_booking_window CHECK (
-    scheduled_at >= timestamptz '1970-01-01 00:00:00+00' AND ends_at <= timestamptz '2200-01-01 00:00:00+00'
+    scheduled_at >= timestamptz '1969-12-31 10:00:00+00' AND ends_at <= timestamptz '2200-01-02 12:00:00+00'
 ) NOT VALID;
 
 -- 4. Idempotency keys live in two spaces, 'http:<Idempotency-Key>' and 'webhook:<webhook-id>',
@@ -84,7 +85,7 @@ BEGIN
         RAISE EXCEPTION 'duration_minutes must be 1..1440 and step_minutes 5..1440'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF p_from < timestamptz '1970-01-01 00:00:00+00' OR p_to > timestamptz '2200-01-01 00:00:00+00' THEN
+    IF p_from < timestamptz '1969-12-31 10:00:00+00' OR p_to > timestamptz '2200-01-02 12:00:00+00' THEN
         RAISE EXCEPTION 'the search must lie inside the booking window' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF p_to - v_len >= p_from
