@@ -4,6 +4,7 @@ identity from the verified JWT, and the single mapping of errors to HTTP answers
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
@@ -131,7 +132,7 @@ class JsonApiResolver(APIGatewayHttpResolver):
     before Powertools' validation would parse it as a form (a malformed multipart type made
     that a 500)."""
 
-    def resolve(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
         media_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if event.get("body") and media_type and media_type != "application/json":
