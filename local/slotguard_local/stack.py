@@ -28,7 +28,7 @@ from slotguard_local.emf import send_emf_to
 from slotguard_local.events import LambdaContext
 from slotguard_local.files import write_private
 from slotguard_local.frontdoor import FrontDoor, FunctionPool, JwtAuthorizer, JwtSettings
-from slotguard_local.functions import load_function
+from slotguard_local.functions import ROOT, load_function
 from slotguard_local.lock import StackAlreadyRunning, StateFolderLock
 from slotguard_local.moto import MotoServer
 from slotguard_local.openapi import build_openapi
@@ -358,11 +358,10 @@ class LocalStack:
         write_private(path, json.dumps(contents, indent=2))
         _say(f"API: {api_url}  (OpenAPI: {api_url}/openapi.json)")
         _say(f"orgs, tokens (valid {TOKEN_LIFETIME_S // 86400} days) and webhook secrets: {path}")
-        _say(
-            "try:  TOKEN=$(python3 -c \"import json;print(json.load(open('.local/stack.json'))['orgs'][0]"
-            "['token'])\")"
-        )
-        _say(f"      curl -s -H \"Authorization: Bearer $TOKEN\" '{api_url}/appointments'")
+        _say("try it: the walkthrough in README.md, section 'Try it', from the repository root")
+        if self.home != ROOT / ".local":
+            _say(f"        (in a shell with SLOTGUARD_HOME={self.home})")
+        _say(f"metrics (EMF): {self.home / 'metrics.jsonl'}")
         _say("stop with Ctrl-C")
 
     # -- stop -------------------------------------------------------------------------------
