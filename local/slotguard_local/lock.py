@@ -12,11 +12,11 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import signal
 import time
-from contextlib import suppress
 from pathlib import Path
 from typing import Any
+
+from slotguard_local.watchdog import stop_process
 
 
 class StackAlreadyRunning(RuntimeError):
@@ -102,8 +102,7 @@ class StateFolderLock:
             pid = int(child.get("pid") or 0)
             if pid and _alive(pid) and child.get("match", "\0") in _cmdline(pid):
                 print(f"[slotguard] stopping {name} (pid {pid}) left running by a previous run", flush=True)
-                with suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
+                stop_process(pid)
 
     def _refusal(self, holder: dict[str, Any]) -> str:
         pid, port, url = holder.get("pid", "?"), holder.get("port", "?"), holder.get("api_url", "?")

@@ -4,6 +4,7 @@ on a port already taken, and killed outright."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -41,6 +42,13 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"  # a zombie has exited; only its parent's bookkeeping is left
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _postmaster_pid(home: Path) -> int:
@@ -90,6 +98,33 @@ def test_a_killed_stack_leaves_no_child_and_the_next_start_recovers(tmp_path: Pa
     # And a new stack on the same state folder starts and has the same orgs
     again = StackProcess(stack.home, port=stack.port).start()
     try:
+        org = again.info["orgs"][0]
+        assert http("GET", f"{again.info['api_url']}/appointments", token=org["token"])[0] == 200
+    finally:
+        again.terminate()
+
+
+def test_children_left_by_a_stack_killed_with_its_watchdog_are_reaped_by_the_next_start(
+    tmp_path: Path,
+) -> None:
+    # Given a running stack whose watchdog is killed first, then the stack (nothing cleans up)
+    stack = StackProcess(tmp_path / ".local").start()
+    assert stack.proc is not None
+    children = _descendants(stack.proc.pid)
+    [watchdog] = [pid for pid in children if b"slotguard_local.watchdog" in _cmdline(pid)]
+    [moto] = [pid for pid in children if b"moto.server" in _cmdline(pid)]
+    postmaster = _postmaster_pid(stack.home)
+    os.kill(watchdog, signal.SIGKILL)
+    stack.kill()
+    time.sleep(0.5)
+    assert _alive(moto)
+    assert _alive(postmaster)
+    # When a stack starts again from the same state folder
+    again = StackProcess(stack.home).start()
+    try:
+        # Then the previous run's moto and PostgreSQL are gone, and the new stack works
+        assert not _alive(moto)
+        assert not _alive(postmaster)
         org = again.info["orgs"][0]
         assert http("GET", f"{again.info['api_url']}/appointments", token=org["token"])[0] == 200
     finally:
