@@ -83,8 +83,13 @@ def test_each_request_prints_one_access_line(stack: StackProcess) -> None:
     assert http("GET", f"{api}/appointments/{missing}?x=1", token=token)[0] == 404
     assert http("GET", f"{api}/appointments/{missing}/nowhere", token=token)[0] == 404
     # Then the console shows one line for each: method, path, status, latency, function
-    time.sleep(0.3)
-    lines = [line for line in stack.log().splitlines() if str(missing) in line]
+    # (each line is written once its answer is sent: give the second a moment)
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [line for line in stack.log().splitlines() if str(missing) in line]
+        if len(lines) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert len(lines) == 2, lines
     handled, unrouted = lines
     assert handled.split()[1:4] == ["GET", f"/appointments/{missing}", "404"]
