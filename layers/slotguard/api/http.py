@@ -34,7 +34,12 @@ JSON = content_types.APPLICATION_JSON
 def json_response(
     payload: BaseModel | dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
 ) -> Response[str]:
-    body = payload.model_dump_json() if isinstance(payload, BaseModel) else json.dumps(payload)
+    # One JSON form for every answer: compact, as pydantic's model_dump_json writes it.
+    body = (
+        payload.model_dump_json()
+        if isinstance(payload, BaseModel)
+        else json.dumps(payload, separators=(",", ":"))
+    )
     return Response(status_code=status, content_type=JSON, body=body, headers=headers or {})
 
 

@@ -158,6 +158,10 @@ class DeliveryList(BaseModel):
     items: list[Delivery]
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _depth(depth: QueueDepth) -> dict[str, int]:
     return {"waiting": depth.visible, "in_flight": depth.in_flight, "delayed": depth.delayed}
 
@@ -198,15 +202,16 @@ class MetricsService:
         if dlq_depth >= DLQ_UNHEALTHY:
             unhealthy.append(f"{dlq_depth} messages in the dead-letter queue")
         elif dlq_depth > 0:
-            degraded.append(f"{dlq_depth} messages in the dead-letter queue")
+            degraded.append(f"{_count(dlq_depth, 'message')} in the dead-letter queue")
         if oldest is not None and oldest >= OLDEST_AGE_UNHEALTHY_S:
             unhealthy.append(f"oldest message is {oldest:.0f}s old")
         elif oldest is not None and oldest >= OLDEST_AGE_DEGRADED_S:
             degraded.append(f"oldest message is {oldest:.0f}s old")
         if main.visible >= BACKLOG_DEGRADED:
-            degraded.append(f"{main.visible} messages waiting")
+            degraded.append(f"{_count(main.visible, 'message')} waiting")
         if counts["dead_letter"] > 0:
-            degraded.append(f"{counts['dead_letter']} of this org's deliveries are dead-lettered")
+            n = counts["dead_letter"]
+            degraded.append(f"{n} of this org's deliveries {'is' if n == 1 else 'are'} dead-lettered")
         status = "unhealthy" if unhealthy else "degraded" if degraded else "healthy"
         return QueueHealth(
             status=status,
