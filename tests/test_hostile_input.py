@@ -380,3 +380,33 @@ def test_a_body_that_is_not_sent_as_json_is_415(api: ApiClient, content_type: st
         res = api.post(path, raw_body='{"reason": null}', headers={"content-type": content_type})
         assert res.status == 415, (path, res.body)
         assert res.body["error"]["code"] == "unsupported_media_type"
+
+
+# -- 7. personal data stays out of what the metrics API shows ---------------------------------
+
+
+def test_a_drivers_error_detail_never_reaches_the_delivery_log(pipeline: Pipeline) -> None:
+    from slotguard.services.webhook_events import EventContext, Outcome
+    from slotguard_local.functions import load_function
+
+    # Given a handler that fails with a database error whose message carries a bind value
+    def leaky(ctx: EventContext, data: Any) -> Outcome:
+        raise psycopg.errors.UniqueViolation(
+            'duplicate key value violates unique constraint "x" DETAIL: Key (notes)=(secret-diagnosis)'
+        )
+
+    pipeline.customize.append(lambda service: service.register("test.leaky", leaky))
+    org_id, secret = pipeline.new_org()
+    pipeline.send(org_id, secret, "test.leaky", {"notes": "secret-diagnosis"})
+    # When it is processed until it gives up
+    pipeline.drain(
+        pipeline.event_source(), lambda: any(r["status"] == "dead_letter" for r in pipeline.rows(org_id))
+    )
+    # Then the log row and the metrics API name the error's class, never its detail
+    [row] = pipeline.rows(org_id)
+    assert "secret-diagnosis" not in row["error_message"]
+    assert row["error_message"].startswith("UniqueViolation")
+    member = ApiClient(load_function("metrics"), {"sub": "m", "org_id": org_id})
+    failures = member.get("/webhook-metrics/recent-failures").body
+    assert "secret-diagnosis" not in json.dumps(failures)
+    assert failures["items"][0]["error_message"] == row["error_message"]

@@ -31,7 +31,7 @@ from slotguard_local.frontdoor import FrontDoor, FunctionPool, JwtAuthorizer, Jw
 from slotguard_local.functions import ROOT, load_function
 from slotguard_local.lock import StackAlreadyRunning, StateFolderLock
 from slotguard_local.moto import MotoServer
-from slotguard_local.openapi import build_openapi
+from slotguard_local.openapi import render as render_openapi
 from slotguard_local.poller import SqsEventSource
 from slotguard_local.postgres import EmbeddedPostgres
 from slotguard_local.watchdog import Watchdog
@@ -291,13 +291,12 @@ class LocalStack:
             name: FunctionPool(name, functools.partial(_handler_of, name))
             for name in sorted({r.function for r in ROUTES})
         }
-        openapi = build_openapi()
-        openapi["servers"] = [{"url": f"http://{self.host}:{self.port}"}]
+        # The committed document itself (its server "/" is wherever it is served from)
         self._door = FrontDoor(
             ROUTES,
             pools,
             JwtAuthorizer(JwtSettings(jwt_secret, ISSUER, AUDIENCE)),
-            json.dumps(openapi, indent=2).encode(),
+            render_openapi().encode(),
             host=self.host,
             port=self.port,
         )

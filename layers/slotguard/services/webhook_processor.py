@@ -16,7 +16,7 @@ from slotguard.config import RetryPolicy
 from slotguard.db.booking_repository import BookingRepository
 from slotguard.db.connection import Database
 from slotguard.db.webhook_repository import WebhookRepository
-from slotguard.errors import DatabaseUnavailable
+from slotguard.errors import DatabaseUnavailable, DomainError
 from slotguard.observability import logger
 from slotguard.services.webhook_events import (
     HANDLERS,
@@ -82,6 +82,16 @@ def parse_payload(body: str) -> tuple[Any, str | None]:
     return payload, None
 
 
+def public_error(exc: Exception) -> str:
+    """What the delivery log (and so the metrics API) may show of a failure: our own messages,
+    and only the class of anything else; a driver's message can carry SQL and bind values,
+    so its detail goes to the log alone."""
+    if isinstance(exc, RetriableFailure | DomainError):
+        return f"{type(exc).__name__}: {exc}"
+    logger.warning("webhook handler failed", exc_info=exc)
+    return f"{type(exc).__name__} (detail in the processor's log)"
+
+
 class WebhookProcessor:
     def __init__(
         self,
@@ -130,7 +140,7 @@ class WebhookProcessor:
             return ProcessResult("dead_letter", "invalid_payload", attempt)
         except Exception as exc:  # RetriableFailure, DatabaseUnavailable, a handler's bug: all retried
             dead = attempt >= max_attempts
-            error = f"{type(exc).__name__}: {exc}"
+            error = public_error(exc)
             self._record_failure(message, org_id, job_id, attempt, error, started, dead=dead)
             if dead:
                 return ProcessResult("dead_letter", "gave_up", attempt)
