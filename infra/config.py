@@ -23,6 +23,8 @@ class StageConfig:
     log_retention: logs.RetentionDays
     jwt_issuer: str
     jwt_audience: str
+    alarm_emails: tuple[str, ...] = ()
+    alarm_https_endpoint: str | None = None
 
     @property
     def is_prod(self) -> bool:
@@ -35,6 +37,15 @@ def stages(node: Node) -> list[str]:
     if listed:
         return [s.strip() for s in str(listed).split(",") if s.strip()]
     return [str(node.try_get_context("stage") or "dev")]
+
+
+def _listed(node: Node, key: str) -> tuple[str, ...]:
+    """A context value given as a comma-separated string (`-c key=a,b`) or a JSON list (cdk.json)."""
+    value = node.try_get_context(key)
+    if not value:
+        return ()
+    items = value if isinstance(value, list) else str(value).split(",")
+    return tuple(str(item).strip() for item in items if str(item).strip())
 
 
 def stage_config(node: Node, stage: str | None = None) -> StageConfig:
@@ -58,4 +69,6 @@ def stage_config(node: Node, stage: str | None = None) -> StageConfig:
         log_retention=logs.RetentionDays.THREE_MONTHS if prod else logs.RetentionDays.TWO_WEEKS,
         jwt_issuer=str(issuer),
         jwt_audience=str(audience),
+        alarm_emails=_listed(node, "alarm_emails"),
+        alarm_https_endpoint=node.try_get_context("alarm_https_endpoint") or None,
     )

@@ -148,7 +148,13 @@ class SlotguardStack(Stack):
             "migrations": migrations.function,
         }
         observability = Observability(
-            self, "Observability", names=names, queue=queues.queue, dlq=queues.dlq, functions=all_functions
+            self,
+            "Observability",
+            config=config,
+            names=names,
+            queue=queues.queue,
+            dlq=queues.dlq,
+            functions=all_functions,
         )
 
         CfnOutput(self, "ApiUrl", value=api.url)

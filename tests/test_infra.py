@@ -13,7 +13,14 @@ import pytest
 from slotguard.topology import ROUTES, WEBHOOK_QUEUE
 
 ROOT = Path(__file__).resolve().parents[1]
-CONTEXT = {"stage": "dev", "jwt_issuer": "https://auth.example.com/", "jwt_audience": "slotguard-api"}
+ISSUER = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbCdEf123"
+CONTEXT = {
+    "stage": "dev",
+    "jwt_issuer": ISSUER,
+    "jwt_audience": "slotguard-api",
+    "alarm_emails": "oncall@slotguard.dev,lead@slotguard.dev",
+    "alarm_https_endpoint": "https://events.pagerduty.com/integration/abc123/enqueue",
+}
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +55,20 @@ def our_functions(template: Any) -> dict[str, Any]:
         for k, v in resources(template, "AWS::Lambda::Function").items()
         if str(v["Properties"].get("FunctionName", "")).startswith("slotguard-dev-")
     }
+
+
+def main_queue(template: Any) -> dict[str, Any]:
+    [queue] = [
+        q for q in resources(template, "AWS::SQS::Queue").values() if "RedrivePolicy" in q["Properties"]
+    ]
+    return queue
+
+
+def dead_letter_queue(template: Any) -> dict[str, Any]:
+    [queue] = [
+        q for q in resources(template, "AWS::SQS::Queue").values() if "RedrivePolicy" not in q["Properties"]
+    ]
+    return queue
 
 
 def test_redrive_policy_matches_the_processors_max_attempts(template: Any) -> None:
@@ -121,7 +142,7 @@ def test_jwt_authorizer_on_every_route_but_the_webhook(template: Any) -> None:
     [authorizer] = resources(template, "AWS::ApiGatewayV2::Authorizer").values()
     assert authorizer["Properties"]["AuthorizerType"] == "JWT"
     assert authorizer["Properties"]["JwtConfiguration"] == {
-        "Issuer": "https://auth.example.com/",
+        "Issuer": ISSUER,
         "Audience": ["slotguard-api"],
     }
     routes = {
@@ -254,3 +275,35 @@ def test_prod_keeps_its_data_and_dev_is_disposable(templates: dict[str, Any]) ->
         if q["Properties"]["QueueName"] == "slotguard-prod-webhooks"
     ]
     assert prod_queue["DeletionPolicy"] == "Retain"
+
+
+def test_alarm_topic_key_lets_cloudwatch_encrypt_for_this_account_only(templates: dict[str, Any]) -> None:
+    for stage, template in templates.items():
+        # Given the alarm topic
+        [topic] = resources(template, "AWS::SNS::Topic").values()
+        # Then it is encrypted with a customer-managed key of this stack (not alias/aws/sns)
+        key_ref = topic["Properties"]["KmsMasterKeyId"]
+        assert "Fn::GetAtt" in key_ref or "Ref" in key_ref, key_ref
+        key_id = (key_ref.get("Fn::GetAtt") or [key_ref.get("Ref")])[0]
+        key = resources(template, "AWS::KMS::Key")[key_id]
+        # And the key rotates
+        assert key["Properties"]["EnableKeyRotation"] is True
+        # And CloudWatch may use it, for alarms of this account only
+        statements = key["Properties"]["KeyPolicy"]["Statement"]
+        [cloudwatch] = [
+            s for s in statements if s.get("Principal", {}).get("Service") == "cloudwatch.amazonaws.com"
+        ]
+        assert set(cloudwatch["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
+        assert cloudwatch["Condition"]["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
+        assert key["DeletionPolicy"] == ("Retain" if stage == "prod" else "Delete")
+
+
+def test_alarm_topic_subscribers_come_from_context(template: Any) -> None:
+    # Given alarm_emails and alarm_https_endpoint in the context
+    subscriptions = [s["Properties"] for s in resources(template, "AWS::SNS::Subscription").values()]
+    # Then each e-mail address and the HTTPS endpoint is subscribed to the alarm topic
+    assert sorted((s["Protocol"], s["Endpoint"]) for s in subscriptions) == [
+        ("email", "lead@slotguard.dev"),
+        ("email", "oncall@slotguard.dev"),
+        ("https", CONTEXT["alarm_https_endpoint"]),
+    ]

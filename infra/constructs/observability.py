@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from infra.config import StageConfig
 from infra.names import Names
 from slotguard.services import booking_metrics, webhook_metrics
 
@@ -23,6 +26,7 @@ class Observability(Construct):
         scope: Construct,
         construct_id: str,
         *,
+        config: StageConfig,
         names: Names,
         queue: sqs.IQueue,
         dlq: sqs.IQueue,
@@ -45,8 +49,12 @@ class Observability(Construct):
             "Alarms",
             display_name=f"{names.prefix} alarms",
             enforce_ssl=True,
-            master_key=kms.Alias.from_alias_name(self, "SnsKey", "alias/aws/sns"),
+            master_key=self._alarm_key(config),
         )
+        for email in config.alarm_emails:
+            self.topic.add_subscription(subscriptions.EmailSubscription(email))
+        if config.alarm_https_endpoint:
+            self.topic.add_subscription(subscriptions.UrlSubscription(config.alarm_https_endpoint))
         success_rate = cw.MathExpression(
             expression="IF(p + dp + dr > 0, 100 * p / (p + dp + dr), 100)",
             using_metrics={
@@ -146,6 +154,39 @@ class Observability(Construct):
             cw.GraphWidget(title="RDS Proxy pinned connections", left=[pinned], width=8),
         )
         self.dashboard.add_widgets(cw.AlarmStatusWidget(title="Alarms", alarms=self.alarms, width=24))
+
+    def _alarm_key(self, config: StageConfig) -> kms.Key:
+        """CloudWatch publishes alarm notifications to an encrypted topic only with a key whose
+        policy lets it use the key; the AWS-managed alias/aws/sns key cannot be changed to allow
+        that. This customer-managed key does, for alarms of this account only."""
+        key = kms.Key(
+            self,
+            "AlarmTopicKey",
+            description="slotguard alarm topic encryption (CloudWatch alarms may use it)",
+            enable_key_rotation=True,
+            removal_policy=config.removal_policy,
+        )
+        stack = Stack.of(self)
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="CloudWatchAlarmsOfThisAccount",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],  # in a key policy, "*" is this key
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": stack.account},
+                    "ArnLike": {
+                        "aws:SourceArn": stack.format_arn(
+                            service="cloudwatch",
+                            resource="alarm",
+                            resource_name="*",
+                            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                        )
+                    },
+                },
+            )
+        )
+        return key
 
     def _alarm(
         self,
