@@ -155,6 +155,7 @@ class SlotguardStack(Stack):
             queue=queues.queue,
             dlq=queues.dlq,
             functions=all_functions,
+            http_api=api.http_api,
         )
 
         CfnOutput(self, "ApiUrl", value=api.url)

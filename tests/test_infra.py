@@ -307,3 +307,19 @@ def test_alarm_topic_subscribers_come_from_context(template: Any) -> None:
         ("email", "oncall@slotguard.dev"),
         ("https", CONTEXT["alarm_https_endpoint"]),
     ]
+
+
+def test_http_api_5xx_alarms(template: Any) -> None:
+    # Given the HTTP API (the resolver answers an exception with 500: Lambda's Errors stays 0)
+    [api_id] = resources(template, "AWS::ApiGatewayV2::Api")
+    # Then an alarm watches the API's own 5xx count and notifies the alarm topic
+    alarms = [
+        a["Properties"]
+        for a in resources(template, "AWS::CloudWatch::Alarm").values()
+        if a["Properties"].get("Namespace") == "AWS/ApiGateway" and a["Properties"].get("MetricName") == "5xx"
+    ]
+    assert len(alarms) == 1, alarms
+    [alarm] = alarms
+    assert {"Name": "ApiId", "Value": {"Ref": api_id}} in alarm["Dimensions"]
+    assert alarm["Statistic"] == "Sum"
+    assert alarm["AlarmActions"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import aws_apigatewayv2 as apigw
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_iam as iam
@@ -18,6 +19,9 @@ from infra.names import Names
 from slotguard.services import booking_metrics, webhook_metrics
 
 FIVE_MINUTES = Duration.minutes(5)
+# A few 503s (lock busy, a database blip answered database_unavailable) are expected and have
+# their own busy-rate alarm; five 5xx in five minutes is something to look at.
+API_5XX_THRESHOLD = 5
 
 
 class Observability(Construct):
@@ -31,6 +35,7 @@ class Observability(Construct):
         queue: sqs.IQueue,
         dlq: sqs.IQueue,
         functions: dict[str, lambda_.IFunction],
+        http_api: apigw.IHttpApi,
     ) -> None:
         super().__init__(scope, construct_id)
         ns = names.metrics_namespace
@@ -126,6 +131,18 @@ class Observability(Construct):
                 "RDS Proxy pinned a session: some client SQL uses SET, locks or prepares",
             ),
         ]
+        # The resolver turns an exception into a 500 answer, so Lambda's Errors metric stays at 0:
+        # the API's own 5xx count is what shows application errors (and 503s that are not busy).
+        api_5xx = http_api.metric_server_error(period=FIVE_MINUTES, statistic="Sum")
+        self.alarms.append(
+            self._alarm(
+                "Api5xx",
+                api_5xx,
+                API_5XX_THRESHOLD,
+                cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                f"{API_5XX_THRESHOLD} or more HTTP API 5xx answers in 5 minutes",
+            )
+        )
         for name, fn in functions.items():
             self.alarms.append(
                 self._alarm(
@@ -151,7 +168,8 @@ class Observability(Construct):
                 left=[fn.metric_errors(period=FIVE_MINUTES) for fn in functions.values()],
                 width=8,
             ),
-            cw.GraphWidget(title="RDS Proxy pinned connections", left=[pinned], width=8),
+            cw.GraphWidget(title="RDS Proxy pinned connections", left=[pinned], width=4),
+            cw.GraphWidget(title="HTTP API 5xx", left=[api_5xx], width=4),
         )
         self.dashboard.add_widgets(cw.AlarmStatusWidget(title="Alarms", alarms=self.alarms, width=24))
 
