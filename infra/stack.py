@@ -19,7 +19,7 @@ from infra.constructs.network import Network
 from infra.constructs.observability import Observability
 from infra.constructs.webhooks import WebhookQueues
 from infra.nag import suppress
-from infra.names import APP_DB_USER, DB_NAME, WEBHOOK_SECRET_PREFIX, Names
+from infra.names import APP_DB_USER, DB_NAME, Names
 from slotguard.topology import CLEANUP_SCHEDULE_MINUTES, WEBHOOK_QUEUE
 
 
@@ -27,6 +27,7 @@ class SlotguardStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig, **kwargs: object) -> None:
         super().__init__(scope, construct_id, **kwargs)
         names = Names(config.stage)
+        secret_prefix = names.webhook_secret_prefix
         network = Network(self, "Network", config=config)
         database = Database(self, "Database", config=config, network=network, names=names)
         queues = WebhookQueues(self, "Webhooks", config=config, names=names)
@@ -52,7 +53,7 @@ class SlotguardStack(Stack):
             in_vpc=False,
             environment={
                 "WEBHOOK_QUEUE_URL": queues.queue.queue_url,
-                "WEBHOOK_SECRET_PREFIX": WEBHOOK_SECRET_PREFIX,
+                "WEBHOOK_SECRET_PREFIX": secret_prefix,
             },
         )
         processor = functions.create(
@@ -99,7 +100,7 @@ class SlotguardStack(Stack):
                     self.format_arn(
                         service="secretsmanager",
                         resource="secret",
-                        resource_name=f"{WEBHOOK_SECRET_PREFIX}*",
+                        resource_name=f"{secret_prefix}*",
                         arn_format=ArnFormat.COLON_RESOURCE_NAME,
                     )
                 ],
@@ -163,10 +164,12 @@ class SlotguardStack(Stack):
         CfnOutput(self, "WebhookDeadLetterQueueUrl", value=queues.dlq.queue_url)
         CfnOutput(self, "DatabaseProxyEndpoint", value=database.proxy.endpoint)
         CfnOutput(self, "AlarmTopicArn", value=observability.topic.topic_arn)
-        CfnOutput(self, "WebhookSecretPrefix", value=WEBHOOK_SECRET_PREFIX)
-        self._suppress_function_findings(all_functions)
+        CfnOutput(self, "WebhookSecretPrefix", value=secret_prefix)
+        self._suppress_function_findings(all_functions, secret_prefix)
 
-    def _suppress_function_findings(self, functions: dict[str, lambda_.IFunction]) -> None:
+    def _suppress_function_findings(
+        self, functions: dict[str, lambda_.IFunction], secret_prefix: str
+    ) -> None:
         basic = "arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
         vpc = "arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
         for name, fn in functions.items():
@@ -197,7 +200,7 @@ class SlotguardStack(Stack):
                 rules.append(
                     (
                         f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:"
-                        f"<AWS::AccountId>:secret:{WEBHOOK_SECRET_PREFIX}*]",
+                        f"<AWS::AccountId>:secret:{secret_prefix}*]",
                         "Webhook signing secrets are per org, created at runtime under one name prefix; "
                         "the receiver may read only those (GetSecretValue).",
                     )

@@ -73,7 +73,7 @@ def dead_letter_queue(template: Any) -> dict[str, Any]:
 
 def test_redrive_policy_matches_the_processors_max_attempts(template: Any) -> None:
     queues = resources(template, "AWS::SQS::Queue")
-    main = next(q for q in queues.values() if q["Properties"]["QueueName"] == "slotguard-dev-webhooks")
+    main = main_queue(template)
     assert main["Properties"]["RedrivePolicy"]["maxReceiveCount"] == WEBHOOK_QUEUE.max_attempts
     processor = next(
         f
@@ -199,6 +199,8 @@ ALLOWED_STAR_RESOURCE = {
     "xray:PutTraceSegments": "X-Ray has no resource-level permissions",
     "xray:PutTelemetryRecords": "X-Ray has no resource-level permissions",
     "cloudwatch:GetMetricStatistics": "CloudWatch metric reads have no resource-level permissions",
+    "logs:PutRetentionPolicy": "the CDK LogRetention function: the RDS-created postgresql log group",
+    "logs:DeleteRetentionPolicy": "the CDK LogRetention function: the RDS-created postgresql log group",
 }
 
 
@@ -269,12 +271,7 @@ def test_prod_keeps_its_data_and_dev_is_disposable(templates: dict[str, Any]) ->
     assert prod_db["Properties"]["BackupRetentionPeriod"] >= 7
     assert dev_db["Properties"]["DeletionProtection"] is False
     assert dev_db["DeletionPolicy"] in ("Delete", "Snapshot")
-    [prod_queue] = [
-        q
-        for q in resources(templates["prod"], "AWS::SQS::Queue").values()
-        if q["Properties"]["QueueName"] == "slotguard-prod-webhooks"
-    ]
-    assert prod_queue["DeletionPolicy"] == "Retain"
+    assert main_queue(templates["prod"])["DeletionPolicy"] == "Retain"
 
 
 def test_alarm_topic_key_lets_cloudwatch_encrypt_for_this_account_only(templates: dict[str, Any]) -> None:
@@ -323,3 +320,104 @@ def test_http_api_5xx_alarms(template: Any) -> None:
     assert {"Name": "ApiId", "Value": {"Ref": api_id}} in alarm["Dimensions"]
     assert alarm["Statistic"] == "Sum"
     assert alarm["AlarmActions"]
+
+
+def test_dead_letter_queue_keeps_messages_longer_than_the_source_queue(templates: dict[str, Any]) -> None:
+    for template in templates.values():
+        # Given a message's expiry counts from its first enqueue, also once it is in the DLQ
+        main, dlq = main_queue(template), dead_letter_queue(template)
+        # Then the DLQ keeps messages longer than the source queue does
+        assert dlq["Properties"]["MessageRetentionPeriod"] > main["Properties"]["MessageRetentionPeriod"]
+
+
+def test_prod_retains_the_master_secret_with_the_database(templates: dict[str, Any]) -> None:
+    for stage, template in templates.items():
+        [secret] = [
+            s
+            for s in resources(template, "AWS::SecretsManager::Secret").values()
+            if "GenerateSecretString" in s["Properties"]
+        ]
+        [db] = resources(template, "AWS::RDS::DBInstance").values()
+        # Then the secret lives exactly as long as the database it opens
+        assert secret["DeletionPolicy"] == ("Retain" if stage == "prod" else "Delete")
+        assert db["DeletionPolicy"] in (("Retain",) if stage == "prod" else ("Delete", "Snapshot"))
+
+
+PHYSICAL_NAME_PROPERTIES = (
+    "QueueName",
+    "LogGroupName",
+    "FunctionName",
+    "DBInstanceIdentifier",
+    "Name",
+    "AliasName",
+    "TopicName",
+)
+
+
+def test_retained_resources_have_no_fixed_names(templates: dict[str, Any]) -> None:
+    # Given a prod stack destroyed while its data is retained
+    retained = {
+        logical_id: r
+        for logical_id, r in templates["prod"].to_json()["Resources"].items()
+        if r.get("DeletionPolicy") == "Retain"
+    }
+    assert retained
+    # Then no retained resource has a fixed physical name a new stack of the same stage would collide with
+    for logical_id, resource in retained.items():
+        props = resource.get("Properties", {})
+        fixed = [p for p in PHYSICAL_NAME_PROPERTIES if isinstance(props.get(p), str)]
+        assert not fixed, (logical_id, resource["Type"], fixed)
+
+
+def test_database_storage_is_gp3_and_its_exported_log_has_a_retention(templates: dict[str, Any]) -> None:
+    for template in templates.values():
+        [db_id, db] = next(iter(resources(template, "AWS::RDS::DBInstance").items()))
+        assert db["Properties"]["StorageType"] == "gp3"
+        assert db["Properties"]["EnableCloudwatchLogsExports"] == ["postgresql"]
+        # Then the log group RDS exports to has a retention
+        retentions = [
+            r["Properties"]
+            for r in template.to_json()["Resources"].values()
+            if r["Type"] == "Custom::LogRetention"
+            and "/postgresql" in json.dumps(r["Properties"]["LogGroupName"])
+        ]
+        assert len(retentions) == 1
+        assert {"Ref": db_id} in retentions[0]["LogGroupName"]["Fn::Join"][1]
+        assert retentions[0]["RetentionInDays"] > 0
+
+
+def test_webhook_secret_prefix_is_per_stage_and_scopes_the_receiver(templates: dict[str, Any]) -> None:
+    prefixes = {}
+    for stage, template in templates.items():
+        [receiver] = [
+            f["Properties"]
+            for f in resources(template, "AWS::Lambda::Function").values()
+            if f["Properties"].get("Environment", {}).get("Variables", {}).get("POWERTOOLS_SERVICE_NAME")
+            == "webhook_receiver"
+        ]
+        prefix = receiver["Environment"]["Variables"]["WEBHOOK_SECRET_PREFIX"]
+        prefixes[stage] = prefix
+        assert f"/{stage}/" in prefix
+        # Then the receiver may read secrets under its own stage's prefix only
+        reads = [
+            json.dumps(s["Resource"])
+            for p in resources(template, "AWS::IAM::Policy").values()
+            for s in p["Properties"]["PolicyDocument"]["Statement"]
+            if s["Action"] == "secretsmanager:GetSecretValue" and "webhooks" in json.dumps(s["Resource"])
+        ]
+        assert reads
+        assert all(f"secret:{prefix}*" in r for r in reads), reads
+    assert prefixes["dev"] != prefixes["prod"]
+
+
+def test_master_secret_rotation_is_scheduled(templates: dict[str, Any]) -> None:
+    for template in templates.values():
+        [schedule] = resources(template, "AWS::SecretsManager::RotationSchedule").values()
+        props = schedule["Properties"]
+        assert props["HostedRotationLambda"]["RotationType"] == "PostgreSQLSingleUser"
+        assert props["RotationRules"]
+        # And rotation is done, not acknowledged away
+        acknowledged = json.dumps(
+            [r.get("Metadata", {}).get("cdk_nag", {}) for r in template.to_json()["Resources"].values()]
+        )
+        assert "AwsSolutions-SMG4" not in acknowledged

@@ -60,10 +60,9 @@ class Functions(Construct):
         environment: dict[str, str] | None = None,
     ) -> lambda_.Function:
         """A function in the private subnets (`in_vpc`, to reach the database) or outside the VPC."""
-        log_group = logs.LogGroup(
+        log_group = logs.LogGroup(  # generated name: a retained group must not block a new stack
             self,
             f"{name}-logs",
-            log_group_name=f"/aws/lambda/{self._names.function(name)}",
             retention=self._config.log_retention,
             removal_policy=self._config.removal_policy,
         )

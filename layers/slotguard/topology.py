@@ -48,7 +48,8 @@ class WebhookQueueSettings:
     reconciler_timeout_s: int = 30
     backoff_base_s: int = 10
     backoff_cap_s: int = 900
-    retention_days: int = 14  # SQS message retention, both queues
+    retention_days: int = 4  # SQS message retention of the webhook queue
+    dlq_retention_days: int = 14  # of its DLQ: longer (expiry counts from the first enqueue); SQS's maximum
 
     @property
     def visibility_timeout_s(self) -> int:

@@ -156,7 +156,8 @@ class LocalStack:
                 return created
 
         retention = str(WEBHOOK_QUEUE.retention_days * 24 * 3600)
-        dlq_url = ensure(DLQ_NAME, {"MessageRetentionPeriod": retention, "VisibilityTimeout": "30"})
+        dlq_retention = str(WEBHOOK_QUEUE.dlq_retention_days * 24 * 3600)
+        dlq_url = ensure(DLQ_NAME, {"MessageRetentionPeriod": dlq_retention, "VisibilityTimeout": "30"})
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
             "QueueArn"
         ]
