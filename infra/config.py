@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_rds as rds
 from constructs import Node
+
+# PostgreSQL majors this stack may run behind RDS Proxy (end-to-end IAM), each pinned to an exact
+# minor (auto minor upgrades off: a minor bump is a reviewed change here). 18 is the default; 17
+# is the documented fallback (`-c postgres_major=17`), see docs/decisions.md.
+POSTGRES_VERSIONS = {18: "18.3", 17: "17.9"}
+DEFAULT_POSTGRES_MAJOR = 18
 
 
 @dataclass(frozen=True)
@@ -23,12 +30,20 @@ class StageConfig:
     log_retention: logs.RetentionDays
     jwt_issuer: str
     jwt_audience: str
+    postgres_major: int = DEFAULT_POSTGRES_MAJOR
     alarm_emails: tuple[str, ...] = ()
     alarm_https_endpoint: str | None = None
 
     @property
     def is_prod(self) -> bool:
         return self.stage == "prod"
+
+    @property
+    def postgres_engine(self) -> rds.IInstanceEngine:
+        version = rds.PostgresEngineVersion.of(
+            POSTGRES_VERSIONS[self.postgres_major], str(self.postgres_major)
+        )
+        return rds.DatabaseInstanceEngine.postgres(version=version)
 
 
 def stages(node: Node) -> list[str]:
@@ -57,6 +72,12 @@ def stage_config(node: Node, stage: str | None = None) -> StageConfig:
     if not issuer or not audience:
         raise ValueError("set the context values jwt_issuer and jwt_audience (cdk.json or -c)")
     prod = stage == "prod"
+    major = str(node.try_get_context("postgres_major") or DEFAULT_POSTGRES_MAJOR)
+    if not major.isdigit() or int(major) not in POSTGRES_VERSIONS:
+        raise ValueError(
+            f"context postgres_major must be one of {sorted(POSTGRES_VERSIONS)} (the majors checked "
+            f"behind RDS Proxy with end-to-end IAM, see docs/decisions.md), not {major!r}"
+        )
     return StageConfig(
         stage=stage,
         removal_policy=RemovalPolicy.RETAIN if prod else RemovalPolicy.DESTROY,
@@ -69,6 +90,7 @@ def stage_config(node: Node, stage: str | None = None) -> StageConfig:
         log_retention=logs.RetentionDays.THREE_MONTHS if prod else logs.RetentionDays.TWO_WEEKS,
         jwt_issuer=str(issuer),
         jwt_audience=str(audience),
+        postgres_major=int(major),
         alarm_emails=_listed(node, "alarm_emails"),
         alarm_https_endpoint=node.try_get_context("alarm_https_endpoint") or None,
     )

@@ -421,3 +421,35 @@ def test_master_secret_rotation_is_scheduled(templates: dict[str, Any]) -> None:
             [r.get("Metadata", {}).get("cdk_nag", {}) for r in template.to_json()["Resources"].values()]
         )
         assert "AwsSolutions-SMG4" not in acknowledged
+
+
+def test_engine_is_an_exact_minor_of_the_major_from_context(templates: dict[str, Any]) -> None:
+    from infra.config import POSTGRES_VERSIONS
+
+    for template in templates.values():
+        [db] = resources(template, "AWS::RDS::DBInstance").values()
+        [group] = resources(template, "AWS::RDS::DBParameterGroup").values()
+        # Then the default major is pinned to an exact minor that RDS does not move under us
+        assert db["Properties"]["EngineVersion"] == POSTGRES_VERSIONS[18]
+        assert db["Properties"]["AutoMinorVersionUpgrade"] is False
+        assert group["Properties"]["Family"] == "postgres18"
+
+
+def test_postgres_major_17_is_the_documented_fallback() -> None:
+    from aws_cdk.assertions import Template
+
+    from infra.app import build_app
+    from infra.config import POSTGRES_VERSIONS
+
+    # Given -c postgres_major=17
+    app = build_app({**CONTEXT, "postgres_major": "17"})
+    template = Template.from_stack(app.node.find_child("Slotguard-dev"))  # type: ignore[arg-type]
+    [db] = resources(template, "AWS::RDS::DBInstance").values()
+    [group] = resources(template, "AWS::RDS::DBParameterGroup").values()
+    # Then the instance runs the pinned 17 minor with its parameter group family
+    assert db["Properties"]["EngineVersion"] == POSTGRES_VERSIONS[17]
+    assert POSTGRES_VERSIONS[17].startswith("17.")
+    assert group["Properties"]["Family"] == "postgres17"
+    # And a major nobody has checked behind RDS Proxy is refused, naming the context key
+    with pytest.raises(ValueError, match="postgres_major"):
+        build_app({**CONTEXT, "postgres_major": "16"})

@@ -24,13 +24,13 @@ class Database(Construct):
         parameters = rds.ParameterGroup(
             self,
             "Parameters",
-            engine=rds.DatabaseInstanceEngine.postgres(version=rds.PostgresEngineVersion.VER_18),
+            engine=config.postgres_engine,
             parameters={"rds.force_ssl": "1", "log_min_duration_statement": "500"},
         )
         self.instance = rds.DatabaseInstance(
             self,
             "Instance",
-            engine=rds.DatabaseInstanceEngine.postgres(version=rds.PostgresEngineVersion.VER_18),
+            engine=config.postgres_engine,
             instance_type=config.instance_type,
             vpc=network.vpc,
             vpc_subnets=network.data_subnets,
@@ -46,7 +46,7 @@ class Database(Construct):
             deletion_protection=config.deletion_protection,
             removal_policy=config.removal_policy,
             iam_authentication=True,
-            auto_minor_version_upgrade=True,
+            auto_minor_version_upgrade=False,  # the exact minor is pinned (infra/config.py)
             cloudwatch_logs_exports=["postgresql"],
             cloudwatch_logs_retention=config.log_retention,
             enable_performance_insights=False,
