@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
@@ -31,6 +32,7 @@ class StageConfig:
     jwt_issuer: str
     jwt_audience: str
     postgres_major: int = DEFAULT_POSTGRES_MAJOR
+    cors_origins: tuple[str, ...] = ()
     alarm_emails: tuple[str, ...] = ()
     alarm_https_endpoint: str | None = None
 
@@ -63,14 +65,61 @@ def _listed(node: Node, key: str) -> tuple[str, ...]:
     return tuple(str(item).strip() for item in items if str(item).strip())
 
 
+# `make synth` and CI synthesize without an identity provider: `-c synth_only=true` puts an issuer
+# that can never validate a token (RFC 2606 .invalid) in the template, so what it produces is
+# checkable but never a working API by accident.
+SYNTH_ONLY_ISSUER = "https://synth-only.invalid/"
+SYNTH_ONLY_AUDIENCE = "synth-only"
+_PLACEHOLDER_DOMAINS = (
+    "example.com",
+    "example.net",
+    "example.org",
+    "example",
+    "invalid",
+    "test",
+    "localhost",
+)
+
+
+def _truthy(value: object) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes")
+
+
+def _is_placeholder(issuer: str) -> bool:
+    host = (urlsplit(issuer).hostname or "").lower()
+    return any(host == d or host.endswith("." + d) for d in _PLACEHOLDER_DOMAINS)
+
+
+def jwt_settings(node: Node) -> tuple[str, str]:
+    """The JWT authorizer's issuer and audience: real ones for a deployable stage, or the synth-only
+    placeholders when asked for explicitly. A missing or placeholder issuer is refused: a plain
+    `cdk deploy` would otherwise succeed and answer every route with 401."""
+    issuer = str(node.try_get_context("jwt_issuer") or "").strip()
+    audience = str(node.try_get_context("jwt_audience") or "").strip()
+    if _truthy(node.try_get_context("synth_only")):
+        return issuer or SYNTH_ONLY_ISSUER, audience or SYNTH_ONLY_AUDIENCE
+    problem = None
+    if not issuer or not audience:
+        problem = "they are not set"
+    elif urlsplit(issuer).scheme != "https" or not urlsplit(issuer).hostname:
+        problem = f"jwt_issuer {issuer!r} is not an https URL"
+    elif _is_placeholder(issuer):
+        problem = f"jwt_issuer {issuer!r} is a documentation placeholder"
+    if problem:
+        raise ValueError(
+            "a deployable stage needs your identity provider: set the context values jwt_issuer "
+            "(the token issuer URL, https) and jwt_audience (the API's audience), e.g. "
+            "`npx cdk deploy -c stage=dev -c jwt_issuer=https://<your-idp>/ -c jwt_audience=<aud>` "
+            f"({problem}). To synthesize without one (checks, CI), pass -c synth_only=true."
+        )
+    return issuer, audience
+
+
 def stage_config(node: Node, stage: str | None = None) -> StageConfig:
     stage = stage or str(node.try_get_context("stage") or "dev")
     if stage not in ("dev", "prod"):
         raise ValueError(f"context stage must be dev or prod, not {stage!r}")
-    issuer = node.try_get_context("jwt_issuer")
-    audience = node.try_get_context("jwt_audience")
-    if not issuer or not audience:
-        raise ValueError("set the context values jwt_issuer and jwt_audience (cdk.json or -c)")
+    issuer, audience = jwt_settings(node)
     prod = stage == "prod"
     major = str(node.try_get_context("postgres_major") or DEFAULT_POSTGRES_MAJOR)
     if not major.isdigit() or int(major) not in POSTGRES_VERSIONS:
@@ -88,9 +137,10 @@ def stage_config(node: Node, stage: str | None = None) -> StageConfig:
         backup_retention_days=14 if prod else 7,
         nat_gateways=2 if prod else 1,
         log_retention=logs.RetentionDays.THREE_MONTHS if prod else logs.RetentionDays.TWO_WEEKS,
-        jwt_issuer=str(issuer),
-        jwt_audience=str(audience),
+        jwt_issuer=issuer,
+        jwt_audience=audience,
         postgres_major=int(major),
+        cors_origins=_listed(node, "cors_origins"),
         alarm_emails=_listed(node, "alarm_emails"),
         alarm_https_endpoint=node.try_get_context("alarm_https_endpoint") or None,
     )

@@ -453,3 +453,65 @@ def test_postgres_major_17_is_the_documented_fallback() -> None:
     # And a major nobody has checked behind RDS Proxy is refused, naming the context key
     with pytest.raises(ValueError, match="postgres_major"):
         build_app({**CONTEXT, "postgres_major": "16"})
+
+
+@pytest.mark.parametrize(
+    "issuer",
+    [None, "https://auth.example.com/", "http://idp.slotguard.dev/", "https://issuer.invalid/", "not a url"],
+)
+def test_a_deployable_stage_needs_a_real_jwt_issuer_and_audience(issuer: str | None) -> None:
+    from infra.app import build_app
+
+    # Given context without a real issuer (missing, a documentation placeholder, not https)
+    context = {k: v for k, v in CONTEXT.items() if k != "jwt_issuer"}
+    if issuer is not None:
+        context["jwt_issuer"] = issuer
+    # Then the app refuses to synthesize, naming the context keys to set
+    with pytest.raises(ValueError, match="jwt_issuer") as refused:
+        build_app(context)
+    assert "jwt_audience" in str(refused.value)
+    assert "synth_only" in str(refused.value)
+
+
+def test_synth_only_builds_a_template_without_an_identity_provider() -> None:
+    from aws_cdk.assertions import Template
+
+    from infra.app import build_app
+
+    # Given no issuer nor audience, and the explicit synth_only flag (make synth, CI)
+    context = {k: v for k, v in CONTEXT.items() if not k.startswith("jwt_")}
+    app = build_app({**context, "synth_only": "true"})
+    template = Template.from_stack(app.node.find_child("Slotguard-dev"))  # type: ignore[arg-type]
+    # Then the authorizer carries an issuer that can never validate a token
+    [authorizer] = resources(template, "AWS::ApiGatewayV2::Authorizer").values()
+    assert authorizer["Properties"]["JwtConfiguration"]["Issuer"].endswith(".invalid/")
+    # And the default is no CORS at all
+    [api] = resources(template, "AWS::ApiGatewayV2::Api").values()
+    assert "CorsConfiguration" not in api["Properties"]
+
+
+def test_cors_origins_come_from_context() -> None:
+    from aws_cdk.assertions import Template
+
+    from infra.app import build_app
+
+    app = build_app({**CONTEXT, "cors_origins": "https://app.slotguard.dev,https://admin.slotguard.dev"})
+    template = Template.from_stack(app.node.find_child("Slotguard-dev"))  # type: ignore[arg-type]
+    [api] = resources(template, "AWS::ApiGatewayV2::Api").values()
+    cors = api["Properties"]["CorsConfiguration"]
+    assert cors["AllowOrigins"] == ["https://app.slotguard.dev", "https://admin.slotguard.dev"]
+    assert "authorization" in [h.lower() for h in cors["AllowHeaders"]]
+
+
+def test_the_public_webhook_route_has_its_own_throttle(template: Any) -> None:
+    from slotguard.topology import API_THROTTLE, WEBHOOK_THROTTLE
+
+    [stage] = resources(template, "AWS::ApiGatewayV2::Stage").values()
+    defaults = stage["Properties"]["DefaultRouteSettings"]
+    assert defaults["ThrottlingRateLimit"] == API_THROTTLE["rate_limit"]
+    [webhook_route] = [r for r in ROUTES if not r.authorized]
+    # Then junk on the unauthenticated webhook route cannot use up the authenticated routes' budget
+    webhook = stage["Properties"]["RouteSettings"][webhook_route.route_key]
+    assert webhook["ThrottlingRateLimit"] == WEBHOOK_THROTTLE["rate_limit"]
+    assert webhook["ThrottlingBurstLimit"] == WEBHOOK_THROTTLE["burst_limit"]
+    assert WEBHOOK_THROTTLE != API_THROTTLE

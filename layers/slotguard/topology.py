@@ -63,4 +63,7 @@ class WebhookQueueSettings:
 
 WEBHOOK_QUEUE = WebhookQueueSettings()
 CLEANUP_SCHEDULE_MINUTES = 60
-API_THROTTLE = {"rate_limit": 100, "burst_limit": 200}
+API_THROTTLE = {"rate_limit": 100, "burst_limit": 200}  # the stage default: authenticated routes
+# The public webhook route (no authorizer in front) has its own budget, so junk traffic there
+# cannot use up the authenticated routes' share, and vice versa.
+WEBHOOK_THROTTLE = {"rate_limit": 50, "burst_limit": 100}
