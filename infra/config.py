@@ -31,6 +31,11 @@ class StageConfig:
     log_retention: logs.RetentionDays
     jwt_issuer: str
     jwt_audience: str
+    # Reserved concurrency of the API's database-facing functions: with the queue consumers'
+    # maximum concurrency, all of them at once must fit the proxy's connection budget
+    # (asserted per stage in tests/test_infra.py).
+    booking_concurrency: int = 20
+    metrics_concurrency: int = 5
     postgres_major: int = DEFAULT_POSTGRES_MAJOR
     cors_origins: tuple[str, ...] = ()
     alarm_emails: tuple[str, ...] = ()
@@ -137,6 +142,8 @@ def stage_config(node: Node, stage: str | None = None) -> StageConfig:
         backup_retention_days=14 if prod else 7,
         nat_gateways=2 if prod else 1,
         log_retention=logs.RetentionDays.THREE_MONTHS if prod else logs.RetentionDays.TWO_WEEKS,
+        booking_concurrency=300 if prod else 20,
+        metrics_concurrency=20 if prod else 5,
         jwt_issuer=issuer,
         jwt_audience=audience,
         postgres_major=int(major),

@@ -22,6 +22,12 @@ from infra.nag import suppress
 from infra.names import APP_DB_USER, DB_NAME, Names
 from slotguard.topology import CLEANUP_SCHEDULE_MINUTES, WEBHOOK_QUEUE
 
+# Database-facing API functions: a reconnect (2 x connect timeout), the proxy's borrow wait
+# (infra/constructs/database.py) and a booking lock wait all end before the function does.
+DB_CONNECT_TIMEOUT_S = 3
+BOOKING_LOCK_WAIT_MS = 3000
+API_TIMEOUT_S = 15
+
 
 class SlotguardStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig, **kwargs: object) -> None:
@@ -40,14 +46,22 @@ class SlotguardStack(Stack):
             "DB_USER": APP_DB_USER,
             "DB_AUTH": "iam",
             "DB_SSLMODE": "require",
+            "DB_CONNECT_TIMEOUT_S": str(DB_CONNECT_TIMEOUT_S),
         }
+        lock_env = {"BOOKING_LOCK_WAIT_MS": str(BOOKING_LOCK_WAIT_MS)}
         retry_env = {
             "WEBHOOK_MAX_ATTEMPTS": str(WEBHOOK_QUEUE.max_attempts),
             "WEBHOOK_BACKOFF_BASE_S": str(WEBHOOK_QUEUE.backoff_base_s),
             "WEBHOOK_BACKOFF_CAP_S": str(WEBHOOK_QUEUE.backoff_cap_s),
         }
 
-        booking = functions.create("booking", in_vpc=True, environment=db_env)
+        booking = functions.create(
+            "booking",
+            in_vpc=True,
+            timeout_s=API_TIMEOUT_S,
+            reserved_concurrency=config.booking_concurrency,
+            environment={**db_env, **lock_env},
+        )
         receiver = functions.create(
             "webhook_receiver",
             in_vpc=False,
@@ -63,6 +77,7 @@ class SlotguardStack(Stack):
             environment={
                 **db_env,
                 **retry_env,
+                **lock_env,
                 "WEBHOOK_QUEUE_URL": queues.queue.queue_url,
                 "WEBHOOK_CLAIM_STALE_AFTER_S": str(WEBHOOK_QUEUE.claim_stale_after_s),
             },
@@ -73,12 +88,16 @@ class SlotguardStack(Stack):
             in_vpc=True,
             environment={**db_env, **retry_env},
         )
-        cleanup = functions.create("cleanup", timeout_s=300, in_vpc=True, environment=db_env)
+        cleanup = functions.create(  # one run at a time (hourly schedule, retries)
+            "cleanup", timeout_s=300, in_vpc=True, reserved_concurrency=1, environment=db_env
+        )
         mapping = queues.attach_processor(processor)
         queues.attach_reconciler(reconciler)
         metrics = functions.create(
             "metrics",
             in_vpc=True,
+            timeout_s=API_TIMEOUT_S,
+            reserved_concurrency=config.metrics_concurrency,
             environment={
                 **db_env,
                 **retry_env,

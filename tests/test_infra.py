@@ -515,3 +515,62 @@ def test_the_public_webhook_route_has_its_own_throttle(template: Any) -> None:
     assert webhook["ThrottlingRateLimit"] == WEBHOOK_THROTTLE["rate_limit"]
     assert webhook["ThrottlingBurstLimit"] == WEBHOOK_THROTTLE["burst_limit"]
     assert WEBHOOK_THROTTLE != API_THROTTLE
+
+
+# RDS's default max_connections is LEAST({DBInstanceClassMemory/9531392}, 5000), where
+# DBInstanceClassMemory is the class's memory less what RDS keeps for itself: rounded down here.
+MAX_CONNECTIONS = {"db.t4g.micro": 80, "db.m7g.large": 800}
+
+
+def database_facing(template: Any) -> dict[str, dict[str, Any]]:
+    """Functions that open PostgreSQL connections: through the proxy (DB_HOST) or, for the
+    deploy-time migrations, to the instance."""
+    return {
+        logical_id: f["Properties"]
+        for logical_id, f in resources(template, "AWS::Lambda::Function").items()
+        if {"DB_HOST", "DB_ADMIN_SECRET_ARN"}
+        & set(f["Properties"].get("Environment", {}).get("Variables", {}))
+    }
+
+
+def proxy_borrow_timeout_s(template: Any) -> int:
+    [group] = resources(template, "AWS::RDS::DBProxyTargetGroup").values()
+    return int(group["Properties"]["ConnectionPoolConfigurationInfo"]["ConnectionBorrowTimeout"])
+
+
+def test_the_proxy_and_the_connect_timeout_answer_before_the_function_times_out(
+    templates: dict[str, Any],
+) -> None:
+    for template in templates.values():
+        borrow_s = proxy_borrow_timeout_s(template)
+        for props in database_facing(template).values():
+            env = props["Environment"]["Variables"]
+            # Given a connect timeout below the function's timeout
+            connect_s = int(env["DB_CONNECT_TIMEOUT_S"])
+            lock_wait_s = int(env.get("BOOKING_LOCK_WAIT_MS", "0")) / 1000
+            # Then a reconnect, the proxy's borrow wait and a lock wait all end before the function
+            # does: the caller gets a clean 503 database_unavailable, not a Lambda timeout
+            worst_case_s = 2 * connect_s + (borrow_s if "DB_HOST" in env else 0) + lock_wait_s
+            assert worst_case_s < props["Timeout"], (props["Environment"]["Variables"], borrow_s)
+
+
+def test_database_facing_concurrency_fits_the_proxys_connection_budget(templates: dict[str, Any]) -> None:
+    for stage, template in templates.items():
+        [instance] = resources(template, "AWS::RDS::DBInstance").values()
+        [group] = resources(template, "AWS::RDS::DBProxyTargetGroup").values()
+        percent = group["Properties"]["ConnectionPoolConfigurationInfo"]["MaxConnectionsPercent"]
+        budget = MAX_CONNECTIONS[instance["Properties"]["DBInstanceClass"]] * percent // 100
+        mappings = {
+            m["Properties"]["FunctionName"]["Ref"]: m["Properties"]
+            .get("ScalingConfig", {})
+            .get("MaximumConcurrency")
+            for m in resources(template, "AWS::Lambda::EventSourceMapping").values()
+        }
+        total = 0
+        for logical_id, props in database_facing(template).items():
+            # Given every database-facing function has a bound: reserved or ESM maximum concurrency
+            bound = props.get("ReservedConcurrentExecutions") or mappings.get(logical_id)
+            assert bound, f"{stage}: {logical_id} has unbounded concurrency"
+            total += bound
+        # Then all of them at once fit the connections the proxy may open
+        assert total <= budget, (stage, total, budget)

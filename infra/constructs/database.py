@@ -15,6 +15,9 @@ from infra.constructs.network import Network
 from infra.nag import suppress
 from infra.names import APP_DB_USER, DB_NAME, Names
 
+PROXY_BORROW_TIMEOUT_S = 4
+MAX_CONNECTIONS_PERCENT = 90
+
 
 class Database(Construct):
     def __init__(
@@ -62,9 +65,11 @@ class Database(Construct):
             default_auth_scheme=rds.DefaultAuthScheme.IAM_AUTH,
             iam_auth=True,
             require_tls=True,
-            max_connections_percent=90,
+            max_connections_percent=MAX_CONNECTIONS_PERCENT,
             idle_client_timeout=Duration.minutes(30),
-            borrow_timeout=Duration.seconds(30),
+            # Below every database-facing function's timeout (with a reconnect and a lock wait), so
+            # a saturated pool is answered 503 database_unavailable, not a Lambda timeout.
+            borrow_timeout=Duration.seconds(PROXY_BORROW_TIMEOUT_S),
         )
         self.instance.connections.allow_default_port_from(self.proxy, "RDS Proxy to PostgreSQL")
         # End-to-end IAM: the proxy itself logs in to PostgreSQL with IAM as the application user.

@@ -57,6 +57,7 @@ class Functions(Construct):
         in_vpc: bool,
         timeout_s: int = 10,
         memory_mb: int = 512,
+        reserved_concurrency: int | None = None,
         environment: dict[str, str] | None = None,
     ) -> lambda_.Function:
         """A function in the private subnets (`in_vpc`, to reach the database) or outside the VPC."""
@@ -77,6 +78,7 @@ class Functions(Construct):
             layers=[self.layer],
             timeout=Duration.seconds(timeout_s),
             memory_size=memory_mb,
+            reserved_concurrent_executions=reserved_concurrency,
             vpc=self._network.vpc if in_vpc else None,
             vpc_subnets=self._network.function_subnets if in_vpc else None,
             tracing=lambda_.Tracing.ACTIVE,

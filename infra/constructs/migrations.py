@@ -41,7 +41,12 @@ class Migrations(Construct):
             "migrations",
             in_vpc=True,
             timeout_s=300,
-            environment={"DB_ADMIN_SECRET_ARN": database.admin_secret.secret_arn, "DB_SSLMODE": "require"},
+            reserved_concurrency=1,  # one runner at a time (it also takes an advisory lock)
+            environment={
+                "DB_ADMIN_SECRET_ARN": database.admin_secret.secret_arn,
+                "DB_SSLMODE": "require",
+                "DB_CONNECT_TIMEOUT_S": "10",
+            },
         )
         database.admin_secret.grant_read(self.function)
         database.instance.connections.allow_default_port_from(self.function, "deploy-time migrations")
