@@ -574,3 +574,17 @@ def test_database_facing_concurrency_fits_the_proxys_connection_budget(templates
             total += bound
         # Then all of them at once fit the connections the proxy may open
         assert total <= budget, (stage, total, budget)
+
+
+def test_migrations_run_again_for_a_new_instance_or_new_migration_code(template: Any) -> None:
+    from infra.constructs.migrations import migration_code_digest, migrations_digest
+
+    [schema] = template.find_resources("Custom::SlotguardSchema").values()
+    [instance_id] = resources(template, "AWS::RDS::DBInstance")
+    props = schema["Properties"]
+    # Then a replaced instance (new resource id), new SQL files or a new runner all change the
+    # custom resource's properties, so CloudFormation sends an Update and the migrations run
+    assert props["DatabaseResourceId"] == {"Fn::GetAtt": [instance_id, "DbiResourceId"]}
+    assert props["Migrations"] == migrations_digest()
+    assert props["RunnerCode"] == migration_code_digest()
+    assert migration_code_digest() != migrations_digest()
