@@ -76,3 +76,47 @@ def test_iam_auth_is_selected_by_config_and_signs_a_real_token(monkeypatch: pyte
     assert token is not None
     assert token.startswith("proxy.example.internal:5432/?Action=connect&DBUser=slotguard_app")
     assert "X-Amz-Signature=" in token
+
+
+def _terminate_app_backends(pg: Any) -> int:
+    import psycopg
+
+    with psycopg.connect(pg.admin_url, autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) FROM pg_stat_activity"
+            " WHERE usename = 'slotguard_app' AND application_name = 'slotguard'"
+            " AND datname = current_database()"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_a_booking_on_a_connection_the_server_dropped_is_retried_transparently(
+    pg: Any, api: ApiClient
+) -> None:
+    body = {"contact_id": str(uuid.uuid4()), "scheduled_at": "2032-02-01T10:00:00Z", "duration_minutes": 30}
+    # Given a container whose connection is open and idle
+    assert api.post("/appointments", json_body=body).status == 201
+    # When the server side goes away while it idles (RDS Proxy's idle client timeout, a failover,
+    # an administrator's pg_terminate_backend)
+    assert _terminate_app_backends(pg) >= 1
+    # Then the next booking, without an Idempotency-Key, is made: the dead connection is noticed
+    # before the statement is sent, and the statement goes out on a fresh one
+    again = api.post("/appointments", json_body={**body, "scheduled_at": "2032-02-01T12:00:00Z"})
+    assert again.status == 201, again.body
+    assert len(api.get("/appointments", query={"from": "2032-02-01T00:00:00Z"}).body["items"]) == 2
+
+
+def test_a_connection_idle_past_the_bound_is_replaced_before_reuse(pg: Any) -> None:
+    now = [1000.0]
+    db = Database(DatabaseSettings(database_url=pg.app_url, db_max_idle_s=60), clock=lambda: now[0])
+    try:
+        first = db.scalar("SELECT pg_backend_pid()", ())
+        # Given a connection used within the bound is reused
+        now[0] += 59
+        assert db.scalar("SELECT pg_backend_pid()", ()) == first
+        # When it then idles past the bound (below the proxy's 30 min idle client timeout)
+        now[0] += 61
+        # Then it is replaced before the next statement
+        assert db.scalar("SELECT pg_backend_pid()", ()) != first
+    finally:
+        db.close()

@@ -39,6 +39,9 @@ class DatabaseSettings(_Config):
     db_password: str | None = Field(default=None, repr=False)
     db_sslmode: Literal["disable", "prefer", "require", "verify-full"] = "prefer"
     db_connect_timeout_s: int = Field(default=5, ge=1, le=60)
+    # A connection idle longer than this is replaced before reuse: below RDS Proxy's idle client
+    # timeout (30 min), after which the proxy has closed its side.
+    db_max_idle_s: int = Field(default=300, ge=1, le=1800)
     aws_region: str = "us-east-1"
 
     @model_validator(mode="after")
