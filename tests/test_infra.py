@@ -71,10 +71,11 @@ def dead_letter_queue(template: Any) -> dict[str, Any]:
     return queue
 
 
-def test_redrive_policy_matches_the_processors_max_attempts(template: Any) -> None:
+def test_redrive_policy_is_a_backstop_above_the_processors_max_attempts(template: Any) -> None:
     queues = resources(template, "AWS::SQS::Queue")
     main = main_queue(template)
-    assert main["Properties"]["RedrivePolicy"]["maxReceiveCount"] == WEBHOOK_QUEUE.max_attempts
+    # The redrive is a backstop well above the application's budget (WEBHOOK_MAX_ATTEMPTS)
+    assert main["Properties"]["RedrivePolicy"]["maxReceiveCount"] >= 10 * WEBHOOK_QUEUE.max_attempts
     processor = next(
         f
         for f in our_functions(template).values()
@@ -588,3 +589,29 @@ def test_migrations_run_again_for_a_new_instance_or_new_migration_code(template:
     assert props["Migrations"] == migrations_digest()
     assert props["RunnerCode"] == migration_code_digest()
     assert migration_code_digest() != migrations_digest()
+
+
+def test_the_receive_budget_outlasts_an_hour_long_database_outage(template: Any) -> None:
+    from slotguard.config import RetryPolicy
+
+    main = main_queue(template)
+    receives = main["Properties"]["RedrivePolicy"]["maxReceiveCount"]
+    [processor] = [
+        f["Properties"]
+        for f in our_functions(template).values()
+        if f["Properties"]["FunctionName"] == "slotguard-dev-webhook-processor"
+    ]
+    env = processor["Environment"]["Variables"]
+    policy = RetryPolicy(
+        webhook_max_attempts=env["WEBHOOK_MAX_ATTEMPTS"],
+        webhook_backoff_base_s=env["WEBHOOK_BACKOFF_BASE_S"],
+        webhook_backoff_cap_s=env["WEBHOOK_BACKOFF_CAP_S"],
+    )
+    # Given a message that meets a database outage at every receive, hidden for the processor's
+    # database-down backoff each time (the shortest draw of its jitter)
+    from slotguard.services.webhook_processor import backoff_seconds
+
+    hidden_s = sum(backoff_seconds(n, policy, rand=lambda: 0.0) for n in range(1, receives))
+    # Then it is not dead-lettered by SQS before an hour-long outage (a failover, a minor upgrade,
+    # a restore) is over
+    assert hidden_s >= 3600, hidden_s

@@ -36,7 +36,7 @@ class WebhookQueues(Construct):
             retention_period=Duration.days(WEBHOOK_QUEUE.retention_days),
             visibility_timeout=Duration.seconds(WEBHOOK_QUEUE.visibility_timeout_s),
             dead_letter_queue=sqs.DeadLetterQueue(
-                queue=self.dlq, max_receive_count=WEBHOOK_QUEUE.max_attempts
+                queue=self.dlq, max_receive_count=WEBHOOK_QUEUE.max_receive_count
             ),
             removal_policy=config.removal_policy,
         )

@@ -38,9 +38,12 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
+RECEIVE_BUDGET_FACTOR = 10
+
+
 @dataclass(frozen=True)
 class WebhookQueueSettings:
-    max_attempts: int = 5  # processor's WEBHOOK_MAX_ATTEMPTS and the redrive's maxReceiveCount
+    max_attempts: int = 5  # processor's WEBHOOK_MAX_ATTEMPTS (the redrive's is 10 times that)
     batch_size: int = 10
     batching_window_s: int = 1
     maximum_concurrency: int = 5  # <= what the RDS Proxy can serve; >= 2 (Lambda's minimum)
@@ -57,8 +60,21 @@ class WebhookQueueSettings:
         return 6 * self.processor_timeout_s
 
     @property
+    def max_receive_count(self) -> int:
+        return redrive_max_receive_count(self.max_attempts)
+
+    @property
     def claim_stale_after_s(self) -> int:
         return self.visibility_timeout_s
+
+
+def redrive_max_receive_count(max_attempts: int) -> int:
+    """SQS's redrive (maxReceiveCount) is a backstop well above the application's retry budget:
+    receives that never reach a claim (database down, another worker holding the row, a batch
+    timeout) count too, so only the processor's own budget (attempts recorded in the delivery log)
+    decides that a webhook is dead. The processor's database-down backoff grows with the receive
+    count, so this many receives outlast a long outage (hours at the deployed settings)."""
+    return RECEIVE_BUDGET_FACTOR * max_attempts
 
 
 WEBHOOK_QUEUE = WebhookQueueSettings()

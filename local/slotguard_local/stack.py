@@ -167,7 +167,7 @@ class LocalStack:
                 "MessageRetentionPeriod": retention,
                 "VisibilityTimeout": str(WEBHOOK_QUEUE.visibility_timeout_s),
                 "RedrivePolicy": json.dumps(
-                    {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(WEBHOOK_QUEUE.max_attempts)}
+                    {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(WEBHOOK_QUEUE.max_receive_count)}
                 ),
             },
         )
