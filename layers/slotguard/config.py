@@ -62,6 +62,9 @@ class ReceiverConfig(_Config):
     webhook_queue_url: str
     webhook_secret_prefix: str = "slotguard/webhooks/"  # noqa: S105 - a name prefix, not a secret
     webhook_secret_cache_s: int = Field(default=300, ge=0, le=3600)
+    # An org id without a secret is not asked for again for this long (junk traffic); an org
+    # created meanwhile is accepted after at most this delay.
+    webhook_unknown_org_cache_s: int = Field(default=60, ge=0, le=3600)
     webhook_max_body_bytes: int = Field(default=256 * 1024, ge=1024, le=1024 * 1024)
 
 
