@@ -615,3 +615,60 @@ def test_the_receive_budget_outlasts_an_hour_long_database_outage(template: Any)
     # Then it is not dead-lettered by SQS before an hour-long outage (a failover, a minor upgrade,
     # a restore) is over
     assert hidden_s >= 3600, hidden_s
+
+
+# Configuration each handler validates at import (values are never used: nothing connects at init).
+HANDLER_ENV = {
+    "AWS_REGION": "eu-west-1",
+    "AWS_DEFAULT_REGION": "eu-west-1",
+    "DB_HOST": "proxy.invalid",
+    "DB_AUTH": "iam",
+    "DB_SSLMODE": "require",
+    "WEBHOOK_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/123456789012/q",
+    "WEBHOOK_DLQ_URL": "https://sqs.eu-west-1.amazonaws.com/123456789012/dlq",
+    "WORKER_STATE_SOURCE": "lambda:00000000-0000-0000-0000-000000000000",
+    "DB_ADMIN_SECRET_ARN": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:x",
+}
+
+
+def modules_imported_at_init(handler: str) -> list[str]:
+    """The modules a handler's import (its Lambda init) loads, from a fresh interpreter."""
+    import subprocess
+    import sys
+
+    path = str(ROOT / "functions" / handler / "handler.py")
+    code = (
+        "import importlib.util, json, sys\n"
+        f"spec = importlib.util.spec_from_file_location('handler', {path!r})\n"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "print(json.dumps(sorted(n for n, m in list(sys.modules.items()) if getattr(m, '__file__', None))))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "AWS_ENDPOINT_URL")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**env, **HANDLER_ENV}, capture_output=True, text=True, check=True
+    )
+    names: list[str] = json.loads(out.stdout.strip().splitlines()[-1])
+    return names
+
+
+def test_layer_holds_python313_bytecode_for_every_module_a_handler_imports_at_init(template: Any) -> None:
+    [layer] = resources(template, "AWS::Lambda::LayerVersion").values()
+    asset_hash = layer["Properties"]["Content"]["S3Key"].removesuffix(".zip")
+    python = ROOT / "cdk.out" / f"asset.{asset_hash}" / "python"
+    missing: dict[str, list[str]] = {}
+    checked = 0
+    for handler in sorted(p.name for p in (ROOT / "functions").iterdir() if (p / "handler.py").exists()):
+        for name in modules_imported_at_init(handler):
+            parts = name.split(".")
+            if not (python / parts[0]).exists() and not (python / f"{parts[0]}.py").exists():
+                continue  # the standard library (the runtime's own, already compiled)
+            base = python.joinpath(*parts)
+            source = base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+            if not source.exists():
+                continue  # an extension module (.so)
+            checked += 1
+            # Then its CPython 3.13 bytecode is in the layer, next to it
+            if not (source.parent / "__pycache__" / f"{source.stem}.cpython-313.pyc").exists():
+                missing.setdefault(handler, []).append(name)
+    assert checked > 200
+    assert not missing, missing
