@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC
 from typing import Any
 
 import pytest
@@ -120,3 +121,44 @@ def test_a_connection_idle_past_the_bound_is_replaced_before_reuse(pg: Any) -> N
         assert db.scalar("SELECT pg_backend_pid()", ()) != first
     finally:
         db.close()
+
+
+@pytest.mark.parametrize("session_token", [None, "IQoJb3JpZ2luX2VjEJr//////////wEaCWV1LXdlc3QtMSJH+/=="])
+def test_the_local_signer_makes_the_token_botocore_makes(
+    session_token: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import datetime
+    from urllib.parse import parse_qs
+
+    import boto3
+
+    from slotguard.aws.rds import presign_connect
+
+    # Given Lambda-style credentials
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ASIAEXAMPLEKEY")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    if session_token:
+        monkeypatch.setenv("AWS_SESSION_TOKEN", session_token)
+    else:
+        monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    host = "slotguard-dev-proxy.proxy-abc.eu-west-1.rds.amazonaws.com"
+    reference = (
+        boto3.Session()
+        .client("rds", region_name="eu-west-1")
+        .generate_db_auth_token(DBHostname=host, Port=5432, DBUsername="slotguard_app", Region="eu-west-1")
+    )
+    signed_at = datetime.strptime(parse_qs(reference.split("?", 1)[1])["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ")
+    # When the standard-library signer signs the same request at the same second
+    ours = presign_connect(
+        host,
+        5432,
+        "slotguard_app",
+        "eu-west-1",
+        access_key="ASIAEXAMPLEKEY",
+        secret_key="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        session_token=session_token,
+        now=signed_at.replace(tzinfo=UTC),
+    )
+    # Then the tokens carry the same parameters and the same signature
+    assert ours.split("?")[0] == reference.split("?")[0]
+    assert parse_qs(ours.split("?", 1)[1]) == parse_qs(reference.split("?", 1)[1])

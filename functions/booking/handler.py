@@ -26,7 +26,7 @@ from slotguard.models import (
     RescheduleRequest,
     RescheduleResult,
 )
-from slotguard.observability import logger, metrics, tracer
+from slotguard.observability import logger, metrics
 from slotguard.services import booking_metrics
 from slotguard.services.booking import BookingService
 
@@ -132,7 +132,6 @@ def free_slots(
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)
