@@ -672,3 +672,11 @@ def test_layer_holds_python313_bytecode_for_every_module_a_handler_imports_at_in
                 missing.setdefault(handler, []).append(name)
     assert checked > 200
     assert not missing, missing
+
+
+@pytest.mark.parametrize("handler", ["booking", "cleanup", "dlq_reconciler"])
+def test_functions_that_call_no_aws_api_do_not_load_the_xray_sdk_or_boto3_at_init(handler: str) -> None:
+    # Given a function that talks only to the database (its IAM token is signed locally)
+    loaded = set(modules_imported_at_init(handler))
+    # Then its init loads neither the X-Ray SDK nor boto3 / botocore's session (see decisions.md)
+    assert not {"aws_xray_sdk", "boto3", "botocore.session"} & loaded
