@@ -98,11 +98,11 @@ class ApiClient:
         path: str,
         *,
         json_body: Any = None,
-        raw_body: str | None = None,
+        raw_body: bytes | str | None = None,
         query: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> HttpResult:
-        body = (
+        body: bytes | str | None = (
             raw_body if raw_body is not None else (json.dumps(json_body) if json_body is not None else None)
         )
         hdrs = {"content-type": "application/json", **(headers or {})}

@@ -12,12 +12,12 @@ from tests.conftest import signed_headers
 from tests.webhook_support import Pipeline
 
 
-def run_admin(*args: str, prefix: str) -> subprocess.CompletedProcess[str]:
+def run_admin(*args: str, prefix: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "slotguard.admin", *args, "--prefix", prefix],
         capture_output=True,
         text=True,
-        env=dict(os.environ),
+        env=dict(os.environ) if env is None else env,
         check=False,
     )
 
@@ -49,3 +49,14 @@ def test_bad_org_id_is_refused(pipeline: Pipeline) -> None:
     result = run_admin("rotate-webhook-secret", "not-a-uuid", prefix=pipeline.secret_prefix)
     assert result.returncode == 2
     assert "invalid UUID" in result.stderr
+
+
+def test_aws_region_is_honoured_like_aws_default_region(pipeline: Pipeline) -> None:
+    # Given an environment that names its region the way the README does (AWS_REGION only)
+    env = {k: v for k, v in os.environ.items() if k != "AWS_DEFAULT_REGION"}
+    env["AWS_REGION"] = "us-east-1"
+    # When the operator creates an org's secret
+    result = run_admin("rotate-webhook-secret", str(uuid.uuid4()), prefix=pipeline.secret_prefix, env=env)
+    # Then it works (no NoRegionError)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("whsec_")

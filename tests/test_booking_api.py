@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from types import ModuleType
 from typing import Any
 
 import pytest
 
+from slotguard_local.events import LambdaContext, http_api_event
 from tests.conftest import ApiClient, Org, new_org
 
 
@@ -260,3 +263,11 @@ def test_availability_check_and_free_slots(api: ApiClient) -> None:
     assert slots.status == 200
     starts = [s["start"][11:16] for s in slots.body["slots"]]
     assert starts == ["08:00", "08:30", "09:00", "11:00", "11:30", "12:00"]
+
+
+def test_success_and_error_bodies_are_both_compact_json(booking_fn: ModuleType, org: Org) -> None:
+    # When a client gets a success (a list) and an error (an unknown appointment)
+    for path in ("/appointments", f"/appointments/{uuid.uuid4()}"):
+        out = booking_fn.lambda_handler(http_api_event("GET", path, claims=org.member), LambdaContext())
+        # Then both bodies are JSON in one form: compact, like the gateway's own answers
+        assert out["body"] == json.dumps(json.loads(out["body"]), separators=(",", ":")), out["body"]

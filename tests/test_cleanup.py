@@ -30,7 +30,7 @@ def insert_key(admin: Any, org: uuid.UUID, age: str) -> str:
         "SELECT slotguard.book_appointment_with_lock(%s, 't', %s, NULL, now() + %s::interval, 5)",
         (org, uuid.uuid4(), f"{uuid.uuid4().int % 100000} minutes"),
     ).fetchone()[0]
-    key = f"key-{uuid.uuid4().hex[:8]}"
+    key = f"http:key-{uuid.uuid4().hex[:8]}"
     admin.execute(
         """INSERT INTO slotguard.booking_idempotency_keys (org_id, key, request_hash, appointment_id,
                      created_at, expires_at) VALUES (%s, %s, 'h', %s, now() - %s::interval,
@@ -90,11 +90,62 @@ def test_cleanup_deletes_exactly_what_left_its_window(
     assert again["completed_deleted"] == again["failed_deleted"] == again["idempotency_keys_deleted"] == 0
 
 
-def test_the_app_role_cannot_purge_outside_the_function(app_conn: Any) -> None:
+def retention_url(pg: Any) -> str:
     import psycopg
 
-    app_conn.execute("SELECT set_config('slotguard.maintenance', 'on', false)")
-    # the maintenance policy applies to the owner only: the app role still sees nothing
-    assert app_conn.execute("SELECT count(*) FROM slotguard.webhook_delivery_log").fetchone() == (0,)
-    with pytest.raises(psycopg.errors.InsufficientPrivilege):
-        app_conn.execute("DELETE FROM slotguard.webhook_delivery_log")
+    return psycopg.conninfo.make_conninfo(pg.app_url, user="slotguard_retention")
+
+
+def test_only_the_retention_role_purges_and_never_below_the_floors(pg: Any, admin_conn: Any) -> None:
+    import psycopg
+
+    # Given an idempotency key of some org, and a session that switches the old maintenance GUC on
+    org = uuid.uuid4()
+    key = insert_key(admin_conn, org, "1 hour")
+    with psycopg.connect(pg.app_url, autocommit=True) as app:
+        app.execute("SELECT set_config('slotguard.maintenance', 'on', false)")
+        # Then the application role may not purge anything, nor read the tables
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            app.execute("SELECT slotguard.purge_expired('idempotency_keys', '-1 day', 1000000)")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            app.execute("SELECT count(*) FROM slotguard.webhook_delivery_log")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            app.execute("SELECT slotguard.unfinished_webhook_deliveries()")
+    with psycopg.connect(retention_url(pg), autocommit=True) as retention:
+        # And the retention role may, but never below the floors it promises
+        for what, interval in (
+            ("idempotency_keys", "-1 day"),
+            ("idempotency_keys", "23 hours"),
+            ("completed", "1 hour"),
+            ("failed", "6 days"),
+            ("everything", "30 days"),
+        ):
+            with pytest.raises(psycopg.errors.InvalidParameterValue):
+                retention.execute("SELECT slotguard.purge_expired(%s, %s, 1000)", (what, interval))
+        assert retention.execute(
+            "SELECT slotguard.purge_expired('idempotency_keys', '24 hours', 10)"
+        ).fetchone()
+        # And it can do nothing else: no table, no booking function
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            retention.execute("SELECT count(*) FROM slotguard.booking_idempotency_keys")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            retention.execute("SELECT slotguard.get_appointment(%s, %s)", (org, uuid.uuid4()))
+    # And the young key is still there
+    keys = {r[0] for r in admin_conn.execute("SELECT key FROM slotguard.booking_idempotency_keys")}
+    assert key in keys
+
+
+def test_cleanup_config_refuses_retention_below_the_floors() -> None:
+    from pydantic import ValidationError
+
+    from slotguard.config import CleanupConfig
+
+    base = {"DATABASE_URL": "postgresql://x@127.0.0.1/db"}
+    assert CleanupConfig.from_env(base).database.db_user == "slotguard_retention"
+    for key, value in (
+        ("RETENTION_COMPLETED_DAYS", "0.5"),
+        ("RETENTION_FAILED_DAYS", "6"),
+        ("RETENTION_IDEMPOTENCY_HOURS", "1"),
+    ):
+        with pytest.raises(ValidationError):
+            CleanupConfig.from_env({**base, key: value})

@@ -9,9 +9,16 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 
-from slotguard.api.http import create_resolver, current_actor, json_response, response_doc
+from slotguard.api.http import (
+    create_resolver,
+    current_actor,
+    error_docs,
+    header_doc,
+    json_response,
+    response_doc,
+)
 from slotguard.config import BookingConfig
 from slotguard.db.booking_repository import BookingRepository
 from slotguard.db.connection import Database
@@ -25,22 +32,40 @@ from slotguard.models import (
     History,
     RescheduleRequest,
     RescheduleResult,
+    WindowDatetime,
 )
 from slotguard.observability import logger, metrics
 from slotguard.services import booking_metrics
-from slotguard.services.booking import BookingService
+from slotguard.services.booking import CURSOR_PATTERN, MIN_SLOT_STEP_MINUTES, BookingService
 
 config = BookingConfig.from_env()
 service = BookingService(BookingRepository(Database(config.database), config.booking_lock_wait_ms))
 app = create_resolver()
 
 Minutes = Annotated[int, Field(ge=1, le=1440)]
+StepMinutes = Annotated[int, Field(ge=MIN_SLOT_STEP_MINUTES, le=1440)]
+NO_REASON = CancelRequest()  # an absent body
 
 
-@app.post("/appointments", responses={201: response_doc(Appointment, "Booked (or the replay of a booking)")})
+@app.post(
+    "/appointments",
+    responses={
+        201: response_doc(
+            Appointment,
+            "Booked (or, with the same Idempotency-Key and body, the replay of the first answer)",
+            headers={
+                "Location": header_doc("The appointment's URL", required=True),
+                "Idempotent-Replayed": header_doc("`true` when this answer replays an earlier one"),
+            },
+        ),
+        **error_docs(400, 401, 409, 415, 422, 503),
+    },
+)
 def book(
     body: Annotated[BookRequest, Body()],
-    idempotency_key: Annotated[str | None, Header(alias="idempotency-key", max_length=255)] = None,
+    idempotency_key: Annotated[
+        str | None, Header(alias="idempotency-key", min_length=1, max_length=255)
+    ] = None,
 ) -> Response[str]:
     actor = current_actor(app)
     with booking_metrics.booking():
@@ -51,14 +76,22 @@ def book(
     return json_response(result.appointment, 201, headers)
 
 
-@app.get("/appointments", responses={200: response_doc(AppointmentPage, "A page of appointments")})
+@app.get(
+    "/appointments",
+    responses={
+        200: response_doc(AppointmentPage, "A page of appointments (cancelled ones too, unless filtered)"),
+        **error_docs(401, 422, 503),
+    },
+)
 def list_appointments(
-    start: Annotated[AwareDatetime | None, Query(alias="from")] = None,
-    end: Annotated[AwareDatetime | None, Query(alias="to")] = None,
+    start: Annotated[WindowDatetime | None, Query(alias="from")] = None,
+    end: Annotated[WindowDatetime | None, Query(alias="to")] = None,
     resource_id: Annotated[UUID | None, Query()] = None,
     status: Annotated[Literal["scheduled", "cancelled"] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[
+        str | None, Query(pattern=CURSOR_PATTERN, description="`next_cursor` of the previous page")
+    ] = None,
 ) -> Response[str]:
     page = service.list_appointments(
         current_actor(app),
@@ -72,35 +105,53 @@ def list_appointments(
     return json_response(page)
 
 
-@app.get("/appointments/<appointment_id>", responses={200: response_doc(Appointment, "The appointment")})
+@app.get(
+    "/appointments/<appointment_id>",
+    responses={200: response_doc(Appointment, "The appointment"), **error_docs(401, 404, 422, 503)},
+)
 def get_appointment(appointment_id: UUID) -> Response[str]:
     return json_response(service.get(current_actor(app), appointment_id))
 
 
-@app.post("/appointments/<appointment_id>/cancel", responses={200: response_doc(Appointment, "Cancelled")})
+@app.post(
+    "/appointments/<appointment_id>/cancel",
+    responses={
+        200: response_doc(Appointment, "Cancelled (again: the same answer, unchanged)"),
+        **error_docs(400, 401, 404, 415, 422, 503),
+    },
+)
 def cancel_appointment(
-    appointment_id: UUID, body: Annotated[CancelRequest | None, Body()] = None
+    appointment_id: UUID, body: Annotated[CancelRequest, Body()] = NO_REASON
 ) -> Response[str]:
-    reason = body.reason if body else None
-    return json_response(service.cancel(current_actor(app), appointment_id, reason))
+    # No body is {}; a body that is not a JSON object (null, [], "x") is a 422.
+    return json_response(service.cancel(current_actor(app), appointment_id, body.reason))
 
 
 @app.post(
     "/appointments/<appointment_id>/reschedule",
-    responses={200: response_doc(RescheduleResult, "The new appointment and the previous one")},
+    responses={
+        200: response_doc(RescheduleResult, "The new appointment and the previous one"),
+        **error_docs(400, 401, 404, 409, 415, 422, 503),
+    },
 )
 def reschedule_appointment(appointment_id: UUID, body: Annotated[RescheduleRequest, Body()]) -> Response[str]:
     return json_response(service.reschedule(current_actor(app), appointment_id, body))
 
 
-@app.get("/appointments/<appointment_id>/history", responses={200: response_doc(History, "Audit trail")})
+@app.get(
+    "/appointments/<appointment_id>/history",
+    responses={200: response_doc(History, "Audit trail"), **error_docs(401, 404, 422, 503)},
+)
 def appointment_history(appointment_id: UUID) -> Response[str]:
     return json_response(service.history(current_actor(app), appointment_id))
 
 
-@app.get("/availability/check", responses={200: response_doc(Availability, "Whether the slot is free")})
+@app.get(
+    "/availability/check",
+    responses={200: response_doc(Availability, "Whether the slot is free"), **error_docs(401, 422, 503)},
+)
 def check_availability(
-    start: Annotated[AwareDatetime, Query()],
+    start: Annotated[WindowDatetime, Query()],
     duration_minutes: Annotated[Minutes, Query()],
     resource_id: Annotated[UUID | None, Query()] = None,
 ) -> Response[str]:
@@ -111,12 +162,15 @@ def check_availability(
     )
 
 
-@app.get("/availability/slots", responses={200: response_doc(FreeSlots, "Free start times")})
+@app.get(
+    "/availability/slots",
+    responses={200: response_doc(FreeSlots, "Free start times"), **error_docs(401, 422, 503)},
+)
 def free_slots(
-    start: Annotated[AwareDatetime, Query(alias="from")],
-    end: Annotated[AwareDatetime, Query(alias="to")],
+    start: Annotated[WindowDatetime, Query(alias="from")],
+    end: Annotated[WindowDatetime, Query(alias="to")],
     duration_minutes: Annotated[Minutes, Query()],
-    step_minutes: Annotated[Minutes | None, Query()] = None,
+    step_minutes: Annotated[StepMinutes | None, Query()] = None,
     resource_id: Annotated[UUID | None, Query()] = None,
 ) -> Response[str]:
     return json_response(

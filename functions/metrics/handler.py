@@ -9,14 +9,30 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from slotguard.api.http import create_resolver, current_actor, json_response, require_admin, response_doc
+from slotguard.api.http import (
+    create_resolver,
+    current_actor,
+    error_docs,
+    json_response,
+    require_admin,
+    response_doc,
+)
 from slotguard.aws.cloudwatch import QueueAgeMetric
 from slotguard.aws.sqs import WebhookQueue
 from slotguard.aws.workers import worker_state_source
 from slotguard.config import MetricsConfig
 from slotguard.db.connection import Database
 from slotguard.observability import logger, metrics, tracer
-from slotguard.services.metrics import MetricsService, QueueHealth, Range, RedriveRequest, RedriveResult
+from slotguard.services.metrics import (
+    DeliveryList,
+    DeliveryStats,
+    MetricsService,
+    ProcessingTime,
+    QueueHealth,
+    Range,
+    RedriveRequest,
+    RedriveResult,
+)
 
 config = MetricsConfig.from_env()
 service = MetricsService(
@@ -28,46 +44,73 @@ service = MetricsService(
     config.retry.webhook_max_attempts,
 )
 app = create_resolver()
+REDRIVE_ALL = RedriveRequest()  # an absent body
 
 
 @app.get(
-    "/webhook-metrics/queue-health", responses={200: response_doc(QueueHealth, "Queue and worker health")}
+    "/webhook-metrics/queue-health",
+    responses={200: response_doc(QueueHealth, "Queue and worker health"), **error_docs(401, 503)},
 )
 def queue_health() -> Response[str]:
     return json_response(service.queue_health(current_actor(app)))
 
 
-@app.get("/webhook-metrics/delivery-stats")
+@app.get(
+    "/webhook-metrics/delivery-stats",
+    responses={200: response_doc(DeliveryStats, "Delivery counts and trend"), **error_docs(401, 422, 503)},
+)
 def delivery_stats(range_: Annotated[Range, Query(alias="range")] = "24h") -> Response[str]:
     return json_response(service.delivery_stats(current_actor(app), range_))
 
 
-@app.get("/webhook-metrics/recent-failures")
+@app.get(
+    "/webhook-metrics/recent-failures",
+    responses={
+        200: response_doc(DeliveryList, "Latest failed and dead-lettered deliveries, without payloads"),
+        **error_docs(401, 422, 503),
+    },
+)
 def recent_failures(limit: Annotated[int, Query(ge=1, le=100)] = 20) -> Response[str]:
     return json_response(service.recent_failures(current_actor(app), limit))
 
 
-@app.get("/webhook-metrics/dead-letter-queue")
+@app.get(
+    "/webhook-metrics/dead-letter-queue",
+    responses={
+        200: response_doc(DeliveryList, "Dead-lettered deliveries; payloads (`event_data`) for admins only"),
+        **error_docs(401, 422, 503),
+    },
+)
 def dead_letter_queue(limit: Annotated[int, Query(ge=1, le=100)] = 50) -> Response[str]:
     return json_response(service.dead_letters(current_actor(app), limit))
 
 
 @app.post(
-    "/webhook-metrics/dead-letter-queue/redrive", responses={200: response_doc(RedriveResult, "Redriven")}
+    "/webhook-metrics/dead-letter-queue/redrive",
+    responses={
+        200: response_doc(RedriveResult, "Redriven: back to pending and on the queue"),
+        **error_docs(400, 401, 403, 415, 422, 503),
+    },
 )
-def redrive(body: Annotated[RedriveRequest | None, Body()] = None) -> Response[str]:
+def redrive(body: Annotated[RedriveRequest, Body()] = REDRIVE_ALL) -> Response[str]:
     actor = current_actor(app)
     require_admin(actor)
-    return json_response(service.redrive(actor, body or RedriveRequest()))
+    return json_response(service.redrive(actor, body))
 
 
-@app.get("/webhook-metrics/processing-time")
+@app.get(
+    "/webhook-metrics/processing-time",
+    responses={
+        200: response_doc(ProcessingTime, "Processing-time percentiles"),
+        **error_docs(401, 422, 503),
+    },
+)
 def processing_time(range_: Annotated[Range, Query(alias="range")] = "24h") -> Response[str]:
     return json_response(service.processing_time(current_actor(app), range_))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False)  # answers carry personal data
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

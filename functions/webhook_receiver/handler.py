@@ -28,7 +28,7 @@ receiver = WebhookReceiver(
     WebhookQueue(config.webhook_queue_url),
     config.webhook_max_body_bytes,
 )
-app = create_resolver()
+app = create_resolver(json_object_bodies=False)
 
 
 @app.post("/webhooks/<org_id>")
@@ -42,7 +42,7 @@ def receive_webhook(org_id: str) -> Response[str]:
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False)  # answers carry personal data
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -43,6 +43,8 @@ class DatabaseSettings(_Config):
     # timeout (30 min), after which the proxy has closed its side.
     db_max_idle_s: int = Field(default=300, ge=1, le=1800)
     aws_region: str = "us-east-1"
+    # Whether db_user replaces the user named in DATABASE_URL (see RetentionDatabaseSettings).
+    login_role_overrides_url: ClassVar[bool] = False
 
     @model_validator(mode="after")
     def _one_way_in(self) -> Self:
@@ -53,9 +55,21 @@ class DatabaseSettings(_Config):
         return self
 
 
+class RetentionDatabaseSettings(DatabaseSettings):
+    """The retention cleanup logs in as its own role, also when DATABASE_URL names another
+    user (locally the URL is the application's; the password is shared there)."""
+
+    db_user: str = "slotguard_retention"
+    login_role_overrides_url: ClassVar[bool] = True
+
+
+# The booking lock wait stays below the application role's statement_timeout (5 s, 0007).
+MAX_LOCK_WAIT_MS = 4000
+
+
 class BookingConfig(_Config):
     database: DatabaseSettings
-    booking_lock_wait_ms: int = Field(default=3000, ge=1, le=10000)
+    booking_lock_wait_ms: int = Field(default=3000, ge=1, le=MAX_LOCK_WAIT_MS)
 
 
 class ReceiverConfig(_Config):
@@ -82,7 +96,7 @@ class ProcessorConfig(_Config):
     webhook_queue_url: str
     # A claim older than this is taken to belong to a dead worker; >= the queue's visibility timeout.
     webhook_claim_stale_after_s: int = Field(default=180, ge=1)
-    booking_lock_wait_ms: int = Field(default=3000, ge=1, le=10000)
+    booking_lock_wait_ms: int = Field(default=3000, ge=1, le=MAX_LOCK_WAIT_MS)
 
 
 class ReconcilerConfig(_Config):
@@ -91,10 +105,11 @@ class ReconcilerConfig(_Config):
 
 
 class CleanupConfig(_Config):
-    database: DatabaseSettings
-    retention_completed_days: float = Field(default=7, gt=0)
-    retention_failed_days: float = Field(default=30, gt=0)
-    retention_idempotency_hours: float = Field(default=24, gt=0)
+    database: RetentionDatabaseSettings
+    # The floors are purge_expired()'s own (0007): below them the database refuses.
+    retention_completed_days: float = Field(default=7, ge=1)
+    retention_failed_days: float = Field(default=30, ge=7)
+    retention_idempotency_hours: float = Field(default=24, ge=24)
     cleanup_batch_size: int = Field(default=1000, ge=1, le=50_000)
 
 

@@ -4,6 +4,63 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from slotguard.models import Appointment
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+class ErrorBody(BaseModel):
+    """`{"error": {"code", "message", "details"}}`: every error this API's functions answer."""
+
+    error: ErrorInfo
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationDetails(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    errors: list[FieldError]
+
+
+class ValidationErrorInfo(ErrorInfo):
+    details: ValidationDetails  # type: ignore[assignment]
+
+
+class ValidationErrorBody(BaseModel):
+    error: ValidationErrorInfo
+
+
+class ConflictDetails(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    conflicts: list[Appointment] = Field(default_factory=list)
+
+
+class ConflictInfo(ErrorInfo):
+    details: ConflictDetails  # type: ignore[assignment]
+
+
+class ConflictBody(BaseModel):
+    error: ConflictInfo
+
+
+class GatewayMessage(BaseModel):
+    """The API Gateway's own answers (JWT authorizer, unknown route): it cannot send ours."""
+
+    message: str
+
+
+UnauthorizedBody = ErrorBody | GatewayMessage
+
 
 class DomainError(Exception):
     """An expected outcome the caller must be told about, never a 500."""

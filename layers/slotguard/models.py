@@ -3,15 +3,120 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
-from typing import Any, Literal
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+)
 
 MAX_NOTES_CHARS = 2000
 MAX_METADATA_BYTES = 8 * 1024
 MAX_REASON_CHARS = 500
+
+# The booking window. A timestamp a client sends is RFC 3339 with an offset, written with a
+# year of 1970..2199 and an offset of -12:00..+14:00: so every appointment lies in
+# [1969-12-31T10:00Z, 2200-01-02T12:00Z] UTC (the table CHECKs that, 0007) and each of its
+# timestamps renders in any offset inside years 1..9999. The OpenAPI document carries the
+# same rule as a pattern, so a schema-valid timestamp is always accepted.
+BOOKING_WINDOW_START = datetime(1969, 12, 31, 10, tzinfo=UTC)
+BOOKING_WINDOW_END = datetime(2200, 1, 2, 12, tzinfo=UTC)
+BOOKING_WINDOW_MESSAGE = (
+    "times must be RFC 3339 with an offset of -12:00..+14:00 and a year of 1970..2199 (the booking window)"
+)
+_YEAR = r"(?:19[7-9]\d|2[01]\d\d)"
+_LEAP_YEAR = (
+    r"(?:19(?:7[26]|8[048]|9[26])|20(?:[02468][048]|[13579][26])|21(?:0[48]|[2468][048]|[13579][26]))"
+)
+_MONTH_DAY = (
+    r"(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\d|3[01])"  # 31-day months
+    r"|(?:0[469]|11)-(?:0[1-9]|[12]\d|30)"  # 30-day months
+    r"|02-(?:0[1-9]|1\d|2[0-8]))"  # February; the 29th only in leap years, below
+)
+_TIME = r"T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,6})?"
+_OFFSET = r"(?:Z|\+(?:0\d|1[0-3]):[0-5]\d|\+14:00|-(?:0\d|1[01]):[0-5]\d|-12:00)"
+WINDOW_PATTERN = rf"^(?:{_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29){_TIME}{_OFFSET}$"
+_WINDOW_RE = re.compile(WINDOW_PATTERN)
+_MIN_OFFSET, _MAX_OFFSET = timedelta(hours=-12), timedelta(hours=14)
+
+
+def _in_window(value: Any) -> Any:
+    """Before parsing: a string must match the pattern exactly; a datetime (Python callers)
+    must keep the same rules."""
+    if isinstance(value, str):
+        if not _WINDOW_RE.match(value):
+            raise ValueError(BOOKING_WINDOW_MESSAGE)
+    elif isinstance(value, datetime):
+        offset = value.utcoffset()
+        if offset is None or not _MIN_OFFSET <= offset <= _MAX_OFFSET or not 1970 <= value.year <= 2199:
+            raise ValueError(BOOKING_WINDOW_MESSAGE)
+    else:  # a number of seconds is not a timestamp of this API
+        raise ValueError(BOOKING_WINDOW_MESSAGE)
+    return value
+
+
+# An RFC 3339 timestamp with an offset, inside the booking window.
+WindowDatetime = Annotated[
+    AwareDatetime,
+    BeforeValidator(_in_window),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": WINDOW_PATTERN}),
+]
+
+
+# A webhook id (the `webhook-id` header, the delivery log's job_id): printable ASCII.
+MAX_WEBHOOK_ID_CHARS = 255
+WEBHOOK_ID_PATTERN = rf"^[\x20-\x7e]{{1,{MAX_WEBHOOK_ID_CHARS}}}$"
+WEBHOOK_ID_RE = re.compile(WEBHOOK_ID_PATTERN)
+JobId = Annotated[str, StringConstraints(pattern=WEBHOOK_ID_PATTERN)]
+
+
+def storable(value: Any, where: str = "value") -> None:
+    """Refuse what PostgreSQL's text and jsonb cannot store: NUL characters and unpaired UTF-16
+    surrogates (JSON may spell both as u-escapes), in strings and in object keys."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{where} must not contain NUL (\\u0000) characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{where} must be valid Unicode (no unpaired surrogates)") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            storable(key, where)
+            storable(item, where)
+    elif isinstance(value, list):
+        for item in value:
+            storable(item, where)
+
+
+def _storable_text(value: str) -> str:
+    storable(value, "text")
+    return value
+
+
+StoredText = Annotated[str, AfterValidator(_storable_text)]
+
+
+def _json_integer(value: Any) -> Any:
+    """JSON has one number type: 30.0 is the integer 30 (JSON Schema agrees). Strings, booleans
+    and fractions stay refused by the strict int that follows."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Minutes of an appointment: an integer 1..1440 (1 day), never a string.
+DurationMinutes = Annotated[int, Field(ge=1, le=1440, strict=True), BeforeValidator(_json_integer)]
 
 
 class _Request(BaseModel):
@@ -22,15 +127,16 @@ class _Request(BaseModel):
 
 class BookRequest(_Request):
     contact_id: UUID
-    scheduled_at: AwareDatetime
-    duration_minutes: int = Field(ge=1, le=1440, strict=True)
+    scheduled_at: WindowDatetime
+    duration_minutes: DurationMinutes
     resource_id: UUID | None = None
-    notes: str | None = Field(default=None, max_length=MAX_NOTES_CHARS)
+    notes: StoredText | None = Field(default=None, max_length=MAX_NOTES_CHARS)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("metadata")
     @classmethod
     def _metadata_size(cls, value: dict[str, Any]) -> dict[str, Any]:
+        storable(value, "metadata")
         if len(json.dumps(value, separators=(",", ":")).encode()) > MAX_METADATA_BYTES:
             raise ValueError(f"metadata must serialize to at most {MAX_METADATA_BYTES} bytes")
         return value
@@ -44,12 +150,12 @@ class BookRequest(_Request):
 
 
 class CancelRequest(_Request):
-    reason: str | None = Field(default=None, max_length=MAX_REASON_CHARS)
+    reason: StoredText | None = Field(default=None, max_length=MAX_REASON_CHARS)
 
 
 class RescheduleRequest(_Request):
-    scheduled_at: AwareDatetime
-    duration_minutes: int | None = Field(default=None, ge=1, le=1440, strict=True)
+    scheduled_at: WindowDatetime
+    duration_minutes: DurationMinutes | None = None
 
 
 class Appointment(BaseModel):
@@ -116,6 +222,13 @@ class FreeSlots(BaseModel):
     slots: list[Slot]
     duration_minutes: int
     step_minutes: int
+    searched_to: datetime = Field(
+        description="The search covered [from, searched_to): the requested `to`, or less when the"
+        " range held more than 3000 start times or spanned more than 31 days"
+    )
+    next_from: datetime | None = Field(
+        description="Where to continue when the search stopped before `to` (else null)"
+    )
 
 
 class Actor(BaseModel):

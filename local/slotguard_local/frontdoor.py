@@ -9,11 +9,13 @@ import base64
 import json
 import queue
 import re
+import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import jwt
@@ -22,8 +24,35 @@ from slotguard.topology import Route
 from slotguard_local.events import LambdaContext, http_api_event
 
 MAX_BODY = 10 * 1024 * 1024  # API Gateway's payload limit
+# Answers of the gateway itself (no function runs), with API Gateway HTTP API's bodies.
 UNAUTHORIZED = (401, {"message": "Unauthorized"})
 NOT_FOUND = (404, {"message": "Not Found"})
+BAD_REQUEST = (400, {"message": "Bad Request"})
+TOO_LARGE = (413, {"message": "Request Entity Too Large"})
+INTERNAL_ERROR = (500, {"message": "Internal Server Error"})
+GATEWAY = "gateway"  # the access log's "function" of an answer no function gave
+
+
+class Answer(NamedTuple):
+    status: int
+    headers: dict[str, str]
+    cookies: list[str]
+    body: bytes
+    function: str = GATEWAY
+
+
+def compact_json(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def content_length(value: str | None) -> int | None:
+    """The declared body length: 0 when absent, None when not a non-negative decimal integer."""
+    if value is None:
+        return 0
+    value = value.strip()
+    if not value.isascii() or not value.isdigit():
+        return None
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -130,11 +159,11 @@ class FrontDoor:
 
     def handle(
         self, method: str, target: str, headers: dict[str, str], body: bytes, source_ip: str
-    ) -> tuple[int, dict[str, str], list[str], bytes]:
+    ) -> Answer:
         parts = urlsplit(target)
         path = parts.path or "/"
         if method == "GET" and path == "/openapi.json":
-            return 200, {"content-type": "application/json"}, [], self._openapi
+            return Answer(200, {"content-type": "application/json"}, [], self._openapi)
         for route, pattern in self._routes:
             match = pattern.match(path)
             if match and route.method == method:
@@ -160,19 +189,20 @@ class FrontDoor:
         try:
             result = self._pools[route.function].invoke(event)
         except Exception:
-            return self._json(500, {"message": "Internal Server Error"})
+            return self._json(*INTERNAL_ERROR)._replace(function=route.function)
         out_body = result.get("body") or ""
         raw = base64.b64decode(out_body) if result.get("isBase64Encoded") else out_body.encode()
-        return (
+        return Answer(
             int(result.get("statusCode", 200)),
             dict(result.get("headers") or {}),
             list(result.get("cookies") or []),
             raw,
+            route.function,
         )
 
     @staticmethod
-    def _json(status: int, payload: Any) -> tuple[int, dict[str, str], list[str], bytes]:
-        return status, {"content-type": "application/json"}, [], json.dumps(payload).encode()
+    def _json(status: int, payload: Any) -> Answer:
+        return Answer(status, {"content-type": "application/json"}, [], compact_json(payload))
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         door = self
@@ -181,34 +211,53 @@ class FrontDoor:
             protocol_version = "HTTP/1.1"
 
             def _serve(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
+                started = time.monotonic()
+                answer = self._answer()
+                self._send(answer)
+                path = urlsplit(self.path).path or "/"
+                elapsed_ms = (time.monotonic() - started) * 1000
+                # One access line per request: method, path (no query: it may carry personal
+                # data), status, latency, and the function that answered ("gateway": none did).
+                line = f"{self.command} {path} {answer.status} {elapsed_ms:.0f}ms {answer.function}"
+                sys.stdout.write(f"[slotguard] {line}\n")
+                sys.stdout.flush()
+
+            def _answer(self) -> Answer:
+                length = content_length(self.headers.get("content-length"))
+                if length is None:
+                    # Never read "up to -1 bytes" (the whole stream): the body's end is unknown.
+                    self.close_connection = True
+                    return door._json(*BAD_REQUEST)
                 if length > MAX_BODY:
-                    self._send(
-                        413,
-                        {"content-type": "application/json"},
-                        [],
-                        json.dumps({"message": "Request Entity Too Large"}).encode(),
-                    )
-                    return
+                    self.close_connection = True
+                    return door._json(*TOO_LARGE)
                 body = self.rfile.read(length) if length else b""
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                status, out_headers, cookies, raw = door.handle(
-                    self.command, self.path, headers, body, self.client_address[0]
-                )
-                self._send(status, out_headers, cookies, raw)
+                return door.handle(self.command, self.path, headers, body, self.client_address[0])
 
-            def _send(self, status: int, headers: dict[str, str], cookies: list[str], raw: bytes) -> None:
-                self.send_response(status)
-                for key, value in headers.items():
+            def _send(self, answer: Answer) -> None:
+                self.send_response(answer.status)
+                for key, value in answer.headers.items():
                     if key.lower() not in ("content-length", "connection"):
                         self.send_header(key, value)
-                for cookie in cookies:
+                for cookie in answer.cookies:
                     self.send_header("Set-Cookie", cookie)
-                self.send_header("Content-Length", str(len(raw)))
+                if self.close_connection:
+                    self.send_header("Connection", "close")
+                self.send_header("Content-Length", str(len(answer.body)))
                 self.end_headers()
-                self.wfile.write(raw)
+                if self.command != "HEAD":
+                    self.wfile.write(answer.body)
 
+            # Every method reaches the route table: one no route has is a 404 {"message": "Not
+            # Found"}, as API Gateway's HTTP API answers it (never the stdlib's 501).
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve  # noqa: N815
+            do_HEAD = do_OPTIONS = do_TRACE = do_CONNECT = _serve  # noqa: N815
+
+            def __getattr__(self, name: str) -> Any:
+                if name.startswith("do_"):  # any other method (QUERY, PROPFIND, ...)
+                    return self._serve
+                raise AttributeError(name)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

@@ -42,10 +42,43 @@ def build_openapi() -> dict[str, Any]:
         for name in DOCUMENTED:
             merge.add_schema(load_function(name).app.get_openapi_schema())
         schema: dict[str, Any] = json.loads(merge.get_openapi_json_schema())
-        return schema
+        return _our_errors_only(schema)
     finally:
         for key in missing:
             os.environ.pop(key, None)
+
+
+POWERTOOLS_VALIDATION = "#/components/schemas/HTTPValidationError"
+
+
+def _refs(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        found = {node["$ref"].rsplit("/", 1)[-1]} if isinstance(node.get("$ref"), str) else set()
+        return found.union(*(_refs(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_refs(v) for v in node))
+    return set()
+
+
+def _our_errors_only(schema: dict[str, Any]) -> dict[str, Any]:
+    """Powertools documents a 422 with its own body (FastAPI's `{detail}`) on every route; each
+    route documents its errors with our envelope (slotguard.api.http.error_docs), so a 422
+    still pointing at Powertools' body belongs to a route without inputs: drop it, and every
+    component nothing refers to any more."""
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            responses = operation["responses"]
+            body = responses.get("422", {}).get("content", {}).get("application/json", {}).get("schema", {})
+            if body.get("$ref") == POWERTOOLS_VALIDATION:
+                del responses["422"]
+    components = schema["components"]["schemas"]
+    while True:
+        used = _refs(schema["paths"]) | set().union(*(_refs(c) for c in components.values()))
+        unused = set(components) - used
+        if not unused:
+            return schema
+        for name in unused:
+            del components[name]
 
 
 def render() -> str:

@@ -8,6 +8,7 @@ import functools
 import json
 import os
 import secrets
+import socket
 import threading
 import time
 import uuid
@@ -23,13 +24,17 @@ from psycopg import sql
 from slotguard.aws.secrets import new_webhook_secret
 from slotguard.db.migrate import ensure_app_login, migrate
 from slotguard.topology import CLEANUP_SCHEDULE_MINUTES, ROUTES, WEBHOOK_QUEUE
+from slotguard_local.emf import send_emf_to
 from slotguard_local.events import LambdaContext
+from slotguard_local.files import write_private
 from slotguard_local.frontdoor import FrontDoor, FunctionPool, JwtAuthorizer, JwtSettings
-from slotguard_local.functions import load_function
+from slotguard_local.functions import ROOT, load_function
+from slotguard_local.lock import StackAlreadyRunning, StateFolderLock
 from slotguard_local.moto import MotoServer
 from slotguard_local.openapi import build_openapi
 from slotguard_local.poller import SqsEventSource
 from slotguard_local.postgres import EmbeddedPostgres
+from slotguard_local.watchdog import Watchdog
 
 QUEUE_NAME = "slotguard-webhooks"
 DLQ_NAME = "slotguard-webhooks-dlq"
@@ -47,6 +52,23 @@ def _say(message: str) -> None:
     print(f"[slotguard] {message}", flush=True)
 
 
+class StartRefused(RuntimeError):
+    """The stack will not start, for a reason the message explains; nothing was started."""
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Bind the front door's address the way its server will (SO_REUSEADDR), then let it go."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise StartRefused(
+                f"port {port} on {host} is already in use ({exc.strerror}). Stop what listens there, "
+                f"or choose another port: SLOTGUARD_PORT={port + 1} make local"
+            ) from None
+
+
 @dataclass
 class LocalStack:
     home: Path
@@ -56,6 +78,8 @@ class LocalStack:
     _pg: EmbeddedPostgres | None = None
     _moto: MotoServer | None = None
     _door: FrontDoor | None = None
+    _lock: StateFolderLock | None = None
+    _watchdog: Watchdog | None = None
     _sources: list[SqsEventSource] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -71,14 +95,24 @@ class LocalStack:
             "app_password": secrets.token_urlsafe(24),
             "orgs": [{"org_id": str(uuid.uuid4()), "webhook_secret": new_webhook_secret()} for _ in range(2)],
         }
-        path.write_text(json.dumps(state, indent=2))
-        path.chmod(0o600)
+        write_private(path, json.dumps(state, indent=2))
         return state
 
     # -- start ------------------------------------------------------------------------------
     def start(self) -> LocalStack:
+        """Start everything; StartRefused (before anything started) when it must not run."""
         started = time.monotonic()
         self.home.mkdir(parents=True, exist_ok=True)
+        lock = StateFolderLock(self.home)
+        try:
+            lock.acquire(self.port, self.host)
+        except StackAlreadyRunning as exc:
+            raise StartRefused(str(exc)) from None
+        self._lock = lock
+        check_port_free(self.host, self.port)
+        assert lock.fd is not None
+        self._watchdog = Watchdog(keep_fds=(lock.fd,)).start()
+        send_emf_to(self.home / "metrics.jsonl")
         state = self._state()
         admin_url, app_url = self._database(state["app_password"])
         fresh_queues = self._aws()
@@ -113,7 +147,10 @@ class LocalStack:
             admin_url = os.environ["DATABASE_URL"]
             _say("database: DATABASE_URL")
         else:
-            self._pg = EmbeddedPostgres(self.home / "pg", durable=True).start()
+            self._pg = EmbeddedPostgres(self.home / "pg", durable=True)
+            if self._watchdog is not None:
+                self._watchdog.watch_postgres(self._pg.data_dir)
+            self._pg.start()
             root = self._pg.admin_url
             with psycopg.connect(root, autocommit=True) as conn:
                 if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'slotguard'").fetchone():
@@ -137,6 +174,11 @@ class LocalStack:
             os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
             return False
         self._moto = MotoServer(log_path=self.home / "moto.log").start()
+        if self._moto.pid is not None:
+            if self._watchdog is not None:
+                self._watchdog.watch_process(self._moto.pid)
+            if self._lock is not None:
+                self._lock.record_child("moto", self._moto.pid, "moto.server")
         os.environ.update(
             AWS_ENDPOINT_URL=self._moto.endpoint,
             AWS_ACCESS_KEY_ID="local",
@@ -307,15 +349,20 @@ class LocalStack:
             for i, org in enumerate(state["orgs"])
         ]
         path = self.home / "stack.json"
-        path.write_text(json.dumps({"api_url": api_url, "orgs": orgs}, indent=2))
-        path.chmod(0o600)
+        contents = {
+            "api_url": api_url,
+            "aws_endpoint_url": os.environ["AWS_ENDPOINT_URL"],
+            "aws_region": os.environ["AWS_REGION"],
+            "webhook_secret_prefix": SECRET_PREFIX,
+            "orgs": orgs,
+        }
+        write_private(path, json.dumps(contents, indent=2))
         _say(f"API: {api_url}  (OpenAPI: {api_url}/openapi.json)")
         _say(f"orgs, tokens (valid {TOKEN_LIFETIME_S // 86400} days) and webhook secrets: {path}")
-        _say(
-            "try:  TOKEN=$(python3 -c \"import json;print(json.load(open('.local/stack.json'))['orgs'][0]"
-            "['token'])\")"
-        )
-        _say(f"      curl -s -H \"Authorization: Bearer $TOKEN\" '{api_url}/appointments'")
+        _say("try it: the walkthrough in README.md, section 'Try it', from the repository root")
+        if self.home != ROOT / ".local":
+            _say(f"        (in a shell with SLOTGUARD_HOME={self.home})")
+        _say(f"metrics (EMF): {self.home / 'metrics.jsonl'}")
         _say("stop with Ctrl-C")
 
     # -- stop -------------------------------------------------------------------------------
@@ -330,6 +377,10 @@ class LocalStack:
             self._moto.stop()
         if self._pg is not None:
             self._pg.stop()
+        if self._watchdog is not None:
+            self._watchdog.done()
+        if self._lock is not None:
+            self._lock.release()
         _say("stopped")
 
     def _save_queued(self) -> None:
@@ -356,7 +407,7 @@ class LocalStack:
                         }
                         saved.append({"queue": label, "body": m["Body"], "attributes": attrs})
             if saved:
-                (self.home / "queued-messages.json").write_text(json.dumps(saved))
+                write_private(self.home / "queued-messages.json", json.dumps(saved))
                 _say(f"saved {len(saved)} queued message(s) for the next start")
         except Exception as exc:
             _say(f"could not save queued messages: {exc}")

@@ -42,7 +42,9 @@ class StackProcess:
     extra_env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout_s: float = 90) -> StackProcess:
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment the stack runs with (and a client of it, e.g. a README command)."""
         env = {k: v for k, v in os.environ.items() if k not in _TEST_ONLY}
         env.update(
             SLOTGUARD_HOME=str(self.home),
@@ -50,12 +52,15 @@ class StackProcess:
             PYTHONUNBUFFERED="1",
             **self.extra_env,
         )
+        return env
+
+    def start(self, timeout_s: float = 90) -> StackProcess:
         stack_json = self.home / "stack.json"
         stack_json.unlink(missing_ok=True)
         self.home.mkdir(parents=True, exist_ok=True)
         log = open(self.home / "stack.log", "ab")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "slotguard_local"], env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "slotguard_local"], env=self.env, stdout=log, stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -67,6 +72,17 @@ class StackProcess:
                         return self
             time.sleep(0.2)
         raise RuntimeError(f"the stack did not start:\n{self.log()[-3000:]}")
+
+    def run_expecting_refusal(self, timeout_s: float = 30) -> subprocess.CompletedProcess[str]:
+        """Run a stack that should refuse to start; its state folder's files are left untouched."""
+        return subprocess.run(
+            [sys.executable, "-m", "slotguard_local"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
 
     def log(self) -> str:
         path = self.home / "stack.log"
@@ -89,6 +105,12 @@ class StackProcess:
             self.proc.wait()
             raise
         return time.monotonic() - started
+
+    def kill(self) -> None:
+        """SIGKILL: the stack gets no chance to stop anything itself."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
 
 
 def http(

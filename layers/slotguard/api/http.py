@@ -4,14 +4,27 @@ identity from the verified JWT, and the single mapping of errors to HTTP answers
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 from pydantic import BaseModel
 
-from slotguard.errors import DomainError, Forbidden, Unauthorized
+from slotguard.errors import (
+    ConflictBody,
+    DomainError,
+    ErrorBody,
+    Forbidden,
+    Unauthorized,
+    UnauthorizedBody,
+    ValidationErrorBody,
+)
 from slotguard.models import Actor
 from slotguard.observability import logger
 
@@ -21,7 +34,12 @@ JSON = content_types.APPLICATION_JSON
 def json_response(
     payload: BaseModel | dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
 ) -> Response[str]:
-    body = payload.model_dump_json() if isinstance(payload, BaseModel) else json.dumps(payload)
+    # One JSON form for every answer: compact, as pydantic's model_dump_json writes it.
+    body = (
+        payload.model_dump_json()
+        if isinstance(payload, BaseModel)
+        else json.dumps(payload, separators=(",", ":"))
+    )
     return Response(status_code=status, content_type=JSON, body=body, headers=headers or {})
 
 
@@ -36,9 +54,55 @@ def error_response(
     return json_response(body, status, headers)
 
 
-def response_doc(model: Any, description: str) -> Any:
+def response_doc(model: Any, description: str, headers: dict[str, Any] | None = None) -> Any:
     """An OpenAPI response entry for a route whose JSON body is `model`."""
-    return {"description": description, "content": {"application/json": {"model": model}}}
+    doc: dict[str, Any] = {"description": description, "content": {"application/json": {"model": model}}}
+    if headers:
+        doc["headers"] = headers
+    return doc
+
+
+def header_doc(description: str, *, required: bool = False, type_: str = "string") -> dict[str, Any]:
+    return {"description": description, "required": required, "schema": {"type": type_}}
+
+
+# Every error answer of the API: its body, and what each status means. 422 is rewritten by the
+# OpenAPI build (Powertools documents its own validation body there; ours is the envelope).
+ERROR_DOCS: dict[int, tuple[Any, str]] = {
+    400: (ErrorBody, "The body is not UTF-8 JSON (`malformed_json`), or another malformed request"),
+    401: (
+        UnauthorizedBody,
+        "No or no valid bearer token. From the API Gateway authorizer the body is"
+        ' `{"message": "Unauthorized"}`; from the function, the error envelope',
+    ),
+    403: (ErrorBody, "The token's role may not do this (`forbidden`)"),
+    404: (ErrorBody, "No such object in the caller's org (`not_found`), also for another org's object"),
+    415: (ErrorBody, "The body is not sent as `Content-Type: application/json` (`unsupported_media_type`)"),
+    409: (
+        ConflictBody,
+        "`slot_conflict`: the slot overlaps active appointments, listed in `details.conflicts`;"
+        " `not_schedulable`: the appointment is not scheduled any more",
+    ),
+    422: (
+        ValidationErrorBody,
+        "The request is well-formed JSON but not valid (`validation_error`, each problem in"
+        " `details.errors`), or an Idempotency-Key reused with another body (`idempotency_key_reused`)",
+    ),
+    503: (
+        ErrorBody,
+        "`busy`: the calendar's lock was not free within the bounded wait, or the database was"
+        " too slow; `database_unavailable`. Retry after `Retry-After` seconds",
+    ),
+}
+RETRY_AFTER = {"Retry-After": header_doc("Seconds to wait before retrying", required=True, type_="integer")}
+
+
+def error_docs(*statuses: int) -> dict[int, Any]:
+    """The OpenAPI entries of the error answers a route can give."""
+    return {
+        status: response_doc(*ERROR_DOCS[status], headers=RETRY_AFTER if status == 503 else None)
+        for status in statuses
+    }
 
 
 def _validation_details(errors: Any) -> list[dict[str, Any]]:
@@ -49,13 +113,66 @@ def _validation_details(errors: Any) -> list[dict[str, Any]]:
     return out
 
 
-def create_resolver() -> APIGatewayHttpResolver:
-    """An HTTP API (payload 2.0) resolver with request validation and our error body."""
-    app = APIGatewayHttpResolver(enable_validation=True)
+def _json_object_bodies(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[str]:
+    """Every request body of this API is a JSON object, or absent. A body of `null`, an array,
+    a string or a number is refused here (422), before a route could read it as "no body"."""
+    raw = app.current_event.decoded_body
+    if raw is not None and raw.strip():
+        try:
+            parsed = json.loads(raw)
+        except json.JSONDecodeError:
+            return error_response(400, "malformed_json", "the request body is not valid JSON")
+        if not isinstance(parsed, dict):
+            return error_response(
+                422,
+                "validation_error",
+                "the request body must be a JSON object",
+                {"errors": [{"loc": ["body"], "msg": "must be a JSON object", "type": "object_type"}]},
+            )
+    return next_middleware(app)
+
+
+class JsonApiResolver(APIGatewayHttpResolver):
+    """A resolver whose request bodies are JSON: a body sent as another media type is a 415
+    before Powertools' validation would parse it as a form (a malformed multipart type made
+    that a 500)."""
+
+    def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+        media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if event.get("body") and media_type and media_type != "application/json":
+            body = {"error": {"code": "unsupported_media_type", "message": UNSUPPORTED_MEDIA, "details": {}}}
+            return {
+                "statusCode": 415,
+                "headers": {"Content-Type": JSON},
+                "body": json.dumps(body, separators=(",", ":")),
+                "isBase64Encoded": False,
+            }
+        return super().resolve(event, context)
+
+
+UNSUPPORTED_MEDIA = "send the body as Content-Type: application/json"
+
+
+def create_resolver(*, json_object_bodies: bool = True) -> APIGatewayHttpResolver:
+    """An HTTP API (payload 2.0) resolver with request validation and our error body. The
+    webhook receiver passes json_object_bodies=False: it verifies the signature before it
+    looks at the body at all."""
+    app = (
+        JsonApiResolver(enable_validation=True)
+        if json_object_bodies
+        else APIGatewayHttpResolver(enable_validation=True)
+    )
+    if json_object_bodies:
+        app.use(middlewares=[_json_object_bodies])
 
     @app.exception_handler(DomainError)
     def _domain_error(exc: DomainError) -> Response[str]:
-        return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers())
+        details = exc.details
+        if exc.status_code == 422 and "errors" not in details:
+            # Every 422 lists its problems in details.errors, as a request validation does.
+            details = {**details, "errors": [{"loc": [], "msg": exc.message, "type": exc.code}]}
+        return error_response(exc.status_code, exc.code, exc.message, details, exc.headers())
 
     @app.exception_handler(RequestValidationError)
     def _invalid(exc: RequestValidationError) -> Response[str]:
@@ -63,6 +180,17 @@ def create_resolver() -> APIGatewayHttpResolver:
         if any(e["type"] == "json_invalid" for e in errors):
             return error_response(400, "malformed_json", "the request body is not valid JSON")
         return error_response(422, "validation_error", "the request is not valid", {"errors": errors})
+
+    @app.exception_handler(RequestUnsupportedContentType)
+    def _not_json(exc: RequestUnsupportedContentType) -> Response[str]:
+        return error_response(
+            415, "unsupported_media_type", "send the body as Content-Type: application/json"
+        )
+
+    @app.exception_handler(UnicodeDecodeError)
+    def _not_utf8(exc: UnicodeDecodeError) -> Response[str]:
+        # Raised by the resolver while decoding the request body, before any route code runs.
+        return error_response(400, "malformed_json", "the request body is not UTF-8 encoded JSON")
 
     @app.not_found
     def _no_route(exc: Exception) -> Response[str]:

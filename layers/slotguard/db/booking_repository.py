@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, LiteralString
 from uuid import UUID
 
+import psycopg
 from psycopg.types.json import Jsonb
 
 from slotguard.db.connection import Database
-from slotguard.models import BookRequest
+from slotguard.errors import InvalidRequest
+from slotguard.models import BOOKING_WINDOW_MESSAGE, BookRequest
+
+# Idempotency keys live in two spaces: a client's Idempotency-Key can never name a webhook's.
+KeyScope = Literal["http", "webhook"]
+
+
+@contextlib.contextmanager
+def _refusals() -> Iterator[None]:
+    """The database's refusals of a request (its CHECKs, its functions' argument checks) are
+    the caller's error, never a 500. The models refuse the same first; this is the backstop."""
+    try:
+        yield
+    except psycopg.errors.CheckViolation as exc:
+        if exc.diag.constraint_name == "appointments_booking_window":
+            raise InvalidRequest(BOOKING_WINDOW_MESSAGE) from exc
+        raise
+    except psycopg.errors.InvalidParameterValue as exc:
+        raise InvalidRequest(exc.diag.message_primary or "invalid request") from exc
 
 
 class BookingRepository:
@@ -17,11 +38,22 @@ class BookingRepository:
         self._db = db
         self._lock_wait_ms = lock_wait_ms
 
+    def _call(self, query: LiteralString, params: Sequence[Any], *, retry_safe: bool = False) -> Any:
+        with _refusals():
+            return self._db.scalar(query, params, retry_safe=retry_safe)
+
     def book(
-        self, *, org_id: UUID, actor: str, request: BookRequest, idempotency_key: str | None
+        self,
+        *,
+        org_id: UUID,
+        actor: str,
+        request: BookRequest,
+        idempotency_key: str | None,
+        key_scope: KeyScope = "http",
     ) -> dict[str, Any]:
         """With a key, the request's fingerprint is stored beside it to tell a replay from a reuse."""
-        result: dict[str, Any] = self._db.scalar(
+        stored_key = f"{key_scope}:{idempotency_key}" if idempotency_key is not None else None
+        result: dict[str, Any] = self._call(
             "SELECT slotguard.book_appointment_with_lock(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 org_id,
@@ -32,7 +64,7 @@ class BookingRepository:
                 request.duration_minutes,
                 request.notes,
                 Jsonb(request.metadata),
-                idempotency_key,
+                stored_key,
                 request.fingerprint() if idempotency_key is not None else None,
                 self._lock_wait_ms,
             ),
@@ -42,7 +74,7 @@ class BookingRepository:
         return result
 
     def cancel(self, *, org_id: UUID, actor: str, appointment_id: UUID, reason: str | None) -> dict[str, Any]:
-        result: dict[str, Any] = self._db.scalar(
+        result: dict[str, Any] = self._call(
             "SELECT slotguard.cancel_appointment(%s, %s, %s, %s, %s)",
             (org_id, actor, appointment_id, reason, self._lock_wait_ms),
             retry_safe=True,  # cancelling twice is a no-op
@@ -58,14 +90,14 @@ class BookingRepository:
         scheduled_at: datetime,
         duration_minutes: int | None,
     ) -> dict[str, Any]:
-        result: dict[str, Any] = self._db.scalar(
+        result: dict[str, Any] = self._call(
             "SELECT slotguard.reschedule_appointment(%s, %s, %s, %s, %s, %s)",
             (org_id, actor, appointment_id, scheduled_at, duration_minutes, self._lock_wait_ms),
         )
         return result
 
     def get(self, *, org_id: UUID, appointment_id: UUID) -> dict[str, Any] | None:
-        result: dict[str, Any] | None = self._db.scalar(
+        result: dict[str, Any] | None = self._call(
             "SELECT slotguard.get_appointment(%s, %s)", (org_id, appointment_id), retry_safe=True
         )
         return result
@@ -82,7 +114,7 @@ class BookingRepository:
         after: tuple[datetime, UUID] | None,
     ) -> list[dict[str, Any]]:
         after_at, after_id = after if after else (None, None)
-        result: list[dict[str, Any]] = self._db.scalar(
+        result: list[dict[str, Any]] = self._call(
             "SELECT slotguard.list_appointments(%s, %s, %s, %s, %s, %s, %s, %s)",
             (org_id, start, end, resource_id, status, limit, after_at, after_id),
             retry_safe=True,
@@ -90,7 +122,7 @@ class BookingRepository:
         return result
 
     def history(self, *, org_id: UUID, appointment_id: UUID) -> list[dict[str, Any]] | None:
-        result: list[dict[str, Any]] | None = self._db.scalar(
+        result: list[dict[str, Any]] | None = self._call(
             "SELECT slotguard.appointment_history(%s, %s)", (org_id, appointment_id), retry_safe=True
         )
         return result
@@ -98,7 +130,7 @@ class BookingRepository:
     def check_availability(
         self, *, org_id: UUID, resource_id: UUID | None, start: datetime, duration_minutes: int
     ) -> dict[str, Any]:
-        result: dict[str, Any] = self._db.scalar(
+        result: dict[str, Any] = self._call(
             "SELECT slotguard.check_availability(%s, %s, %s, %s)",
             (org_id, resource_id, start, duration_minutes),
             retry_safe=True,
@@ -116,7 +148,7 @@ class BookingRepository:
         step_minutes: int,
         limit: int,
     ) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._db.scalar(
+        result: list[dict[str, Any]] = self._call(
             "SELECT slotguard.find_free_slots(%s, %s, %s, %s, %s, %s, %s)",
             (org_id, resource_id, start, end, duration_minutes, step_minutes, limit),
             retry_safe=True,

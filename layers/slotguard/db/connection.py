@@ -19,7 +19,7 @@ from psycopg.rows import tuple_row
 
 from slotguard.aws.rds import generate_auth_token
 from slotguard.config import DatabaseSettings
-from slotguard.errors import DatabaseUnavailable
+from slotguard.errors import Busy, DatabaseUnavailable
 from slotguard.observability import logger
 
 
@@ -116,6 +116,8 @@ class Database:
         if password is not None:
             kwargs["password"] = password
         if s.database_url:
+            if s.login_role_overrides_url:
+                kwargs["user"] = s.db_user
             return psycopg.connect(s.database_url, **kwargs)
         return psycopg.connect(
             host=s.db_host, port=s.db_port, dbname=s.db_name, user=s.db_user, sslmode=s.db_sslmode, **kwargs
@@ -178,6 +180,9 @@ class Database:
             conn = self._connection()
             try:
                 row = conn.execute(query, params).fetchone()
+            except psycopg.errors.QueryCanceled as exc:
+                # The role's statement_timeout: the database is overloaded, not the request wrong.
+                raise Busy("the database took too long to answer, retry shortly") from exc
             except psycopg.OperationalError as exc:
                 if self._in_transaction:
                     raise DatabaseUnavailable("the database is unavailable, retry shortly") from exc

@@ -94,6 +94,9 @@ def migrate(
     return applied_now
 
 
+LOGIN_ROLES = ("slotguard_app", "slotguard_retention")
+
+
 def ensure_app_login(
     admin_url: str,
     *,
@@ -101,9 +104,15 @@ def ensure_app_login(
     iam: bool = False,
     connect_timeout_s: int = CONNECT_TIMEOUT_S,
 ) -> None:
-    """Give the application role its way in: a password (local, tests) or rds_iam (AWS)."""
+    """Give the login roles (the application, and the retention cleanup) their way in: a
+    password (local, tests; the same one for both) or rds_iam (AWS)."""
     with psycopg.connect(admin_url, autocommit=True, connect_timeout=connect_timeout_s) as conn:
-        if password is not None:
-            conn.execute(sql.SQL("ALTER ROLE slotguard_app LOGIN PASSWORD {}").format(sql.Literal(password)))
-        if iam:
-            conn.execute("GRANT rds_iam TO slotguard_app")
+        for role in LOGIN_ROLES:
+            if password is not None:
+                conn.execute(
+                    sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
+                        sql.Identifier(role), sql.Literal(password)
+                    )
+                )
+            if iam:
+                conn.execute(sql.SQL("GRANT rds_iam TO {}").format(sql.Identifier(role)))

@@ -3,9 +3,8 @@ refusals as domain errors."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-from datetime import datetime, timedelta
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
@@ -33,9 +32,13 @@ from slotguard.models import (
     Slot,
 )
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_SLOT_RANGE = timedelta(days=31)
-MAX_LIST_RANGE = timedelta(days=366)
 MAX_IDEMPOTENCY_KEY_CHARS = 255
+# A slot search tests at most this many start times, at least this many minutes apart
+# (find_free_slots refuses the same): its cost is bounded whatever the caller asks.
+MAX_SLOT_CANDIDATES = 3000
+MIN_SLOT_STEP_MINUTES = 5
 
 
 def _conflict(outcome: dict[str, Any]) -> SlotConflict:
@@ -60,21 +63,24 @@ def _refusal(outcome: dict[str, Any], appointment_id: UUID | None = None) -> Exc
     return RuntimeError(f"unexpected outcome from the database: {status}")
 
 
+# A page cursor: the last row's position, `<scheduled_at in epoch microseconds>.<id as hex>`.
+# Every string matching the pattern is a valid position (the OpenAPI document says so), so a
+# cursor is never "unparseable"; clients should still only pass back `next_cursor`.
+CURSOR_PATTERN = r"^-?[0-9]{1,16}\.[0-9a-f]{32}$"
+_CURSOR_RE = re.compile(CURSOR_PATTERN)
+
+
 def encode_cursor(appointment: Appointment) -> str:
-    raw = f"{appointment.scheduled_at.isoformat()}|{appointment.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    delta = appointment.scheduled_at - EPOCH
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return f"{micros}.{appointment.id.hex}"
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        at, ident = raw.split("|")
-        parsed = datetime.fromisoformat(at)
-        if parsed.tzinfo is None:
-            raise ValueError("naive")
-        return parsed, UUID(ident)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise InvalidRequest("cursor is not valid", {"cursor": cursor}) from exc
+    if not _CURSOR_RE.match(cursor):
+        raise InvalidRequest("cursor is not valid: pass back a next_cursor", {"cursor": cursor[:100]})
+    micros, ident = cursor.split(".")
+    return EPOCH + timedelta(microseconds=int(micros)), UUID(hex=ident)
 
 
 class BookingService:
@@ -111,11 +117,9 @@ class BookingService:
         limit: int = 50,
         cursor: str | None = None,
     ) -> AppointmentPage:
-        if start is not None and end is not None:
-            if start > end:
-                raise InvalidRequest("'from' must not be after 'to'", {"from": str(start), "to": str(end)})
-            if end - start > MAX_LIST_RANGE:
-                raise InvalidRequest("the range may span at most 366 days")
+        # An empty range (from >= to) is an empty page; any range is fine, pages are bounded.
+        if start is not None and end is not None and start >= end:
+            return AppointmentPage(items=[], next_cursor=None)
         rows = self._repo.list_page(
             org_id=actor.org_id,
             start=start,
@@ -174,20 +178,37 @@ class BookingService:
         resource_id: UUID | None = None,
         limit: int = 1000,
     ) -> FreeSlots:
-        if start >= end:
-            raise InvalidRequest("'from' must be before 'to'", {"from": str(start), "to": str(end)})
-        if end - start > MAX_SLOT_RANGE:
-            raise InvalidRequest("the slot search may span at most 31 days")
-        step = step_minutes or duration_minutes
+        # The work is bounded, never refused: at most 31 days and MAX_SLOT_CANDIDATES start
+        # times are searched; the answer says where to continue.
+        step = step_minutes or max(duration_minutes, MIN_SLOT_STEP_MINUTES)
+        if step < MIN_SLOT_STEP_MINUTES:
+            raise InvalidRequest(f"step_minutes must be at least {MIN_SLOT_STEP_MINUTES}")
+        length, stride = timedelta(minutes=duration_minutes), timedelta(minutes=step)
+        searched_to = min(end, start + MAX_SLOT_RANGE, start + length + stride * (MAX_SLOT_CANDIDATES - 1))
+        next_from = (
+            start + stride * ((searched_to - start - length) // stride + 1) if searched_to < end else None
+        )
+        if searched_to - start < length:
+            return FreeSlots(
+                slots=[],
+                duration_minutes=duration_minutes,
+                step_minutes=step,
+                searched_to=max(start, searched_to),
+                next_from=None,
+            )
         rows = self._repo.free_slots(
             org_id=actor.org_id,
             resource_id=resource_id,
             start=start,
-            end=end,
+            end=searched_to,
             duration_minutes=duration_minutes,
             step_minutes=step,
             limit=limit,
         )
         return FreeSlots(
-            slots=[Slot.model_validate(r) for r in rows], duration_minutes=duration_minutes, step_minutes=step
+            slots=[Slot.model_validate(r) for r in rows],
+            duration_minutes=duration_minutes,
+            step_minutes=step,
+            searched_to=searched_to,
+            next_from=next_from,
         )

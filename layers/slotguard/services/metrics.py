@@ -16,7 +16,7 @@ from slotguard.aws.sqs import QueueDepth, WebhookQueue
 from slotguard.aws.workers import WorkerState, WorkerStateSource
 from slotguard.db.connection import Database
 from slotguard.db.webhook_repository import WebhookRepository
-from slotguard.models import Actor
+from slotguard.models import Actor, JobId
 
 Range = Literal["1h", "24h", "7d", "30d"]
 RANGES: dict[str, tuple[timedelta, timedelta]] = {  # range -> (span, trend bucket)
@@ -35,7 +35,7 @@ BACKLOG_DEGRADED = 1000
 
 class RedriveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    job_ids: list[str] | None = Field(default=None, min_length=1, max_length=1000)
+    job_ids: list[JobId] | None = Field(default=None, min_length=1, max_length=1000)
 
 
 class RedriveResult(BaseModel):
@@ -43,14 +43,123 @@ class RedriveResult(BaseModel):
     job_ids: list[str]
 
 
+class QueueView(BaseModel):
+    waiting: int
+    in_flight: int
+    delayed: int
+    oldest_message_age_s: float | None = Field(
+        description="CloudWatch ApproximateAgeOfOldestMessage; null where the emulator has no datapoints"
+    )
+
+
+class DeadLetterQueueView(BaseModel):
+    waiting: int
+    in_flight: int
+    delayed: int
+    depth: int
+
+
+class OrgDeliveries(BaseModel):
+    pending: int
+    processing: int
+    failed: int
+    dead_letter: int
+    oldest_unfinished_age_s: float | None
+
+
+class HealthThresholds(BaseModel):
+    dead_letter_unhealthy: int
+    oldest_age_degraded_s: int
+    oldest_age_unhealthy_s: int
+    backlog_degraded: int
+
+
 class QueueHealth(BaseModel):
     status: Literal["healthy", "degraded", "unhealthy"]
     reasons: list[str]
-    queue: dict[str, Any]
-    dead_letter_queue: dict[str, Any]
+    queue: QueueView
+    dead_letter_queue: DeadLetterQueueView
     worker: WorkerState
-    org: dict[str, Any]
-    thresholds: dict[str, Any]
+    org: OrgDeliveries
+    thresholds: HealthThresholds
+
+
+class DeliveryCounts(BaseModel):
+    total: int
+    completed: int
+    failed: int
+    dead_letter: int
+    in_progress: int
+    success_rate: float
+    avg_processing_ms: float | None
+
+
+class EventTypeDeliveryCounts(DeliveryCounts):
+    event_type: str
+
+
+class TrendBucket(BaseModel):
+    bucket_start: datetime
+    total: int
+    completed: int
+    failed: int
+    dead_letter: int
+
+
+class DeliveryStats(BaseModel):
+    range: Range
+    bucket: str
+    since: datetime
+    until: datetime
+    totals: DeliveryCounts
+    by_event_type: list[EventTypeDeliveryCounts]
+    trend: list[TrendBucket]
+
+
+class Percentiles(BaseModel):
+    count: int
+    p50: float
+    p95: float
+    p99: float
+    avg: float
+    max: float
+
+
+class EventTypePercentiles(Percentiles):
+    event_type: str
+
+
+class ProcessingTime(BaseModel):
+    range: Range
+    unit: Literal["ms"]
+    overall: Percentiles
+    by_event_type: list[EventTypePercentiles]
+
+
+class Delivery(BaseModel):
+    job_id: str
+    event_type: str
+    status: Literal["pending", "processing", "completed", "failed", "dead_letter"]
+    attempts: int
+    max_attempts: int
+    error_message: str | None
+    outcome: str | None
+    created_at: datetime
+    last_attempt_at: datetime | None
+    event_data: dict[str, Any] | None = Field(
+        default=None,
+        description="The webhook's payload (personal data): present for admins only",
+        exclude_if=lambda value: value is None,
+    )
+
+
+class DeliveryList(BaseModel):
+    total: int
+    items: list[Delivery]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _depth(depth: QueueDepth) -> dict[str, int]:
@@ -93,45 +202,55 @@ class MetricsService:
         if dlq_depth >= DLQ_UNHEALTHY:
             unhealthy.append(f"{dlq_depth} messages in the dead-letter queue")
         elif dlq_depth > 0:
-            degraded.append(f"{dlq_depth} messages in the dead-letter queue")
+            degraded.append(f"{_count(dlq_depth, 'message')} in the dead-letter queue")
         if oldest is not None and oldest >= OLDEST_AGE_UNHEALTHY_S:
             unhealthy.append(f"oldest message is {oldest:.0f}s old")
         elif oldest is not None and oldest >= OLDEST_AGE_DEGRADED_S:
             degraded.append(f"oldest message is {oldest:.0f}s old")
         if main.visible >= BACKLOG_DEGRADED:
-            degraded.append(f"{main.visible} messages waiting")
+            degraded.append(f"{_count(main.visible, 'message')} waiting")
         if counts["dead_letter"] > 0:
-            degraded.append(f"{counts['dead_letter']} of this org's deliveries are dead-lettered")
+            n = counts["dead_letter"]
+            degraded.append(f"{n} of this org's deliveries {'is' if n == 1 else 'are'} dead-lettered")
         status = "unhealthy" if unhealthy else "degraded" if degraded else "healthy"
         return QueueHealth(
             status=status,
             reasons=unhealthy + degraded,
-            queue={**_depth(main), "oldest_message_age_s": oldest},
-            dead_letter_queue={**_depth(dead), "depth": dlq_depth},
+            queue=QueueView(**_depth(main), oldest_message_age_s=oldest),
+            dead_letter_queue=DeadLetterQueueView(**_depth(dead), depth=dlq_depth),
             worker=worker,
-            org=counts,
-            thresholds={
-                "dead_letter_unhealthy": DLQ_UNHEALTHY,
-                "oldest_age_degraded_s": OLDEST_AGE_DEGRADED_S,
-                "oldest_age_unhealthy_s": OLDEST_AGE_UNHEALTHY_S,
-                "backlog_degraded": BACKLOG_DEGRADED,
-            },
+            org=OrgDeliveries.model_validate(counts),
+            thresholds=HealthThresholds(
+                dead_letter_unhealthy=DLQ_UNHEALTHY,
+                oldest_age_degraded_s=OLDEST_AGE_DEGRADED_S,
+                oldest_age_unhealthy_s=OLDEST_AGE_UNHEALTHY_S,
+                backlog_degraded=BACKLOG_DEGRADED,
+            ),
         )
 
-    def delivery_stats(self, actor: Actor, range_: Range) -> dict[str, Any]:
+    def delivery_stats(self, actor: Actor, range_: Range) -> DeliveryStats:
         span, bucket = RANGES[range_]
         stats = self._log.delivery_stats(actor.org_id, span, bucket)
-        return {"range": range_, "bucket": f"{int(bucket.total_seconds())}s", **stats}
+        return DeliveryStats.model_validate(
+            {"range": range_, "bucket": f"{int(bucket.total_seconds())}s", **stats}
+        )
 
-    def processing_time(self, actor: Actor, range_: Range) -> dict[str, Any]:
+    def processing_time(self, actor: Actor, range_: Range) -> ProcessingTime:
         span, _ = RANGES[range_]
-        return {"range": range_, "unit": "ms", **self._log.processing_time(actor.org_id, span)}
+        return ProcessingTime.model_validate(
+            {"range": range_, "unit": "ms", **self._log.processing_time(actor.org_id, span)}
+        )
 
-    def recent_failures(self, actor: Actor, limit: int) -> dict[str, Any]:
-        return self._log.failures(actor.org_id, ["failed", "dead_letter"], limit, with_payload=False)
+    def recent_failures(self, actor: Actor, limit: int) -> DeliveryList:
+        return DeliveryList.model_validate(
+            self._log.failures(actor.org_id, ["failed", "dead_letter"], limit, with_payload=False)
+        )
 
-    def dead_letters(self, actor: Actor, limit: int) -> dict[str, Any]:
-        return self._log.failures(actor.org_id, ["dead_letter"], limit, with_payload=True)
+    def dead_letters(self, actor: Actor, limit: int) -> DeliveryList:
+        """Payloads are personal data: admins see them, members see ids, types, errors, counts."""
+        return DeliveryList.model_validate(
+            self._log.failures(actor.org_id, ["dead_letter"], limit, with_payload=actor.is_admin)
+        )
 
     def redrive(self, actor: Actor, request: RedriveRequest) -> RedriveResult:
         """Back to 'pending' and onto the queue, atomically: if enqueueing fails, nothing changes."""

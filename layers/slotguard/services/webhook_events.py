@@ -80,7 +80,7 @@ def book(ctx: EventContext, data: Any) -> Outcome:
     request = _parse(BookRequest, data)
     # The webhook id is the idempotency key: a redelivery replays, never books twice.
     outcome = ctx.bookings.book(
-        org_id=ctx.org_id, actor=ctx.actor, request=request, idempotency_key=ctx.actor
+        org_id=ctx.org_id, actor=ctx.actor, request=request, idempotency_key=ctx.job_id, key_scope="webhook"
     )
     return _settle(outcome, {"created", "replayed"})
 

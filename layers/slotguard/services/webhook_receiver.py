@@ -15,9 +15,8 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from slotguard.aws.secrets import SecretStoreUnavailable, WebhookSecretStore
 from slotguard.aws.sqs import WebhookQueue
 from slotguard.errors import BadRequest, DatabaseUnavailable, PayloadTooLarge, Unauthorized
+from slotguard.models import MAX_WEBHOOK_ID_CHARS, WEBHOOK_ID_RE, storable
 from slotguard.observability import logger
-
-MAX_WEBHOOK_ID_CHARS = 255
 
 
 class WebhookRejected(Unauthorized):
@@ -101,8 +100,12 @@ class WebhookReceiver:
         webhook_id = lowered.get("webhook-id", "")
         if not (lowered.get("webhook-signature") and lowered.get("webhook-timestamp") and webhook_id):
             raise WebhookRejected("missing_headers")
-        if len(webhook_id) > MAX_WEBHOOK_ID_CHARS or not webhook_id.isprintable():
-            raise WebhookRejected("bad_webhook_id")
+        if not WEBHOOK_ID_RE.match(webhook_id):
+            # Said plainly (it reveals nothing about the org): a retry with the same id cannot pass.
+            raise BadRequest(
+                f"the webhook-id header must be 1..{MAX_WEBHOOK_ID_CHARS} printable ASCII characters",
+                {"max_chars": MAX_WEBHOOK_ID_CHARS},
+            )
         try:
             secrets = self._secrets.active_secrets(canonical_org)
         except SecretStoreUnavailable as exc:
@@ -114,6 +117,10 @@ class WebhookReceiver:
             payload = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise BadRequest("the body is not valid JSON") from None
+        try:
+            storable(payload, "the payload")
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
         event_type = payload.get("type") if isinstance(payload, dict) else None
         if not isinstance(event_type, str) or not event_type.strip() or len(event_type) > 200:
             raise BadRequest("the payload needs a string 'type'")
