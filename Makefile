@@ -11,7 +11,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv test lint bench local synth clean
+.PHONY: venv test lint bench local synth smoke clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,10 +40,18 @@ local: $(STAMP)
 	$(BIN)/python -m slotguard_local
 
 # Offline synth of both stages with cdk-nag (AwsSolutions; any unacknowledged finding fails the
-# synth) and cfn-lint on the templates (errors fail; warnings are printed).
+# synth) and cfn-lint on the templates (errors fail; warnings are printed). synth_only=true: no
+# identity provider is needed, the authorizer gets an issuer that never validates (not deployable).
 synth: $(STAMP) $(NODE_STAMP)
-	$(CDK) synth --quiet --no-notices --no-version-reporting -c stages=dev,prod -o cdk.out
+	$(CDK) synth --quiet --no-notices --no-version-reporting -c stages=dev,prod -c synth_only=true -o cdk.out
 	$(BIN)/cfn-lint --non-zero-exit-code error -- cdk.out/*.template.json
+
+# The end-to-end suite against a deployment: SLOTGUARD_API_URL, SLOTGUARD_TOKEN and
+# SLOTGUARD_WEBHOOK_SECRET from the environment (README, "Smoke test"; tests/e2e/remote.py).
+smoke: $(STAMP)
+	@test -n "$$SLOTGUARD_API_URL" -a -n "$$SLOTGUARD_TOKEN" -a -n "$$SLOTGUARD_WEBHOOK_SECRET" || \
+		{ echo "make smoke: set SLOTGUARD_API_URL, SLOTGUARD_TOKEN and SLOTGUARD_WEBHOOK_SECRET (README, Smoke test)"; exit 2; }
+	$(BIN)/pytest -q -p no:cacheprovider tests/e2e
 
 clean:
 	rm -rf $(VENV) .local cdk.out node_modules

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_rds as rds
 from constructs import Node
+
+# PostgreSQL majors this stack may run behind RDS Proxy (end-to-end IAM), each pinned to an exact
+# minor (auto minor upgrades off: a minor bump is a reviewed change here). 18 is the default; 17
+# is the documented fallback (`-c postgres_major=17`), see docs/decisions.md.
+POSTGRES_VERSIONS = {18: "18.3", 17: "17.9"}
+DEFAULT_POSTGRES_MAJOR = 18
 
 
 @dataclass(frozen=True)
@@ -23,10 +31,26 @@ class StageConfig:
     log_retention: logs.RetentionDays
     jwt_issuer: str
     jwt_audience: str
+    # Reserved concurrency of the API's database-facing functions: with the queue consumers'
+    # maximum concurrency, all of them at once must fit the proxy's connection budget
+    # (asserted per stage in tests/test_infra.py).
+    booking_concurrency: int = 20
+    metrics_concurrency: int = 5
+    postgres_major: int = DEFAULT_POSTGRES_MAJOR
+    cors_origins: tuple[str, ...] = ()
+    alarm_emails: tuple[str, ...] = ()
+    alarm_https_endpoint: str | None = None
 
     @property
     def is_prod(self) -> bool:
         return self.stage == "prod"
+
+    @property
+    def postgres_engine(self) -> rds.IInstanceEngine:
+        version = rds.PostgresEngineVersion.of(
+            POSTGRES_VERSIONS[self.postgres_major], str(self.postgres_major)
+        )
+        return rds.DatabaseInstanceEngine.postgres(version=version)
 
 
 def stages(node: Node) -> list[str]:
@@ -37,15 +61,77 @@ def stages(node: Node) -> list[str]:
     return [str(node.try_get_context("stage") or "dev")]
 
 
+def _listed(node: Node, key: str) -> tuple[str, ...]:
+    """A context value given as a comma-separated string (`-c key=a,b`) or a JSON list (cdk.json)."""
+    value = node.try_get_context(key)
+    if not value:
+        return ()
+    items = value if isinstance(value, list) else str(value).split(",")
+    return tuple(str(item).strip() for item in items if str(item).strip())
+
+
+# `make synth` and CI synthesize without an identity provider: `-c synth_only=true` puts an issuer
+# that can never validate a token (RFC 2606 .invalid) in the template, so what it produces is
+# checkable but never a working API by accident.
+SYNTH_ONLY_ISSUER = "https://synth-only.invalid/"
+SYNTH_ONLY_AUDIENCE = "synth-only"
+_PLACEHOLDER_DOMAINS = (
+    "example.com",
+    "example.net",
+    "example.org",
+    "example",
+    "invalid",
+    "test",
+    "localhost",
+)
+
+
+def _truthy(value: object) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes")
+
+
+def _is_placeholder(issuer: str) -> bool:
+    host = (urlsplit(issuer).hostname or "").lower()
+    return any(host == d or host.endswith("." + d) for d in _PLACEHOLDER_DOMAINS)
+
+
+def jwt_settings(node: Node) -> tuple[str, str]:
+    """The JWT authorizer's issuer and audience: real ones for a deployable stage, or the synth-only
+    placeholders when asked for explicitly. A missing or placeholder issuer is refused: a plain
+    `cdk deploy` would otherwise succeed and answer every route with 401."""
+    issuer = str(node.try_get_context("jwt_issuer") or "").strip()
+    audience = str(node.try_get_context("jwt_audience") or "").strip()
+    if _truthy(node.try_get_context("synth_only")):
+        return issuer or SYNTH_ONLY_ISSUER, audience or SYNTH_ONLY_AUDIENCE
+    problem = None
+    if not issuer or not audience:
+        problem = "they are not set"
+    elif urlsplit(issuer).scheme != "https" or not urlsplit(issuer).hostname:
+        problem = f"jwt_issuer {issuer!r} is not an https URL"
+    elif _is_placeholder(issuer):
+        problem = f"jwt_issuer {issuer!r} is a documentation placeholder"
+    if problem:
+        raise ValueError(
+            "a deployable stage needs your identity provider: set the context values jwt_issuer "
+            "(the token issuer URL, https) and jwt_audience (the API's audience), e.g. "
+            "`npx cdk deploy -c stage=dev -c jwt_issuer=https://<your-idp>/ -c jwt_audience=<aud>` "
+            f"({problem}). To synthesize without one (checks, CI), pass -c synth_only=true."
+        )
+    return issuer, audience
+
+
 def stage_config(node: Node, stage: str | None = None) -> StageConfig:
     stage = stage or str(node.try_get_context("stage") or "dev")
     if stage not in ("dev", "prod"):
         raise ValueError(f"context stage must be dev or prod, not {stage!r}")
-    issuer = node.try_get_context("jwt_issuer")
-    audience = node.try_get_context("jwt_audience")
-    if not issuer or not audience:
-        raise ValueError("set the context values jwt_issuer and jwt_audience (cdk.json or -c)")
+    issuer, audience = jwt_settings(node)
     prod = stage == "prod"
+    major = str(node.try_get_context("postgres_major") or DEFAULT_POSTGRES_MAJOR)
+    if not major.isdigit() or int(major) not in POSTGRES_VERSIONS:
+        raise ValueError(
+            f"context postgres_major must be one of {sorted(POSTGRES_VERSIONS)} (the majors checked "
+            f"behind RDS Proxy with end-to-end IAM, see docs/decisions.md), not {major!r}"
+        )
     return StageConfig(
         stage=stage,
         removal_policy=RemovalPolicy.RETAIN if prod else RemovalPolicy.DESTROY,
@@ -56,6 +142,12 @@ def stage_config(node: Node, stage: str | None = None) -> StageConfig:
         backup_retention_days=14 if prod else 7,
         nat_gateways=2 if prod else 1,
         log_retention=logs.RetentionDays.THREE_MONTHS if prod else logs.RetentionDays.TWO_WEEKS,
-        jwt_issuer=str(issuer),
-        jwt_audience=str(audience),
+        booking_concurrency=300 if prod else 20,
+        metrics_concurrency=20 if prod else 5,
+        jwt_issuer=issuer,
+        jwt_audience=audience,
+        postgres_major=int(major),
+        cors_origins=_listed(node, "cors_origins"),
+        alarm_emails=_listed(node, "alarm_emails"),
+        alarm_https_endpoint=node.try_get_context("alarm_https_endpoint") or None,
     )

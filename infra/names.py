@@ -1,4 +1,9 @@
-"""Every name the deployment uses, in one place."""
+"""Every name the deployment uses, in one place.
+
+Resources a prod stack retains on destroy (the database, its secret, queues, log groups, the alarm
+key) get generated names, so a new stack of the same stage never collides with what was kept;
+only resources that are deleted with the stack (functions, the proxy, the API, the dashboard)
+have fixed names."""
 
 from __future__ import annotations
 
@@ -8,7 +13,6 @@ from slotguard.observability import METRICS_NAMESPACE
 
 APP_DB_USER = "slotguard_app"
 DB_NAME = "slotguard"
-WEBHOOK_SECRET_PREFIX = "slotguard/webhooks/"  # noqa: S105 - a name prefix (+ org_id), not a secret
 
 
 @dataclass(frozen=True)
@@ -23,12 +27,9 @@ class Names:
         return f"{self.prefix}-{name.replace('_', '-')}"
 
     @property
-    def queue(self) -> str:
-        return f"{self.prefix}-webhooks"
-
-    @property
-    def dlq(self) -> str:
-        return f"{self.prefix}-webhooks-dlq"
+    def webhook_secret_prefix(self) -> str:
+        """Per stage: in one account, the dev receiver must not read prod's signing secrets."""
+        return f"slotguard/{self.stage}/webhooks/"
 
     @property
     def api(self) -> str:

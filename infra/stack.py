@@ -19,14 +19,21 @@ from infra.constructs.network import Network
 from infra.constructs.observability import Observability
 from infra.constructs.webhooks import WebhookQueues
 from infra.nag import suppress
-from infra.names import APP_DB_USER, DB_NAME, WEBHOOK_SECRET_PREFIX, Names
+from infra.names import APP_DB_USER, DB_NAME, Names
 from slotguard.topology import CLEANUP_SCHEDULE_MINUTES, WEBHOOK_QUEUE
+
+# Database-facing API functions: a reconnect (2 x connect timeout), the proxy's borrow wait
+# (infra/constructs/database.py) and a booking lock wait all end before the function does.
+DB_CONNECT_TIMEOUT_S = 3
+BOOKING_LOCK_WAIT_MS = 3000
+API_TIMEOUT_S = 15
 
 
 class SlotguardStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig, **kwargs: object) -> None:
         super().__init__(scope, construct_id, **kwargs)
         names = Names(config.stage)
+        secret_prefix = names.webhook_secret_prefix
         network = Network(self, "Network", config=config)
         database = Database(self, "Database", config=config, network=network, names=names)
         queues = WebhookQueues(self, "Webhooks", config=config, names=names)
@@ -39,20 +46,28 @@ class SlotguardStack(Stack):
             "DB_USER": APP_DB_USER,
             "DB_AUTH": "iam",
             "DB_SSLMODE": "require",
+            "DB_CONNECT_TIMEOUT_S": str(DB_CONNECT_TIMEOUT_S),
         }
+        lock_env = {"BOOKING_LOCK_WAIT_MS": str(BOOKING_LOCK_WAIT_MS)}
         retry_env = {
             "WEBHOOK_MAX_ATTEMPTS": str(WEBHOOK_QUEUE.max_attempts),
             "WEBHOOK_BACKOFF_BASE_S": str(WEBHOOK_QUEUE.backoff_base_s),
             "WEBHOOK_BACKOFF_CAP_S": str(WEBHOOK_QUEUE.backoff_cap_s),
         }
 
-        booking = functions.create("booking", in_vpc=True, environment=db_env)
+        booking = functions.create(
+            "booking",
+            in_vpc=True,
+            timeout_s=API_TIMEOUT_S,
+            reserved_concurrency=config.booking_concurrency,
+            environment={**db_env, **lock_env},
+        )
         receiver = functions.create(
             "webhook_receiver",
             in_vpc=False,
             environment={
                 "WEBHOOK_QUEUE_URL": queues.queue.queue_url,
-                "WEBHOOK_SECRET_PREFIX": WEBHOOK_SECRET_PREFIX,
+                "WEBHOOK_SECRET_PREFIX": secret_prefix,
             },
         )
         processor = functions.create(
@@ -62,6 +77,7 @@ class SlotguardStack(Stack):
             environment={
                 **db_env,
                 **retry_env,
+                **lock_env,
                 "WEBHOOK_QUEUE_URL": queues.queue.queue_url,
                 "WEBHOOK_CLAIM_STALE_AFTER_S": str(WEBHOOK_QUEUE.claim_stale_after_s),
             },
@@ -72,12 +88,16 @@ class SlotguardStack(Stack):
             in_vpc=True,
             environment={**db_env, **retry_env},
         )
-        cleanup = functions.create("cleanup", timeout_s=300, in_vpc=True, environment=db_env)
+        cleanup = functions.create(  # one run at a time (hourly schedule, retries)
+            "cleanup", timeout_s=300, in_vpc=True, reserved_concurrency=1, environment=db_env
+        )
         mapping = queues.attach_processor(processor)
         queues.attach_reconciler(reconciler)
         metrics = functions.create(
             "metrics",
             in_vpc=True,
+            timeout_s=API_TIMEOUT_S,
+            reserved_concurrency=config.metrics_concurrency,
             environment={
                 **db_env,
                 **retry_env,
@@ -99,7 +119,7 @@ class SlotguardStack(Stack):
                     self.format_arn(
                         service="secretsmanager",
                         resource="secret",
-                        resource_name=f"{WEBHOOK_SECRET_PREFIX}*",
+                        resource_name=f"{secret_prefix}*",
                         arn_format=ArnFormat.COLON_RESOURCE_NAME,
                     )
                 ],
@@ -148,7 +168,14 @@ class SlotguardStack(Stack):
             "migrations": migrations.function,
         }
         observability = Observability(
-            self, "Observability", names=names, queue=queues.queue, dlq=queues.dlq, functions=all_functions
+            self,
+            "Observability",
+            config=config,
+            names=names,
+            queue=queues.queue,
+            dlq=queues.dlq,
+            functions=all_functions,
+            http_api=api.http_api,
         )
 
         CfnOutput(self, "ApiUrl", value=api.url)
@@ -156,10 +183,12 @@ class SlotguardStack(Stack):
         CfnOutput(self, "WebhookDeadLetterQueueUrl", value=queues.dlq.queue_url)
         CfnOutput(self, "DatabaseProxyEndpoint", value=database.proxy.endpoint)
         CfnOutput(self, "AlarmTopicArn", value=observability.topic.topic_arn)
-        CfnOutput(self, "WebhookSecretPrefix", value=WEBHOOK_SECRET_PREFIX)
-        self._suppress_function_findings(all_functions)
+        CfnOutput(self, "WebhookSecretPrefix", value=secret_prefix)
+        self._suppress_function_findings(all_functions, secret_prefix)
 
-    def _suppress_function_findings(self, functions: dict[str, lambda_.IFunction]) -> None:
+    def _suppress_function_findings(
+        self, functions: dict[str, lambda_.IFunction], secret_prefix: str
+    ) -> None:
         basic = "arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
         vpc = "arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
         for name, fn in functions.items():
@@ -190,7 +219,7 @@ class SlotguardStack(Stack):
                 rules.append(
                     (
                         f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:"
-                        f"<AWS::AccountId>:secret:{WEBHOOK_SECRET_PREFIX}*]",
+                        f"<AWS::AccountId>:secret:{secret_prefix}*]",
                         "Webhook signing secrets are per org, created at runtime under one name prefix; "
                         "the receiver may read only those (GetSecretValue).",
                     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC
 from typing import Any
 
 import pytest
@@ -76,3 +77,88 @@ def test_iam_auth_is_selected_by_config_and_signs_a_real_token(monkeypatch: pyte
     assert token is not None
     assert token.startswith("proxy.example.internal:5432/?Action=connect&DBUser=slotguard_app")
     assert "X-Amz-Signature=" in token
+
+
+def _terminate_app_backends(pg: Any) -> int:
+    import psycopg
+
+    with psycopg.connect(pg.admin_url, autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) FROM pg_stat_activity"
+            " WHERE usename = 'slotguard_app' AND application_name = 'slotguard'"
+            " AND datname = current_database()"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_a_booking_on_a_connection_the_server_dropped_is_retried_transparently(
+    pg: Any, api: ApiClient
+) -> None:
+    body = {"contact_id": str(uuid.uuid4()), "scheduled_at": "2032-02-01T10:00:00Z", "duration_minutes": 30}
+    # Given a container whose connection is open and idle
+    assert api.post("/appointments", json_body=body).status == 201
+    # When the server side goes away while it idles (RDS Proxy's idle client timeout, a failover,
+    # an administrator's pg_terminate_backend)
+    assert _terminate_app_backends(pg) >= 1
+    # Then the next booking, without an Idempotency-Key, is made: the dead connection is noticed
+    # before the statement is sent, and the statement goes out on a fresh one
+    again = api.post("/appointments", json_body={**body, "scheduled_at": "2032-02-01T12:00:00Z"})
+    assert again.status == 201, again.body
+    assert len(api.get("/appointments", query={"from": "2032-02-01T00:00:00Z"}).body["items"]) == 2
+
+
+def test_a_connection_idle_past_the_bound_is_replaced_before_reuse(pg: Any) -> None:
+    now = [1000.0]
+    db = Database(DatabaseSettings(database_url=pg.app_url, db_max_idle_s=60), clock=lambda: now[0])
+    try:
+        first = db.scalar("SELECT pg_backend_pid()", ())
+        # Given a connection used within the bound is reused
+        now[0] += 59
+        assert db.scalar("SELECT pg_backend_pid()", ()) == first
+        # When it then idles past the bound (below the proxy's 30 min idle client timeout)
+        now[0] += 61
+        # Then it is replaced before the next statement
+        assert db.scalar("SELECT pg_backend_pid()", ()) != first
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("session_token", [None, "IQoJb3JpZ2luX2VjEJr//////////wEaCWV1LXdlc3QtMSJH+/=="])
+def test_the_local_signer_makes_the_token_botocore_makes(
+    session_token: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import datetime
+    from urllib.parse import parse_qs
+
+    import boto3
+
+    from slotguard.aws.rds import presign_connect
+
+    # Given Lambda-style credentials
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ASIAEXAMPLEKEY")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    if session_token:
+        monkeypatch.setenv("AWS_SESSION_TOKEN", session_token)
+    else:
+        monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    host = "slotguard-dev-proxy.proxy-abc.eu-west-1.rds.amazonaws.com"
+    reference = (
+        boto3.Session()
+        .client("rds", region_name="eu-west-1")
+        .generate_db_auth_token(DBHostname=host, Port=5432, DBUsername="slotguard_app", Region="eu-west-1")
+    )
+    signed_at = datetime.strptime(parse_qs(reference.split("?", 1)[1])["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ")
+    # When the standard-library signer signs the same request at the same second
+    ours = presign_connect(
+        host,
+        5432,
+        "slotguard_app",
+        "eu-west-1",
+        access_key="ASIAEXAMPLEKEY",
+        secret_key="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        session_token=session_token,
+        now=signed_at.replace(tzinfo=UTC),
+    )
+    # Then the tokens carry the same parameters and the same signature
+    assert ours.split("?")[0] == reference.split("?")[0]
+    assert parse_qs(ours.split("?", 1)[1]) == parse_qs(reference.split("?", 1)[1])

@@ -13,7 +13,14 @@ import pytest
 from slotguard.topology import ROUTES, WEBHOOK_QUEUE
 
 ROOT = Path(__file__).resolve().parents[1]
-CONTEXT = {"stage": "dev", "jwt_issuer": "https://auth.example.com/", "jwt_audience": "slotguard-api"}
+ISSUER = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbCdEf123"
+CONTEXT = {
+    "stage": "dev",
+    "jwt_issuer": ISSUER,
+    "jwt_audience": "slotguard-api",
+    "alarm_emails": "oncall@slotguard.dev,lead@slotguard.dev",
+    "alarm_https_endpoint": "https://events.pagerduty.com/integration/abc123/enqueue",
+}
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +57,25 @@ def our_functions(template: Any) -> dict[str, Any]:
     }
 
 
-def test_redrive_policy_matches_the_processors_max_attempts(template: Any) -> None:
+def main_queue(template: Any) -> dict[str, Any]:
+    [queue] = [
+        q for q in resources(template, "AWS::SQS::Queue").values() if "RedrivePolicy" in q["Properties"]
+    ]
+    return queue
+
+
+def dead_letter_queue(template: Any) -> dict[str, Any]:
+    [queue] = [
+        q for q in resources(template, "AWS::SQS::Queue").values() if "RedrivePolicy" not in q["Properties"]
+    ]
+    return queue
+
+
+def test_redrive_policy_is_a_backstop_above_the_processors_max_attempts(template: Any) -> None:
     queues = resources(template, "AWS::SQS::Queue")
-    main = next(q for q in queues.values() if q["Properties"]["QueueName"] == "slotguard-dev-webhooks")
-    assert main["Properties"]["RedrivePolicy"]["maxReceiveCount"] == WEBHOOK_QUEUE.max_attempts
+    main = main_queue(template)
+    # The redrive is a backstop well above the application's budget (WEBHOOK_MAX_ATTEMPTS)
+    assert main["Properties"]["RedrivePolicy"]["maxReceiveCount"] >= 10 * WEBHOOK_QUEUE.max_attempts
     processor = next(
         f
         for f in our_functions(template).values()
@@ -121,7 +143,7 @@ def test_jwt_authorizer_on_every_route_but_the_webhook(template: Any) -> None:
     [authorizer] = resources(template, "AWS::ApiGatewayV2::Authorizer").values()
     assert authorizer["Properties"]["AuthorizerType"] == "JWT"
     assert authorizer["Properties"]["JwtConfiguration"] == {
-        "Issuer": "https://auth.example.com/",
+        "Issuer": ISSUER,
         "Audience": ["slotguard-api"],
     }
     routes = {
@@ -178,6 +200,8 @@ ALLOWED_STAR_RESOURCE = {
     "xray:PutTraceSegments": "X-Ray has no resource-level permissions",
     "xray:PutTelemetryRecords": "X-Ray has no resource-level permissions",
     "cloudwatch:GetMetricStatistics": "CloudWatch metric reads have no resource-level permissions",
+    "logs:PutRetentionPolicy": "the CDK LogRetention function: the RDS-created postgresql log group",
+    "logs:DeleteRetentionPolicy": "the CDK LogRetention function: the RDS-created postgresql log group",
 }
 
 
@@ -248,9 +272,411 @@ def test_prod_keeps_its_data_and_dev_is_disposable(templates: dict[str, Any]) ->
     assert prod_db["Properties"]["BackupRetentionPeriod"] >= 7
     assert dev_db["Properties"]["DeletionProtection"] is False
     assert dev_db["DeletionPolicy"] in ("Delete", "Snapshot")
-    [prod_queue] = [
-        q
-        for q in resources(templates["prod"], "AWS::SQS::Queue").values()
-        if q["Properties"]["QueueName"] == "slotguard-prod-webhooks"
+    assert main_queue(templates["prod"])["DeletionPolicy"] == "Retain"
+
+
+def test_alarm_topic_key_lets_cloudwatch_encrypt_for_this_account_only(templates: dict[str, Any]) -> None:
+    for stage, template in templates.items():
+        # Given the alarm topic
+        [topic] = resources(template, "AWS::SNS::Topic").values()
+        # Then it is encrypted with a customer-managed key of this stack (not alias/aws/sns)
+        key_ref = topic["Properties"]["KmsMasterKeyId"]
+        assert "Fn::GetAtt" in key_ref or "Ref" in key_ref, key_ref
+        key_id = (key_ref.get("Fn::GetAtt") or [key_ref.get("Ref")])[0]
+        key = resources(template, "AWS::KMS::Key")[key_id]
+        # And the key rotates
+        assert key["Properties"]["EnableKeyRotation"] is True
+        # And CloudWatch may use it, for alarms of this account only
+        statements = key["Properties"]["KeyPolicy"]["Statement"]
+        [cloudwatch] = [
+            s for s in statements if s.get("Principal", {}).get("Service") == "cloudwatch.amazonaws.com"
+        ]
+        assert set(cloudwatch["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
+        assert cloudwatch["Condition"]["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
+        assert key["DeletionPolicy"] == ("Retain" if stage == "prod" else "Delete")
+
+
+def test_alarm_topic_subscribers_come_from_context(template: Any) -> None:
+    # Given alarm_emails and alarm_https_endpoint in the context
+    subscriptions = [s["Properties"] for s in resources(template, "AWS::SNS::Subscription").values()]
+    # Then each e-mail address and the HTTPS endpoint is subscribed to the alarm topic
+    assert sorted((s["Protocol"], s["Endpoint"]) for s in subscriptions) == [
+        ("email", "lead@slotguard.dev"),
+        ("email", "oncall@slotguard.dev"),
+        ("https", CONTEXT["alarm_https_endpoint"]),
     ]
-    assert prod_queue["DeletionPolicy"] == "Retain"
+
+
+def test_http_api_5xx_alarms(template: Any) -> None:
+    # Given the HTTP API (the resolver answers an exception with 500: Lambda's Errors stays 0)
+    [api_id] = resources(template, "AWS::ApiGatewayV2::Api")
+    # Then an alarm watches the API's own 5xx count and notifies the alarm topic
+    alarms = [
+        a["Properties"]
+        for a in resources(template, "AWS::CloudWatch::Alarm").values()
+        if a["Properties"].get("Namespace") == "AWS/ApiGateway" and a["Properties"].get("MetricName") == "5xx"
+    ]
+    assert len(alarms) == 1, alarms
+    [alarm] = alarms
+    assert {"Name": "ApiId", "Value": {"Ref": api_id}} in alarm["Dimensions"]
+    assert alarm["Statistic"] == "Sum"
+    assert alarm["AlarmActions"]
+
+
+def test_dead_letter_queue_keeps_messages_longer_than_the_source_queue(templates: dict[str, Any]) -> None:
+    for template in templates.values():
+        # Given a message's expiry counts from its first enqueue, also once it is in the DLQ
+        main, dlq = main_queue(template), dead_letter_queue(template)
+        # Then the DLQ keeps messages longer than the source queue does
+        assert dlq["Properties"]["MessageRetentionPeriod"] > main["Properties"]["MessageRetentionPeriod"]
+
+
+def test_prod_retains_the_master_secret_with_the_database(templates: dict[str, Any]) -> None:
+    for stage, template in templates.items():
+        [secret] = [
+            s
+            for s in resources(template, "AWS::SecretsManager::Secret").values()
+            if "GenerateSecretString" in s["Properties"]
+        ]
+        [db] = resources(template, "AWS::RDS::DBInstance").values()
+        # Then the secret lives exactly as long as the database it opens
+        assert secret["DeletionPolicy"] == ("Retain" if stage == "prod" else "Delete")
+        assert db["DeletionPolicy"] in (("Retain",) if stage == "prod" else ("Delete", "Snapshot"))
+
+
+PHYSICAL_NAME_PROPERTIES = (
+    "QueueName",
+    "LogGroupName",
+    "FunctionName",
+    "DBInstanceIdentifier",
+    "Name",
+    "AliasName",
+    "TopicName",
+)
+
+
+def test_retained_resources_have_no_fixed_names(templates: dict[str, Any]) -> None:
+    # Given a prod stack destroyed while its data is retained
+    retained = {
+        logical_id: r
+        for logical_id, r in templates["prod"].to_json()["Resources"].items()
+        if r.get("DeletionPolicy") == "Retain"
+    }
+    assert retained
+    # Then no retained resource has a fixed physical name a new stack of the same stage would collide with
+    for logical_id, resource in retained.items():
+        props = resource.get("Properties", {})
+        fixed = [p for p in PHYSICAL_NAME_PROPERTIES if isinstance(props.get(p), str)]
+        assert not fixed, (logical_id, resource["Type"], fixed)
+
+
+def test_database_storage_is_gp3_and_its_exported_log_has_a_retention(templates: dict[str, Any]) -> None:
+    for template in templates.values():
+        [db_id, db] = next(iter(resources(template, "AWS::RDS::DBInstance").items()))
+        assert db["Properties"]["StorageType"] == "gp3"
+        assert db["Properties"]["EnableCloudwatchLogsExports"] == ["postgresql"]
+        # Then the log group RDS exports to has a retention
+        retentions = [
+            r["Properties"]
+            for r in template.to_json()["Resources"].values()
+            if r["Type"] == "Custom::LogRetention"
+            and "/postgresql" in json.dumps(r["Properties"]["LogGroupName"])
+        ]
+        assert len(retentions) == 1
+        assert {"Ref": db_id} in retentions[0]["LogGroupName"]["Fn::Join"][1]
+        assert retentions[0]["RetentionInDays"] > 0
+
+
+def test_webhook_secret_prefix_is_per_stage_and_scopes_the_receiver(templates: dict[str, Any]) -> None:
+    prefixes = {}
+    for stage, template in templates.items():
+        [receiver] = [
+            f["Properties"]
+            for f in resources(template, "AWS::Lambda::Function").values()
+            if f["Properties"].get("Environment", {}).get("Variables", {}).get("POWERTOOLS_SERVICE_NAME")
+            == "webhook_receiver"
+        ]
+        prefix = receiver["Environment"]["Variables"]["WEBHOOK_SECRET_PREFIX"]
+        prefixes[stage] = prefix
+        assert f"/{stage}/" in prefix
+        # Then the receiver may read secrets under its own stage's prefix only
+        reads = [
+            json.dumps(s["Resource"])
+            for p in resources(template, "AWS::IAM::Policy").values()
+            for s in p["Properties"]["PolicyDocument"]["Statement"]
+            if s["Action"] == "secretsmanager:GetSecretValue" and "webhooks" in json.dumps(s["Resource"])
+        ]
+        assert reads
+        assert all(f"secret:{prefix}*" in r for r in reads), reads
+    assert prefixes["dev"] != prefixes["prod"]
+
+
+def test_master_secret_rotation_is_scheduled(templates: dict[str, Any]) -> None:
+    for template in templates.values():
+        [schedule] = resources(template, "AWS::SecretsManager::RotationSchedule").values()
+        props = schedule["Properties"]
+        assert props["HostedRotationLambda"]["RotationType"] == "PostgreSQLSingleUser"
+        assert props["RotationRules"]
+        # And rotation is done, not acknowledged away
+        acknowledged = json.dumps(
+            [r.get("Metadata", {}).get("cdk_nag", {}) for r in template.to_json()["Resources"].values()]
+        )
+        assert "AwsSolutions-SMG4" not in acknowledged
+
+
+def test_engine_is_an_exact_minor_of_the_major_from_context(templates: dict[str, Any]) -> None:
+    from infra.config import POSTGRES_VERSIONS
+
+    for template in templates.values():
+        [db] = resources(template, "AWS::RDS::DBInstance").values()
+        [group] = resources(template, "AWS::RDS::DBParameterGroup").values()
+        # Then the default major is pinned to an exact minor that RDS does not move under us
+        assert db["Properties"]["EngineVersion"] == POSTGRES_VERSIONS[18]
+        assert db["Properties"]["AutoMinorVersionUpgrade"] is False
+        assert group["Properties"]["Family"] == "postgres18"
+
+
+def test_postgres_major_17_is_the_documented_fallback() -> None:
+    from aws_cdk.assertions import Template
+
+    from infra.app import build_app
+    from infra.config import POSTGRES_VERSIONS
+
+    # Given -c postgres_major=17
+    app = build_app({**CONTEXT, "postgres_major": "17"})
+    template = Template.from_stack(app.node.find_child("Slotguard-dev"))  # type: ignore[arg-type]
+    [db] = resources(template, "AWS::RDS::DBInstance").values()
+    [group] = resources(template, "AWS::RDS::DBParameterGroup").values()
+    # Then the instance runs the pinned 17 minor with its parameter group family
+    assert db["Properties"]["EngineVersion"] == POSTGRES_VERSIONS[17]
+    assert POSTGRES_VERSIONS[17].startswith("17.")
+    assert group["Properties"]["Family"] == "postgres17"
+    # And a major nobody has checked behind RDS Proxy is refused, naming the context key
+    with pytest.raises(ValueError, match="postgres_major"):
+        build_app({**CONTEXT, "postgres_major": "16"})
+
+
+@pytest.mark.parametrize(
+    "issuer",
+    [None, "https://auth.example.com/", "http://idp.slotguard.dev/", "https://issuer.invalid/", "not a url"],
+)
+def test_a_deployable_stage_needs_a_real_jwt_issuer_and_audience(issuer: str | None) -> None:
+    from infra.app import build_app
+
+    # Given context without a real issuer (missing, a documentation placeholder, not https)
+    context = {k: v for k, v in CONTEXT.items() if k != "jwt_issuer"}
+    if issuer is not None:
+        context["jwt_issuer"] = issuer
+    # Then the app refuses to synthesize, naming the context keys to set
+    with pytest.raises(ValueError, match="jwt_issuer") as refused:
+        build_app(context)
+    assert "jwt_audience" in str(refused.value)
+    assert "synth_only" in str(refused.value)
+
+
+def test_synth_only_builds_a_template_without_an_identity_provider() -> None:
+    from aws_cdk.assertions import Template
+
+    from infra.app import build_app
+
+    # Given no issuer nor audience, and the explicit synth_only flag (make synth, CI)
+    context = {k: v for k, v in CONTEXT.items() if not k.startswith("jwt_")}
+    app = build_app({**context, "synth_only": "true"})
+    template = Template.from_stack(app.node.find_child("Slotguard-dev"))  # type: ignore[arg-type]
+    # Then the authorizer carries an issuer that can never validate a token
+    [authorizer] = resources(template, "AWS::ApiGatewayV2::Authorizer").values()
+    assert authorizer["Properties"]["JwtConfiguration"]["Issuer"].endswith(".invalid/")
+    # And the default is no CORS at all
+    [api] = resources(template, "AWS::ApiGatewayV2::Api").values()
+    assert "CorsConfiguration" not in api["Properties"]
+
+
+def test_cors_origins_come_from_context() -> None:
+    from aws_cdk.assertions import Template
+
+    from infra.app import build_app
+
+    app = build_app({**CONTEXT, "cors_origins": "https://app.slotguard.dev,https://admin.slotguard.dev"})
+    template = Template.from_stack(app.node.find_child("Slotguard-dev"))  # type: ignore[arg-type]
+    [api] = resources(template, "AWS::ApiGatewayV2::Api").values()
+    cors = api["Properties"]["CorsConfiguration"]
+    assert cors["AllowOrigins"] == ["https://app.slotguard.dev", "https://admin.slotguard.dev"]
+    assert "authorization" in [h.lower() for h in cors["AllowHeaders"]]
+
+
+def test_the_public_webhook_route_has_its_own_throttle(template: Any) -> None:
+    from slotguard.topology import API_THROTTLE, WEBHOOK_THROTTLE
+
+    [stage] = resources(template, "AWS::ApiGatewayV2::Stage").values()
+    defaults = stage["Properties"]["DefaultRouteSettings"]
+    assert defaults["ThrottlingRateLimit"] == API_THROTTLE["rate_limit"]
+    [webhook_route] = [r for r in ROUTES if not r.authorized]
+    # Then junk on the unauthenticated webhook route cannot use up the authenticated routes' budget
+    webhook = stage["Properties"]["RouteSettings"][webhook_route.route_key]
+    assert webhook["ThrottlingRateLimit"] == WEBHOOK_THROTTLE["rate_limit"]
+    assert webhook["ThrottlingBurstLimit"] == WEBHOOK_THROTTLE["burst_limit"]
+    assert WEBHOOK_THROTTLE != API_THROTTLE
+
+
+# RDS's default max_connections is LEAST({DBInstanceClassMemory/9531392}, 5000), where
+# DBInstanceClassMemory is the class's memory less what RDS keeps for itself: rounded down here.
+MAX_CONNECTIONS = {"db.t4g.micro": 80, "db.m7g.large": 800}
+
+
+def database_facing(template: Any) -> dict[str, dict[str, Any]]:
+    """Functions that open PostgreSQL connections: through the proxy (DB_HOST) or, for the
+    deploy-time migrations, to the instance."""
+    return {
+        logical_id: f["Properties"]
+        for logical_id, f in resources(template, "AWS::Lambda::Function").items()
+        if {"DB_HOST", "DB_ADMIN_SECRET_ARN"}
+        & set(f["Properties"].get("Environment", {}).get("Variables", {}))
+    }
+
+
+def proxy_borrow_timeout_s(template: Any) -> int:
+    [group] = resources(template, "AWS::RDS::DBProxyTargetGroup").values()
+    return int(group["Properties"]["ConnectionPoolConfigurationInfo"]["ConnectionBorrowTimeout"])
+
+
+def test_the_proxy_and_the_connect_timeout_answer_before_the_function_times_out(
+    templates: dict[str, Any],
+) -> None:
+    for template in templates.values():
+        borrow_s = proxy_borrow_timeout_s(template)
+        for props in database_facing(template).values():
+            env = props["Environment"]["Variables"]
+            # Given a connect timeout below the function's timeout
+            connect_s = int(env["DB_CONNECT_TIMEOUT_S"])
+            lock_wait_s = int(env.get("BOOKING_LOCK_WAIT_MS", "0")) / 1000
+            # Then a reconnect, the proxy's borrow wait and a lock wait all end before the function
+            # does: the caller gets a clean 503 database_unavailable, not a Lambda timeout
+            worst_case_s = 2 * connect_s + (borrow_s if "DB_HOST" in env else 0) + lock_wait_s
+            assert worst_case_s < props["Timeout"], (props["Environment"]["Variables"], borrow_s)
+
+
+def test_database_facing_concurrency_fits_the_proxys_connection_budget(templates: dict[str, Any]) -> None:
+    for stage, template in templates.items():
+        [instance] = resources(template, "AWS::RDS::DBInstance").values()
+        [group] = resources(template, "AWS::RDS::DBProxyTargetGroup").values()
+        percent = group["Properties"]["ConnectionPoolConfigurationInfo"]["MaxConnectionsPercent"]
+        budget = MAX_CONNECTIONS[instance["Properties"]["DBInstanceClass"]] * percent // 100
+        mappings = {
+            m["Properties"]["FunctionName"]["Ref"]: m["Properties"]
+            .get("ScalingConfig", {})
+            .get("MaximumConcurrency")
+            for m in resources(template, "AWS::Lambda::EventSourceMapping").values()
+        }
+        total = 0
+        for logical_id, props in database_facing(template).items():
+            # Given every database-facing function has a bound: reserved or ESM maximum concurrency
+            bound = props.get("ReservedConcurrentExecutions") or mappings.get(logical_id)
+            assert bound, f"{stage}: {logical_id} has unbounded concurrency"
+            total += bound
+        # Then all of them at once fit the connections the proxy may open
+        assert total <= budget, (stage, total, budget)
+
+
+def test_migrations_run_again_for_a_new_instance_or_new_migration_code(template: Any) -> None:
+    from infra.constructs.migrations import migration_code_digest, migrations_digest
+
+    [schema] = template.find_resources("Custom::SlotguardSchema").values()
+    [instance_id] = resources(template, "AWS::RDS::DBInstance")
+    props = schema["Properties"]
+    # Then a replaced instance (new resource id), new SQL files or a new runner all change the
+    # custom resource's properties, so CloudFormation sends an Update and the migrations run
+    assert props["DatabaseResourceId"] == {"Fn::GetAtt": [instance_id, "DbiResourceId"]}
+    assert props["Migrations"] == migrations_digest()
+    assert props["RunnerCode"] == migration_code_digest()
+    assert migration_code_digest() != migrations_digest()
+
+
+def test_the_receive_budget_outlasts_an_hour_long_database_outage(template: Any) -> None:
+    from slotguard.config import RetryPolicy
+
+    main = main_queue(template)
+    receives = main["Properties"]["RedrivePolicy"]["maxReceiveCount"]
+    [processor] = [
+        f["Properties"]
+        for f in our_functions(template).values()
+        if f["Properties"]["FunctionName"] == "slotguard-dev-webhook-processor"
+    ]
+    env = processor["Environment"]["Variables"]
+    policy = RetryPolicy(
+        webhook_max_attempts=env["WEBHOOK_MAX_ATTEMPTS"],
+        webhook_backoff_base_s=env["WEBHOOK_BACKOFF_BASE_S"],
+        webhook_backoff_cap_s=env["WEBHOOK_BACKOFF_CAP_S"],
+    )
+    # Given a message that meets a database outage at every receive, hidden for the processor's
+    # database-down backoff each time (the shortest draw of its jitter)
+    from slotguard.services.webhook_processor import backoff_seconds
+
+    hidden_s = sum(backoff_seconds(n, policy, rand=lambda: 0.0) for n in range(1, receives))
+    # Then it is not dead-lettered by SQS before an hour-long outage (a failover, a minor upgrade,
+    # a restore) is over
+    assert hidden_s >= 3600, hidden_s
+
+
+# Configuration each handler validates at import (values are never used: nothing connects at init).
+HANDLER_ENV = {
+    "AWS_REGION": "eu-west-1",
+    "AWS_DEFAULT_REGION": "eu-west-1",
+    "DB_HOST": "proxy.invalid",
+    "DB_AUTH": "iam",
+    "DB_SSLMODE": "require",
+    "WEBHOOK_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/123456789012/q",
+    "WEBHOOK_DLQ_URL": "https://sqs.eu-west-1.amazonaws.com/123456789012/dlq",
+    "WORKER_STATE_SOURCE": "lambda:00000000-0000-0000-0000-000000000000",
+    "DB_ADMIN_SECRET_ARN": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:x",
+}
+
+
+def modules_imported_at_init(handler: str) -> list[str]:
+    """The modules a handler's import (its Lambda init) loads, from a fresh interpreter."""
+    import subprocess
+    import sys
+
+    path = str(ROOT / "functions" / handler / "handler.py")
+    code = (
+        "import importlib.util, json, sys\n"
+        f"spec = importlib.util.spec_from_file_location('handler', {path!r})\n"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "print(json.dumps(sorted(n for n, m in list(sys.modules.items()) if getattr(m, '__file__', None))))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "AWS_ENDPOINT_URL")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**env, **HANDLER_ENV}, capture_output=True, text=True, check=True
+    )
+    names: list[str] = json.loads(out.stdout.strip().splitlines()[-1])
+    return names
+
+
+def test_layer_holds_python313_bytecode_for_every_module_a_handler_imports_at_init(template: Any) -> None:
+    [layer] = resources(template, "AWS::Lambda::LayerVersion").values()
+    asset_hash = layer["Properties"]["Content"]["S3Key"].removesuffix(".zip")
+    python = ROOT / "cdk.out" / f"asset.{asset_hash}" / "python"
+    missing: dict[str, list[str]] = {}
+    checked = 0
+    for handler in sorted(p.name for p in (ROOT / "functions").iterdir() if (p / "handler.py").exists()):
+        for name in modules_imported_at_init(handler):
+            parts = name.split(".")
+            if not (python / parts[0]).exists() and not (python / f"{parts[0]}.py").exists():
+                continue  # the standard library (the runtime's own, already compiled)
+            base = python.joinpath(*parts)
+            source = base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+            if not source.exists():
+                continue  # an extension module (.so)
+            checked += 1
+            # Then its CPython 3.13 bytecode is in the layer, next to it
+            if not (source.parent / "__pycache__" / f"{source.stem}.cpython-313.pyc").exists():
+                missing.setdefault(handler, []).append(name)
+    assert checked > 200
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("handler", ["booking", "cleanup", "dlq_reconciler"])
+def test_functions_that_call_no_aws_api_do_not_load_the_xray_sdk_or_boto3_at_init(handler: str) -> None:
+    # Given a function that talks only to the database (its IAM token is signed locally)
+    loaded = set(modules_imported_at_init(handler))
+    # Then its init loads neither the X-Ray SDK nor boto3 / botocore's session (see decisions.md)
+    assert not {"aws_xray_sdk", "boto3", "botocore.session"} & loaded

@@ -144,3 +144,84 @@ def test_1000_webhooks_with_random_failures_and_a_database_outage(
         f"\nstatuses={dict(statuses)} injected={dict(injected)} invocations={processor.stats.invocations}"
         f" failed_invocations={processor.stats.failed_invocations}"
     )
+
+
+def test_a_database_outage_longer_than_the_old_receive_budget_dead_letters_nothing(
+    pg: PgInstance, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from slotguard.topology import redrive_max_receive_count
+
+    if pg.stop is None:
+        pytest.skip("needs the embedded server, which the test can stop (DATABASE_URL is external)")
+    # Given compressed timings: 3 attempts, backoff base 1 s capped at 2 s, visibility 2 s. With
+    # maxReceiveCount = attempts (3), a message that meets a database outage at every receive was
+    # dead-lettered after at most (2 + 2) s of backoff plus two visibility timeouts: 8 s
+    attempts, base_s, cap_s, visibility_s = 3, 1, 2, 2
+    old_budget_s = (attempts - 1) * (cap_s + visibility_s)
+    outage_s = 2 * old_budget_s
+    queues = make_queues(
+        pipeline.sqs, max_receive_count=redrive_max_receive_count(attempts), visibility_timeout_s=visibility_s
+    )
+    for key, value in {
+        "WEBHOOK_QUEUE_URL": queues.main_url,
+        "WEBHOOK_MAX_ATTEMPTS": str(attempts),
+        "WEBHOOK_BACKOFF_BASE_S": str(base_s),
+        "WEBHOOK_BACKOFF_CAP_S": str(cap_s),
+    }.items():
+        monkeypatch.setenv(key, value)
+    p = Pipeline(
+        sqs=pipeline.sqs, queues=queues, secret_prefix=pipeline.secret_prefix, admin_url=pg.admin_url
+    )
+    org_id, secret = p.new_org()
+    jobs = [
+        p.send(
+            org_id,
+            secret,
+            "appointment.book",
+            {
+                "contact_id": str(uuid.uuid4()),
+                "scheduled_at": f"2034-03-{1 + i // 20:02d}T{i % 20:02d}:00:00Z",
+                "duration_minutes": 30,
+            },
+        )
+        for i in range(40)
+    ]
+    processor, reconciler = p.event_source(batch_size=5, max_concurrency=2), p.dlq_source()
+    # When the database goes down while the webhooks are being processed, for twice as long
+    pg.stop(mode="immediate")
+    processor.start()
+    reconciler.start()
+    try:
+        time.sleep(outage_s)
+        pg.start()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            rows = p.rows(org_id)
+            if (
+                len(rows) == len(jobs)
+                and all(r["status"] == "completed" for r in rows)
+                and queues.depth(p.sqs) == 0
+                and queues.depth(p.sqs, queues.dlq_url) == 0
+            ):
+                break
+            time.sleep(0.5)
+    finally:
+        if not pg_is_up(pg):
+            pg.start()
+        processor.stop()
+        reconciler.stop()
+    # Then every webhook is completed and none is dead
+    rows = p.rows(org_id)
+    assert {r["job_id"] for r in rows} == set(jobs)
+    assert Counter(r["status"] for r in rows) == {"completed": len(jobs)}
+    assert queues.depth(p.sqs, queues.dlq_url) == 0
+    # And the outage cost no application attempt: each was claimed once, when the database was back
+    assert {r["attempts"] for r in rows} == {1}
+
+
+def pg_is_up(pg: PgInstance) -> bool:
+    try:
+        with psycopg.connect(pg.admin_url, connect_timeout=2):
+            return True
+    except psycopg.OperationalError:
+        return False

@@ -144,3 +144,68 @@ def test_over_256_kib_is_413_and_exactly_256_kib_is_accepted(pipeline: Pipeline)
     assert status == 413
     assert answer["error"]["code"] == "payload_too_large"
     assert pipeline.queues.depth(pipeline.sqs) == 1
+
+
+class CallCounter:
+    """Counts the Secrets Manager requests a boto3 client really sends (to moto's server)."""
+
+    def __init__(self, client: Any) -> None:
+        self.calls = 0
+        client.meta.events.register("before-send.secrets-manager.GetSecretValue", self._count)
+
+    def _count(self, **_: Any) -> None:
+        self.calls += 1
+
+
+def test_unknown_orgs_are_cached_negatively_for_a_short_time(pipeline: Pipeline) -> None:
+    import boto3
+
+    from slotguard.aws.secrets import WebhookSecretStore
+
+    now = [0.0]
+    sm = boto3.client("secretsmanager")
+    counter = CallCounter(sm)
+    store = WebhookSecretStore(
+        pipeline.secret_prefix, max_age_s=0, unknown_ttl_s=30, sm=sm, clock=lambda: now[0]
+    )
+    junk = str(uuid.uuid4())
+    # Given junk traffic for an org id that has no secret
+    # When it asks 50 times within the negative TTL
+    answers = [store.active_secrets(junk) for _ in range(50)]
+    # Then Secrets Manager is asked once
+    assert answers == [None] * 50
+    assert counter.calls == 1
+    # And once the TTL is over it is asked again (an org created meanwhile is found)
+    org_id, _ = pipeline.new_org()
+    now[0] += 31
+    assert store.active_secrets(junk) is None
+    assert counter.calls == 2
+    # And known orgs are never cached negatively
+    assert store.active_secrets(org_id)
+    assert store.active_secrets(org_id)
+    assert counter.calls == 4  # max_age_s=0: no positive cache here
+
+
+def test_junk_webhooks_for_unknown_orgs_are_401_without_a_secrets_call_each(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from slotguard_local.events import LambdaContext, http_api_event
+    from slotguard_local.functions import load_function
+
+    monkeypatch.setenv("WEBHOOK_UNKNOWN_ORG_CACHE_S", "60")
+    receiver = load_function("webhook_receiver")
+    counter = CallCounter(receiver.receiver._secrets._sm)
+    junk = str(uuid.uuid4())
+    statuses = []
+    for i in range(20):
+        event = http_api_event(
+            "POST",
+            f"/webhooks/{junk}",
+            route_key="POST /webhooks/{org_id}",
+            path_parameters={"org_id": junk},
+            headers=signed_headers("whsec_" + "A" * 44, f"msg_{i}", BODY),
+            body=BODY,
+        )
+        statuses.append(receiver.lambda_handler(event, LambdaContext())["statusCode"])
+    assert statuses == [401] * 20
+    assert counter.calls == 1

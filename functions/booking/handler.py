@@ -34,7 +34,7 @@ from slotguard.models import (
     RescheduleResult,
     WindowDatetime,
 )
-from slotguard.observability import logger, metrics, tracer
+from slotguard.observability import logger, metrics
 from slotguard.services import booking_metrics
 from slotguard.services.booking import CURSOR_PATTERN, MIN_SLOT_STEP_MINUTES, BookingService
 
@@ -186,7 +186,6 @@ def free_slots(
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
-@tracer.capture_lambda_handler(capture_response=False)  # answers carry personal data
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

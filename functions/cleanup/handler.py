@@ -10,7 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from slotguard.config import CleanupConfig
 from slotguard.db.connection import Database
 from slotguard.db.webhook_repository import WebhookRepository
-from slotguard.observability import logger, metrics, tracer
+from slotguard.observability import logger, metrics
 from slotguard.services.cleanup import RetentionCleanup
 
 config = CleanupConfig.from_env()
@@ -18,7 +18,6 @@ cleanup = RetentionCleanup(WebhookRepository(Database(config.database)), config)
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler(capture_response=False)  # answers carry personal data
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     report = cleanup.run()

@@ -13,7 +13,7 @@ from slotguard.api.sqs import queued_webhook
 from slotguard.config import ReconcilerConfig
 from slotguard.db.connection import Database
 from slotguard.db.webhook_repository import WebhookRepository
-from slotguard.observability import logger, metrics, tracer
+from slotguard.observability import logger, metrics
 from slotguard.services import webhook_metrics
 from slotguard.services.reconciler import DeadLetterReconciler
 
@@ -29,7 +29,6 @@ def record_handler(record: SQSRecord) -> str:
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler(capture_response=False)  # answers carry personal data
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(

@@ -20,7 +20,11 @@ from slotguard.services.webhook_receiver import WebhookReceiver
 
 config = ReceiverConfig.from_env()
 receiver = WebhookReceiver(
-    WebhookSecretStore(config.webhook_secret_prefix, config.webhook_secret_cache_s),
+    WebhookSecretStore(
+        config.webhook_secret_prefix,
+        config.webhook_secret_cache_s,
+        unknown_ttl_s=config.webhook_unknown_org_cache_s,
+    ),
     WebhookQueue(config.webhook_queue_url),
     config.webhook_max_body_bytes,
 )

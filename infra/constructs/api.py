@@ -5,6 +5,7 @@ same table the local front door serves."""
 from __future__ import annotations
 
 import jsii
+from aws_cdk import Duration
 from aws_cdk import aws_apigateway as rest
 from aws_cdk import aws_apigatewayv2 as apigw
 from aws_cdk import aws_apigatewayv2_authorizers as authorizers
@@ -16,7 +17,7 @@ from constructs import Construct
 from infra.config import StageConfig
 from infra.nag import suppress
 from infra.names import Names
-from slotguard.topology import API_THROTTLE, ROUTES
+from slotguard.topology import API_THROTTLE, ROUTES, WEBHOOK_THROTTLE
 
 ACCESS_LOG_FORMAT = (
     '{"requestId":"$context.requestId","ip":"$context.identity.sourceIp","requestTime":"$context.requestTime",'
@@ -51,7 +52,20 @@ class Api(Construct):
         functions: dict[str, lambda_.IFunction],
     ) -> None:
         super().__init__(scope, construct_id)
-        self.http_api = apigw.HttpApi(self, "HttpApi", api_name=names.api, create_default_stage=False)
+        cors = (
+            apigw.CorsPreflightOptions(
+                allow_origins=list(config.cors_origins),
+                allow_methods=[apigw.CorsHttpMethod.GET, apigw.CorsHttpMethod.POST],
+                allow_headers=["authorization", "content-type", "idempotency-key"],
+                expose_headers=["retry-after", "idempotent-replayed"],
+                max_age=Duration.hours(1),
+            )
+            if config.cors_origins
+            else None  # no CORS unless origins are given (context cors_origins)
+        )
+        self.http_api = apigw.HttpApi(
+            self, "HttpApi", api_name=names.api, create_default_stage=False, cors_preflight=cors
+        )
         access_logs = logs.LogGroup(
             self, "AccessLogs", retention=config.log_retention, removal_policy=config.removal_policy
         )
@@ -68,6 +82,16 @@ class Api(Construct):
                 apigw.LogGroupLogDestination(access_logs), rest.AccessLogFormat.custom(ACCESS_LOG_FORMAT)
             ),
         )
+        stage_resource = self.stage.node.default_child
+        assert isinstance(stage_resource, apigw.CfnStage)
+        stage_resource.route_settings = {
+            route.route_key: {
+                "ThrottlingRateLimit": WEBHOOK_THROTTLE["rate_limit"],
+                "ThrottlingBurstLimit": WEBHOOK_THROTTLE["burst_limit"],
+            }
+            for route in ROUTES
+            if not route.authorized
+        }
         jwt = authorizers.HttpJwtAuthorizer(
             "Jwt",
             jwt_issuer=config.jwt_issuer,
@@ -89,6 +113,8 @@ class Api(Construct):
             )
             if not route.authorized:
                 for r in added:
+                    # the stage's RouteSettings name this route: it must exist first
+                    self.stage.node.add_dependency(r)
                     suppress(
                         r,
                         [

@@ -4,14 +4,19 @@ Proxy with IAM authentication end to end and TLS required."""
 from __future__ import annotations
 
 from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_rds as rds
+from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from infra.config import StageConfig
 from infra.constructs.network import Network
 from infra.nag import suppress
 from infra.names import APP_DB_USER, DB_NAME, Names
+
+PROXY_BORROW_TIMEOUT_S = 4
+MAX_CONNECTIONS_PERCENT = 90
 
 
 class Database(Construct):
@@ -22,13 +27,13 @@ class Database(Construct):
         parameters = rds.ParameterGroup(
             self,
             "Parameters",
-            engine=rds.DatabaseInstanceEngine.postgres(version=rds.PostgresEngineVersion.VER_18),
+            engine=config.postgres_engine,
             parameters={"rds.force_ssl": "1", "log_min_duration_statement": "500"},
         )
         self.instance = rds.DatabaseInstance(
             self,
             "Instance",
-            engine=rds.DatabaseInstanceEngine.postgres(version=rds.PostgresEngineVersion.VER_18),
+            engine=config.postgres_engine,
             instance_type=config.instance_type,
             vpc=network.vpc,
             vpc_subnets=network.data_subnets,
@@ -36,6 +41,7 @@ class Database(Construct):
             database_name=DB_NAME,
             parameter_group=parameters,
             storage_encrypted=True,
+            storage_type=rds.StorageType.GP3,
             allocated_storage=config.allocated_storage_gb,
             max_allocated_storage=config.allocated_storage_gb * 4,
             multi_az=config.multi_az,
@@ -43,8 +49,9 @@ class Database(Construct):
             deletion_protection=config.deletion_protection,
             removal_policy=config.removal_policy,
             iam_authentication=True,
-            auto_minor_version_upgrade=True,
+            auto_minor_version_upgrade=False,  # the exact minor is pinned (infra/config.py)
             cloudwatch_logs_exports=["postgresql"],
+            cloudwatch_logs_retention=config.log_retention,
             enable_performance_insights=False,
             monitoring_interval=Duration.seconds(60),
         )
@@ -58,9 +65,11 @@ class Database(Construct):
             default_auth_scheme=rds.DefaultAuthScheme.IAM_AUTH,
             iam_auth=True,
             require_tls=True,
-            max_connections_percent=90,
+            max_connections_percent=MAX_CONNECTIONS_PERCENT,
             idle_client_timeout=Duration.minutes(30),
-            borrow_timeout=Duration.seconds(30),
+            # Below every database-facing function's timeout (with a reconnect and a lock wait), so
+            # a saturated pool is answered 503 database_unavailable, not a Lambda timeout.
+            borrow_timeout=Duration.seconds(PROXY_BORROW_TIMEOUT_S),
         )
         self.instance.connections.allow_default_port_from(self.proxy, "RDS Proxy to PostgreSQL")
         # End-to-end IAM: the proxy itself logs in to PostgreSQL with IAM as the application user.
@@ -80,6 +89,27 @@ class Database(Construct):
             )
         )
         self.admin_secret = self.instance.secret
+        assert self.admin_secret is not None
+        # The master secret lives as long as the database it opens (prod retains both). `secret` is
+        # the attachment; the generated secret itself is the instance's child "Secret".
+        generated_secret = self.instance.node.find_child("Secret")
+        assert isinstance(generated_secret, secretsmanager.Secret)
+        generated_secret.apply_removal_policy(config.removal_policy)
+        # Rotated by Secrets Manager's hosted rotation function, in the VPC, allowed to the instance.
+        rotation_security_group = ec2.SecurityGroup(
+            self, "RotationSecurityGroup", vpc=network.vpc, description="master secret rotation"
+        )
+        self.admin_secret.add_rotation_schedule(
+            "Rotation",
+            hosted_rotation=secretsmanager.HostedRotation.postgre_sql_single_user(
+                vpc=network.vpc,
+                vpc_subnets=network.function_subnets,
+                security_groups=[rotation_security_group],
+            ),
+            automatically_after=Duration.days(30),
+        )
+        self.instance.connections.allow_default_port_from(rotation_security_group, "master secret rotation")
+        self._suppress_log_retention_findings()
         suppress(
             self.instance,
             [
@@ -95,10 +125,27 @@ class Database(Construct):
                     "AmazonRDSEnhancedMonitoringRole]",
                     "The AWS-maintained role policy for RDS enhanced monitoring.",
                 ),
-                (
-                    "AwsSolutions-SMG4",
-                    "The master secret is used only by the deploy-time migrations; rotation needs a "
-                    "hosted rotation Lambda and is the next step (see README, deploy).",
-                ),
             ],
         )
+
+    def _suppress_log_retention_findings(self) -> None:
+        """RDS creates the exported `postgresql` log group itself; its retention is set by the CDK's
+        LogRetention function (one per stack)."""
+        stack = Stack.of(self)
+        for child in stack.node.children:
+            if child.node.id.startswith("LogRetention"):
+                suppress(
+                    child,
+                    [
+                        (
+                            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                            "AWSLambdaBasicExecutionRole]",
+                            "The CDK LogRetention function writes its own logs (AWS-maintained policy).",
+                        ),
+                        (
+                            "AwsSolutions-IAM5[Resource::*]",
+                            "The CDK LogRetention function sets the retention of a log group RDS creates "
+                            "(logs:Put/DeleteRetentionPolicy on *, as the CDK grants it).",
+                        ),
+                    ],
+                )

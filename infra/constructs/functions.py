@@ -57,13 +57,13 @@ class Functions(Construct):
         in_vpc: bool,
         timeout_s: int = 10,
         memory_mb: int = 512,
+        reserved_concurrency: int | None = None,
         environment: dict[str, str] | None = None,
     ) -> lambda_.Function:
         """A function in the private subnets (`in_vpc`, to reach the database) or outside the VPC."""
-        log_group = logs.LogGroup(
+        log_group = logs.LogGroup(  # generated name: a retained group must not block a new stack
             self,
             f"{name}-logs",
-            log_group_name=f"/aws/lambda/{self._names.function(name)}",
             retention=self._config.log_retention,
             removal_policy=self._config.removal_policy,
         )
@@ -78,6 +78,7 @@ class Functions(Construct):
             layers=[self.layer],
             timeout=Duration.seconds(timeout_s),
             memory_size=memory_mb,
+            reserved_concurrent_executions=reserved_concurrency,
             vpc=self._network.vpc if in_vpc else None,
             vpc_subnets=self._network.function_subnets if in_vpc else None,
             tracing=lambda_.Tracing.ACTIVE,

@@ -1,10 +1,12 @@
 """Migrations on deploy: a custom resource whose function runs the same migration runner as the
 tests and the local stack, connecting to the instance (not the proxy) as its administrator,
-and gives the application role rds_iam. It runs again whenever a migration file changes."""
+and gives the application role rds_iam. It runs again whenever a migration file, the runner's
+code or the instance (a replaced instance has a new resource id) changes."""
 
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 from aws_cdk import CustomResource, Stack
 from aws_cdk import custom_resources as cr
@@ -13,16 +15,32 @@ from constructs import Construct
 from infra.constructs.database import Database
 from infra.constructs.functions import Functions
 from infra.constructs.network import Network
-from infra.layer_build import PACKAGE
+from infra.layer_build import PACKAGE, ROOT
 from infra.nag import suppress
 
 
-def migrations_digest() -> str:
+def _digest(paths: list[Path]) -> str:
     digest = hashlib.sha256()
-    for path in sorted((PACKAGE / "migrations").glob("*.sql")):
-        digest.update(path.name.encode())
+    for path in paths:
+        digest.update(str(path.relative_to(ROOT)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def migrations_digest() -> str:
+    """The SQL files."""
+    return _digest(sorted((PACKAGE / "migrations").glob("*.sql")))
+
+
+def migration_code_digest() -> str:
+    """The code that applies them: the runner, the custom resource handler, what reads the secret."""
+    return _digest(
+        [
+            PACKAGE / "db" / "migrate.py",
+            PACKAGE / "aws" / "secrets.py",
+            ROOT / "functions" / "migrations" / "handler.py",
+        ]
+    )
 
 
 class Migrations(Construct):
@@ -41,7 +59,12 @@ class Migrations(Construct):
             "migrations",
             in_vpc=True,
             timeout_s=300,
-            environment={"DB_ADMIN_SECRET_ARN": database.admin_secret.secret_arn, "DB_SSLMODE": "require"},
+            reserved_concurrency=1,  # one runner at a time (it also takes an advisory lock)
+            environment={
+                "DB_ADMIN_SECRET_ARN": database.admin_secret.secret_arn,
+                "DB_SSLMODE": "require",
+                "DB_CONNECT_TIMEOUT_S": "10",
+            },
         )
         database.admin_secret.grant_read(self.function)
         database.instance.connections.allow_default_port_from(self.function, "deploy-time migrations")
@@ -50,7 +73,13 @@ class Migrations(Construct):
             self,
             "Schema",
             service_token=provider.service_token,
-            properties={"migrations": migrations_digest()},
+            # Any of these changing is an Update, and an Update runs the migrations: a replaced
+            # instance (new resource id, empty schema), new SQL files, or a new runner.
+            properties={
+                "DatabaseResourceId": database.instance.instance_resource_id,
+                "Migrations": migrations_digest(),
+                "RunnerCode": migration_code_digest(),
+            },
             resource_type="Custom::SlotguardSchema",
         )
         self.resource.node.add_dependency(database.instance)

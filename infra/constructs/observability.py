@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import aws_apigatewayv2 as apigw
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from infra.config import StageConfig
 from infra.names import Names
 from slotguard.services import booking_metrics, webhook_metrics
 
 FIVE_MINUTES = Duration.minutes(5)
+# A few 503s (lock busy, a database blip answered database_unavailable) are expected and have
+# their own busy-rate alarm; five 5xx in five minutes is something to look at.
+API_5XX_THRESHOLD = 5
 
 
 class Observability(Construct):
@@ -23,10 +30,12 @@ class Observability(Construct):
         scope: Construct,
         construct_id: str,
         *,
+        config: StageConfig,
         names: Names,
         queue: sqs.IQueue,
         dlq: sqs.IQueue,
         functions: dict[str, lambda_.IFunction],
+        http_api: apigw.IHttpApi,
     ) -> None:
         super().__init__(scope, construct_id)
         ns = names.metrics_namespace
@@ -45,8 +54,12 @@ class Observability(Construct):
             "Alarms",
             display_name=f"{names.prefix} alarms",
             enforce_ssl=True,
-            master_key=kms.Alias.from_alias_name(self, "SnsKey", "alias/aws/sns"),
+            master_key=self._alarm_key(config),
         )
+        for email in config.alarm_emails:
+            self.topic.add_subscription(subscriptions.EmailSubscription(email))
+        if config.alarm_https_endpoint:
+            self.topic.add_subscription(subscriptions.UrlSubscription(config.alarm_https_endpoint))
         success_rate = cw.MathExpression(
             expression="IF(p + dp + dr > 0, 100 * p / (p + dp + dr), 100)",
             using_metrics={
@@ -118,6 +131,18 @@ class Observability(Construct):
                 "RDS Proxy pinned a session: some client SQL uses SET, locks or prepares",
             ),
         ]
+        # The resolver turns an exception into a 500 answer, so Lambda's Errors metric stays at 0:
+        # the API's own 5xx count is what shows application errors (and 503s that are not busy).
+        api_5xx = http_api.metric_server_error(period=FIVE_MINUTES, statistic="Sum")
+        self.alarms.append(
+            self._alarm(
+                "Api5xx",
+                api_5xx,
+                API_5XX_THRESHOLD,
+                cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                f"{API_5XX_THRESHOLD} or more HTTP API 5xx answers in 5 minutes",
+            )
+        )
         for name, fn in functions.items():
             self.alarms.append(
                 self._alarm(
@@ -143,9 +168,43 @@ class Observability(Construct):
                 left=[fn.metric_errors(period=FIVE_MINUTES) for fn in functions.values()],
                 width=8,
             ),
-            cw.GraphWidget(title="RDS Proxy pinned connections", left=[pinned], width=8),
+            cw.GraphWidget(title="RDS Proxy pinned connections", left=[pinned], width=4),
+            cw.GraphWidget(title="HTTP API 5xx", left=[api_5xx], width=4),
         )
         self.dashboard.add_widgets(cw.AlarmStatusWidget(title="Alarms", alarms=self.alarms, width=24))
+
+    def _alarm_key(self, config: StageConfig) -> kms.Key:
+        """CloudWatch publishes alarm notifications to an encrypted topic only with a key whose
+        policy lets it use the key; the AWS-managed alias/aws/sns key cannot be changed to allow
+        that. This customer-managed key does, for alarms of this account only."""
+        key = kms.Key(
+            self,
+            "AlarmTopicKey",
+            description="slotguard alarm topic encryption (CloudWatch alarms may use it)",
+            enable_key_rotation=True,
+            removal_policy=config.removal_policy,
+        )
+        stack = Stack.of(self)
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="CloudWatchAlarmsOfThisAccount",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],  # in a key policy, "*" is this key
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": stack.account},
+                    "ArnLike": {
+                        "aws:SourceArn": stack.format_arn(
+                            service="cloudwatch",
+                            resource="alarm",
+                            resource_name="*",
+                            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                        )
+                    },
+                },
+            )
+        )
+        return key
 
     def _alarm(
         self,

@@ -18,27 +18,25 @@ from slotguard.topology import WEBHOOK_QUEUE
 class WebhookQueues(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig, names: Names) -> None:
         super().__init__(scope, construct_id)
-        retention = Duration.days(WEBHOOK_QUEUE.retention_days)
+        # A message's expiry counts from its first enqueue, also in the DLQ: the DLQ keeps longer.
         self.dlq = sqs.Queue(
             self,
             "DeadLetterQueue",
-            queue_name=names.dlq,
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
-            retention_period=retention,
+            retention_period=Duration.days(WEBHOOK_QUEUE.dlq_retention_days),
             visibility_timeout=Duration.seconds(6 * WEBHOOK_QUEUE.reconciler_timeout_s),
             removal_policy=config.removal_policy,
         )
         self.queue = sqs.Queue(
             self,
             "Queue",
-            queue_name=names.queue,
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
-            retention_period=retention,
+            retention_period=Duration.days(WEBHOOK_QUEUE.retention_days),
             visibility_timeout=Duration.seconds(WEBHOOK_QUEUE.visibility_timeout_s),
             dead_letter_queue=sqs.DeadLetterQueue(
-                queue=self.dlq, max_receive_count=WEBHOOK_QUEUE.max_attempts
+                queue=self.dlq, max_receive_count=WEBHOOK_QUEUE.max_receive_count
             ),
             removal_policy=config.removal_policy,
         )

@@ -39,6 +39,9 @@ class DatabaseSettings(_Config):
     db_password: str | None = Field(default=None, repr=False)
     db_sslmode: Literal["disable", "prefer", "require", "verify-full"] = "prefer"
     db_connect_timeout_s: int = Field(default=5, ge=1, le=60)
+    # A connection idle longer than this is replaced before reuse: below RDS Proxy's idle client
+    # timeout (30 min), after which the proxy has closed its side.
+    db_max_idle_s: int = Field(default=300, ge=1, le=1800)
     aws_region: str = "us-east-1"
     # Whether db_user replaces the user named in DATABASE_URL (see RetentionDatabaseSettings).
     login_role_overrides_url: ClassVar[bool] = False
@@ -73,6 +76,9 @@ class ReceiverConfig(_Config):
     webhook_queue_url: str
     webhook_secret_prefix: str = "slotguard/webhooks/"  # noqa: S105 - a name prefix, not a secret
     webhook_secret_cache_s: int = Field(default=300, ge=0, le=3600)
+    # An org id without a secret is not asked for again for this long (junk traffic); an org
+    # created meanwhile is accepted after at most this delay.
+    webhook_unknown_org_cache_s: int = Field(default=60, ge=0, le=3600)
     webhook_max_body_bytes: int = Field(default=256 * 1024, ge=1024, le=1024 * 1024)
 
 

@@ -2,15 +2,20 @@
 
 Service name comes from POWERTOOLS_SERVICE_NAME (set per function by the CDK app and the
 local stack); the metrics namespace is the same for every function.
+
+The tracer (the X-Ray SDK, which patches and so imports botocore's session, ≈150 ms of cold
+start) is created on first use: only functions that call AWS services import it. The others
+(booking, cleanup, dlq_reconciler: the database only) still get Lambda's own invocation trace
+from active tracing. See docs/decisions.md.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
 METRICS_NAMESPACE = "Slotguard"
@@ -36,8 +41,25 @@ class _SerializedEMFProvider(AmazonCloudWatchEMFProvider):
             super().flush_metrics(raise_on_empty_metrics=raise_on_empty_metrics)
 
 
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Tracer
+
 logger = Logger()
-tracer = Tracer()
+_tracer: Tracer | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """`from slotguard.observability import tracer` creates the X-Ray tracer, once."""
+    global _tracer
+    if name == "tracer":
+        if _tracer is None:
+            from aws_lambda_powertools import Tracer
+
+            _tracer = Tracer()
+        return _tracer
+    raise AttributeError(name)
+
+
 metrics = Metrics(
     namespace=METRICS_NAMESPACE,
     provider=_SerializedEMFProvider(

@@ -38,9 +38,12 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
+RECEIVE_BUDGET_FACTOR = 10
+
+
 @dataclass(frozen=True)
 class WebhookQueueSettings:
-    max_attempts: int = 5  # processor's WEBHOOK_MAX_ATTEMPTS and the redrive's maxReceiveCount
+    max_attempts: int = 5  # processor's WEBHOOK_MAX_ATTEMPTS (the redrive's is 10 times that)
     batch_size: int = 10
     batching_window_s: int = 1
     maximum_concurrency: int = 5  # <= what the RDS Proxy can serve; >= 2 (Lambda's minimum)
@@ -48,7 +51,8 @@ class WebhookQueueSettings:
     reconciler_timeout_s: int = 30
     backoff_base_s: int = 10
     backoff_cap_s: int = 900
-    retention_days: int = 14  # SQS message retention, both queues
+    retention_days: int = 4  # SQS message retention of the webhook queue
+    dlq_retention_days: int = 14  # of its DLQ: longer (expiry counts from the first enqueue); SQS's maximum
 
     @property
     def visibility_timeout_s(self) -> int:
@@ -56,10 +60,26 @@ class WebhookQueueSettings:
         return 6 * self.processor_timeout_s
 
     @property
+    def max_receive_count(self) -> int:
+        return redrive_max_receive_count(self.max_attempts)
+
+    @property
     def claim_stale_after_s(self) -> int:
         return self.visibility_timeout_s
 
 
+def redrive_max_receive_count(max_attempts: int) -> int:
+    """SQS's redrive (maxReceiveCount) is a backstop well above the application's retry budget:
+    receives that never reach a claim (database down, another worker holding the row, a batch
+    timeout) count too, so only the processor's own budget (attempts recorded in the delivery log)
+    decides that a webhook is dead. The processor's database-down backoff grows with the receive
+    count, so this many receives outlast a long outage (hours at the deployed settings)."""
+    return RECEIVE_BUDGET_FACTOR * max_attempts
+
+
 WEBHOOK_QUEUE = WebhookQueueSettings()
 CLEANUP_SCHEDULE_MINUTES = 60
-API_THROTTLE = {"rate_limit": 100, "burst_limit": 200}
+API_THROTTLE = {"rate_limit": 100, "burst_limit": 200}  # the stage default: authenticated routes
+# The public webhook route (no authorizer in front) has its own budget, so junk traffic there
+# cannot use up the authenticated routes' share, and vice versa.
+WEBHOOK_THROTTLE = {"rate_limit": 50, "burst_limit": 100}

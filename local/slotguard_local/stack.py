@@ -198,7 +198,8 @@ class LocalStack:
                 return created
 
         retention = str(WEBHOOK_QUEUE.retention_days * 24 * 3600)
-        dlq_url = ensure(DLQ_NAME, {"MessageRetentionPeriod": retention, "VisibilityTimeout": "30"})
+        dlq_retention = str(WEBHOOK_QUEUE.dlq_retention_days * 24 * 3600)
+        dlq_url = ensure(DLQ_NAME, {"MessageRetentionPeriod": dlq_retention, "VisibilityTimeout": "30"})
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
             "QueueArn"
         ]
@@ -208,7 +209,7 @@ class LocalStack:
                 "MessageRetentionPeriod": retention,
                 "VisibilityTimeout": str(WEBHOOK_QUEUE.visibility_timeout_s),
                 "RedrivePolicy": json.dumps(
-                    {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(WEBHOOK_QUEUE.max_attempts)}
+                    {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(WEBHOOK_QUEUE.max_receive_count)}
                 ),
             },
         )

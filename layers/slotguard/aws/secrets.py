@@ -2,7 +2,9 @@
 
 Each org has one secret named `<prefix><org_id>` whose value is
 `{"secrets": ["whsec_...", ...]}`: every active secret, newest first (several during a
-rotation). Reads are cached with Powertools parameters for `max_age` seconds.
+rotation). Reads are cached with Powertools parameters for `max_age` seconds; an org id with
+no secret is remembered for `unknown_ttl_s` seconds, so junk traffic on the public webhook route
+is not one Secrets Manager call per request.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import base64
 import json
 import secrets as pysecrets
+import time
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
@@ -36,27 +40,53 @@ def _not_found(exc: BaseException | None) -> bool:
 
 
 class WebhookSecretStore:
-    def __init__(self, prefix: str, max_age_s: int = 300, sm: Any | None = None) -> None:
+    MAX_UNKNOWN = 10_000  # bounded: random org ids cannot grow the container's memory
+
+    def __init__(
+        self,
+        prefix: str,
+        max_age_s: int = 300,
+        sm: Any | None = None,
+        unknown_ttl_s: float = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._prefix = prefix
         self._max_age_s = max_age_s
         self._sm = sm or client("secretsmanager")
         self._provider = SecretsProvider(boto3_client=self._sm)
+        self._unknown_ttl_s = unknown_ttl_s
+        self._clock = clock
+        self._unknown: dict[str, float] = {}  # org id -> when it may be asked again
 
     def name_for(self, org_id: str) -> str:
         return f"{self._prefix}{org_id}"
 
     def active_secrets(self, org_id: str) -> list[str] | None:
         """The org's active secrets, or None when the org has none (unknown org)."""
+        now = self._clock()
+        if self._unknown.get(org_id, 0.0) > now:
+            return None
         try:
             value = self._provider.get(self.name_for(org_id), max_age=self._max_age_s, transform="json")
         except GetParameterError as exc:
             if _not_found(exc):
+                self._remember_unknown(org_id, now)
                 return None
             raise SecretStoreUnavailable(str(exc)) from exc
+        self._unknown.pop(org_id, None)
         found = value.get("secrets") if isinstance(value, dict) else None
         if not isinstance(found, list):
             return None
         return [s for s in found if isinstance(s, str) and s.startswith("whsec_")] or None
+
+    def _remember_unknown(self, org_id: str, now: float) -> None:
+        if self._unknown_ttl_s <= 0:
+            return
+        if len(self._unknown) >= self.MAX_UNKNOWN:
+            self._unknown = {k: v for k, v in self._unknown.items() if v > now}
+            if len(self._unknown) >= self.MAX_UNKNOWN:
+                self._unknown.clear()
+        self._unknown[org_id] = now + self._unknown_ttl_s
 
     def rotate(self, org_id: str, *, keep_previous: int = 1) -> str:
         """Create the org's secret, or add a new one in front keeping `keep_previous` old ones."""

@@ -9,6 +9,7 @@ multiplex the connection instead of pinning it.
 from __future__ import annotations
 
 import contextlib
+import select
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, LiteralString, Protocol
@@ -71,11 +72,35 @@ def password_provider_for(settings: DatabaseSettings) -> PasswordProvider:
     return StaticPassword(settings.db_password)
 
 
+def _dropped_by_server(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the server has closed an idle connection: nothing is owed to an idle autocommit
+    connection, so anything readable on its socket is the server's goodbye (a FATAL from
+    pg_terminate_backend or a shutdown, the proxy's idle timeout closing it, a failover's reset)
+    followed by EOF. Checked without a round trip, before a statement is sent on it."""
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return True
+    return bool(readable)
+
+
+def _not_sent(exc: psycopg.OperationalError) -> bool:
+    """libpq failed to write the statement: the server cannot have run it."""
+    return "could not send data to server" in str(exc)
+
+
 class Database:
-    def __init__(self, settings: DatabaseSettings, passwords: PasswordProvider | None = None) -> None:
+    def __init__(
+        self,
+        settings: DatabaseSettings,
+        passwords: PasswordProvider | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._settings = settings
         self._passwords = passwords or password_provider_for(settings)
+        self._clock = clock
         self._conn: psycopg.Connection[Any] | None = None
+        self._last_used = 0.0
         self._in_transaction = False
 
     def _connect(self) -> psycopg.Connection[Any]:
@@ -99,13 +124,25 @@ class Database:
         )
 
     def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self._discard()
+        now = self._clock()
+        if self._conn is not None and not self._in_transaction:
+            if self._conn.closed or self._conn.broken:
+                self._discard()
+            elif now - self._last_used > self._settings.db_max_idle_s:
+                logger.info(
+                    "replacing a connection idle past the bound", extra={"idle_s": now - self._last_used}
+                )
+                self._discard()
+            elif _dropped_by_server(self._conn):
+                logger.info("the server closed the idle connection: reconnecting before the statement")
+                self._discard()
+        if self._conn is None:
             try:
                 self._conn = self._connect()
             except psycopg.OperationalError as exc:
                 logger.warning("database connect failed", extra={"error": type(exc).__name__})
                 raise DatabaseUnavailable("the database is unavailable, retry shortly") from exc
+        self._last_used = now
         return self._conn
 
     def _discard(self) -> None:
@@ -134,11 +171,12 @@ class Database:
     def scalar(self, query: LiteralString, params: Sequence[Any], *, retry_safe: bool = False) -> Any:
         """Run one statement (one SQL function call) and return the first column of its row.
 
-        `retry_safe` statements (reads, and writes whose repeat is a no-op) are retried once
-        on a fresh connection when the reused one turns out to be dead.
+        A reused connection the server has dropped is replaced before the statement is sent
+        (every statement, retry-safe or not). After a failure, the statement is retried once on
+        a fresh connection when it cannot have reached the server (libpq could not send it), or
+        when it is `retry_safe` (reads, and writes whose repeat is a no-op).
         """
-        attempts = 2 if retry_safe and not self._in_transaction else 1
-        for attempt in range(1, attempts + 1):
+        for attempt in (1, 2):
             conn = self._connection()
             try:
                 row = conn.execute(query, params).fetchone()
@@ -146,11 +184,14 @@ class Database:
                 # The role's statement_timeout: the database is overloaded, not the request wrong.
                 raise Busy("the database took too long to answer, retry shortly") from exc
             except psycopg.OperationalError as exc:
-                if not self._in_transaction:
-                    self._discard()
-                if attempt < attempts:
+                if self._in_transaction:
+                    raise DatabaseUnavailable("the database is unavailable, retry shortly") from exc
+                self._discard()
+                if attempt == 1 and (retry_safe or _not_sent(exc)):
                     continue
                 raise DatabaseUnavailable("the database is unavailable, retry shortly") from exc
+            finally:
+                self._last_used = self._clock()
             return None if row is None else row[0]
         raise AssertionError("unreachable")
 

@@ -19,6 +19,9 @@ import psycopg
 from psycopg import sql
 
 MIGRATION_LOCK_KEY = 0x510760A2D  # any constant; shared by every runner of this schema
+# A deploy must fail, not hang until the custom resource's hour-long timeout, when the instance
+# does not answer (wrong security group, black-holed route, instance stuck in a reboot).
+CONNECT_TIMEOUT_S = 10
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
@@ -50,11 +53,13 @@ def load_migrations() -> list[Migration]:
     return found
 
 
-def migrate(admin_url: str, migrations: list[Migration] | None = None) -> list[int]:
+def migrate(
+    admin_url: str, migrations: list[Migration] | None = None, *, connect_timeout_s: int = CONNECT_TIMEOUT_S
+) -> list[int]:
     """Apply what is missing; return the versions this call applied."""
     migrations = load_migrations() if migrations is None else migrations
     applied_now: list[int] = []
-    with psycopg.connect(admin_url, autocommit=True) as conn:
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=connect_timeout_s) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
         try:
             conn.execute(
@@ -92,10 +97,16 @@ def migrate(admin_url: str, migrations: list[Migration] | None = None) -> list[i
 LOGIN_ROLES = ("slotguard_app", "slotguard_retention")
 
 
-def ensure_app_login(admin_url: str, *, password: str | None = None, iam: bool = False) -> None:
+def ensure_app_login(
+    admin_url: str,
+    *,
+    password: str | None = None,
+    iam: bool = False,
+    connect_timeout_s: int = CONNECT_TIMEOUT_S,
+) -> None:
     """Give the login roles (the application, and the retention cleanup) their way in: a
     password (local, tests; the same one for both) or rds_iam (AWS)."""
-    with psycopg.connect(admin_url, autocommit=True) as conn:
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=connect_timeout_s) as conn:
         for role in LOGIN_ROLES:
             if password is not None:
                 conn.execute(

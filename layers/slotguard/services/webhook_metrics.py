@@ -11,7 +11,6 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from slotguard.errors import PayloadTooLarge
 from slotguard.observability import METRICS_NAMESPACE, metrics
 from slotguard.services.webhook_processor import ProcessResult, RecordFailed
-from slotguard.services.webhook_receiver import WebhookRejected
 
 RECEIVED = "WebhookReceived"
 REJECTED = "WebhookRejected"  # dimension: reason
@@ -32,6 +31,10 @@ def _count(name: str, dimension: tuple[str, str] | None = None) -> None:
 
 @contextmanager
 def receiving() -> Iterator[None]:
+    # Imported here: the receiver's module brings boto3 (SQS, Secrets Manager), which the
+    # processor and the reconciler, importing this module, must not load at init for it.
+    from slotguard.services.webhook_receiver import WebhookRejected
+
     try:
         yield
     except WebhookRejected as exc:

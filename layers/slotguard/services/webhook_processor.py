@@ -138,7 +138,15 @@ class WebhookProcessor:
                 message, org_id, job_id, attempt, str(exc), started, dead=True, outcome="invalid_payload"
             )
             return ProcessResult("dead_letter", "invalid_payload", attempt)
-        except Exception as exc:  # RetriableFailure, DatabaseUnavailable, a handler's bug: all retried
+        except DatabaseUnavailable as exc:
+            # The database went away under the claim: recorded (if it is back) as a failed attempt
+            # but never dead-lettered for it, and backed off by the receive count like a claim
+            # that could not reach the database. SQS's redrive is the backstop.
+            error = f"{type(exc).__name__}: {exc}"
+            self._record_failure(message, org_id, job_id, attempt, error, started, dead=False)
+            self._delay_retry(message.receipt_handle, self._outage_backoff(message))
+            raise RecordFailed(error) from exc
+        except Exception as exc:  # RetriableFailure, a handler's bug: retried within the budget
             dead = attempt >= max_attempts
             error = public_error(exc)
             self._record_failure(message, org_id, job_id, attempt, error, started, dead=dead)
@@ -161,9 +169,15 @@ class WebhookProcessor:
                 stale_after_s=self._stale_after_s,
             )
         except DatabaseUnavailable as exc:
-            # Nothing recorded; back off by the SQS receive count so an outage is not hammered.
-            self._delay_retry(message.receipt_handle, backoff_seconds(message.receive_count, self._retry))
+            # Nothing recorded, no attempt spent; back off by the SQS receive count so an outage
+            # is not hammered and the receive budget stretches over it.
+            self._delay_retry(message.receipt_handle, self._outage_backoff(message))
             raise RecordFailed("database unavailable") from exc
+
+    def _outage_backoff(self, message: QueuedWebhook) -> int:
+        """Database down: the delay grows with the receive count (not the attempts, which an
+        outage does not spend), so redrive_max_receive_count receives outlast the outage."""
+        return backoff_seconds(message.receive_count, self._retry)
 
     def _apply(
         self, org_id: UUID, job_id: str, attempt: int, event_type: str, payload: dict[str, Any]
@@ -210,7 +224,7 @@ class WebhookProcessor:
             )
         except DatabaseUnavailable as exc:
             # Cannot record it now: leave the row 'processing' (re-claimed once stale) and retry.
-            self._delay_retry(message.receipt_handle, backoff_seconds(attempt, self._retry))
+            self._delay_retry(message.receipt_handle, self._outage_backoff(message))
             raise RecordFailed("database unavailable while recording a failure") from exc
         logger.warning(
             "webhook attempt failed",
