@@ -23,10 +23,11 @@ from infra.names import APP_DB_USER, DB_NAME, Names
 from slotguard.topology import CLEANUP_SCHEDULE_MINUTES, WEBHOOK_QUEUE
 
 # Database-facing API functions: a reconnect (2 x connect timeout), the proxy's borrow wait
-# (infra/constructs/database.py) and a booking lock wait all end before the function does.
+# (infra/constructs/database.py) and slotguard_app's statement_timeout (5 s, migration 0007; it
+# bounds a booking's lock wait too) all end before the function does (tests/test_infra.py).
 DB_CONNECT_TIMEOUT_S = 3
 BOOKING_LOCK_WAIT_MS = 3000
-API_TIMEOUT_S = 15
+API_TIMEOUT_S = 20
 
 
 class SlotguardStack(Stack):
