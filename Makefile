@@ -46,12 +46,12 @@ synth: $(STAMP) $(NODE_STAMP)
 	$(CDK) synth --quiet --no-notices --no-version-reporting -c stages=dev,prod -c synth_only=true -o cdk.out
 	$(BIN)/cfn-lint --non-zero-exit-code error -- cdk.out/*.template.json
 
-# The end-to-end suite against a deployment: SLOTGUARD_API_URL, SLOTGUARD_TOKEN and
+# The end-to-end tests over HTTP (tests/e2e/test_local_stack.py) against a deployment: SLOTGUARD_API_URL, SLOTGUARD_TOKEN and
 # SLOTGUARD_WEBHOOK_SECRET from the environment (README, "Smoke test"; tests/e2e/remote.py).
 smoke: $(STAMP)
 	@test -n "$$SLOTGUARD_API_URL" -a -n "$$SLOTGUARD_TOKEN" -a -n "$$SLOTGUARD_WEBHOOK_SECRET" || \
 		{ echo "make smoke: set SLOTGUARD_API_URL, SLOTGUARD_TOKEN and SLOTGUARD_WEBHOOK_SECRET (README, Smoke test)"; exit 2; }
-	$(BIN)/pytest -q -p no:cacheprovider tests/e2e
+	$(BIN)/pytest -q -p no:cacheprovider tests/e2e/test_local_stack.py
 
 clean:
 	rm -rf $(VENV) .local cdk.out node_modules
