@@ -28,11 +28,11 @@ from slotguard.models import (
     Availability,
     BookRequest,
     CancelRequest,
+    FilterDatetime,
     FreeSlots,
     History,
     RescheduleRequest,
     RescheduleResult,
-    WindowDatetime,
 )
 from slotguard.observability import logger, metrics
 from slotguard.services import booking_metrics
@@ -84,8 +84,8 @@ def book(
     },
 )
 def list_appointments(
-    start: Annotated[WindowDatetime | None, Query(alias="from")] = None,
-    end: Annotated[WindowDatetime | None, Query(alias="to")] = None,
+    start: Annotated[FilterDatetime | None, Query(alias="from")] = None,
+    end: Annotated[FilterDatetime | None, Query(alias="to")] = None,
     resource_id: Annotated[UUID | None, Query()] = None,
     status: Annotated[Literal["scheduled", "cancelled"] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -151,7 +151,7 @@ def appointment_history(appointment_id: UUID) -> Response[str]:
     responses={200: response_doc(Availability, "Whether the slot is free"), **error_docs(401, 422, 503)},
 )
 def check_availability(
-    start: Annotated[WindowDatetime, Query()],
+    start: Annotated[FilterDatetime, Query()],
     duration_minutes: Annotated[Minutes, Query()],
     resource_id: Annotated[UUID | None, Query()] = None,
 ) -> Response[str]:
@@ -167,8 +167,8 @@ def check_availability(
     responses={200: response_doc(FreeSlots, "Free start times"), **error_docs(401, 422, 503)},
 )
 def free_slots(
-    start: Annotated[WindowDatetime, Query(alias="from")],
-    end: Annotated[WindowDatetime, Query(alias="to")],
+    start: Annotated[FilterDatetime, Query(alias="from")],
+    end: Annotated[FilterDatetime, Query(alias="to")],
     duration_minutes: Annotated[Minutes, Query()],
     step_minutes: Annotated[StepMinutes | None, Query()] = None,
     resource_id: Annotated[UUID | None, Query()] = None,

@@ -24,17 +24,19 @@ MAX_NOTES_CHARS = 2000
 MAX_METADATA_BYTES = 8 * 1024
 MAX_REASON_CHARS = 500
 
-# The booking window. A timestamp a client sends is RFC 3339 with an offset, written with a
-# year of 1970..2199 and an offset of -12:00..+14:00: so every appointment lies in
+# The booking window. A time a client books at is RFC 3339 with an offset, written with a year
+# of 1970..2199 and an offset of -12:00..+14:00: so every appointment lies in
 # [1969-12-31T10:00Z, 2200-01-02T12:00Z] UTC (the table CHECKs that, 0007) and each of its
-# timestamps renders in any offset inside years 1..9999. The OpenAPI document carries the
-# same rule as a pattern, so a schema-valid timestamp is always accepted.
+# timestamps renders in any offset inside years 1..9999. Times a client reads by (list
+# filters, availability) may be written with a year of 1969..2200, so that every timestamp
+# the API answers (in UTC) can be sent back as a filter. The OpenAPI document carries both
+# rules as patterns, so a schema-valid timestamp is always accepted.
 BOOKING_WINDOW_START = datetime(1969, 12, 31, 10, tzinfo=UTC)
 BOOKING_WINDOW_END = datetime(2200, 1, 2, 12, tzinfo=UTC)
 BOOKING_WINDOW_MESSAGE = (
-    "times must be RFC 3339 with an offset of -12:00..+14:00 and a year of 1970..2199 (the booking window)"
+    "times must be RFC 3339 with an offset of -12:00..+14:00 and a year of 1970..2199"
+    " (the booking window; filters may use 1969..2200)"
 )
-_YEAR = r"(?:19[7-9]\d|2[01]\d\d)"
 _LEAP_YEAR = (
     r"(?:19(?:7[26]|8[048]|9[26])|20(?:[02468][048]|[13579][26])|21(?:0[48]|[2468][048]|[13579][26]))"
 )
@@ -45,31 +47,50 @@ _MONTH_DAY = (
 )
 _TIME = r"T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,6})?"
 _OFFSET = r"(?:Z|\+(?:0\d|1[0-3]):[0-5]\d|\+14:00|-(?:0\d|1[01]):[0-5]\d|-12:00)"
-WINDOW_PATTERN = rf"^(?:{_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29){_TIME}{_OFFSET}$"
-_WINDOW_RE = re.compile(WINDOW_PATTERN)
+
+
+def _timestamp_pattern(years: str) -> str:
+    return rf"^(?:{years}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29){_TIME}{_OFFSET}$"
+
+
+WINDOW_PATTERN = _timestamp_pattern(r"(?:19[7-9]\d|2[01]\d\d)")
+FILTER_PATTERN = _timestamp_pattern(r"(?:1969|19[7-9]\d|2[01]\d\d|2200)")
 _MIN_OFFSET, _MAX_OFFSET = timedelta(hours=-12), timedelta(hours=14)
 
 
-def _in_window(value: Any) -> Any:
+def _timestamp_rule(pattern: str, first_year: int, last_year: int) -> Any:
     """Before parsing: a string must match the pattern exactly; a datetime (Python callers)
-    must keep the same rules."""
-    if isinstance(value, str):
-        if not _WINDOW_RE.match(value):
+    must keep the same rules; a number of seconds is not a timestamp of this API."""
+    compiled = re.compile(pattern)
+
+    def check(value: Any) -> Any:
+        if isinstance(value, str):
+            if not compiled.match(value):
+                raise ValueError(BOOKING_WINDOW_MESSAGE)
+        elif isinstance(value, datetime):
+            offset = value.utcoffset()
+            if offset is None or not _MIN_OFFSET <= offset <= _MAX_OFFSET:
+                raise ValueError(BOOKING_WINDOW_MESSAGE)
+            if not first_year <= value.year <= last_year:
+                raise ValueError(BOOKING_WINDOW_MESSAGE)
+        else:
             raise ValueError(BOOKING_WINDOW_MESSAGE)
-    elif isinstance(value, datetime):
-        offset = value.utcoffset()
-        if offset is None or not _MIN_OFFSET <= offset <= _MAX_OFFSET or not 1970 <= value.year <= 2199:
-            raise ValueError(BOOKING_WINDOW_MESSAGE)
-    else:  # a number of seconds is not a timestamp of this API
-        raise ValueError(BOOKING_WINDOW_MESSAGE)
-    return value
+        return value
+
+    return check
 
 
-# An RFC 3339 timestamp with an offset, inside the booking window.
+# A time to book at: RFC 3339 with an offset, inside the booking window.
 WindowDatetime = Annotated[
     AwareDatetime,
-    BeforeValidator(_in_window),
+    BeforeValidator(_timestamp_rule(WINDOW_PATTERN, 1970, 2199)),
     WithJsonSchema({"type": "string", "format": "date-time", "pattern": WINDOW_PATTERN}),
+]
+# A time to read by (a filter): one year wider on each side, so any answered time fits.
+FilterDatetime = Annotated[
+    AwareDatetime,
+    BeforeValidator(_timestamp_rule(FILTER_PATTERN, 1969, 2200)),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": FILTER_PATTERN}),
 ]
 
 

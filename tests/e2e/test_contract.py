@@ -44,6 +44,7 @@ def test_the_served_document_is_the_committed_one(stack: StackProcess) -> None:
 
 
 def run_schemathesis(stack: StackProcess, *args: str) -> str:
+    """`st run` in the stack's state folder, so its caches and reports stay out of the tree."""
     api = stack.info["api_url"]
     token = stack.info["orgs"][0]["admin_token"]  # an admin may call every operation
     command = [
@@ -63,7 +64,9 @@ def run_schemathesis(stack: StackProcess, *args: str) -> str:
         "none",
         *args,
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, check=False, cwd=stack.home
+    )
     out = done.stdout + done.stderr
     summary = re.search(r"(\d+) generated, (\d+) (?:passed|found)[^\n]*", out)
     print(f"schemathesis {' '.join(args)}: {summary.group(0) if summary else '?'}")

@@ -85,7 +85,8 @@ BEGIN
         RAISE EXCEPTION 'duration_minutes must be 1..1440 and step_minutes 5..1440'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF p_from < timestamptz '1969-12-31 10:00:00+00' OR p_to > timestamptz '2200-01-02 12:00:00+00' THEN
+    -- (the API's filters: years 1969..2200 in any offset -12:00..+14:00)
+    IF p_from < timestamptz '1968-12-31 10:00:00+00' OR p_to > timestamptz '2201-01-01 12:00:00+00' THEN
         RAISE EXCEPTION 'the search must lie inside the booking window' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF p_to - v_len >= p_from
