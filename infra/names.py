@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from slotguard.observability import METRICS_NAMESPACE
 
 APP_DB_USER = "slotguard_app"
+RETENTION_DB_USER = "slotguard_retention"  # the retention cleanup's own login (migration 0007)
+DB_LOGIN_USERS = (APP_DB_USER, RETENTION_DB_USER)
 DB_NAME = "slotguard"
 
 

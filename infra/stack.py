@@ -19,7 +19,7 @@ from infra.constructs.network import Network
 from infra.constructs.observability import Observability
 from infra.constructs.webhooks import WebhookQueues
 from infra.nag import suppress
-from infra.names import APP_DB_USER, DB_NAME, Names
+from infra.names import APP_DB_USER, DB_NAME, RETENTION_DB_USER, Names
 from slotguard.topology import CLEANUP_SCHEDULE_MINUTES, WEBHOOK_QUEUE
 
 # Database-facing API functions: a reconnect (2 x connect timeout), the proxy's borrow wait
@@ -90,7 +90,12 @@ class SlotguardStack(Stack):
             environment={**db_env, **retry_env},
         )
         cleanup = functions.create(  # one run at a time (hourly schedule, retries)
-            "cleanup", timeout_s=300, in_vpc=True, reserved_concurrency=1, environment=db_env
+            "cleanup",
+            timeout_s=300,
+            in_vpc=True,
+            reserved_concurrency=1,
+            # Its own login: may purge (above the floors) and nothing else; the app may not purge.
+            environment={**db_env, "DB_USER": RETENTION_DB_USER},
         )
         mapping = queues.attach_processor(processor)
         queues.attach_reconciler(reconciler)
@@ -110,7 +115,7 @@ class SlotguardStack(Stack):
 
         # Least privilege, function by function.
         for fn in (booking, processor, reconciler, cleanup, metrics):
-            database.proxy.grant_connect(fn, APP_DB_USER)
+            database.proxy.grant_connect(fn, RETENTION_DB_USER if fn is cleanup else APP_DB_USER)
             database.proxy.connections.allow_from(fn, ec2.Port.tcp(5432), f"{fn.node.id} to RDS Proxy")
         queues.queue.grant_send_messages(receiver)
         receiver.add_to_role_policy(

@@ -696,3 +696,56 @@ def test_functions_that_call_no_aws_api_do_not_load_the_xray_sdk_or_boto3_at_ini
     loaded = set(modules_imported_at_init(handler))
     # Then its init loads neither the X-Ray SDK nor boto3 / botocore's session (see decisions.md)
     assert not {"aws_xray_sdk", "boto3", "botocore.session"} & loaded
+
+
+def _db_users_each_function_may_connect_as(template: Any) -> dict[str, set[str]]:
+    """function name -> the database users its role may `rds-db:connect` as."""
+    roles = {
+        fn["Properties"]["Role"]["Fn::GetAtt"][0]: fn["Properties"]["FunctionName"]
+        for fn in our_functions(template).values()
+    }
+    users: dict[str, set[str]] = {name: set() for name in roles.values()}
+    for policy in resources(template, "AWS::IAM::Policy").values():
+        for role in policy["Properties"]["Roles"]:
+            name = roles.get(role.get("Ref")) if isinstance(role, dict) else None
+            if name is None:
+                continue
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+                if statement["Action"] == "rds-db:connect":
+                    text = json.dumps(statement["Resource"])
+                    users[name] |= {u for u in ("slotguard_app", "slotguard_retention") if f"/{u}" in text}
+    return users
+
+
+def test_the_cleanup_logs_in_as_the_retention_role_and_nothing_else_does(template: Any) -> None:
+    # Given the dev stage
+    functions = {fn["Properties"]["FunctionName"]: fn for fn in our_functions(template).values()}
+    users = _db_users_each_function_may_connect_as(template)
+    # Then the cleanup connects as slotguard_retention, and only it may
+    cleanup = functions["slotguard-dev-cleanup"]["Properties"]["Environment"]["Variables"]
+    assert cleanup["DB_USER"] == "slotguard_retention"
+    assert users["slotguard-dev-cleanup"] == {"slotguard_retention"}
+    for name in ("booking", "webhook-processor", "dlq-reconciler", "metrics"):
+        assert users[f"slotguard-dev-{name}"] == {"slotguard_app"}, name
+        assert functions[f"slotguard-dev-{name}"]["Properties"]["Environment"]["Variables"]["DB_USER"] == (
+            "slotguard_app"
+        )
+    # And the proxy itself may log in as both users (end-to-end IAM)
+    [proxy] = resources(template, "AWS::RDS::DBProxy").values()
+    proxy_role = proxy["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+    statements = [
+        s
+        for p in resources(template, "AWS::IAM::Policy").values()
+        if {"Ref": proxy_role} in p["Properties"]["Roles"]
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    text = json.dumps([s["Resource"] for s in statements])
+    assert "/slotguard_app" in text and "/slotguard_retention" in text
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_slow_statement_logs_carry_no_bind_parameters(templates: dict[str, Any], stage: str) -> None:
+    [group] = resources(templates[stage], "AWS::RDS::DBParameterGroup").values()
+    params = group["Properties"]["Parameters"]
+    assert params["log_parameter_max_length"] == "0"
+    assert params["log_parameter_max_length_on_error"] == "0"

@@ -13,7 +13,7 @@ from constructs import Construct
 from infra.config import StageConfig
 from infra.constructs.network import Network
 from infra.nag import suppress
-from infra.names import APP_DB_USER, DB_NAME, Names
+from infra.names import DB_LOGIN_USERS, DB_NAME, Names
 
 PROXY_BORROW_TIMEOUT_S = 4
 MAX_CONNECTIONS_PERCENT = 90
@@ -28,7 +28,14 @@ class Database(Construct):
             self,
             "Parameters",
             engine=config.postgres_engine,
-            parameters={"rds.force_ssl": "1", "log_min_duration_statement": "500"},
+            parameters={
+                "rds.force_ssl": "1",
+                "log_min_duration_statement": "500",
+                # Slow statements are logged without their bind values (notes, metadata, webhook
+                # payloads are personal data), also when a statement fails.
+                "log_parameter_max_length": "0",
+                "log_parameter_max_length_on_error": "0",
+            },
         )
         self.instance = rds.DatabaseInstance(
             self,
@@ -72,7 +79,7 @@ class Database(Construct):
             borrow_timeout=Duration.seconds(PROXY_BORROW_TIMEOUT_S),
         )
         self.instance.connections.allow_default_port_from(self.proxy, "RDS Proxy to PostgreSQL")
-        # End-to-end IAM: the proxy itself logs in to PostgreSQL with IAM as the application user.
+        # End-to-end IAM: the proxy itself logs in to PostgreSQL with IAM as each login user.
         proxy_role = self.proxy.node.find_child("IAMRole")
         assert isinstance(proxy_role, iam.Role)
         proxy_role.add_to_policy(
@@ -82,9 +89,10 @@ class Database(Construct):
                     Stack.of(self).format_arn(
                         service="rds-db",
                         resource="dbuser",
-                        resource_name=f"{self.instance.instance_resource_id}/{APP_DB_USER}",
+                        resource_name=f"{self.instance.instance_resource_id}/{user}",
                         arn_format=ArnFormat.COLON_RESOURCE_NAME,
                     )
+                    for user in DB_LOGIN_USERS
                 ],
             )
         )

@@ -64,9 +64,7 @@ def run_schemathesis(stack: StackProcess, *args: str) -> str:
         "none",
         *args,
     ]
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=600, check=False, cwd=stack.home
-    )
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False, cwd=stack.home)
     out = done.stdout + done.stderr
     summary = re.search(r"(\d+) generated, (\d+) (?:passed|found)[^\n]*", out)
     print(f"schemathesis {' '.join(args)}: {summary.group(0) if summary else '?'}")
