@@ -410,3 +410,73 @@ def test_a_drivers_error_detail_never_reaches_the_delivery_log(pipeline: Pipelin
     failures = member.get("/webhook-metrics/recent-failures").body
     assert "secret-diagnosis" not in json.dumps(failures)
     assert failures["items"][0]["error_message"] == row["error_message"]
+
+
+# -- found by a security review: depth, non-finite numbers, parser limits, BOMs ----------------
+
+
+def nested(levels: int) -> Any:
+    value: Any = 1
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        pytest.param(json.dumps(body(metadata=nested(300))), 422, id="metadata-300-deep"),
+        pytest.param(json.dumps(body(metadata=nested(40))), 422, id="metadata-40-deep"),
+        pytest.param(json.dumps(body()).replace("}", ', "metadata": {"x": NaN}}'), 400, id="nan"),
+        pytest.param(json.dumps(body()).replace("}", ', "metadata": {"x": 1e400}}'), 422, id="overflow"),
+        pytest.param('{"a":' * 1000 + "1" + "}" * 1000, 400, id="recursion"),
+        pytest.param('{"n": ' + "9" * 5000 + "}", 400, id="huge-integer"),
+        pytest.param("\ufeff" + json.dumps(body()), 400, id="bom"),
+    ],
+)
+def test_json_the_api_could_not_store_or_answer_is_refused_cleanly(
+    api: ApiClient, admin_conn: Any, org: Org, raw: str, status: int
+) -> None:
+    # When a body parses (or nearly) but holds what could not be stored or answered back
+    res = api.post("/appointments", raw_body=raw, headers={"idempotency-key": "k1"})
+    # Then it is a clean 400/422 in the envelope, and nothing is stored
+    assert res.status == status, res.body
+    assert set(res.body["error"]) == {"code", "message", "details"}
+    assert count_rows(admin_conn, org) == 0
+    # And the org's reads keep working
+    assert api.get("/appointments").status == 200
+
+
+def test_metadata_nested_within_the_bound_round_trips(api: ApiClient) -> None:
+    res = api.post("/appointments", json_body=body(metadata=nested(30)))
+    assert res.status == 201, res.body
+    assert api.get(f"/appointments/{res.body['id']}").body["metadata"] == nested(30)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param('{"type": "t", "data": ' + json.dumps(nested(300)) + "}", id="deep"),
+        pytest.param('{"type": "t", "data": {"x": NaN}}', id="nan"),
+        pytest.param('{"type": "t", "data": {"x": 1e400}}', id="overflow"),
+        pytest.param('{"type": "t", "data": ' + "[" * 1000 + "]" * 1000 + "}", id="recursion"),
+        pytest.param("\ufeff" + '{"type": "t", "data": {}}', id="bom"),
+    ],
+)
+def test_a_signed_webhook_that_could_never_be_recorded_is_400(pipeline: Pipeline, payload: str) -> None:
+    org_id, secret = pipeline.new_org()
+    status, answer = pipeline.post(org_id, payload, signed_headers(secret, "msg_unrecordable", payload))
+    assert status == 400, answer
+    assert pipeline.queues.depth(pipeline.sqs) == 0
+
+
+def test_an_invalid_webhook_payloads_error_names_fields_not_values(pipeline: Pipeline) -> None:
+    org_id, secret = pipeline.new_org()
+    pipeline.send(
+        org_id, secret, "appointment.book", {"contact_id": "private-name-xyz", "duration_minutes": 0}
+    )
+    pipeline.event_source().poll_once()
+    [row] = pipeline.rows(org_id)
+    assert row["status"] == "dead_letter"
+    assert "contact_id" in row["error_message"]
+    assert "private-name-xyz" not in row["error_message"]

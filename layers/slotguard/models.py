@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -101,9 +102,17 @@ WEBHOOK_ID_RE = re.compile(WEBHOOK_ID_PATTERN)
 JobId = Annotated[str, StringConstraints(pattern=WEBHOOK_ID_PATTERN)]
 
 
-def storable(value: Any, where: str = "value") -> None:
-    """Refuse what PostgreSQL's text and jsonb cannot store: NUL characters and unpaired UTF-16
-    surrogates (JSON may spell both as u-escapes), in strings and in object keys."""
+# JSON a client sends nests at most this deep (pydantic cannot serialize ~255 levels, and no
+# booking needs more than a few).
+MAX_JSON_DEPTH = 32
+
+
+def storable(value: Any, where: str = "value", depth: int = 0) -> None:
+    """Refuse what PostgreSQL's text and jsonb cannot store, or the API could not answer back:
+    NUL characters and unpaired UTF-16 surrogates (JSON may spell both as u-escapes) in strings
+    and object keys, non-finite numbers, and nesting deeper than MAX_JSON_DEPTH."""
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"{where} must not nest deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(value, str):
         if "\x00" in value:
             raise ValueError(f"{where} must not contain NUL (\\u0000) characters")
@@ -111,13 +120,34 @@ def storable(value: Any, where: str = "value") -> None:
             value.encode("utf-8")
         except UnicodeEncodeError:
             raise ValueError(f"{where} must be valid Unicode (no unpaired surrogates)") from None
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where} must not contain NaN or infinite numbers")
     elif isinstance(value, dict):
         for key, item in value.items():
-            storable(key, where)
-            storable(item, where)
+            storable(key, where, depth + 1)
+            storable(item, where, depth + 1)
     elif isinstance(value, list):
         for item in value:
-            storable(item, where)
+            storable(item, where, depth + 1)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(text: str | bytes) -> Any:
+    """Strict JSON: no NaN/Infinity, and every failure of the parser (bad syntax, too deep for
+    it, a number too long to convert) a ValueError; bytes must be UTF-8 (a BOM is refused)."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("the body is not UTF-8") from None
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("the body nests too deep") from None
 
 
 def _storable_text(value: str) -> str:

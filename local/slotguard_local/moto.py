@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -29,7 +30,12 @@ class MotoServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 30) -> MotoServer:
-        self._log = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 - closed in stop()
+        # The emulator's log can echo request bodies (webhook payloads): owner-only from birth.
+        self._log = (
+            os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+            if self.log_path
+            else None
+        )
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=self._log or subprocess.DEVNULL,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from slotguard_local.events import LambdaContext, sqs_record
+from slotguard_local.files import write_private
 
 Invoke = Callable[[dict[str, Any], Any], Any]
 
@@ -164,9 +165,7 @@ class SqsEventSource:
             "updated_at": time.time(),
             "invocations": self.stats.invocations,
         }
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        tmp.replace(self.state_file)
+        write_private(self.state_file, json.dumps(data))
 
     def start(self) -> None:
         self._stop.clear()

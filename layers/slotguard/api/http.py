@@ -3,13 +3,14 @@ identity from the verified JWT, and the single mapping of errors to HTTP answers
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
-from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
@@ -25,7 +26,7 @@ from slotguard.errors import (
     UnauthorizedBody,
     ValidationErrorBody,
 )
-from slotguard.models import Actor
+from slotguard.models import Actor, parse_json, storable
 from slotguard.observability import logger
 
 JSON = content_types.APPLICATION_JSON
@@ -113,45 +114,59 @@ def _validation_details(errors: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _json_object_bodies(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[str]:
-    """Every request body of this API is a JSON object, or absent. A body of `null`, an array,
-    a string or a number is refused here (422), before a route could read it as "no body"."""
-    raw = app.current_event.decoded_body
-    if raw is not None and raw.strip():
-        try:
-            parsed = json.loads(raw)
-        except json.JSONDecodeError:
-            return error_response(400, "malformed_json", "the request body is not valid JSON")
-        if not isinstance(parsed, dict):
-            return error_response(
-                422,
-                "validation_error",
-                "the request body must be a JSON object",
-                {"errors": [{"loc": ["body"], "msg": "must be a JSON object", "type": "object_type"}]},
-            )
-    return next_middleware(app)
+UNSUPPORTED_MEDIA = "send the body as Content-Type: application/json"
 
 
 class JsonApiResolver(APIGatewayHttpResolver):
-    """A resolver whose request bodies are JSON: a body sent as another media type is a 415
-    before Powertools' validation would parse it as a form (a malformed multipart type made
-    that a 500)."""
+    """A resolver whose request bodies are JSON objects, checked once before routing: another
+    media type is 415 (Powertools would parse it as a form; a malformed multipart type was a
+    500), bytes that are not strict UTF-8 JSON are 400, a body that is not an object (`null`,
+    `[]`, `"x"`, which a route could take for "no body") or that holds what the database
+    cannot store (NUL, lone surrogates, NaN, nesting beyond 32 levels) is 422."""
 
     def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-        headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
-        media_type = headers.get("content-type", "").split(";")[0].strip().lower()
-        if event.get("body") and media_type and media_type != "application/json":
-            body = {"error": {"code": "unsupported_media_type", "message": UNSUPPORTED_MEDIA, "details": {}}}
-            return {
-                "statusCode": 415,
-                "headers": {"Content-Type": JSON},
-                "body": json.dumps(body, separators=(",", ":")),
-                "isBase64Encoded": False,
-            }
-        return super().resolve(event, context)
+        refusal = _body_refusal(event)
+        return refusal if refusal is not None else super().resolve(event, context)
 
 
-UNSUPPORTED_MEDIA = "send the body as Content-Type: application/json"
+def _proxy_error(status: int, code: str, message: str, errors: list[dict[str, Any]] | None = None) -> Any:
+    details = {"errors": errors} if errors is not None else {}
+    body = {"error": {"code": code, "message": message, "details": details}}
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": JSON},
+        "body": json.dumps(body, separators=(",", ":")),
+        "isBase64Encoded": False,
+    }
+
+
+def _body_refusal(event: Mapping[str, Any]) -> dict[str, Any] | None:
+    body = event.get("body")
+    if not body:
+        return None
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type and media_type != "application/json":
+        return _proxy_error(415, "unsupported_media_type", UNSUPPORTED_MEDIA)
+    try:
+        raw = base64.b64decode(body, validate=True) if event.get("isBase64Encoded") else str(body).encode()
+        parsed = parse_json(raw)
+    except (ValueError, binascii.Error):
+        return _proxy_error(400, "malformed_json", "the request body is not valid UTF-8 JSON")
+    if not isinstance(parsed, dict):
+        return _proxy_error(
+            422,
+            "validation_error",
+            "the request body must be a JSON object",
+            [{"loc": ["body"], "msg": "must be a JSON object", "type": "object_type"}],
+        )
+    try:
+        storable(parsed, "the request body")
+    except ValueError as exc:
+        return _proxy_error(
+            422, "validation_error", str(exc), [{"loc": ["body"], "msg": str(exc), "type": "value_error"}]
+        )
+    return None
 
 
 def create_resolver(*, json_object_bodies: bool = True) -> APIGatewayHttpResolver:
@@ -163,8 +178,6 @@ def create_resolver(*, json_object_bodies: bool = True) -> APIGatewayHttpResolve
         if json_object_bodies
         else APIGatewayHttpResolver(enable_validation=True)
     )
-    if json_object_bodies:
-        app.use(middlewares=[_json_object_bodies])
 
     @app.exception_handler(DomainError)
     def _domain_error(exc: DomainError) -> Response[str]:

@@ -31,6 +31,10 @@ def _refusals() -> Iterator[None]:
         raise
     except psycopg.errors.InvalidParameterValue as exc:
         raise InvalidRequest(exc.diag.message_primary or "invalid request") from exc
+    except psycopg.DataError as exc:
+        # A value the database cannot store (the models refuse these first); the driver's
+        # message may quote the value, so only its class is said.
+        raise InvalidRequest(f"a value could not be stored ({type(exc).__name__})") from exc
 
 
 class BookingRepository:

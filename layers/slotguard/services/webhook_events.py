@@ -56,7 +56,9 @@ def _parse(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+        # Where and what kind, never pydantic's message: it can quote the sender's input, and
+        # members (not only admins) read error_message in the metrics API.
+        errors = [{"loc": list(e["loc"]), "type": e["type"]} for e in exc.errors()]
         raise InvalidPayload(f"data is not valid for this event type: {errors}") from None
 
 

@@ -4,7 +4,6 @@ Touches no database."""
 from __future__ import annotations
 
 import binascii
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from uuid import UUID
@@ -15,7 +14,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from slotguard.aws.secrets import SecretStoreUnavailable, WebhookSecretStore
 from slotguard.aws.sqs import WebhookQueue
 from slotguard.errors import BadRequest, DatabaseUnavailable, PayloadTooLarge, Unauthorized
-from slotguard.models import MAX_WEBHOOK_ID_CHARS, WEBHOOK_ID_RE, storable
+from slotguard.models import MAX_WEBHOOK_ID_CHARS, WEBHOOK_ID_RE, parse_json, storable
 from slotguard.observability import logger
 
 
@@ -114,9 +113,11 @@ class WebhookReceiver:
             raise WebhookRejected("unknown_org")
         verify_signature(secrets, lowered, body)
         try:
-            payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise BadRequest("the body is not valid JSON") from None
+            # The processor reads the same text: strict UTF-8 JSON, no BOM, no NaN, any depth the
+            # parser takes (storable() below bounds it).
+            payload = parse_json(body)
+        except ValueError:
+            raise BadRequest("the body is not valid UTF-8 JSON") from None
         try:
             storable(payload, "the payload")
         except ValueError as exc:
