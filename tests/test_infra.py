@@ -749,3 +749,15 @@ def test_slow_statement_logs_carry_no_bind_parameters(templates: dict[str, Any],
     params = group["Properties"]["Parameters"]
     assert params["log_parameter_max_length"] == "0"
     assert params["log_parameter_max_length_on_error"] == "0"
+
+
+def test_functions_verify_the_proxys_certificate_before_sending_an_iam_token(template: Any) -> None:
+    # Given every function that reaches the database through RDS Proxy with an IAM token
+    for fn in our_functions(template).values():
+        env = fn["Properties"].get("Environment", {}).get("Variables", {})
+        if env.get("DB_AUTH") != "iam":
+            continue
+        # Then it verifies whom it talks to (the proxy's certificate chains to public roots)
+        assert (env["DB_SSLMODE"], env["DB_SSLROOTCERT"]) == ("verify-full", "system"), fn["Properties"][
+            "FunctionName"
+        ]

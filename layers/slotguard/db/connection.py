@@ -115,12 +115,19 @@ class Database:
         password = self._passwords.password()
         if password is not None:
             kwargs["password"] = password
+        if s.db_sslrootcert:
+            kwargs["sslrootcert"] = s.db_sslrootcert
         if s.database_url:
             if s.login_role_overrides_url:
                 kwargs["user"] = s.db_user
             return psycopg.connect(s.database_url, **kwargs)
         return psycopg.connect(
-            host=s.db_host, port=s.db_port, dbname=s.db_name, user=s.db_user, sslmode=s.db_sslmode, **kwargs
+            host=s.db_host,
+            port=s.db_port,
+            dbname=s.db_name,
+            user=s.db_user,
+            sslmode=s.db_sslmode,
+            **kwargs,
         )
 
     def _connection(self) -> psycopg.Connection[Any]:
