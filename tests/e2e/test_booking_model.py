@@ -23,7 +23,7 @@ from tests.e2e.stack_process import StackProcess, http
 pytestmark = pytest.mark.e2e
 
 # The budget in `make test`; SLOTGUARD_MODEL_EXAMPLES=200 for a longer run.
-EXAMPLES = int(os.environ.get("SLOTGUARD_MODEL_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("SLOTGUARD_MODEL_EXAMPLES", "30"))
 DAY = datetime(2034, 1, 2, 8, tzinfo=UTC)
 STARTS = st.integers(min_value=0, max_value=24).map(lambda q: DAY + timedelta(minutes=15 * q))
 DURATIONS = st.sampled_from([15, 30, 45, 60, 90, 120])
