@@ -1,6 +1,7 @@
 """The whole system on one machine: embedded PostgreSQL (or DATABASE_URL), moto's server (or
-AWS_ENDPOINT_URL), the HTTP front door, the SQS event source emulation for the processor and
-the dead-letter reconciler, and the retention cleanup on a timer."""
+LocalStack's with SLOTGUARD_AWS=localstack, or AWS_ENDPOINT_URL), the HTTP front door, the SQS event
+source emulation for the processor and the dead-letter reconciler, and the retention cleanup on a
+timer."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ from slotguard_local.events import LambdaContext
 from slotguard_local.files import write_private
 from slotguard_local.frontdoor import FrontDoor, FunctionPool, JwtAuthorizer, JwtSettings
 from slotguard_local.functions import ROOT, load_function
+from slotguard_local.localstack import MATCH as LOCALSTACK_MATCH
+from slotguard_local.localstack import VERSION as LOCALSTACK_VERSION
+from slotguard_local.localstack import LocalStackMissing, LocalStackServer, runtime_python
 from slotguard_local.lock import StackAlreadyRunning, StateFolderLock
 from slotguard_local.moto import MotoServer
 from slotguard_local.openapi import render as render_openapi
@@ -50,6 +54,14 @@ def _handler_of(name: str) -> Any:
 
 def _say(message: str) -> None:
     print(f"[slotguard] {message}", flush=True)
+
+
+def aws_emulator() -> str:
+    """SLOTGUARD_AWS (make local AWS=...): moto (the default) or localstack."""
+    value = os.environ.get("SLOTGUARD_AWS", "").strip().lower() or "moto"
+    if value not in ("moto", "localstack"):
+        raise StartRefused(f"SLOTGUARD_AWS (make local AWS=...) must be moto or localstack, not {value!r}")
+    return value
 
 
 class StartRefused(RuntimeError):
@@ -76,7 +88,8 @@ class LocalStack:
     host: str = "127.0.0.1"
     cleanup_every_s: float = CLEANUP_SCHEDULE_MINUTES * 60
     _pg: EmbeddedPostgres | None = None
-    _moto: MotoServer | None = None
+    # The AWS emulator this stack started (moto's server, or LocalStack's), None for AWS_ENDPOINT_URL
+    _moto: MotoServer | LocalStackServer | None = None
     _door: FrontDoor | None = None
     _lock: StateFolderLock | None = None
     _watchdog: Watchdog | None = None
@@ -102,6 +115,12 @@ class LocalStack:
     def start(self) -> LocalStack:
         """Start everything; StartRefused (before anything started) when it must not run."""
         started = time.monotonic()
+        emulator = aws_emulator()
+        if emulator == "localstack" and not os.environ.get("AWS_ENDPOINT_URL"):
+            try:
+                runtime_python()
+            except LocalStackMissing as exc:
+                raise StartRefused(str(exc)) from None
         self.home.mkdir(parents=True, exist_ok=True)
         lock = StateFolderLock(self.home)
         try:
@@ -173,19 +192,36 @@ class LocalStack:
             os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
             os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
             return False
-        self._moto = MotoServer(log_path=self.home / "moto.log").start()
-        if self._moto.pid is not None:
-            if self._watchdog is not None:
-                self._watchdog.watch_process(self._moto.pid)
-            if self._lock is not None:
-                self._lock.record_child("moto", self._moto.pid, "moto.server")
+        if aws_emulator() == "localstack":
+            server: MotoServer | LocalStackServer = LocalStackServer(
+                home=self.home / "localstack", log_path=self.home / "localstack.log"
+            )
+            name, match = "localstack", LOCALSTACK_MATCH
+        else:
+            server = MotoServer(log_path=self.home / "moto.log")
+            name, match = "moto", "moto.server"
+        self._moto = server
+        # The watchdog hears of the child as soon as it exists, before it is ready
+        server.start(on_spawn=functools.partial(self._child_started, name, match))
         os.environ.update(
-            AWS_ENDPOINT_URL=self._moto.endpoint,
+            AWS_ENDPOINT_URL=server.endpoint,
             AWS_ACCESS_KEY_ID="local",
             AWS_SECRET_ACCESS_KEY="local",  # noqa: S106 - the emulator takes any key
         )
-        _say(f"AWS: moto server on {self._moto.endpoint} (SQS, Secrets Manager, CloudWatch)")
+        if isinstance(server, LocalStackServer):
+            _say(
+                f"AWS: LocalStack {LOCALSTACK_VERSION} (open-source runtime, no Docker) on {server.endpoint}"
+                f" (SQS, Secrets Manager, CloudWatch), files in {server.home}"
+            )
+        else:
+            _say(f"AWS: moto server on {server.endpoint} (SQS, Secrets Manager, CloudWatch)")
         return True
+
+    def _child_started(self, name: str, match: str, pid: int) -> None:
+        if self._watchdog is not None:
+            self._watchdog.watch_process(pid)
+        if self._lock is not None:
+            self._lock.record_child(name, pid, match)
 
     def _queues(self, sqs: Any) -> tuple[str, str]:
         def ensure(name: str, attributes: dict[str, str]) -> str:
