@@ -56,18 +56,23 @@ AWS ?= moto
 ifeq ($(filter $(AWS),moto localstack),)
 $(error AWS must be moto or localstack, not '$(AWS)')
 endif
-local: $(STAMP) $(if $(filter localstack,$(AWS)),$(LS_STAMP))
-	SLOTGUARD_AWS=$(AWS) $(BIN)/python -m slotguard_local
+# CDK=1 (with AWS=localstack): first `cdklocal deploy` the CDK app's LocalStack stage into it
+# (infra/localstack_stack.py), then run on the deployed queues.
+CDK ?=
+local: $(STAMP) $(if $(filter localstack,$(AWS)),$(LS_STAMP) $(if $(CDK),$(NODE_STAMP)))
+	SLOTGUARD_AWS=$(AWS) SLOTGUARD_LOCALSTACK_CDK=$(CDK) $(BIN)/python -m slotguard_local
 
 # The end-to-end suite against the LocalStack-backed local stack (.ci/run calls it after make test).
-test-localstack: $(STAMP) $(LS_STAMP)
-	SLOTGUARD_AWS=localstack $(BIN)/pytest -q -p no:cacheprovider tests/e2e/test_local_stack.py tests/e2e/test_localstack.py
+test-localstack: $(STAMP) $(LS_STAMP) $(NODE_STAMP)
+	SLOTGUARD_AWS=localstack $(BIN)/pytest -q -p no:cacheprovider tests/e2e/test_local_stack.py \
+		tests/e2e/test_localstack.py tests/e2e/test_localstack_cdk.py
 
-# Offline synth of both stages with cdk-nag (AwsSolutions; any unacknowledged finding fails the
-# synth) and cfn-lint on the templates (errors fail; warnings are printed). synth_only=true: no
+# Offline synth of the stages (dev, prod, and localstack: infra/localstack_stack.py) with cdk-nag
+# (AwsSolutions; any unacknowledged finding fails the synth) and cfn-lint on the templates (errors
+# fail; warnings are printed). synth_only=true: no
 # identity provider is needed, the authorizer gets an issuer that never validates (not deployable).
 synth: $(STAMP) $(NODE_STAMP)
-	$(CDK) synth --quiet --no-notices --no-version-reporting -c stages=dev,prod -c synth_only=true -o cdk.out
+	$(CDK) synth --quiet --no-notices --no-version-reporting -c stages=dev,prod,localstack -c synth_only=true -o cdk.out
 	$(BIN)/cfn-lint --non-zero-exit-code error -- cdk.out/*.template.json
 
 # The end-to-end tests over HTTP (tests/e2e/test_local_stack.py) against a deployment: SLOTGUARD_API_URL, SLOTGUARD_TOKEN and

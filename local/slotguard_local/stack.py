@@ -25,6 +25,7 @@ from psycopg import sql
 from slotguard.aws.secrets import new_webhook_secret
 from slotguard.db.migrate import ensure_app_login, migrate
 from slotguard.topology import CLEANUP_SCHEDULE_MINUTES, ROUTES, WEBHOOK_QUEUE
+from slotguard_local import cdklocal
 from slotguard_local.emf import send_emf_to
 from slotguard_local.events import LambdaContext
 from slotguard_local.files import write_private
@@ -64,6 +65,11 @@ def aws_emulator() -> str:
     return value
 
 
+def deploy_cdk_stage() -> bool:
+    """SLOTGUARD_LOCALSTACK_CDK=1 (make local AWS=localstack CDK=1): deploy the CDK stage first."""
+    return os.environ.get("SLOTGUARD_LOCALSTACK_CDK", "").strip().lower() in ("1", "true", "yes")
+
+
 class StartRefused(RuntimeError):
     """The stack will not start, for a reason the message explains; nothing was started."""
 
@@ -94,6 +100,8 @@ class LocalStack:
     _lock: StateFolderLock | None = None
     _watchdog: Watchdog | None = None
     _sources: list[SqsEventSource] = field(default_factory=list)
+    _secret_prefix: str = SECRET_PREFIX
+    _queue_urls: dict[str, str] = field(default_factory=dict)  # main, dlq
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -121,6 +129,10 @@ class LocalStack:
                 runtime_python()
             except LocalStackMissing as exc:
                 raise StartRefused(str(exc)) from None
+            if deploy_cdk_stage() and not cdklocal.CDKLOCAL.exists():
+                raise StartRefused(
+                    f"{cdklocal.CDKLOCAL} is missing: `make local AWS=localstack CDK=1` installs it"
+                )
         self.home.mkdir(parents=True, exist_ok=True)
         lock = StateFolderLock(self.home)
         try:
@@ -136,14 +148,20 @@ class LocalStack:
         admin_url, app_url = self._database(state["app_password"])
         fresh_queues = self._aws()
         sqs = boto3.client("sqs")
-        queue_url, dlq_url = self._queues(sqs)
+        deployed = self._deploy_cdk_stage()
+        if deployed:  # the queues the CDK constructs made, from the stack's outputs
+            queue_url, dlq_url = deployed["WebhookQueueUrl"], deployed["WebhookDeadLetterQueueUrl"]
+            self._secret_prefix = deployed["WebhookSecretPrefix"]
+        else:
+            queue_url, dlq_url = self._queues(sqs)
+        self._queue_urls = {"main": queue_url, "dlq": dlq_url}
         self._secrets(state["orgs"])
         os.environ.update(
             {
                 "DATABASE_URL": app_url,
                 "WEBHOOK_QUEUE_URL": queue_url,
                 "WEBHOOK_DLQ_URL": dlq_url,
-                "WEBHOOK_SECRET_PREFIX": SECRET_PREFIX,
+                "WEBHOOK_SECRET_PREFIX": self._secret_prefix,
                 "WEBHOOK_MAX_ATTEMPTS": str(WEBHOOK_QUEUE.max_attempts),
                 "WEBHOOK_BACKOFF_BASE_S": os.environ.get("WEBHOOK_BACKOFF_BASE_S", "2"),
                 "WEBHOOK_BACKOFF_CAP_S": os.environ.get("WEBHOOK_BACKOFF_CAP_S", "60"),
@@ -217,6 +235,25 @@ class LocalStack:
             _say(f"AWS: moto server on {server.endpoint} (SQS, Secrets Manager, CloudWatch)")
         return True
 
+    def _deploy_cdk_stage(self) -> dict[str, str] | None:
+        """With CDK=1 (SLOTGUARD_LOCALSTACK_CDK=1): `cdklocal deploy` the CDK app's LocalStack stage
+        into our LocalStack, and return its outputs."""
+        if not deploy_cdk_stage() or not isinstance(self._moto, LocalStackServer):
+            return None
+        started = time.monotonic()
+        outputs = cdklocal.deploy(
+            self._moto.endpoint,
+            os.environ["AWS_REGION"],
+            workdir=self.home / "cdklocal",
+            log_path=self.home / "cdklocal.log",
+        )
+        _say(
+            f"CDK: stack {cdklocal.STACK_NAME} (webhook queues, alarms, dashboard, cleanup rule) deployed"
+            f" with cdklocal in {time.monotonic() - started:.1f}s; queues from its outputs:"
+            f" {outputs['WebhookQueueUrl']}, {outputs['WebhookDeadLetterQueueUrl']}"
+        )
+        return outputs
+
     def _child_started(self, name: str, match: str, pid: int) -> None:
         if self._watchdog is not None:
             self._watchdog.watch_process(pid)
@@ -254,7 +291,7 @@ class LocalStack:
     def _secrets(self, orgs: list[dict[str, str]]) -> None:
         sm = boto3.client("secretsmanager")
         for org in orgs:
-            name = f"{SECRET_PREFIX}{org['org_id']}"
+            name = f"{self._secret_prefix}{org['org_id']}"
             value = json.dumps({"secrets": [org["webhook_secret"]]})
             try:
                 current = json.loads(sm.get_secret_value(SecretId=name)["SecretString"])
@@ -388,7 +425,7 @@ class LocalStack:
             "api_url": api_url,
             "aws_endpoint_url": os.environ["AWS_ENDPOINT_URL"],
             "aws_region": os.environ["AWS_REGION"],
-            "webhook_secret_prefix": SECRET_PREFIX,
+            "webhook_secret_prefix": self._secret_prefix,
             "orgs": orgs,
         }
         write_private(path, json.dumps(contents, indent=2))
@@ -423,8 +460,7 @@ class LocalStack:
         try:
             sqs = boto3.client("sqs")
             saved = []
-            for name, label in ((QUEUE_NAME, "main"), (DLQ_NAME, "dlq")):
-                url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+            for label, url in self._queue_urls.items():
                 while True:
                     got = sqs.receive_message(
                         QueueUrl=url,
