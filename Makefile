@@ -65,7 +65,7 @@ local: $(STAMP) $(if $(filter localstack,$(AWS)),$(LS_STAMP) $(if $(CDK),$(NODE_
 # The end-to-end suite against the LocalStack-backed local stack (.ci/run calls it after make test).
 test-localstack: $(STAMP) $(LS_STAMP) $(NODE_STAMP)
 	SLOTGUARD_AWS=localstack $(BIN)/pytest -q -p no:cacheprovider tests/e2e/test_local_stack.py \
-		tests/e2e/test_localstack.py tests/e2e/test_localstack_cdk.py
+		tests/e2e/test_readme.py tests/e2e/test_localstack.py tests/e2e/test_localstack_cdk.py
 
 # Offline synth of the stages (dev, prod, and localstack: infra/localstack_stack.py) with cdk-nag
 # (AwsSolutions; any unacknowledged finding fails the synth) and cfn-lint on the templates (errors

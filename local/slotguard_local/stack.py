@@ -38,7 +38,7 @@ from slotguard_local.lock import StackAlreadyRunning, StateFolderLock
 from slotguard_local.moto import MotoServer
 from slotguard_local.openapi import render as render_openapi
 from slotguard_local.poller import SqsEventSource
-from slotguard_local.postgres import EmbeddedPostgres
+from slotguard_local.postgres import EmbeddedPostgres, free_port
 from slotguard_local.watchdog import Watchdog
 
 QUEUE_NAME = "slotguard-webhooks"
@@ -184,7 +184,7 @@ class LocalStack:
             admin_url = os.environ["DATABASE_URL"]
             _say("database: DATABASE_URL")
         else:
-            self._pg = EmbeddedPostgres(self.home / "pg", durable=True)
+            self._pg = EmbeddedPostgres(self.home / "pg", port=self._other_free_port(), durable=True)
             if self._watchdog is not None:
                 self._watchdog.watch_postgres(self._pg.data_dir)
             self._pg.start()
@@ -212,11 +212,13 @@ class LocalStack:
             return False
         if aws_emulator() == "localstack":
             server: MotoServer | LocalStackServer = LocalStackServer(
-                home=self.home / "localstack", log_path=self.home / "localstack.log"
+                home=self.home / "localstack",
+                port=self._other_free_port(),
+                log_path=self.home / "localstack.log",
             )
             name, match = "localstack", LOCALSTACK_MATCH
         else:
-            server = MotoServer(log_path=self.home / "moto.log")
+            server = MotoServer(port=self._other_free_port(), log_path=self.home / "moto.log")
             name, match = "moto", "moto.server"
         self._moto = server
         # The watchdog hears of the child as soon as it exists, before it is ready
@@ -253,6 +255,13 @@ class LocalStack:
             f" {outputs['WebhookQueueUrl']}, {outputs['WebhookDeadLetterQueueUrl']}"
         )
         return outputs
+
+    def _other_free_port(self) -> int:
+        """A free loopback port that is not the front door's (not bound yet: the kernel may offer it)."""
+        while True:
+            port = free_port()
+            if port != self.port:
+                return port
 
     def _child_started(self, name: str, match: str, pid: int) -> None:
         if self._watchdog is not None:
