@@ -11,7 +11,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv test lint bench local synth smoke clean
+.PHONY: venv test lint bench local synth smoke clean localstack-venv test-localstack
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,14 +36,43 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
-local: $(STAMP)
-	$(BIN)/python -m slotguard_local
+# LocalStack's runtime (localstack-core 2026.3.0 needs Python >= 3.13) in .localstack-venv, never in
+# .venv; its whole dependency tree is pinned by local/localstack-constraints.txt.
+LS_VENV := .localstack-venv
+LS_STAMP := $(LS_VENV)/.installed
+LOCALSTACK_PYTHON ?= $(firstword $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.13*/bin/python3.13) \
+	$(shell command -v python3.13 2>/dev/null))
+$(LS_STAMP): local/localstack-constraints.txt
+	@test -n "$(LOCALSTACK_PYTHON)" || { echo "LocalStack needs Python 3.13: set LOCALSTACK_PYTHON"; exit 2; }
+	test -x $(LS_VENV)/bin/python || $(LOCALSTACK_PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install -qq -c local/localstack-constraints.txt 'localstack-core[runtime]==2026.3.0'
+	touch $(LS_STAMP)
 
-# Offline synth of both stages with cdk-nag (AwsSolutions; any unacknowledged finding fails the
-# synth) and cfn-lint on the templates (errors fail; warnings are printed). synth_only=true: no
+localstack-venv: $(LS_STAMP)
+
+# `make local` runs against moto's server; `make local AWS=localstack` against LocalStack's
+# open-source runtime (README, "Testing with LocalStack"), installed into its own venv on first use.
+AWS ?= moto
+ifeq ($(filter $(AWS),moto localstack),)
+$(error AWS must be moto or localstack, not '$(AWS)')
+endif
+# CDK=1 (with AWS=localstack): first `cdklocal deploy` the CDK app's LocalStack stage into it
+# (infra/localstack_stack.py), then run on the deployed queues.
+CDK ?=
+local: $(STAMP) $(if $(filter localstack,$(AWS)),$(LS_STAMP) $(if $(CDK),$(NODE_STAMP)))
+	SLOTGUARD_AWS=$(AWS) SLOTGUARD_LOCALSTACK_CDK=$(CDK) $(BIN)/python -m slotguard_local
+
+# The end-to-end suite against the LocalStack-backed local stack (.ci/run calls it after make test).
+test-localstack: $(STAMP) $(LS_STAMP) $(NODE_STAMP)
+	SLOTGUARD_AWS=localstack $(BIN)/pytest -q -p no:cacheprovider tests/e2e/test_local_stack.py \
+		tests/e2e/test_readme.py tests/e2e/test_localstack.py tests/e2e/test_localstack_cdk.py
+
+# Offline synth of the stages (dev, prod, and localstack: infra/localstack_stack.py) with cdk-nag
+# (AwsSolutions; any unacknowledged finding fails the synth) and cfn-lint on the templates (errors
+# fail; warnings are printed). synth_only=true: no
 # identity provider is needed, the authorizer gets an issuer that never validates (not deployable).
 synth: $(STAMP) $(NODE_STAMP)
-	$(CDK) synth --quiet --no-notices --no-version-reporting -c stages=dev,prod -c synth_only=true -o cdk.out
+	$(CDK) synth --quiet --no-notices --no-version-reporting -c stages=dev,prod,localstack -c synth_only=true -o cdk.out
 	$(BIN)/cfn-lint --non-zero-exit-code error -- cdk.out/*.template.json
 
 # The end-to-end tests over HTTP (tests/e2e/test_local_stack.py) against a deployment: SLOTGUARD_API_URL, SLOTGUARD_TOKEN and
@@ -54,4 +83,4 @@ smoke: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider tests/e2e/test_local_stack.py
 
 clean:
-	rm -rf $(VENV) .local cdk.out node_modules
+	rm -rf $(VENV) $(LS_VENV) .local cdk.out node_modules

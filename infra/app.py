@@ -6,6 +6,8 @@ import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
 from infra.config import stage_config, stages
+from infra.localstack_stack import STAGE as LOCALSTACK_STAGE
+from infra.localstack_stack import SlotguardLocalStackStack
 from infra.stack import SlotguardStack
 
 
@@ -13,6 +15,14 @@ def build_app(context: dict[str, object] | None = None, outdir: str | None = Non
     app = cdk.App(context=context, outdir=outdir)
     for stage in stages(app.node):
         config = stage_config(app.node, stage)
+        if stage == LOCALSTACK_STAGE:  # what LocalStack's open-source runtime can host
+            SlotguardLocalStackStack(
+                app,
+                f"Slotguard-{config.stage}",
+                config=config,
+                description="slotguard (localstack): webhook queues, alarms, dashboard, cleanup rule",
+            )
+            continue
         SlotguardStack(
             app,
             f"Slotguard-{config.stage}",

@@ -1,4 +1,4 @@
-"""Per-stage settings, chosen by the `stage` context value (dev | prod)."""
+"""Per-stage settings, chosen by the `stage` context value (dev | prod | localstack)."""
 
 from __future__ import annotations
 
@@ -122,9 +122,13 @@ def jwt_settings(node: Node) -> tuple[str, str]:
 
 def stage_config(node: Node, stage: str | None = None) -> StageConfig:
     stage = stage or str(node.try_get_context("stage") or "dev")
-    if stage not in ("dev", "prod"):
-        raise ValueError(f"context stage must be dev or prod, not {stage!r}")
-    issuer, audience = jwt_settings(node)
+    if stage not in ("dev", "prod", "localstack"):
+        raise ValueError(f"context stage must be dev, prod or localstack, not {stage!r}")
+    # The localstack stage (infra/localstack_stack.py) has dev's settings and no API: no authorizer.
+    if stage == "localstack":
+        issuer, audience = SYNTH_ONLY_ISSUER, SYNTH_ONLY_AUDIENCE
+    else:
+        issuer, audience = jwt_settings(node)
     prod = stage == "prod"
     major = str(node.try_get_context("postgres_major") or DEFAULT_POSTGRES_MAJOR)
     if not major.isdigit() or int(major) not in POSTGRES_VERSIONS:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from aws_cdk import ArnFormat, CfnOutput, Duration, Stack
+from aws_cdk import ArnFormat, CfnOutput, Stack
 from aws_cdk import aws_ec2 as ec2
-from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
@@ -17,10 +15,11 @@ from infra.constructs.functions import Functions
 from infra.constructs.migrations import Migrations
 from infra.constructs.network import Network
 from infra.constructs.observability import Observability
+from infra.constructs.schedule import cleanup_schedule
 from infra.constructs.webhooks import WebhookQueues
 from infra.nag import suppress
 from infra.names import APP_DB_USER, DB_NAME, RETENTION_DB_USER, Names
-from slotguard.topology import CLEANUP_SCHEDULE_MINUTES, WEBHOOK_QUEUE
+from slotguard.topology import WEBHOOK_QUEUE
 
 # Database-facing API functions: a reconnect (2 x connect timeout), the proxy's borrow wait
 # (infra/constructs/database.py) and slotguard_app's statement_timeout (5 s, migration 0007; it
@@ -160,13 +159,7 @@ class SlotguardStack(Stack):
             names=names,
             functions={"booking": booking, "metrics": metrics, "webhook_receiver": receiver},
         )
-        events.Rule(
-            self,
-            "CleanupSchedule",
-            schedule=events.Schedule.rate(Duration.minutes(CLEANUP_SCHEDULE_MINUTES)),
-            targets=[targets.LambdaFunction(cleanup, retry_attempts=2)],
-            description="slotguard retention cleanup",
-        )
+        cleanup_schedule(self, cleanup)
         all_functions: dict[str, lambda_.IFunction] = {
             "booking": booking,
             "metrics": metrics,

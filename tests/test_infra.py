@@ -761,3 +761,37 @@ def test_functions_verify_the_proxys_certificate_before_sending_an_iam_token(tem
         assert (env["DB_SSLMODE"], env["DB_SSLROOTCERT"]) == ("verify-full", "system"), fn["Properties"][
             "FunctionName"
         ]
+
+
+def test_the_localstack_stage_holds_what_localstacks_open_source_runtime_hosts_from_the_same_constructs(
+    template: Any,
+) -> None:
+    from aws_cdk.assertions import Template
+
+    from infra.app import build_app
+
+    # Given the LocalStack stage, synthesized without any identity provider (it has no API)
+    app = build_app({"stage": "localstack"}, outdir=str(ROOT / "cdk.out"))
+    app.synth()  # cdk-nag clean, like the other stages
+    local = Template.from_stack(app.node.find_child("Slotguard-localstack")).to_json()  # type: ignore[arg-type]
+    dev = template.to_json()
+    kinds = {r["Type"] for r in local["Resources"].values()}
+    # Then it holds only what the open-source runtime can host: no function, database, API nor VPC
+    assert kinds == {
+        "AWS::SQS::Queue",
+        "AWS::SQS::QueuePolicy",
+        "AWS::CloudWatch::Alarm",
+        "AWS::CloudWatch::Dashboard",
+        "AWS::SNS::Topic",
+        "AWS::SNS::TopicPolicy",
+        "AWS::KMS::Key",
+        "AWS::Events::Rule",
+    }
+    # And every one of them is the dev stage's resource of the same construct (same logical ID, type)
+    for logical_id, resource in local["Resources"].items():
+        assert dev["Resources"][logical_id]["Type"] == resource["Type"], logical_id
+    for kind in ("AWS::SQS::Queue", "AWS::CloudWatch::Alarm", "AWS::Events::Rule"):
+        assert {k for k, r in local["Resources"].items() if r["Type"] == kind} == {
+            k for k, r in dev["Resources"].items() if r["Type"] == kind
+        }
+    assert set(local["Outputs"]) >= {"WebhookQueueUrl", "WebhookDeadLetterQueueUrl", "WebhookSecretPrefix"}

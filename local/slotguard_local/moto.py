@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -29,7 +30,7 @@ class MotoServer:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = 30) -> MotoServer:
+    def start(self, timeout_s: float = 30, on_spawn: Callable[[int], None] | None = None) -> MotoServer:
         # The emulator's log can echo request bodies (webhook payloads): owner-only from birth.
         self._log = (
             os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
@@ -42,6 +43,8 @@ class MotoServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the stack, which stops moto itself
         )
+        if on_spawn is not None:  # e.g. the stack's watchdog: from now on it stops this process
+            on_spawn(self._proc.pid)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

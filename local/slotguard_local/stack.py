@@ -1,6 +1,7 @@
 """The whole system on one machine: embedded PostgreSQL (or DATABASE_URL), moto's server (or
-AWS_ENDPOINT_URL), the HTTP front door, the SQS event source emulation for the processor and
-the dead-letter reconciler, and the retention cleanup on a timer."""
+LocalStack's with SLOTGUARD_AWS=localstack, or AWS_ENDPOINT_URL), the HTTP front door, the SQS event
+source emulation for the processor and the dead-letter reconciler, and the retention cleanup on a
+timer."""
 
 from __future__ import annotations
 
@@ -24,16 +25,20 @@ from psycopg import sql
 from slotguard.aws.secrets import new_webhook_secret
 from slotguard.db.migrate import ensure_app_login, migrate
 from slotguard.topology import CLEANUP_SCHEDULE_MINUTES, ROUTES, WEBHOOK_QUEUE
+from slotguard_local import cdklocal
 from slotguard_local.emf import send_emf_to
 from slotguard_local.events import LambdaContext
 from slotguard_local.files import write_private
 from slotguard_local.frontdoor import FrontDoor, FunctionPool, JwtAuthorizer, JwtSettings
 from slotguard_local.functions import ROOT, load_function
+from slotguard_local.localstack import MATCH as LOCALSTACK_MATCH
+from slotguard_local.localstack import VERSION as LOCALSTACK_VERSION
+from slotguard_local.localstack import LocalStackMissing, LocalStackServer, runtime_python
 from slotguard_local.lock import StackAlreadyRunning, StateFolderLock
 from slotguard_local.moto import MotoServer
 from slotguard_local.openapi import render as render_openapi
 from slotguard_local.poller import SqsEventSource
-from slotguard_local.postgres import EmbeddedPostgres
+from slotguard_local.postgres import EmbeddedPostgres, free_port
 from slotguard_local.watchdog import Watchdog
 
 QUEUE_NAME = "slotguard-webhooks"
@@ -50,6 +55,19 @@ def _handler_of(name: str) -> Any:
 
 def _say(message: str) -> None:
     print(f"[slotguard] {message}", flush=True)
+
+
+def aws_emulator() -> str:
+    """SLOTGUARD_AWS (make local AWS=...): moto (the default) or localstack."""
+    value = os.environ.get("SLOTGUARD_AWS", "").strip().lower() or "moto"
+    if value not in ("moto", "localstack"):
+        raise StartRefused(f"SLOTGUARD_AWS (make local AWS=...) must be moto or localstack, not {value!r}")
+    return value
+
+
+def deploy_cdk_stage() -> bool:
+    """SLOTGUARD_LOCALSTACK_CDK=1 (make local AWS=localstack CDK=1): deploy the CDK stage first."""
+    return os.environ.get("SLOTGUARD_LOCALSTACK_CDK", "").strip().lower() in ("1", "true", "yes")
 
 
 class StartRefused(RuntimeError):
@@ -76,11 +94,14 @@ class LocalStack:
     host: str = "127.0.0.1"
     cleanup_every_s: float = CLEANUP_SCHEDULE_MINUTES * 60
     _pg: EmbeddedPostgres | None = None
-    _moto: MotoServer | None = None
+    # The AWS emulator this stack started (moto's server, or LocalStack's), None for AWS_ENDPOINT_URL
+    _moto: MotoServer | LocalStackServer | None = None
     _door: FrontDoor | None = None
     _lock: StateFolderLock | None = None
     _watchdog: Watchdog | None = None
     _sources: list[SqsEventSource] = field(default_factory=list)
+    _secret_prefix: str = SECRET_PREFIX
+    _queue_urls: dict[str, str] = field(default_factory=dict)  # main, dlq
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -102,6 +123,16 @@ class LocalStack:
     def start(self) -> LocalStack:
         """Start everything; StartRefused (before anything started) when it must not run."""
         started = time.monotonic()
+        emulator = aws_emulator()
+        if emulator == "localstack" and not os.environ.get("AWS_ENDPOINT_URL"):
+            try:
+                runtime_python()
+            except LocalStackMissing as exc:
+                raise StartRefused(str(exc)) from None
+            if deploy_cdk_stage() and not cdklocal.CDKLOCAL.exists():
+                raise StartRefused(
+                    f"{cdklocal.CDKLOCAL} is missing: `make local AWS=localstack CDK=1` installs it"
+                )
         self.home.mkdir(parents=True, exist_ok=True)
         lock = StateFolderLock(self.home)
         try:
@@ -117,14 +148,20 @@ class LocalStack:
         admin_url, app_url = self._database(state["app_password"])
         fresh_queues = self._aws()
         sqs = boto3.client("sqs")
-        queue_url, dlq_url = self._queues(sqs)
+        deployed = self._deploy_cdk_stage()
+        if deployed:  # the queues the CDK constructs made, from the stack's outputs
+            queue_url, dlq_url = deployed["WebhookQueueUrl"], deployed["WebhookDeadLetterQueueUrl"]
+            self._secret_prefix = deployed["WebhookSecretPrefix"]
+        else:
+            queue_url, dlq_url = self._queues(sqs)
+        self._queue_urls = {"main": queue_url, "dlq": dlq_url}
         self._secrets(state["orgs"])
         os.environ.update(
             {
                 "DATABASE_URL": app_url,
                 "WEBHOOK_QUEUE_URL": queue_url,
                 "WEBHOOK_DLQ_URL": dlq_url,
-                "WEBHOOK_SECRET_PREFIX": SECRET_PREFIX,
+                "WEBHOOK_SECRET_PREFIX": self._secret_prefix,
                 "WEBHOOK_MAX_ATTEMPTS": str(WEBHOOK_QUEUE.max_attempts),
                 "WEBHOOK_BACKOFF_BASE_S": os.environ.get("WEBHOOK_BACKOFF_BASE_S", "2"),
                 "WEBHOOK_BACKOFF_CAP_S": os.environ.get("WEBHOOK_BACKOFF_CAP_S", "60"),
@@ -147,7 +184,7 @@ class LocalStack:
             admin_url = os.environ["DATABASE_URL"]
             _say("database: DATABASE_URL")
         else:
-            self._pg = EmbeddedPostgres(self.home / "pg", durable=True)
+            self._pg = EmbeddedPostgres(self.home / "pg", port=self._other_free_port(), durable=True)
             if self._watchdog is not None:
                 self._watchdog.watch_postgres(self._pg.data_dir)
             self._pg.start()
@@ -173,19 +210,64 @@ class LocalStack:
             os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
             os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
             return False
-        self._moto = MotoServer(log_path=self.home / "moto.log").start()
-        if self._moto.pid is not None:
-            if self._watchdog is not None:
-                self._watchdog.watch_process(self._moto.pid)
-            if self._lock is not None:
-                self._lock.record_child("moto", self._moto.pid, "moto.server")
+        if aws_emulator() == "localstack":
+            server: MotoServer | LocalStackServer = LocalStackServer(
+                home=self.home / "localstack",
+                port=self._other_free_port(),
+                log_path=self.home / "localstack.log",
+            )
+            name, match = "localstack", LOCALSTACK_MATCH
+        else:
+            server = MotoServer(port=self._other_free_port(), log_path=self.home / "moto.log")
+            name, match = "moto", "moto.server"
+        self._moto = server
+        # The watchdog hears of the child as soon as it exists, before it is ready
+        server.start(on_spawn=functools.partial(self._child_started, name, match))
         os.environ.update(
-            AWS_ENDPOINT_URL=self._moto.endpoint,
+            AWS_ENDPOINT_URL=server.endpoint,
             AWS_ACCESS_KEY_ID="local",
             AWS_SECRET_ACCESS_KEY="local",  # noqa: S106 - the emulator takes any key
         )
-        _say(f"AWS: moto server on {self._moto.endpoint} (SQS, Secrets Manager, CloudWatch)")
+        if isinstance(server, LocalStackServer):
+            _say(
+                f"AWS: LocalStack {LOCALSTACK_VERSION} (open-source runtime, no Docker) on {server.endpoint}"
+                f" (SQS, Secrets Manager, CloudWatch), files in {server.home}"
+            )
+        else:
+            _say(f"AWS: moto server on {server.endpoint} (SQS, Secrets Manager, CloudWatch)")
         return True
+
+    def _deploy_cdk_stage(self) -> dict[str, str] | None:
+        """With CDK=1 (SLOTGUARD_LOCALSTACK_CDK=1): `cdklocal deploy` the CDK app's LocalStack stage
+        into our LocalStack, and return its outputs."""
+        if not deploy_cdk_stage() or not isinstance(self._moto, LocalStackServer):
+            return None
+        started = time.monotonic()
+        outputs = cdklocal.deploy(
+            self._moto.endpoint,
+            os.environ["AWS_REGION"],
+            workdir=self.home / "cdklocal",
+            log_path=self.home / "cdklocal.log",
+        )
+        _say(
+            f"CDK: stack {cdklocal.STACK_NAME} (webhook queues, alarms, dashboard, cleanup rule) deployed"
+            f" with cdklocal in {time.monotonic() - started:.1f}s; queues from its outputs:"
+            f" {outputs['WebhookQueueUrl']}, {outputs['WebhookDeadLetterQueueUrl']}"
+        )
+        return outputs
+
+    def _other_free_port(self) -> int:
+        """A free loopback port that is not the front door's (not bound yet: the kernel may offer it)."""
+        while True:
+            port = free_port()
+            if port != self.port:
+                return port
+
+    def _child_started(self, name: str, match: str, pid: int) -> None:
+        if self._watchdog is not None:
+            self._watchdog.watch_process(pid)
+        if self._lock is not None:
+            self._lock.record_child(name, pid, match)
 
     def _queues(self, sqs: Any) -> tuple[str, str]:
         def ensure(name: str, attributes: dict[str, str]) -> str:
@@ -218,7 +300,7 @@ class LocalStack:
     def _secrets(self, orgs: list[dict[str, str]]) -> None:
         sm = boto3.client("secretsmanager")
         for org in orgs:
-            name = f"{SECRET_PREFIX}{org['org_id']}"
+            name = f"{self._secret_prefix}{org['org_id']}"
             value = json.dumps({"secrets": [org["webhook_secret"]]})
             try:
                 current = json.loads(sm.get_secret_value(SecretId=name)["SecretString"])
@@ -352,7 +434,7 @@ class LocalStack:
             "api_url": api_url,
             "aws_endpoint_url": os.environ["AWS_ENDPOINT_URL"],
             "aws_region": os.environ["AWS_REGION"],
-            "webhook_secret_prefix": SECRET_PREFIX,
+            "webhook_secret_prefix": self._secret_prefix,
             "orgs": orgs,
         }
         write_private(path, json.dumps(contents, indent=2))
@@ -387,8 +469,7 @@ class LocalStack:
         try:
             sqs = boto3.client("sqs")
             saved = []
-            for name, label in ((QUEUE_NAME, "main"), (DLQ_NAME, "dlq")):
-                url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+            for label, url in self._queue_urls.items():
                 while True:
                     got = sqs.receive_message(
                         QueueUrl=url,

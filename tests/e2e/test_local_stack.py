@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -234,6 +235,10 @@ def test_stop_and_start_again_keeps_every_row(tmp_path: Path) -> None:
 
 
 @local_only
+@pytest.mark.skipif(
+    os.environ.get("SLOTGUARD_AWS") == "localstack",
+    reason="starts its own moto server: the moto-backed run covers it (make test)",
+)
 def test_uses_an_external_aws_endpoint(tmp_path: Path) -> None:
     # Given a separately started moto server (standing in for LocalStack)
     moto = MotoServer(log_path=tmp_path / "moto.log").start()
