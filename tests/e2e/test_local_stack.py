@@ -10,6 +10,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -130,10 +131,12 @@ def test_booking_lifecycle_over_http(stack: StackProcess) -> None:
 
 def test_signed_webhook_becomes_an_appointment_and_shows_in_metrics(stack: StackProcess) -> None:
     api, org = stack.info["api_url"], stack.info["orgs"][1 if not remote() else 0]
-    day = 1 + uuid.uuid4().int % 28 if remote() else 1  # a deployment keeps earlier runs' bookings
+    # A deployment keeps earlier runs' bookings: a random day of about 130 years, so two runs
+    # practically never meet (28 June days did, in a full run).
+    day = (date(2031, 6, 1) + timedelta(days=uuid.uuid4().int % 48_000 if remote() else 0)).isoformat()
     data = {
         "contact_id": str(uuid.uuid4()),
-        "scheduled_at": f"2031-06-{day:02d}T09:00:00Z",
+        "scheduled_at": f"{day}T09:00:00Z",
         "duration_minutes": 45,
     }
     status, answer = post_webhook(api, org, "appointment.book", data)
@@ -143,7 +146,7 @@ def test_signed_webhook_becomes_an_appointment_and_shows_in_metrics(stack: Stack
     def booked() -> Any:
         _, page = http(
             "GET",
-            f"{api}/appointments?from=2031-06-{day:02d}T00%3A00%3A00Z&to=2031-06-{day:02d}T23%3A59%3A00Z",
+            f"{api}/appointments?from={day}T00%3A00%3A00Z&to={day}T23%3A59%3A00Z",
             token=org["token"],
         )
         return page["items"]
