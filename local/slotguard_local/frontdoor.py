@@ -126,6 +126,15 @@ def _compile(route: Route) -> re.Pattern[str]:
     return re.compile(f"^{pattern}$")
 
 
+class _Server(ThreadingHTTPServer):
+    """The stdlib's threading server with a listen backlog that takes a burst: socketserver's
+    default of 5 reset 6.6 % of 64 and 29 % of 200 clients connecting at once (issue 11). The
+    kernel caps it at net.core.somaxconn (4096 on current Linux)."""
+
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 class FrontDoor:
     def __init__(
         self,
@@ -140,8 +149,7 @@ class FrontDoor:
         self._pools = pools
         self._authorizer = authorizer
         self._openapi = openapi
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
-        self._server.daemon_threads = True
+        self._server = _Server((host, port), self._handler_class())
         self._thread: threading.Thread | None = None
 
     @property
