@@ -11,7 +11,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv test lint bench local synth smoke clean
+.PHONY: venv test lint bench load local synth smoke clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# Locust, headless: the local stack (started for the run), or SLOTGUARD_API_URL with SLOTGUARD_TOKEN
+# and SLOTGUARD_WEBHOOK_SECRET (bench/load.py). LOAD_USERS, LOAD_SECONDS, LOAD_BURST size it.
+load: $(STAMP)
+	$(BIN)/python -m bench.load
 
 local: $(STAMP)
 	$(BIN)/python -m slotguard_local
