@@ -11,12 +11,13 @@ import os
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from statistics import median
 from typing import Any
 
 import psycopg
 
-from bench.common import TABLE, BenchDb, bench_database, progress, run_processes, time_each
+from bench.common import TABLE, BenchDb, ConcurrentRun, bench_database, progress, run_processes, time_each
 from slotguard_local.events import LambdaContext, http_api_event
 from slotguard_local.functions import load_function
 
@@ -39,6 +40,10 @@ EXCLUSION_ONLY_INSERT = """INSERT INTO slotguard.appointments
 BOOK = (
     "SELECT slotguard.book_appointment_with_lock(%s, 'bench', %s, %s, %s, %s, NULL, '{}', NULL, NULL, 4000)"
 )
+BOOK_0003 = BOOK.replace("book_appointment_with_lock", "bench_book_0003")
+REFERENCE_START = "CREATE FUNCTION slotguard.book_appointment_with_lock("
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def slot(i: int, minutes: int = 10) -> datetime:
@@ -87,7 +92,14 @@ def sequential(db: BenchDb) -> None:
             ).fetchone()
             assert out and out[0]["status"] == "created"
 
-        org_x = uuid.uuid4()
+        org_x, org_r = uuid.uuid4(), uuid.uuid4()
+
+        def via_sql_0003(i: int) -> None:
+            out = app_conn.execute(
+                "SELECT slotguard.bench_book_0003(%s, 'bench', %s, NULL, %s, 10)",
+                (org_r, uuid.uuid4(), slot(i)),
+            ).fetchone()
+            assert out and out[0]["status"] == "created"
 
         def via_exclusion_only(i: int) -> None:
             admin_conn.execute(
@@ -105,16 +117,19 @@ def sequential(db: BenchDb) -> None:
             via_sql(N + warm)
             via_insert(N + warm)
             via_exclusion_only(N + warm)
+            via_sql_0003(N + warm)
         # Interleaved in rounds of 100, so a burst of load on the shared machine hits all three alike.
         plain_s: list[float] = []
         bare_s: list[float] = []
         full_s: list[float] = []
         excl_s: list[float] = []
+        ref_s: list[float] = []
         for start in range(0, N, 100):
             paths: tuple[tuple[list[float], Callable[[int], None]], ...] = (
                 (plain_s, via_insert),
                 (excl_s, via_exclusion_only),
                 (bare_s, via_sql),
+                (ref_s, via_sql_0003),
                 (full_s, via_handler),
             )
             for samples, op in paths:
@@ -122,9 +137,10 @@ def sequential(db: BenchDb) -> None:
                 samples.extend(t.samples_ms)
 
     plain, bare, full, excl = median(plain_s), median(bare_s), median(full_s), median(excl_s)
+    ref = median(ref_s)
     TABLE.add(
         f"sequential: bare `book_appointment_with_lock()` call vs plain INSERT (median, {N} each)",
-        f"{bare:.3f} ms",
+        f"{bare:.3f} ms (0003's function: {ref:.3f} ms, {ref / plain:.2f}x)",
         f"plain INSERT {plain:.3f} ms (exclusion-only INSERT into the real table: {excl:.3f} ms,"
         f" {excl / plain:.2f}x)",
         _ratio(bare, plain),
@@ -143,77 +159,129 @@ def _status(row: Any) -> str:
     return str(row[0]["status"])
 
 
+def install_reference(db: BenchDb) -> None:
+    """0003's book_appointment_with_lock(), as it was before 0008, installed beside the current one as
+    slotguard.bench_book_0003 (this throwaway database only): "before" measured in the same run."""
+    text = (ROOT / "layers/slotguard/migrations/0003_booking_functions.sql").read_text()
+    fn = text[text.index(REFERENCE_START) : text.index("CREATE FUNCTION slotguard.cancel_appointment(")]
+    fn = fn.replace(REFERENCE_START, "CREATE FUNCTION slotguard.bench_book_0003(", 1)
+    with psycopg.connect(db.admin_url, autocommit=True) as admin, admin.transaction():
+        admin.execute("SET LOCAL ROLE slotguard_owner")
+        admin.execute(fn.encode())
+        admin.execute("RESET ROLE")
+        admin.execute(
+            "GRANT EXECUTE ON FUNCTION slotguard.bench_book_0003(uuid, text, uuid, uuid, timestamptz,"
+            " integer, text, jsonb, text, text, integer) TO slotguard_app"
+        )
+
+
+def _median_run(runs: list[ConcurrentRun]) -> ConcurrentRun:
+    return sorted(runs, key=lambda r: r.rate)[len(runs) // 2]
+
+
 def concurrent(db: BenchDb) -> None:
+    """Each scenario runs ROUNDS times, its paths interleaved (baseline, now, 0003's function), so a
+    burst of load on the shared machine hits them alike; the median round of each is reported."""
     p = PROCESSES
     with psycopg.connect(db.admin_url, autocommit=True) as admin:
         admin.execute(PLAIN_TABLE)
 
-    def rows(org: uuid.UUID, n: int, distinct_calendars: bool) -> list[tuple[Any, ...]]:
+    def rows(n: int, distinct_calendars: bool, minutes: int = 10) -> list[tuple[Any, ...]]:
+        org = uuid.uuid4()
         return [
             (
                 org,
                 uuid.uuid4(),
                 uuid.uuid4() if distinct_calendars else None,
                 slot(i),
-                slot(i) + timedelta(minutes=10),
-                10,
+                slot(i) + timedelta(minutes=minutes),
+                minutes,
             )
             for i in range(n)
         ]
 
-    def booking_jobs(org: uuid.UUID, n: int, distinct_calendars: bool) -> list[tuple[Any, ...]]:
-        return [(o, c, r, s, m) for o, c, r, s, _, m in rows(org, n, distinct_calendars)]
+    def booking_jobs(n: int, distinct_calendars: bool) -> list[tuple[Any, ...]]:
+        return [(o, c, r, s, m) for o, c, r, s, _, m in rows(n, distinct_calendars)]
+
+    def hot_jobs() -> list[tuple[Any, ...]]:
+        org = uuid.uuid4()
+        return [(org, uuid.uuid4(), None, BASE, 60)] * 1000
+
+    def rounds(paths: dict[str, tuple[str, str, Any, bool]]) -> dict[str, ConcurrentRun]:
+        """paths: name -> (url, statement, a job-list factory, whether it answers a status)."""
+        runs: dict[str, list[ConcurrentRun]] = {name: [] for name in paths}
+        for _ in range(ROUNDS):
+            for name, (url, statement, jobs, booking) in paths.items():
+                runs[name].append(run_processes(url, statement, jobs(), p, _status if booking else None))
+        return {name: _median_run(r) for name, r in runs.items()}
 
     # 1. distinct calendars: nothing contends but the database itself.
-    progress(f"concurrent: {N} bookings on distinct calendars, {p} processes")
-    plain = run_processes(db.admin_url, PLAIN_INSERT, rows(uuid.uuid4(), N, True), p)
-    floor = run_processes(db.admin_url, EXCLUSION_ONLY_INSERT, rows(uuid.uuid4(), N, True), p)
-    fn = run_processes(db.app_url, BOOK, booking_jobs(uuid.uuid4(), N, True), p, _status)
-    assert fn.outcomes == {"created": N}, fn.outcomes
+    progress(f"concurrent: {N} bookings on distinct calendars, {p} processes, {ROUNDS} rounds")
+    r = rounds(
+        {
+            "plain": (db.admin_url, PLAIN_INSERT, lambda: rows(N, True), False),
+            "excl": (db.admin_url, EXCLUSION_ONLY_INSERT, lambda: rows(N, True), False),
+            "now": (db.app_url, BOOK, lambda: booking_jobs(N, True), True),
+            "0003": (db.app_url, BOOK_0003, lambda: booking_jobs(N, True), True),
+        }
+    )
+    assert r["now"].outcomes == r["0003"].outcomes == {"created": N}, (r["now"].outcomes, r["0003"].outcomes)
     TABLE.add(
         f"`book_appointment_with_lock()` vs plain INSERT, {p} processes, {N} distinct calendars",
-        f"{fn.rate:.0f}/s",
-        f"plain INSERT {plain.rate:.0f}/s (exclusion-only INSERT into the real table: {floor.rate:.0f}/s,"
-        f" {floor.rate / plain.rate:.2f}x)",
-        _ratio(fn.rate, plain.rate),
+        f"{r['now'].rate:.0f}/s (0003's function: {r['0003'].rate:.0f}/s,"
+        f" {r['0003'].rate / r['plain'].rate:.2f}x)",
+        f"plain INSERT {r['plain'].rate:.0f}/s (exclusion-only INSERT into the real table:"
+        f" {r['excl'].rate:.0f}/s, {r['excl'].rate / r['plain'].rate:.2f}x)",
+        _ratio(r["now"].rate, r["plain"].rate),
         ">= 0.7x",
     )
 
     # 2. one calendar, distinct 10-minute slots in time order: six per hour stripe contend.
-    progress(f"concurrent: {SLOTS} slots of one calendar in time order, {p} processes")
-    excl = run_processes(db.admin_url, EXCLUSION_ONLY_INSERT, rows(uuid.uuid4(), SLOTS, False), p)
-    one = run_processes(db.app_url, BOOK, booking_jobs(uuid.uuid4(), SLOTS, False), p, _status)
-    assert one.outcomes == {"created": SLOTS}, one.outcomes
+    progress(f"concurrent: {SLOTS} slots of one calendar in time order, {p} processes, {ROUNDS} rounds")
+    r = rounds(
+        {
+            "excl": (db.admin_url, EXCLUSION_ONLY_INSERT, lambda: rows(SLOTS, False), False),
+            "now": (db.app_url, BOOK, lambda: booking_jobs(SLOTS, False), True),
+            "0003": (db.app_url, BOOK_0003, lambda: booking_jobs(SLOTS, False), True),
+        }
+    )
+    assert r["now"].outcomes == r["0003"].outcomes == {"created": SLOTS}, (
+        r["now"].outcomes,
+        r["0003"].outcomes,
+    )
     TABLE.add(
         f"same, one calendar, {SLOTS} distinct 10-minute slots in time order, vs exclusion-only INSERT",
-        f"{one.rate:.0f}/s",
-        f"exclusion-only INSERT {excl.rate:.0f}/s",
-        _ratio(one.rate, excl.rate),
+        f"{r['now'].rate:.0f}/s (0003's function: {r['0003'].rate:.0f}/s,"
+        f" {r['0003'].rate / r['excl'].rate:.2f}x)",
+        f"exclusion-only INSERT {r['excl'].rate:.0f}/s",
+        _ratio(r["now"].rate, r["excl"].rate),
         ">= 0.7x",
     )
 
     # 3. the hot slot: 1000 attempts at one hour of one calendar.
-    progress(f"concurrent: 1000 attempts at one slot, {p} processes")
-    org = uuid.uuid4()
-    hot = run_processes(db.app_url, BOOK, [(org, uuid.uuid4(), None, BASE, 60)] * 1000, p, _status)
-    with psycopg.connect(db.admin_url, autocommit=True) as admin:
-        stored = admin.execute(
-            "SELECT count(*) FROM slotguard.appointments WHERE org_id = %s", (org,)
-        ).fetchone()
-    assert hot.outcomes == {"created": 1, "conflict": 999}, hot.outcomes
-    assert stored and stored[0] == 1, stored
-    answer = ", ".join(f"{v} {k}" for k, v in sorted(hot.outcomes.items()))
+    progress(f"concurrent: 1000 attempts at one slot, {p} processes, {ROUNDS} rounds")
+    r = rounds(
+        {
+            "plain": (db.admin_url, PLAIN_INSERT, lambda: rows(1000, True, 60), False),
+            "now": (db.app_url, BOOK, hot_jobs, True),
+            "0003": (db.app_url, BOOK_0003, hot_jobs, True),
+        }
+    )
+    for name in ("now", "0003"):
+        assert r[name].outcomes == {"created": 1, "conflict": 999}, (name, r[name].outcomes)
     TABLE.add(
         f"hot slot, 1000 attempts at one slot, {p} processes",
-        f"{answer}; 0 deadlocks, 0 busy; {hot.rate:.0f} answers/s",
-        f"plain INSERT {plain.rate:.0f}/s",
-        _ratio(hot.rate, plain.rate),
+        f"1 created, 999 conflict, 0 deadlocks, 0 busy (every round); {r['now'].rate:.0f} answers/s"
+        f" (0003's function: {r['0003'].rate:.0f}/s, {r['0003'].rate / r['plain'].rate:.2f}x)",
+        f"plain INSERT {r['plain'].rate:.0f}/s",
+        _ratio(r["now"].rate, r["plain"].rate),
         "1 winner, 999 x 409, 0 deadlocks, 0 busy, >= 0.5x",
     )
 
 
 def main() -> None:
     with bench_database() as db:
+        install_reference(db)
         sequential(db)
         concurrent(db)
 
