@@ -280,3 +280,27 @@ def test_a_cancelled_overlap_does_not_refuse_the_slot(pg: Any, admin_conn: Any) 
         (again.appointment.id,),
     ).fetchall()
     assert audit == [("created", "60")]
+
+
+def test_a_taken_slot_is_a_conflict_even_while_its_hour_is_locked(pg: Any) -> None:
+    # Given a booked 10:00-11:00 and another transaction holding that hour's calendar lock
+    who = actor()
+    svc = BookingService(BookingRepository(Database(DatabaseSettings(database_url=pg.app_url)), 200))
+    taken = svc.book(who, BookRequest(contact_id=uuid.uuid4(), scheduled_at=BASE, duration_minutes=60))
+    holder = psycopg.connect(pg.admin_url)
+    try:
+        holder.execute(
+            "SELECT pg_advisory_xact_lock(k) FROM slotguard.calendar_lock_keys(%s, NULL, %s, %s) k",
+            (who.org_id, BASE, BASE + timedelta(hours=1)),
+        )
+        # When an overlapping booking arrives while the lock is held past its bound
+        request = BookRequest(
+            contact_id=uuid.uuid4(), scheduled_at=BASE + timedelta(minutes=30), duration_minutes=15
+        )
+        with pytest.raises(SlotConflict) as conflict:
+            svc.book(who, request)
+        # Then it is a 409 naming the booking that holds the slot, not a busy
+        assert [c["id"] for c in conflict.value.details["conflicts"]] == [str(taken.appointment.id)]
+    finally:
+        holder.rollback()
+        holder.close()
