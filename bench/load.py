@@ -57,19 +57,19 @@ def target() -> Iterator[dict[str, str]]:
         return
     from tests.e2e.stack_process import StackProcess
 
-    with tempfile.TemporaryDirectory(prefix="slotguard-load-") as home:
-        progress("starting a local stack")
-        stack = StackProcess(Path(home)).start()
-        try:
-            org = stack.info["orgs"][0]
-            yield {
-                "url": stack.info["api_url"],
-                "token": org["token"],
-                "secret": org["webhook_secret"],
-                "org_id": org["org_id"],
-            }
-        finally:
-            stack.terminate(timeout_s=30)
+    home = tempfile.mkdtemp(prefix="slotguard-load-")  # kept: the stack's log (stack.log)
+    progress(f"starting a local stack (its log: {home}/stack.log)")
+    stack = StackProcess(Path(home)).start()
+    try:
+        org = stack.info["orgs"][0]
+        yield {
+            "url": stack.info["api_url"],
+            "token": org["token"],
+            "secret": org["webhook_secret"],
+            "org_id": org["org_id"],
+        }
+    finally:
+        stack.terminate(timeout_s=30)
 
 
 def locust(
