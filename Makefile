@@ -11,7 +11,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv test lint bench local synth smoke clean localstack-venv test-localstack
+.PHONY: venv test lint bench load local synth smoke clean localstack-venv test-localstack
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ $(LS_STAMP): local/localstack-constraints.txt
 	test -x $(LS_VENV)/bin/python || $(LOCALSTACK_PYTHON) -m venv $(LS_VENV)
 	$(LS_VENV)/bin/pip install -qq -c local/localstack-constraints.txt 'localstack-core[runtime]==2026.3.0'
 	touch $(LS_STAMP)
+
+# Locust, headless: the local stack (started for the run), or SLOTGUARD_API_URL with SLOTGUARD_TOKEN
+# and SLOTGUARD_WEBHOOK_SECRET (bench/load.py). LOAD_USERS, LOAD_SECONDS, LOAD_BURST size it.
+load: $(STAMP)
+	$(BIN)/python -m bench.load
 
 localstack-venv: $(LS_STAMP)
 

@@ -226,3 +226,81 @@ def test_overlapping_insert_that_bypasses_the_function_is_refused(admin_conn: An
            VALUES (%s, %s, %s, %s, 15, 'rogue', 'cancelled', now())""",
         (org, uuid.uuid4(), BASE + timedelta(minutes=30), BASE + timedelta(minutes=45)),
     )
+
+
+@pytest.mark.parametrize(
+    ("start_minute", "minutes", "held_hour"),
+    [(15, 30, 0), (30, 180, 0), (30, 180, 2), (30, 180, 3)],
+    ids=["one-hour", "first-of-four", "third-of-four", "last-of-four"],
+)
+def test_booking_waits_for_each_key_calendar_lock_keys_derives(
+    pg: Any, start_minute: int, minutes: int, held_hour: int
+) -> None:
+    # Given another transaction holding one hour's key, as calendar_lock_keys() derives it, of a
+    # calendar with a resource (the key any writer of that hour takes, reschedules included)
+    who, room = actor(), uuid.uuid4()
+    svc = BookingService(BookingRepository(Database(DatabaseSettings(database_url=pg.app_url)), 200))
+    hour = BASE + timedelta(hours=10 + held_hour)
+    holder = psycopg.connect(pg.admin_url)
+    try:
+        holder.execute(
+            "SELECT pg_advisory_xact_lock(k) FROM slotguard.calendar_lock_keys(%s, %s, %s, %s) k",
+            (who.org_id, room, hour, hour + timedelta(hours=1)),
+        )
+        # When a booking whose interval touches that hour is attempted
+        request = BookRequest(
+            contact_id=uuid.uuid4(),
+            scheduled_at=BASE + timedelta(hours=10, minutes=start_minute),
+            duration_minutes=minutes,
+            resource_id=room,
+        )
+        # Then it waits for that very key and, past its bound, answers busy
+        with pytest.raises(Busy):
+            svc.book(who, request)
+    finally:
+        holder.rollback()
+        holder.close()
+    # And once the key is free it is booked
+    assert svc.book(who, request).appointment.status == "scheduled"
+
+
+def test_a_cancelled_overlap_does_not_refuse_the_slot(pg: Any, admin_conn: Any) -> None:
+    # Given an appointment booked and then cancelled
+    who = actor()
+    svc = BookingService(BookingRepository(Database(DatabaseSettings(database_url=pg.app_url)), 2000))
+    first = svc.book(who, BookRequest(contact_id=uuid.uuid4(), scheduled_at=BASE, duration_minutes=60))
+    svc.cancel(who, first.appointment.id, "moved")
+    # When the same slot is booked again
+    again = svc.book(who, BookRequest(contact_id=uuid.uuid4(), scheduled_at=BASE, duration_minutes=60))
+    # Then it is created (the exclusion constraint only covers scheduled rows) with its audit row
+    assert again.appointment.status == "scheduled"
+    audit = admin_conn.execute(
+        "SELECT action, changes->>'duration_minutes' FROM slotguard.appointment_audit"
+        " WHERE appointment_id = %s",
+        (again.appointment.id,),
+    ).fetchall()
+    assert audit == [("created", "60")]
+
+
+def test_a_taken_slot_is_a_conflict_even_while_its_hour_is_locked(pg: Any) -> None:
+    # Given a booked 10:00-11:00 and another transaction holding that hour's calendar lock
+    who = actor()
+    svc = BookingService(BookingRepository(Database(DatabaseSettings(database_url=pg.app_url)), 200))
+    taken = svc.book(who, BookRequest(contact_id=uuid.uuid4(), scheduled_at=BASE, duration_minutes=60))
+    holder = psycopg.connect(pg.admin_url)
+    try:
+        holder.execute(
+            "SELECT pg_advisory_xact_lock(k) FROM slotguard.calendar_lock_keys(%s, NULL, %s, %s) k",
+            (who.org_id, BASE, BASE + timedelta(hours=1)),
+        )
+        # When an overlapping booking arrives while the lock is held past its bound
+        request = BookRequest(
+            contact_id=uuid.uuid4(), scheduled_at=BASE + timedelta(minutes=30), duration_minutes=15
+        )
+        with pytest.raises(SlotConflict) as conflict:
+            svc.book(who, request)
+        # Then it is a 409 naming the booking that holds the slot, not a busy
+        assert [c["id"] for c in conflict.value.details["conflicts"]] == [str(taken.appointment.id)]
+    finally:
+        holder.rollback()
+        holder.close()

@@ -3,6 +3,7 @@ first-attempt success, backoff, dead-lettering, duplicates, partial batches, cra
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -10,6 +11,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from psycopg.types.json import Jsonb
 
 from slotguard.config import RetryPolicy
 from slotguard.services.webhook_events import EventContext, Outcome, RetriableFailure
@@ -376,3 +378,76 @@ def test_processing_with_the_configured_concurrency(pipeline: Pipeline, concurre
     assert Counter(r["status"] for r in pipeline.rows(org_id)) == {"completed": 120}
     assert len(pipeline.appointments(org_id)) == 120
     assert 1 < source.stats.max_in_flight <= concurrency
+
+
+def _record(org_id: str, job_id: str, event_type: str, data: Any) -> dict[str, Any]:
+    body = json.dumps({"type": event_type, "timestamp": "2030-01-01T00:00:00Z", "data": data})
+    message = {
+        "MessageId": str(uuid.uuid4()),
+        "ReceiptHandle": uuid.uuid4().hex,
+        "Body": body,
+        "Attributes": {"ApproximateReceiveCount": "1"},
+        "MessageAttributes": {
+            k: {"DataType": "String", "StringValue": v}
+            for k, v in {"org_id": org_id, "webhook_id": job_id, "event_type": event_type}.items()
+        },
+    }
+    return sqs_record(message, "arn:aws:sqs:us-east-1:000000000000:q")
+
+
+def test_a_batch_is_claimed_once_per_delivery_and_each_commits_its_own_effect(pipeline: Pipeline) -> None:
+    # Given one SQS batch: four bookings, three unknown types, and a second copy of the first booking
+    org_id, _ = pipeline.new_org()
+    records = [
+        _record(org_id, f"book_{i}", "appointment.book", book_data(f"2030-07-01T1{i}:00:00Z"))
+        for i in range(4)
+    ] + [_record(org_id, f"other_{i}", "invoice.paid", {"n": i}) for i in range(3)]
+    records.append({**records[0], "receiptHandle": uuid.uuid4().hex, "messageId": str(uuid.uuid4())})
+    # When the processor takes the batch
+    answer = pipeline.processor_container()({"Records": records}, LambdaContext())
+    # Then every record is acknowledged, each delivery applied once at its first attempt
+    assert answer == {"batchItemFailures": []}
+    assert len(pipeline.appointments(org_id)) == 4
+    rows = {r["job_id"]: r for r in pipeline.rows(org_id)}
+    assert len(rows) == 7
+    assert {(r["status"], r["attempts"]) for r in rows.values()} == {("completed", 1)}
+    assert Counter(r["outcome"] for r in rows.values()) == {"applied": 4, "ignored": 3}
+
+
+def test_a_batch_the_database_refuses_to_claim_at_once_is_claimed_record_by_record(
+    pipeline: Pipeline,
+) -> None:
+    # Given a batch in which one payload PostgreSQL cannot store (a NUL character in a string)
+    org_id, _ = pipeline.new_org()
+    good = [_record(org_id, f"ok_{i}", "invoice.paid", {"n": i}) for i in range(3)]
+    poison = _record(org_id, "nul", "invoice.paid", {"text": "a\u0000b"})
+    # When the processor takes it
+    answer = pipeline.processor_container()({"Records": [good[0], poison, *good[1:]]}, LambdaContext())
+    # Then only the unstorable record fails; the others are claimed one by one and completed
+    assert answer == {"batchItemFailures": [{"itemIdentifier": poison["messageId"]}]}
+    rows = {r["job_id"]: r for r in pipeline.rows(org_id)}
+    assert set(rows) == {"ok_0", "ok_1", "ok_2"}
+    assert {(r["status"], r["attempts"]) for r in rows.values()} == {("completed", 1)}
+
+
+def test_batch_claim_answers_as_the_single_claim_does(pipeline: Pipeline, app_conn: Any) -> None:
+    # Given deliveries that are new, completed, and being processed by another worker
+    org_id, _ = pipeline.new_org()
+    pipeline.processor_container()(
+        {"Records": [_record(org_id, "done", "invoice.paid", {})]}, LambdaContext()
+    )
+    app_conn.execute(
+        "SELECT slotguard.claim_webhook_delivery(%s, 'busy', 'invoice.paid', '{}', 5, 180)", (org_id,)
+    )
+    items = [
+        {"org_id": org_id, "job_id": job, "event_type": "invoice.paid", "event_data": {}}
+        for job in ("new", "done", "busy")
+    ]
+    # When they are claimed in one statement
+    [claims] = app_conn.execute(
+        "SELECT slotguard.claim_webhook_deliveries(%s, 5, 180)", (Jsonb(items),)
+    ).fetchone()
+    # Then each answer is the single claim's answer for that delivery, in order
+    assert [c["action"] for c in claims] == ["process", "skip", "in_progress"]
+    assert claims[0]["attempt"] == 1
+    assert claims[1]["status"] == "completed"

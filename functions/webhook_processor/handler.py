@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -15,7 +16,7 @@ from slotguard.config import ProcessorConfig
 from slotguard.db.connection import Database
 from slotguard.observability import logger, metrics, tracer
 from slotguard.services import webhook_metrics
-from slotguard.services.webhook_processor import WebhookProcessor
+from slotguard.services.webhook_processor import QueuedWebhook, WebhookProcessor
 
 config = ProcessorConfig.from_env()
 queue = WebhookQueue(config.webhook_queue_url)
@@ -35,10 +36,21 @@ def record_handler(record: SQSRecord) -> str:
     return result.status
 
 
+def _readable(records: list[dict[str, Any]]) -> list[QueuedWebhook]:
+    """The batch's records as messages, for the batch claim; one that cannot be read is left to
+    record_handler, which reports it as that record's failure."""
+    messages = []
+    for record in records:
+        with contextlib.suppress(Exception):  # record_handler reports this record's failure
+            messages.append(queued_webhook(SQSRecord(record)))
+    return messages
+
+
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler(capture_response=False)  # answers carry personal data
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    service.claim_batch(_readable(event.get("Records", [])))
     return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )

@@ -126,6 +126,15 @@ def _compile(route: Route) -> re.Pattern[str]:
     return re.compile(f"^{pattern}$")
 
 
+class _Server(ThreadingHTTPServer):
+    """The stdlib's threading server with a listen backlog that takes a burst: socketserver's
+    default of 5 reset 6.6 % of 64 and 29 % of 200 clients connecting at once (issue 11). The
+    kernel caps it at net.core.somaxconn (4096 on current Linux)."""
+
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 class FrontDoor:
     def __init__(
         self,
@@ -140,8 +149,7 @@ class FrontDoor:
         self._pools = pools
         self._authorizer = authorizer
         self._openapi = openapi
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
-        self._server.daemon_threads = True
+        self._server = _Server((host, port), self._handler_class())
         self._thread: threading.Thread | None = None
 
     @property
@@ -209,6 +217,9 @@ class FrontDoor:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in separate writes: with Nagle's algorithm on, a kept-alive
+            # connection's next answer waited for the client's delayed ACK (~40 ms a request).
+            disable_nagle_algorithm = True
 
             def _serve(self) -> None:
                 started = time.monotonic()

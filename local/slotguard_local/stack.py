@@ -39,6 +39,7 @@ from slotguard_local.moto import MotoServer
 from slotguard_local.openapi import render as render_openapi
 from slotguard_local.poller import SqsEventSource
 from slotguard_local.postgres import EmbeddedPostgres, free_port
+from slotguard_local.powertools_threads import install as install_per_thread_events
 from slotguard_local.watchdog import Watchdog
 
 QUEUE_NAME = "slotguard-webhooks"
@@ -144,6 +145,7 @@ class LocalStack:
         assert lock.fd is not None
         self._watchdog = Watchdog(keep_fds=(lock.fd,)).start()
         send_emf_to(self.home / "metrics.jsonl")
+        install_per_thread_events()  # containers are threads here: each request sees its own event
         state = self._state()
         admin_url, app_url = self._database(state["app_password"])
         fresh_queues = self._aws()

@@ -31,6 +31,16 @@ class WebhookRepository:
         )
         return result
 
+    def claim_batch(
+        self, items: list[dict[str, Any]], *, max_attempts: int, stale_after_s: int
+    ) -> list[dict[str, Any]]:
+        """One claim per item ({org_id, job_id, event_type, event_data}), in order, in one statement."""
+        result: list[dict[str, Any]] = self._db.scalar(
+            "SELECT slotguard.claim_webhook_deliveries(%s, %s, %s)",
+            (Jsonb(items), max_attempts, stale_after_s),
+        )
+        return result
+
     def complete(
         self,
         *,

@@ -7,7 +7,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -109,15 +109,63 @@ class WebhookProcessor:
         self._delay_retry = delay_retry
         self._stale_after_s = stale_after_s
         self._handlers = dict(HANDLERS if handlers is None else handlers)
+        self._preclaimed: dict[str, dict[str, Any]] = {}  # receipt handle -> its batch claim
 
     def register(self, event_type: str, handler: EventHandler) -> None:
         """Add or replace the handler of an event type."""
         self._handlers[event_type] = handler
 
+    def claim_batch(self, messages: Sequence[QueuedWebhook]) -> None:
+        """Claim the records of one SQS batch in one statement, ahead of process() for each.
+
+        The same claims, in the same order, that process() would make one by one: the first
+        copy of each delivery in the batch is claimed here; a later copy of one (a duplicate in
+        the same batch) and a malformed message are left to process(), which sees them after the
+        first copy finished, as before. If the statement fails for any reason (the database is
+        down, a payload it refuses), nothing is pre-claimed and each record claims on its own,
+        with its own failure and backoff, exactly as without batching.
+
+        A claim spends an attempt. A record that an invocation never reaches (the function
+        timed out or crashed earlier in the batch) keeps its claim until it is stale
+        (claim_stale_after_s = the queue's visibility timeout), so its redelivery re-claims it,
+        one attempt later. The attempt budget and the redrive backstop are unchanged.
+        """
+        self._preclaimed.clear()
+        seen: set[tuple[UUID, str]] = set()
+        handles: list[str] = []
+        items: list[dict[str, Any]] = []
+        for message in messages:
+            try:
+                org_id, job_id, event_type = parse_identity(message)
+            except MalformedMessage:
+                continue
+            if (org_id, job_id) in seen:
+                continue
+            seen.add((org_id, job_id))
+            payload, _ = parse_payload(message.body)
+            handles.append(message.receipt_handle)
+            items.append(
+                {"org_id": str(org_id), "job_id": job_id, "event_type": event_type, "event_data": payload}
+            )
+        if len(items) < 2:
+            return  # nothing to save: process() claims the one record itself
+        try:
+            claims = self._log.claim_batch(
+                items, max_attempts=self._retry.webhook_max_attempts, stale_after_s=self._stale_after_s
+            )
+        except Exception as exc:  # each record claims on its own, with its own failure path
+            logger.warning(
+                "batch claim failed; claiming record by record", extra={"error": type(exc).__name__}
+            )
+            return
+        self._preclaimed = dict(zip(handles, claims, strict=True))
+
     def process(self, message: QueuedWebhook) -> ProcessResult:
         org_id, job_id, event_type = parse_identity(message)
         payload, unusable = parse_payload(message.body)
-        claim = self._claim(message, org_id, job_id, event_type, payload)
+        claim = self._preclaimed.pop(message.receipt_handle, None) or self._claim(
+            message, org_id, job_id, event_type, payload
+        )
         if claim["action"] == "skip":
             logger.info(
                 "duplicate delivery acknowledged", extra={"job_id": job_id, "status": claim["status"]}
@@ -184,6 +232,20 @@ class WebhookProcessor:
     ) -> Outcome:
         handler = self._handlers.get(event_type, ignored)
         started = time.perf_counter()
+        if handler is ignored:
+            # No effect to commit with the mark: the `completed` mark is a transaction of its own
+            # (one statement, no BEGIN/COMMIT round trips).
+            outcome = handler(EventContext(org_id, job_id, self._bookings), payload.get("data"))
+            if not self._log.complete(
+                org_id=org_id,
+                job_id=job_id,
+                attempt=attempt,
+                outcome=outcome.result,
+                detail=outcome.detail,
+                processing_ms=int((time.perf_counter() - started) * 1000),
+            ):
+                raise RetriableFailure("the claim on this delivery was lost")
+            return outcome
         with self._db.transaction():
             outcome = handler(EventContext(org_id, job_id, self._bookings), payload.get("data"))
             elapsed_ms = int((time.perf_counter() - started) * 1000)
