@@ -480,3 +480,14 @@ def test_an_invalid_webhook_payloads_error_names_fields_not_values(pipeline: Pip
     assert row["status"] == "dead_letter"
     assert "contact_id" in row["error_message"]
     assert "private-name-xyz" not in row["error_message"]
+
+
+def test_text_limits_count_the_text_as_sent(api: ApiClient) -> None:
+    # Given an appointment, and a reason within 500 characters only once its whitespace is stripped
+    appt = api.post("/appointments", json_body=body()).body
+    padded = "late" + "\t" * 600
+    # When it is cancelled with that reason
+    res = api.post(f"/appointments/{appt['id']}/cancel", json_body={"reason": padded})
+    # Then the limit the schema states (maxLength 500) holds for the text as sent
+    assert res.status == 422, res.body
+    assert api.get(f"/appointments/{appt['id']}").body["status"] == "scheduled"
