@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from types import ModuleType
 from typing import Any
@@ -271,3 +272,28 @@ def test_success_and_error_bodies_are_both_compact_json(booking_fn: ModuleType, 
         out = booking_fn.lambda_handler(http_api_event("GET", path, claims=org.member), LambdaContext())
         # Then both bodies are JSON in one form: compact, like the gateway's own answers
         assert out["body"] == json.dumps(json.loads(out["body"]), separators=(",", ":")), out["body"]
+
+
+def test_every_timestamp_of_an_answer_is_utc_with_z(api: ApiClient) -> None:
+    # Given an appointment booked in +02:00, rescheduled, with its history
+    appt = api.post("/appointments", json_body=slot("2030-01-07T10:00:00+02:00")).body
+    moved = api.post(
+        f"/appointments/{appt['id']}/reschedule", json_body={"scheduled_at": "2030-01-07T12:00:00+02:00"}
+    ).body
+    history = api.get(f"/appointments/{appt['id']}/history").body
+    slots = api.get(
+        "/availability/slots",
+        query={
+            "from": "2030-01-07T00:00:00+02:00",
+            "to": "2030-01-07T02:00:00+02:00",
+            "duration_minutes": 60,
+        },
+    ).body
+    # Then every timestamp in them, also inside the audit trail's changes, is written one way
+    text = json.dumps([appt, moved, history, slots])
+    stamps = re.findall(r'"(\d{4}-\d\d-\d\dT[0-9:.]+(?:Z|[+-]\d\d:\d\d))"', text)
+    assert stamps and all(s.endswith("Z") for s in stamps), [s for s in stamps if not s.endswith("Z")]
+    assert history["entries"][1]["changes"]["scheduled_at"] == {
+        "from": "2030-01-07T08:00:00Z",
+        "to": "2030-01-07T10:00:00Z",
+    }

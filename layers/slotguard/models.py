@@ -242,13 +242,29 @@ class RescheduleResult(BaseModel):
     previous: Appointment
 
 
+# A UTC timestamp as PostgreSQL's JSON writes it ("...+00:00"); answers write UTC as "Z".
+_PG_UTC = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?)\+00:00$")
+
+
+def _utc_as_z(value: Any) -> Any:
+    if isinstance(value, str):
+        return _PG_UTC.sub(r"\1Z", value)
+    if isinstance(value, dict):
+        return {key: _utc_as_z(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_utc_as_z(item) for item in value]
+    return value
+
+
 class HistoryEntry(BaseModel):
     id: int
     appointment_id: UUID
     action: Literal["created", "cancelled", "rescheduled"]
     actor: str
     at: datetime
-    changes: dict[str, Any]
+    # What changed, as the audit row recorded it (JSON built in SQL); its timestamps are given
+    # in the one form every answer uses, UTC with "Z".
+    changes: Annotated[dict[str, Any], AfterValidator(_utc_as_z)]
 
 
 class History(BaseModel):

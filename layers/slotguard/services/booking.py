@@ -183,6 +183,7 @@ class BookingService:
         step = step_minutes or max(duration_minutes, MIN_SLOT_STEP_MINUTES)
         if step < MIN_SLOT_STEP_MINUTES:
             raise InvalidRequest(f"step_minutes must be at least {MIN_SLOT_STEP_MINUTES}")
+        start, end = start.astimezone(UTC), end.astimezone(UTC)  # answers write UTC ("Z")
         length, stride = timedelta(minutes=duration_minutes), timedelta(minutes=step)
         searched_to = min(end, start + MAX_SLOT_RANGE, start + length + stride * (MAX_SLOT_CANDIDATES - 1))
         next_from = (
