@@ -39,6 +39,11 @@ def instants(draw: st.DrawFn) -> datetime:
     return naive.replace(second=0, microsecond=0, tzinfo=tz)
 
 
+def book(api: ApiClient, start: datetime, minutes: int) -> Any:
+    body = {"contact_id": str(uuid.uuid4()), "scheduled_at": start.isoformat(), "duration_minutes": minutes}
+    return api.post("/appointments", json_body=body)
+
+
 def ok_or_4xx(status: int, body: Any) -> None:
     assert status < 500, body
 
@@ -51,14 +56,7 @@ def test_whatever_is_booked_can_be_read_back_everywhere(
     # Given a fresh org (each example its own calendar)
     api = ApiClient(booking_fn, new_org().member)
     # When a booking is attempted at any instant, in any offset
-    res = api.post(
-        "/appointments",
-        json_body={
-            "contact_id": str(uuid.uuid4()),
-            "scheduled_at": start.isoformat(),
-            "duration_minutes": minutes,
-        },
-    )
+    res = book(api, start, minutes)
     ok_or_4xx(res.status, res.body)
     if res.status != 201:
         assert res.status == 422, res.body
@@ -79,14 +77,7 @@ def test_whatever_is_booked_can_be_read_back_everywhere(
     check = api.get("/availability/check", query={"start": appt["scheduled_at"], "duration_minutes": minutes})
     assert check.status == 200 and [c["id"] for c in check.body["conflicts"]] == [appt["id"]]
     # And a second booking of the slot is a 409 whose details name it
-    again = api.post(
-        "/appointments",
-        json_body={
-            "contact_id": str(uuid.uuid4()),
-            "scheduled_at": start.isoformat(),
-            "duration_minutes": minutes,
-        },
-    )
+    again = book(api, start, minutes)
     assert again.status == 409, again.body
     assert [c["id"] for c in again.body["error"]["details"]["conflicts"]] == [appt["id"]]
     # And the slots around it are searchable

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import IO
 
 
 def write_private(path: Path, text: str) -> None:
@@ -22,3 +23,9 @@ def write_private(path: Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def open_private_log(path: Path) -> IO[bytes]:
+    """Append to a log readable by its owner only from birth (an emulator's log can echo request
+    bodies: webhook payloads, secrets)."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from slotguard_local.files import open_private_log
 from slotguard_local.functions import ROOT
 from slotguard_local.postgres import free_port
 
@@ -81,7 +82,7 @@ class LocalStackServer:
     def start(self, timeout_s: float = 60, on_spawn: Callable[[int], None] | None = None) -> LocalStackServer:
         python = runtime_python(self.venv)
         self.home.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 - closed in stop()
+        self._log = open_private_log(self.log_path) if self.log_path else None
         self._proc = subprocess.Popen(
             [str(python), "-m", MATCH],
             env=self.environment(),

@@ -16,21 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from slotguard_local.watchdog import stop_process
+from slotguard_local.watchdog import alive, stop_process
 
 
 class StackAlreadyRunning(RuntimeError):
     pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _cmdline(pid: int) -> str:
@@ -60,7 +50,7 @@ class StateFolderLock:
                 holder = self._read(fd)
                 pid = int(holder.get("pid") or 0)
                 # A dead holder whose watchdog is still stopping its children: wait for it.
-                if pid and not _alive(pid) and time.monotonic() < deadline:
+                if pid and not alive(pid) and time.monotonic() < deadline:
                     time.sleep(0.2)
                     continue
                 os.close(fd)
@@ -100,7 +90,7 @@ class StateFolderLock:
         """Stop what a previous run of this folder left running (its watchdog could not)."""
         for name, child in (previous.get("children") or {}).items():
             pid = int(child.get("pid") or 0)
-            if pid and _alive(pid) and child.get("match", "\0") in _cmdline(pid):
+            if pid and alive(pid) and child.get("match", "\0") in _cmdline(pid):
                 print(f"[slotguard] stopping {name} (pid {pid}) left running by a previous run", flush=True)
                 stop_process(pid)
 

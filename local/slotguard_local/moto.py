@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from slotguard_local.files import open_private_log
 from slotguard_local.postgres import free_port
 
 
@@ -31,12 +31,7 @@ class MotoServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 30, on_spawn: Callable[[int], None] | None = None) -> MotoServer:
-        # The emulator's log can echo request bodies (webhook payloads): owner-only from birth.
-        self._log = (
-            os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
-            if self.log_path
-            else None
-        )
+        self._log = open_private_log(self.log_path) if self.log_path else None
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=self._log or subprocess.DEVNULL,

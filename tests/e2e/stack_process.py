@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,3 +138,14 @@ def http(
     except urllib.error.HTTPError as err:
         text = err.read().decode()
         return err.code, json.loads(text) if text else None
+
+
+@contextlib.contextmanager
+def running_stack(home: Path, *, timeout_s: float = 90, **kw: Any) -> Iterator[StackProcess]:
+    """A stack started in `home` for the block, stopped after it (if it still runs)."""
+    running = StackProcess(home, **kw).start(timeout_s=timeout_s)
+    try:
+        yield running
+    finally:
+        if running.proc and running.proc.poll() is None:
+            running.terminate()

@@ -18,7 +18,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from tests.e2e.stack_process import StackProcess, http
+from tests.e2e.stack_process import StackProcess, http, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -197,10 +197,8 @@ class BookingModel(RuleBasedStateMachine):
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackProcess]:
-    running = StackProcess(tmp_path_factory.mktemp("model") / ".local").start()
-    yield running
-    if running.proc and running.proc.poll() is None:
-        running.terminate()
+    with running_stack(tmp_path_factory.mktemp("model") / ".local") as running:
+        yield running
 
 
 def test_the_booking_api_behaves_like_its_model(stack: StackProcess) -> None:

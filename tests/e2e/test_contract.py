@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.stack_process import StackProcess, http
+from tests.e2e.stack_process import StackProcess, http, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -31,10 +31,8 @@ FUZZ_SECONDS = int(os.environ.get("SLOTGUARD_FUZZ_SECONDS", "20"))
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackProcess]:
-    running = StackProcess(tmp_path_factory.mktemp("contract") / ".local").start()
-    yield running
-    if running.proc and running.proc.poll() is None:
-        running.terminate()
+    with running_stack(tmp_path_factory.mktemp("contract") / ".local") as running:
+        yield running
 
 
 def test_the_served_document_is_the_committed_one(stack: StackProcess) -> None:

@@ -12,17 +12,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.stack_process import StackProcess, http
+from tests.e2e.stack_process import StackProcess, http, running_stack
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackProcess]:
-    running = StackProcess(tmp_path_factory.mktemp("door") / ".local").start()
-    yield running
-    if running.proc and running.proc.poll() is None:
-        running.terminate()
+    with running_stack(tmp_path_factory.mktemp("door") / ".local") as running:
+        yield running
 
 
 def raw_request(port: int, request: bytes) -> tuple[int, bytes]:

@@ -20,7 +20,7 @@ import pytest
 
 from slotguard_local.moto import MotoServer
 from tests.e2e.remote import RemoteStack, remote
-from tests.e2e.stack_process import StackProcess, http
+from tests.e2e.stack_process import StackProcess, http, running_stack
 
 pytestmark = pytest.mark.e2e
 # `make smoke` (SLOTGUARD_API_URL set): these need the local stack's own process and files.
@@ -71,10 +71,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     if deployed is not None:
         yield deployed
         return
-    running = StackProcess(tmp_path_factory.mktemp("local") / ".local").start()
-    yield running
-    if running.proc and running.proc.poll() is None:
-        running.terminate()
+    with running_stack(tmp_path_factory.mktemp("local") / ".local") as running:
+        yield running
 
 
 @local_only

@@ -20,7 +20,7 @@ import boto3
 import pytest
 
 from slotguard.topology import WEBHOOK_QUEUE
-from tests.e2e.stack_process import StackProcess, http
+from tests.e2e.stack_process import StackProcess, http, running_stack
 from tests.e2e.test_local_stack import post_webhook, wait_for
 
 pytestmark = [
@@ -106,10 +106,8 @@ def bound_sockets(pids: set[int]) -> list[tuple[str, str, int]]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackProcess]:
-    running = StackProcess(tmp_path_factory.mktemp("localstack") / ".local").start()
-    yield running
-    if running.proc and running.proc.poll() is None:
-        running.terminate()
+    with running_stack(tmp_path_factory.mktemp("localstack") / ".local") as running:
+        yield running
 
 
 def _sqs(stack: StackProcess) -> object:

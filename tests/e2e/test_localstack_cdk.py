@@ -18,7 +18,7 @@ import boto3
 import pytest
 
 from slotguard_local.cdklocal import STACK_NAME
-from tests.e2e.stack_process import StackProcess, http
+from tests.e2e.stack_process import StackProcess, http, running_stack
 from tests.e2e.test_local_stack import post_webhook, wait_for
 
 pytestmark = [
@@ -32,12 +32,9 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackProcess]:
-    running = StackProcess(
-        tmp_path_factory.mktemp("localstack-cdk") / ".local", extra_env={"SLOTGUARD_LOCALSTACK_CDK": "1"}
-    ).start(timeout_s=240)
-    yield running
-    if running.proc and running.proc.poll() is None:
-        running.terminate()
+    home = tmp_path_factory.mktemp("localstack-cdk") / ".local"
+    with running_stack(home, timeout_s=240, extra_env={"SLOTGUARD_LOCALSTACK_CDK": "1"}) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.e2e.stack_process import StackProcess, http
+from tests.e2e.stack_process import StackProcess, http, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -26,10 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackProcess]:
-    running = StackProcess(tmp_path_factory.mktemp("readme") / ".local").start()
-    yield running
-    if running.proc and running.proc.poll() is None:
-        running.terminate()
+    with running_stack(tmp_path_factory.mktemp("readme") / ".local") as running:
+        yield running
 
 
 def client_env(stack: StackProcess) -> dict[str, str]:

@@ -35,13 +35,17 @@ JSON = content_types.APPLICATION_JSON
 def json_response(
     payload: BaseModel | dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
 ) -> Response[str]:
-    # One JSON form for every answer: compact, as pydantic's model_dump_json writes it.
-    body = (
-        payload.model_dump_json()
-        if isinstance(payload, BaseModel)
-        else json.dumps(payload, separators=(",", ":"))
-    )
+    body = payload.model_dump_json() if isinstance(payload, BaseModel) else compact_json(payload)
     return Response(status_code=status, content_type=JSON, body=body, headers=headers or {})
+
+
+def compact_json(payload: Any) -> str:
+    """One JSON form for every answer: compact, as pydantic's model_dump_json writes it."""
+    return json.dumps(payload, separators=(",", ":"))
+
+
+def error_envelope(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
 def error_response(
@@ -51,8 +55,7 @@ def error_response(
     details: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response[str]:
-    body = {"error": {"code": code, "message": message, "details": details or {}}}
-    return json_response(body, status, headers)
+    return json_response(error_envelope(code, message, details), status, headers)
 
 
 def response_doc(model: Any, description: str, headers: dict[str, Any] | None = None) -> Any:
@@ -130,12 +133,12 @@ class JsonApiResolver(APIGatewayHttpResolver):
 
 
 def _proxy_error(status: int, code: str, message: str, errors: list[dict[str, Any]] | None = None) -> Any:
-    details = {"errors": errors} if errors is not None else {}
-    body = {"error": {"code": code, "message": message, "details": details}}
+    """An error answered before routing, as the proxy integration's raw result."""
+    details = {"errors": errors} if errors is not None else None
     return {
         "statusCode": status,
         "headers": {"Content-Type": JSON},
-        "body": json.dumps(body, separators=(",", ":")),
+        "body": compact_json(error_envelope(code, message, details)),
         "isBase64Encoded": False,
     }
 

@@ -232,34 +232,29 @@ class WebhookProcessor:
     ) -> Outcome:
         handler = self._handlers.get(event_type, ignored)
         started = time.perf_counter()
+        context = EventContext(org_id, job_id, self._bookings)
         if handler is ignored:
             # No effect to commit with the mark: the `completed` mark is a transaction of its own
             # (one statement, no BEGIN/COMMIT round trips).
-            outcome = handler(EventContext(org_id, job_id, self._bookings), payload.get("data"))
-            if not self._log.complete(
-                org_id=org_id,
-                job_id=job_id,
-                attempt=attempt,
-                outcome=outcome.result,
-                detail=outcome.detail,
-                processing_ms=int((time.perf_counter() - started) * 1000),
-            ):
-                raise RetriableFailure("the claim on this delivery was lost")
+            outcome = handler(context, payload.get("data"))
+            self._complete(org_id, job_id, attempt, outcome, started)
             return outcome
         with self._db.transaction():
-            outcome = handler(EventContext(org_id, job_id, self._bookings), payload.get("data"))
-            elapsed_ms = int((time.perf_counter() - started) * 1000)
-            if not self._log.complete(
-                org_id=org_id,
-                job_id=job_id,
-                attempt=attempt,
-                outcome=outcome.result,
-                detail=outcome.detail,
-                processing_ms=elapsed_ms,
-            ):
-                # Our claim was taken over (we were too slow): roll back, the owner decides.
-                raise RetriableFailure("the claim on this delivery was lost")
+            outcome = handler(context, payload.get("data"))
+            self._complete(org_id, job_id, attempt, outcome, started)
         return outcome
+
+    def _complete(self, org_id: UUID, job_id: str, attempt: int, outcome: Outcome, started: float) -> None:
+        if not self._log.complete(
+            org_id=org_id,
+            job_id=job_id,
+            attempt=attempt,
+            outcome=outcome.result,
+            detail=outcome.detail,
+            processing_ms=int((time.perf_counter() - started) * 1000),
+        ):
+            # Our claim was taken over (we were too slow): roll back, the owner decides.
+            raise RetriableFailure("the claim on this delivery was lost")
 
     def _record_failure(
         self,
