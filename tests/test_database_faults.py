@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from slotguard.config import DatabaseSettings
-from slotguard.db.connection import Database, IamTokenProvider
+from slotguard.db.connection import Database, IamTokenProvider, proxy_protocol_options
 from tests.conftest import ApiClient
 
 
@@ -121,6 +121,26 @@ def test_a_connection_idle_past_the_bound_is_replaced_before_reuse(pg: Any) -> N
         assert db.scalar("SELECT pg_backend_pid()", ()) != first
     finally:
         db.close()
+
+
+def test_connections_speak_only_what_rds_proxy_speaks(pg: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given an environment asking libpq for what RDS Proxy refuses (direct SSL negotiation, and a
+    # protocol newer than 3.0), which the next libpq could also make its default
+    monkeypatch.setenv("PGSSLNEGOTIATION", "direct")
+    monkeypatch.setenv("PGMAXPROTOCOLVERSION", "latest")
+    db = Database(DatabaseSettings(database_url=pg.app_url))
+    try:
+        # When a container connects
+        conn = db._connection()
+        # Then it negotiates TLS the classic way and speaks protocol 3.0, as the proxy requires
+        assert conn.pgconn.full_protocol_version == 30000
+        assert conn.info.get_parameters().get("sslnegotiation", "postgres") == "postgres"
+        assert db.scalar("SELECT 1", ()) == 1
+    finally:
+        db.close()
+    # and a libpq too old to know the options is not given them (it would refuse the connection)
+    assert proxy_protocol_options(160004) == {}
+    assert proxy_protocol_options(170002) == {"sslnegotiation": "postgres"}
 
 
 @pytest.mark.parametrize("session_token", [None, "IQoJb3JpZ2luX2VjEJr//////////wEaCWV1LXdlc3QtMSJH+/=="])

@@ -84,6 +84,22 @@ def _dropped_by_server(conn: psycopg.Connection[Any]) -> bool:
     return bool(readable)
 
 
+def proxy_protocol_options(libpq_version: int | None = None) -> dict[str, str]:
+    """What RDS Proxy speaks, pinned in the client: it "doesn't support direct SSL negotiation
+    mode" and "only supports version 3.0 of the PostgreSQL messaging protocol" (RDS User Guide,
+    Quotas and limitations for RDS Proxy). libpq 17 added the first choice and libpq 18 the
+    protocol range; their defaults are the proxy's today, and pinning them keeps it so whatever
+    a later libpq or a PGSSLNEGOTIATION/PGMAXPROTOCOLVERSION in the environment would choose.
+    An older libpq, which knows neither option, gets neither (it speaks only these)."""
+    version = psycopg.pq.version() if libpq_version is None else libpq_version
+    options: dict[str, str] = {}
+    if version >= 170000:
+        options["sslnegotiation"] = "postgres"
+    if version >= 180000:
+        options["max_protocol_version"] = "3.0"
+    return options
+
+
 def _not_sent(exc: psycopg.OperationalError) -> bool:
     """libpq failed to write the statement: the server cannot have run it."""
     return "could not send data to server" in str(exc)
@@ -111,6 +127,7 @@ class Database:
             "connect_timeout": s.db_connect_timeout_s,
             "row_factory": tuple_row,
             "application_name": "slotguard",
+            **proxy_protocol_options(),
         }
         password = self._passwords.password()
         if password is not None:
