@@ -15,6 +15,9 @@ APP_DB_USER = "slotguard_app"
 RETENTION_DB_USER = "slotguard_retention"  # the retention cleanup's own login (migration 0007)
 DB_LOGIN_USERS = (APP_DB_USER, RETENTION_DB_USER)
 DB_NAME = "slotguard"
+# Where a function finds the roots that RDS Proxy's certificate chains to: the layer is mounted at
+# /opt and its packages under /opt/python (layers/slotguard/certs/ in the source tree).
+PROXY_CA_BUNDLE = "/opt/python/slotguard/certs/amazon-trust-services.pem"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from infra.constructs.observability import Observability
 from infra.constructs.schedule import cleanup_schedule
 from infra.constructs.webhooks import WebhookQueues
 from infra.nag import suppress
-from infra.names import APP_DB_USER, DB_NAME, RETENTION_DB_USER, Names
+from infra.names import APP_DB_USER, DB_NAME, PROXY_CA_BUNDLE, RETENTION_DB_USER, Names
 from slotguard.topology import WEBHOOK_QUEUE
 
 # Database-facing API functions: a reconnect (2 x connect timeout), the proxy's borrow wait
@@ -45,10 +45,12 @@ class SlotguardStack(Stack):
             "DB_NAME": DB_NAME,
             "DB_USER": APP_DB_USER,
             "DB_AUTH": "iam",
-            # The proxy's certificate is verified (it chains to Amazon's public roots in the OS
-            # store), so an IAM token is never handed to an impostor.
+            # The proxy's certificate is verified against the Amazon Trust Services roots the layer
+            # ships, so an IAM token is never handed to an impostor. Not "system": psycopg-binary's
+            # bundled OpenSSL looks for system roots under /usr/lib/psycopg-openssl, which no Lambda
+            # runtime has, so every connection would fail verification.
             "DB_SSLMODE": "verify-full",
-            "DB_SSLROOTCERT": "system",
+            "DB_SSLROOTCERT": PROXY_CA_BUNDLE,
             "DB_CONNECT_TIMEOUT_S": str(DB_CONNECT_TIMEOUT_S),
         }
         lock_env = {"BOOKING_LOCK_WAIT_MS": str(BOOKING_LOCK_WAIT_MS)}

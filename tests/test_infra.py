@@ -244,10 +244,15 @@ def test_alarms_and_dashboard(template: Any) -> None:
         assert title in body
 
 
-def test_layer_asset_holds_aarch64_cp313_wheels(template: Any) -> None:
+def _built_layer(template: Any) -> Path:
+    """The built layer's python/ directory (mounted as /opt/python in a function)."""
     [layer] = resources(template, "AWS::Lambda::LayerVersion").values()
     asset_hash = layer["Properties"]["Content"]["S3Key"].removesuffix(".zip")
-    python = ROOT / "cdk.out" / f"asset.{asset_hash}" / "python"
+    return ROOT / "cdk.out" / f"asset.{asset_hash}" / "python"
+
+
+def test_layer_asset_holds_aarch64_cp313_wheels(template: Any) -> None:
+    python = _built_layer(template)
     assert list(python.glob("psycopg_binary/_psycopg.cpython-313-aarch64-linux-gnu.so"))
     assert list(python.glob("pydantic_core/_pydantic_core.cpython-313-aarch64-linux-gnu.so"))
     assert (python / "slotguard" / "migrations" / "0001_roles_and_extensions.sql").exists()
@@ -294,6 +299,30 @@ def test_alarm_topic_key_lets_cloudwatch_encrypt_for_this_account_only(templates
         assert set(cloudwatch["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
         assert cloudwatch["Condition"]["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
         assert key["DeletionPolicy"] == ("Retain" if stage == "prod" else "Delete")
+
+
+def test_cloudwatch_may_publish_to_the_alarm_topic_for_this_account_only(templates: dict[str, Any]) -> None:
+    for template in templates.values():
+        # Given the alarm topic, whose own policy (TLS only) replaces SNS's default policy
+        [topic_id] = resources(template, "AWS::SNS::Topic")
+        [policy] = [
+            p
+            for p in resources(template, "AWS::SNS::TopicPolicy").values()
+            if p["Properties"]["Topics"] == [{"Ref": topic_id}]
+        ]
+        statements = policy["Properties"]["PolicyDocument"]["Statement"]
+        # Then it allows CloudWatch's alarm actions to publish, for alarms of this account only
+        [allow] = [
+            s
+            for s in statements
+            if s["Effect"] == "Allow" and s.get("Principal", {}).get("Service") == "cloudwatch.amazonaws.com"
+        ]
+        assert allow["Action"] == "sns:Publish"
+        assert allow["Resource"] == {"Ref": topic_id}
+        assert allow["Condition"]["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
+        assert "alarm:*" in json.dumps(allow["Condition"]["ArnLike"]["aws:SourceArn"])
+        # And still refuses plain HTTP
+        assert any(s["Effect"] == "Deny" and "aws:SecureTransport" in json.dumps(s) for s in statements)
 
 
 def test_alarm_topic_subscribers_come_from_context(template: Any) -> None:
@@ -417,6 +446,8 @@ def test_master_secret_rotation_is_scheduled(templates: dict[str, Any]) -> None:
         props = schedule["Properties"]
         assert props["HostedRotationLambda"]["RotationType"] == "PostgreSQLSingleUser"
         assert props["RotationRules"]
+        # And not at creation, where it would race the migrations' login with the master password
+        assert props["RotateImmediatelyOnUpdate"] is False
         # And rotation is done, not acknowledged away
         acknowledged = json.dumps(
             [r.get("Metadata", {}).get("cdk_nag", {}) for r in template.to_json()["Resources"].values()]
@@ -668,9 +699,7 @@ def modules_imported_at_init(handler: str) -> list[str]:
 
 
 def test_layer_holds_python313_bytecode_for_every_module_a_handler_imports_at_init(template: Any) -> None:
-    [layer] = resources(template, "AWS::Lambda::LayerVersion").values()
-    asset_hash = layer["Properties"]["Content"]["S3Key"].removesuffix(".zip")
-    python = ROOT / "cdk.out" / f"asset.{asset_hash}" / "python"
+    python = _built_layer(template)
     missing: dict[str, list[str]] = {}
     checked = 0
     for handler in sorted(p.name for p in (ROOT / "functions").iterdir() if (p / "handler.py").exists()):
@@ -752,15 +781,45 @@ def test_slow_statement_logs_carry_no_bind_parameters(templates: dict[str, Any],
 
 
 def test_functions_verify_the_proxys_certificate_before_sending_an_iam_token(template: Any) -> None:
+    import ssl
+
+    from infra.names import PROXY_CA_BUNDLE
+
     # Given every function that reaches the database through RDS Proxy with an IAM token
+    layer_python = _built_layer(template)
     for fn in our_functions(template).values():
         env = fn["Properties"].get("Environment", {}).get("Variables", {})
         if env.get("DB_AUTH") != "iam":
             continue
-        # Then it verifies whom it talks to (the proxy's certificate chains to public roots)
-        assert (env["DB_SSLMODE"], env["DB_SSLROOTCERT"]) == ("verify-full", "system"), fn["Properties"][
+        # Then it verifies whom it talks to, against a root file the layer ships (psycopg-binary's
+        # own OpenSSL would look for "system" roots in a directory no Lambda runtime has)
+        assert (env["DB_SSLMODE"], env["DB_SSLROOTCERT"]) == ("verify-full", PROXY_CA_BUNDLE), fn["Properties"][
             "FunctionName"
         ]
+    # And that file is in the built layer, where /opt/python mounts it, holding the roots that AWS
+    # Certificate Manager's certificates (the proxy's) chain to
+    bundle = layer_python / PROXY_CA_BUNDLE.removeprefix("/opt/python/")
+    context = ssl.create_default_context(cafile=str(bundle))
+    subjects = {dict(rdn[0] for rdn in ca["subject"])["commonName"] for ca in context.get_ca_certs()}
+    assert {"Amazon Root CA 1", "Amazon Root CA 3", "Starfield Services Root Certificate Authority - G2"} <= subjects
+
+
+def test_psycopg_binarys_openssl_has_no_system_roots_of_its_own() -> None:
+    import ctypes
+
+    import psycopg_binary
+
+    # Given the OpenSSL that psycopg-binary bundles (the layer ships the same build for aarch64)
+    libs = Path(psycopg_binary.__file__).parent.parent / "psycopg_binary.libs"
+    [libcrypto_path] = libs.glob("libcrypto-*.so*")
+    libcrypto = ctypes.CDLL(str(libcrypto_path))
+    libcrypto.X509_get_default_cert_file.restype = ctypes.c_char_p
+    # When libpq is asked for sslrootcert=system, it loads OpenSSL's default locations
+    default_file = libcrypto.X509_get_default_cert_file().decode()
+    # Then they are the wheel's own directory, which no Lambda runtime (and not this machine) has:
+    # hence the explicit bundle above
+    assert default_file.startswith("/usr/lib/psycopg-openssl/"), default_file
+    assert not Path(default_file).exists()
 
 
 def test_the_localstack_stage_holds_what_localstacks_open_source_runtime_hosts_from_the_same_constructs(

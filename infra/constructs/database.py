@@ -115,6 +115,10 @@ class Database(Construct):
                 security_groups=[rotation_security_group],
             ),
             automatically_after=Duration.days(30),
+            # Not at creation: single-user rotation changes the password before it moves AWSCURRENT,
+            # so a first rotation racing the migrations' login (which reads AWSCURRENT) could fail the
+            # deploy. The first rotation comes 30 days later, like every other one.
+            rotate_immediately_on_update=False,
         )
         self.instance.connections.allow_default_port_from(rotation_security_group, "master secret rotation")
         self._suppress_log_retention_findings()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_apigatewayv2 as apigw
 from aws_cdk import aws_cloudwatch as cw
@@ -55,6 +57,18 @@ class Observability(Construct):
             display_name=f"{names.prefix} alarms",
             enforce_ssl=True,
             master_key=self._alarm_key(config),
+        )
+        # enforce_ssl gives the topic a resource policy of its own (a TLS-only Deny), which replaces
+        # SNS's default policy: without an Allow, CloudWatch's alarm actions are refused
+        # ("no resource-based policy allows the SNS:Publish action"). Alarms of this account only.
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="CloudWatchAlarmsOfThisAccount",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+                conditions=self._alarm_source_conditions(),
+            )
         )
         for email in config.alarm_emails:
             self.topic.add_subscription(subscriptions.EmailSubscription(email))
@@ -184,27 +198,31 @@ class Observability(Construct):
             enable_key_rotation=True,
             removal_policy=config.removal_policy,
         )
-        stack = Stack.of(self)
         key.add_to_resource_policy(
             iam.PolicyStatement(
                 sid="CloudWatchAlarmsOfThisAccount",
                 principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
                 actions=["kms:Decrypt", "kms:GenerateDataKey*"],
                 resources=["*"],  # in a key policy, "*" is this key
-                conditions={
-                    "StringEquals": {"aws:SourceAccount": stack.account},
-                    "ArnLike": {
-                        "aws:SourceArn": stack.format_arn(
-                            service="cloudwatch",
-                            resource="alarm",
-                            resource_name="*",
-                            arn_format=ArnFormat.COLON_RESOURCE_NAME,
-                        )
-                    },
-                },
+                conditions=self._alarm_source_conditions(),
             )
         )
         return key
+
+    def _alarm_source_conditions(self) -> dict[str, Any]:
+        """The CloudWatch alarms of this account (and no other account's), as a policy condition."""
+        stack = Stack.of(self)
+        return {
+            "StringEquals": {"aws:SourceAccount": stack.account},
+            "ArnLike": {
+                "aws:SourceArn": stack.format_arn(
+                    service="cloudwatch",
+                    resource="alarm",
+                    resource_name="*",
+                    arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                )
+            },
+        }
 
     def _alarm(
         self,
