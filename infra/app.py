@@ -8,6 +8,7 @@ from cdk_nag import AwsSolutionsChecks
 from infra.config import stage_config, stages
 from infra.localstack_stack import STAGE as LOCALSTACK_STAGE
 from infra.localstack_stack import SlotguardLocalStackStack
+from infra.names import Names
 from infra.stack import SlotguardStack
 
 
@@ -18,14 +19,14 @@ def build_app(context: dict[str, object] | None = None, outdir: str | None = Non
         if stage == LOCALSTACK_STAGE:  # what LocalStack's open-source runtime can host
             SlotguardLocalStackStack(
                 app,
-                f"Slotguard-{config.stage}",
+                Names(config.stage).stack,
                 config=config,
                 description="slotguard (localstack): webhook queues, alarms, dashboard, cleanup rule",
             )
             continue
         SlotguardStack(
             app,
-            f"Slotguard-{config.stage}",
+            Names(config.stage).stack,
             config=config,
             description=f"slotguard ({config.stage}): booking and webhooks",
         )

@@ -40,6 +40,9 @@ class StageConfig:
     cors_origins: tuple[str, ...] = ()
     alarm_emails: tuple[str, ...] = ()
     alarm_https_endpoint: str | None = None
+    # What the migrations do when the stack's instance was replaced by an empty one: "refuse" (a
+    # stage that keeps its data fails the deploy and rolls back to the old instance) or "migrate".
+    database_replacement: str = "migrate"
 
     @property
     def is_prod(self) -> bool:
@@ -154,4 +157,7 @@ def stage_config(node: Node, stage: str | None = None) -> StageConfig:
         cors_origins=_listed(node, "cors_origins"),
         alarm_emails=_listed(node, "alarm_emails"),
         alarm_https_endpoint=node.try_get_context("alarm_https_endpoint") or None,
+        database_replacement="refuse"
+        if prod and str(node.try_get_context("allow_database_replacement")).lower() != "true"
+        else "migrate",
     )

@@ -25,6 +25,10 @@ class Names:
     stage: str
 
     @property
+    def stack(self) -> str:
+        return f"Slotguard-{self.stage}"
+
+    @property
     def prefix(self) -> str:
         return f"slotguard-{self.stage}"
 

@@ -150,7 +150,9 @@ class SlotguardStack(Stack):
             iam.PolicyStatement(actions=["cloudwatch:GetMetricStatistics"], resources=["*"])
         )
 
-        migrations = Migrations(self, "Migrations", functions=functions, database=database, network=network)
+        migrations = Migrations(
+            self, "Migrations", functions=functions, database=database, network=network, config=config
+        )
         for fn in (booking, processor, reconciler, cleanup, metrics):
             fn.node.add_dependency(migrations.resource)
 

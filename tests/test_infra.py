@@ -373,6 +373,28 @@ def test_prod_retains_the_master_secret_with_the_database(templates: dict[str, A
         assert db["DeletionPolicy"] in (("Retain",) if stage == "prod" else ("Delete", "Snapshot"))
 
 
+def test_what_a_retained_database_stands_in_is_retained_with_it(templates: dict[str, Any]) -> None:
+    for stage, template in templates.items():
+        # Given the database instance, its subnet group and its security groups
+        [db] = resources(template, "AWS::RDS::DBInstance").values()
+        [subnet_group] = resources(template, "AWS::RDS::DBSubnetGroup").values()
+        subnets = resources(template, "AWS::EC2::Subnet")
+        groups = resources(template, "AWS::EC2::SecurityGroup")
+        [vpc] = resources(template, "AWS::EC2::VPC").values()
+        stood_in = [subnets[ref["Ref"]] for ref in subnet_group["Properties"]["SubnetIds"]]
+        stood_in += [groups[ref["Fn::GetAtt"][0]] for ref in db["Properties"]["VPCSecurityGroups"]]
+        stood_in.append(vpc)
+        # Then in prod they outlive the stack with the instance, so a destroy or the rollback of a
+        # failed first deploy never tries to delete what the retained instance still uses
+        expected = "Retain" if stage == "prod" else "Delete"
+        assert db["DeletionPolicy"] == expected or (stage != "prod" and db["DeletionPolicy"] == "Snapshot")
+        assert [r.get("DeletionPolicy", "Delete") for r in stood_in] == [expected] * len(stood_in)
+        if stage == "prod":
+            # and only those: the functions' subnets and NAT gateways go with the stack
+            others = [s for s in subnets.values() if s not in stood_in]
+            assert others and all(s.get("DeletionPolicy", "Delete") == "Delete" for s in others)
+
+
 PHYSICAL_NAME_PROPERTIES = (
     "QueueName",
     "LogGroupName",
@@ -638,6 +660,36 @@ def test_migrations_run_again_for_a_new_instance_or_new_migration_code(template:
     assert migration_code_digest() != migrations_digest()
 
 
+def test_only_a_disposable_stage_migrates_an_empty_replacement_of_its_instance(
+    templates: dict[str, Any],
+) -> None:
+    from slotguard.db.migrate import migrations_digest
+
+    for stage, template in templates.items():
+        # Given the migrations function and the custom resource it serves
+        [fn] = [
+            f
+            for f in resources(template, "AWS::Lambda::Function").values()
+            if "DB_ADMIN_SECRET_ARN" in f["Properties"].get("Environment", {}).get("Variables", {})
+        ]
+        env = fn["Properties"]["Environment"]["Variables"]
+        # Then prod refuses to move onto an empty replaced instance, dev (disposable) migrates it
+        assert env["DB_REPLACEMENT"] == ("refuse" if stage == "prod" else "migrate"), stage
+        # And the property it compares on a rollback is the digest the handler computes itself
+        [schema] = resources(template, "Custom::SlotguardSchema").values()
+        assert schema["Properties"]["Migrations"] == migrations_digest()
+
+
+def test_allow_database_replacement_lets_prod_migrate_a_new_instance() -> None:
+    from aws_cdk import App
+
+    from infra.config import stage_config
+
+    app = App(context={"synth_only": "true", "allow_database_replacement": "true"})
+    assert stage_config(app.node, "prod").database_replacement == "migrate"
+    assert stage_config(App(context={"synth_only": "true"}).node, "prod").database_replacement == "refuse"
+
+
 def test_the_receive_budget_outlasts_an_hour_long_database_outage(template: Any) -> None:
     from slotguard.config import RetryPolicy
 
@@ -793,15 +845,15 @@ def test_functions_verify_the_proxys_certificate_before_sending_an_iam_token(tem
             continue
         # Then it verifies whom it talks to, against a root file the layer ships (psycopg-binary's
         # own OpenSSL would look for "system" roots in a directory no Lambda runtime has)
-        assert (env["DB_SSLMODE"], env["DB_SSLROOTCERT"]) == ("verify-full", PROXY_CA_BUNDLE), fn["Properties"][
-            "FunctionName"
-        ]
+        name = fn["Properties"]["FunctionName"]
+        assert (env["DB_SSLMODE"], env["DB_SSLROOTCERT"]) == ("verify-full", PROXY_CA_BUNDLE), name
     # And that file is in the built layer, where /opt/python mounts it, holding the roots that AWS
     # Certificate Manager's certificates (the proxy's) chain to
     bundle = layer_python / PROXY_CA_BUNDLE.removeprefix("/opt/python/")
     context = ssl.create_default_context(cafile=str(bundle))
     subjects = {dict(rdn[0] for rdn in ca["subject"])["commonName"] for ca in context.get_ca_certs()}
-    assert {"Amazon Root CA 1", "Amazon Root CA 3", "Starfield Services Root Certificate Authority - G2"} <= subjects
+    expected = {"Amazon Root CA 1", "Amazon Root CA 3", "Starfield Services Root Certificate Authority - G2"}
+    assert expected <= subjects
 
 
 def test_psycopg_binarys_openssl_has_no_system_roots_of_its_own() -> None:
@@ -854,3 +906,65 @@ def test_the_localstack_stage_holds_what_localstacks_open_source_runtime_hosts_f
             k for k, r in dev["Resources"].items() if r["Type"] == kind
         }
     assert set(local["Outputs"]) >= {"WebhookQueueUrl", "WebhookDeadLetterQueueUrl", "WebhookSecretPrefix"}
+
+
+def test_preflight_refuses_an_account_whose_concurrency_quota_cannot_hold_the_reservations(
+    templates: dict[str, Any],
+) -> None:
+    from infra.preflight import Account, problem, reservations
+
+    for stage, template in templates.items():
+        # Given the stage's reserved concurrency, read from its template
+        wanted = reservations(template.to_json())
+        assert wanted and all(name.startswith(f"slotguard-{stage}-") for name in wanted)
+        needed = sum(wanted.values())
+        # When the account is new (a quota of 10), the deploy would fail late: refused up front,
+        # saying which quota to ask for
+        found = problem(Account(10, 10), wanted, {})
+        assert found is not None and f"at least {needed + 100}" in found, found
+        # And an account with room, or one where this stage already holds its reservations, passes
+        assert problem(Account(needed + 100, needed + 100), wanted, {}) is None
+        assert problem(Account(needed + 100, 100), wanted, dict(wanted)) is None
+        assert problem(Account(needed + 99, needed + 99), wanted, {}) is not None
+
+
+def test_preflight_reads_what_the_stages_existing_functions_reserve(aws: str) -> None:
+    import io
+    import zipfile
+
+    from infra.preflight import reserved_now
+    from slotguard.aws.clients import client
+
+    # Given one of the stage's functions deployed with a reservation, and one not deployed yet
+    iam_client, lam = client("iam"), client("lambda")
+    role = iam_client.create_role(
+        RoleName=f"preflight-{os.getpid()}",
+        AssumeRolePolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "lambda.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                    }
+                ],
+            }
+        ),
+    )["Role"]["Arn"]
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as archive:
+        archive.writestr("handler.py", "def lambda_handler(event, context):\n    return None\n")
+    name = f"slotguard-preflight-{os.getpid()}-booking"
+    lam.create_function(
+        FunctionName=name,
+        Runtime="python3.13",
+        Role=role,
+        Handler="handler.lambda_handler",
+        Code={"ZipFile": code.getvalue()},
+    )
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=7)
+    # When the preflight asks Lambda
+    found = reserved_now(lam, [name, f"slotguard-preflight-{os.getpid()}-metrics"])
+    # Then it counts the existing reservation (given back when the stack changes it) and skips the other
+    assert found == {name: 7}

@@ -136,3 +136,107 @@ def test_migrate_has_a_connect_timeout_by_default() -> None:
     import inspect
 
     assert inspect.signature(migrate).parameters["connect_timeout_s"].default <= 30
+
+
+@pytest.fixture
+def deploy_migrations(fresh_db: str, aws: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The deploy-time custom resource's function, reading the master secret of `fresh_db` (an
+    empty database standing for the instance) from Secrets Manager (moto)."""
+    import json
+
+    import boto3
+
+    from slotguard_local.functions import load_function
+
+    info = psycopg.conninfo.conninfo_to_dict(fresh_db)
+    with psycopg.connect(fresh_db, autocommit=True) as conn:  # RDS's role for IAM logins
+        conn.execute("DO $$ BEGIN CREATE ROLE rds_iam; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    secret = boto3.client("secretsmanager").create_secret(
+        Name=f"slotguard/test/master-{uuid.uuid4().hex[:8]}",
+        SecretString=json.dumps(
+            {
+                "host": info.get("host", "127.0.0.1"),
+                "port": int(info.get("port", 5432)),
+                "username": info["user"],
+                "password": info.get("password", ""),
+                "dbname": info["dbname"],
+            }
+        ),
+    )
+    monkeypatch.setenv("DB_ADMIN_SECRET_ARN", secret["ARN"])
+    monkeypatch.setenv("DB_SSLMODE", "prefer")
+    return load_function("migrations")
+
+
+def _event(kind: str, digest: str, instance: str, old_instance: str | None = None) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "RequestType": kind,
+        "ResourceProperties": {"Migrations": digest, "DatabaseResourceId": instance, "RunnerCode": "r"},
+    }
+    if kind != "Create":
+        event["PhysicalResourceId"] = "slotguard-schema"
+        old = {"Migrations": digest, "DatabaseResourceId": old_instance or instance}
+        event["OldResourceProperties"] = old
+    return event
+
+
+def test_the_deploy_migrations_build_the_schema_then_do_nothing_again(
+    deploy_migrations: Any, fresh_db: str
+) -> None:
+    from slotguard.db.migrate import applied_version, migrations_digest
+    from slotguard_local.events import LambdaContext
+
+    # Given an empty instance, when the stack is created
+    out = deploy_migrations.lambda_handler(_event("Create", migrations_digest(), "db-A"), LambdaContext())
+    # Then every file is applied, and a later update with the same files applies none
+    assert applied_version(fresh_db) == load_migrations()[-1].version
+    assert out["Data"]["Applied"] != "none"
+    again = deploy_migrations.lambda_handler(_event("Update", migrations_digest(), "db-A"), LambdaContext())
+    assert again["Data"]["Applied"] == "none"
+
+
+def test_a_rollbacks_older_properties_never_touch_the_database(deploy_migrations: Any, fresh_db: str) -> None:
+    from slotguard.db.migrate import applied_version
+    from slotguard_local.events import LambdaContext
+
+    # Given CloudFormation rolling back: it sends the previous properties (another set of files)
+    # to the function that already holds the new ones
+    event = _event("Update", "0" * 64, "db-A")
+    # When the custom resource is updated
+    out = deploy_migrations.lambda_handler(event, LambdaContext())
+    # Then it succeeds without running anything (migrations only go forward), so the rollback
+    # completes instead of failing on this resource
+    assert out == {"PhysicalResourceId": "slotguard-schema", "Data": {"Applied": "none"}}
+    assert applied_version(fresh_db) is None
+
+
+def test_a_data_keeping_stage_refuses_to_move_onto_an_empty_replaced_instance(
+    deploy_migrations: Any, fresh_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from slotguard.db.migrate import applied_version, migrations_digest
+    from slotguard_local.events import LambdaContext
+
+    monkeypatch.setenv("DB_REPLACEMENT", "refuse")  # prod's setting
+    # Given a deploy that replaced the instance (db-A -> db-B) with an empty one
+    moved = _event("Update", migrations_digest(), "db-B", old_instance="db-A")
+    # When the migrations run
+    with pytest.raises(deploy_migrations.ReplacedDatabaseRefused, match="allow_database_replacement"):
+        deploy_migrations.lambda_handler(moved, LambdaContext())
+    # Then the deploy fails (and rolls back to db-A) with nothing built on the empty instance
+    assert applied_version(fresh_db) is None
+    # And moving back to an instance that holds the schema (that very rollback) is allowed
+    migrate(fresh_db)
+    back = _event("Update", migrations_digest(), "db-A", old_instance="db-B")
+    assert deploy_migrations.lambda_handler(back, LambdaContext())["Data"]["Applied"] == "none"
+
+
+def test_a_disposable_stage_migrates_a_replaced_instance(
+    deploy_migrations: Any, fresh_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from slotguard.db.migrate import applied_version, migrations_digest
+    from slotguard_local.events import LambdaContext
+
+    monkeypatch.setenv("DB_REPLACEMENT", "migrate")  # dev's setting, or allow_database_replacement
+    moved = _event("Update", migrations_digest(), "db-B", old_instance="db-A")
+    deploy_migrations.lambda_handler(moved, LambdaContext())
+    assert applied_version(fresh_db) == load_migrations()[-1].version

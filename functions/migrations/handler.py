@@ -1,7 +1,18 @@
 """CloudFormation custom resource (CDK Provider framework): apply the migrations and give the
 application role its IAM login on every deploy that changes them, the instance (a replaced
 instance has a new resource id) or the runner's code. Deleting does nothing:
-the data outlives the stack's custom resource."""
+the data outlives the stack's custom resource.
+
+Two updates are not simply run:
+- a rollback: CloudFormation sends the previous properties while this function may already hold
+  the new files. Migrations only go forward (each file is written to be compatible with the code
+  before it), so an update whose migrations digest is not the one of the files here is answered
+  without touching the database, instead of failing the rollback (UPDATE_ROLLBACK_FAILED).
+- a replaced instance, where the stage keeps its data (prod): the stack moving from a database
+  with our schema to an empty one is refused, so the deploy fails and rolls back to the old
+  instance instead of succeeding on an empty database. Moving back to a database that holds the
+  schema (that same rollback) is allowed. `-c allow_database_replacement=true` lets it through.
+"""
 
 from __future__ import annotations
 
@@ -11,18 +22,37 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from slotguard.aws.secrets import database_admin_url
-from slotguard.db.migrate import ensure_app_login, migrate
+from slotguard.db.migrate import applied_version, ensure_app_login, migrate, migrations_digest
 from slotguard.observability import logger
 
 PHYSICAL_ID = "slotguard-schema"
 
 
+class ReplacedDatabaseRefused(RuntimeError):
+    pass
+
+
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    if event["RequestType"] == "Delete":
-        return {"PhysicalResourceId": event.get("PhysicalResourceId", PHYSICAL_ID)}
+    kind = event["RequestType"]
+    physical_id = event.get("PhysicalResourceId", PHYSICAL_ID)
+    if kind == "Delete":
+        return {"PhysicalResourceId": physical_id}
+    props = event.get("ResourceProperties", {})
+    if kind == "Update" and props.get("Migrations") != migrations_digest():
+        logger.warning("properties of other migration files (a rollback): the schema only goes forward")
+        return {"PhysicalResourceId": physical_id, "Data": {"Applied": "none"}}
     url = database_admin_url(os.environ["DB_ADMIN_SECRET_ARN"], os.environ.get("DB_SSLMODE", "require"))
     timeout_s = int(os.environ.get("DB_CONNECT_TIMEOUT_S", "10"))
+    if kind == "Update" and os.environ.get("DB_REPLACEMENT") == "refuse":
+        before = event.get("OldResourceProperties", {}).get("DatabaseResourceId")
+        replaced = before != props.get("DatabaseResourceId")
+        if replaced and applied_version(url, connect_timeout_s=timeout_s) is None:
+            raise ReplacedDatabaseRefused(
+                f"the database instance was replaced ({before} -> {props.get('DatabaseResourceId')}) and the "
+                "new one is empty: refusing to move this stage's data-keeping stack onto it (the old "
+                "instance is retained). Deploy with -c allow_database_replacement=true if this is meant."
+            )
     applied = migrate(url, connect_timeout_s=timeout_s)
     ensure_app_login(url, iam=True, connect_timeout_s=timeout_s)
     logger.info("migrations applied", extra={"applied": applied})

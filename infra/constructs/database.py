@@ -3,7 +3,7 @@ Proxy with IAM authentication end to end and TLS required."""
 
 from __future__ import annotations
 
-from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_rds as rds
@@ -62,6 +62,16 @@ class Database(Construct):
             enable_performance_insights=False,
             monitoring_interval=Duration.seconds(60),
         )
+        if config.removal_policy == RemovalPolicy.RETAIN:
+            # A retained instance still stands in its subnets and security group: were they deleted
+            # with the stack (a destroy, or the rollback of a failed first deploy), CloudFormation
+            # would fail on them (DependencyViolation) and leave the stack DELETE_FAILED or
+            # ROLLBACK_FAILED. So they, and the VPC that holds them, are retained with it.
+            network.vpc.apply_removal_policy(RemovalPolicy.RETAIN)
+            for subnet in network.vpc.isolated_subnets:
+                subnet.apply_removal_policy(RemovalPolicy.RETAIN)
+            for group in self.instance.connections.security_groups:
+                group.apply_removal_policy(RemovalPolicy.RETAIN)
         self.proxy = rds.DatabaseProxy(
             self,
             "Proxy",

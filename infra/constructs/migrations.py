@@ -12,11 +12,13 @@ from aws_cdk import CustomResource, Stack
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
+from infra.config import StageConfig
 from infra.constructs.database import Database
 from infra.constructs.functions import Functions
 from infra.constructs.network import Network
 from infra.layer_build import PACKAGE, ROOT
 from infra.nag import suppress
+from slotguard.db import migrate
 
 
 def _digest(paths: list[Path]) -> str:
@@ -28,8 +30,9 @@ def _digest(paths: list[Path]) -> str:
 
 
 def migrations_digest() -> str:
-    """The SQL files."""
-    return _digest(sorted((PACKAGE / "migrations").glob("*.sql")))
+    """The SQL files, as the handler computes it from the files it holds (a rollback's older
+    properties are recognised by it)."""
+    return migrate.migrations_digest()
 
 
 def migration_code_digest() -> str:
@@ -52,6 +55,7 @@ class Migrations(Construct):
         functions: Functions,
         database: Database,
         network: Network,
+        config: StageConfig,
     ) -> None:
         super().__init__(scope, construct_id)
         assert database.admin_secret is not None
@@ -64,6 +68,7 @@ class Migrations(Construct):
                 "DB_ADMIN_SECRET_ARN": database.admin_secret.secret_arn,
                 "DB_SSLMODE": "require",
                 "DB_CONNECT_TIMEOUT_S": "10",
+                "DB_REPLACEMENT": config.database_replacement,
             },
         )
         database.admin_secret.grant_read(self.function)

@@ -53,6 +53,27 @@ def load_migrations() -> list[Migration]:
     return found
 
 
+def migrations_digest(migrations: list[Migration] | None = None) -> str:
+    """One digest of the migration files (their versions, names and text): the deploy-time custom
+    resource carries it as a property, and its handler compares it with the files it holds."""
+    digest = hashlib.sha256()
+    for m in load_migrations() if migrations is None else migrations:
+        digest.update(f"{m.version:04d}_{m.name}\0{m.checksum}\n".encode())
+    return digest.hexdigest()
+
+
+def applied_version(admin_url: str, *, connect_timeout_s: int = CONNECT_TIMEOUT_S) -> int | None:
+    """The newest migration applied to this database, or None when it holds no schema of ours."""
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=connect_timeout_s) as conn:
+        exists = conn.execute(
+            "SELECT to_regclass('public.slotguard_schema_migrations') IS NOT NULL"
+        ).fetchone()
+        if not (exists and exists[0]):
+            return None
+        row = conn.execute("SELECT max(version) FROM public.slotguard_schema_migrations").fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
 def migrate(
     admin_url: str, migrations: list[Migration] | None = None, *, connect_timeout_s: int = CONNECT_TIMEOUT_S
 ) -> list[int]:
