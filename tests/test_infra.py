@@ -373,6 +373,17 @@ def test_prod_retains_the_master_secret_with_the_database(templates: dict[str, A
         assert db["DeletionPolicy"] in (("Retain",) if stage == "prod" else ("Delete", "Snapshot"))
 
 
+def test_the_vpcs_default_security_group_allows_nothing(templates: dict[str, Any]) -> None:
+    for template in templates.values():
+        # Given the VPC, whose default security group would allow all traffic between its members
+        [vpc_id] = resources(template, "AWS::EC2::VPC")
+        # Then a custom resource strips its rules (nothing uses it)
+        [restrict] = resources(template, "Custom::VpcRestrictDefaultSG").values()
+        assert restrict["Properties"]["DefaultSecurityGroupId"] == {
+            "Fn::GetAtt": [vpc_id, "DefaultSecurityGroup"]
+        }
+
+
 def test_what_a_retained_database_stands_in_is_retained_with_it(templates: dict[str, Any]) -> None:
     for stage, template in templates.items():
         # Given the database instance, its subnet group and its security groups

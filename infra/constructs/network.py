@@ -17,6 +17,9 @@ class Network(Construct):
             "Vpc",
             max_azs=2,
             nat_gateways=config.nat_gateways,
+            # The VPC's default security group allows all traffic between its members and all egress;
+            # nothing uses it, so its rules are removed (CIS AWS Foundations EC2.2).
+            restrict_default_security_group=True,
             subnet_configuration=[
                 ec2.SubnetConfiguration(name="public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=24),
                 ec2.SubnetConfiguration(
