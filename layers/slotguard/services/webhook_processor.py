@@ -1,5 +1,11 @@
 """Processing one queued webhook: claim its delivery-log row, run its event type's handler,
-commit the effect with the `completed` mark, or record the failure and back off."""
+commit the effect with the `completed` mark, or record the failure and back off.
+
+Only a handler run that reaches an outcome spends an attempt of the delivery's budget
+(WEBHOOK_MAX_ATTEMPTS): the completion or the recorded failure counts it. A claim is a token
+and spends nothing, so a claim whose handler never got to an outcome (the database went away,
+the invocation died before reaching the record or while running it) costs no attempt; a late
+finisher whose claim was taken over holds an old token and can record nothing."""
 
 from __future__ import annotations
 
@@ -125,10 +131,11 @@ class WebhookProcessor:
         down, a payload it refuses), nothing is pre-claimed and each record claims on its own,
         with its own failure and backoff, exactly as without batching.
 
-        A claim spends an attempt. A record that an invocation never reaches (the function
+        A claim spends no attempt. A record that an invocation never reaches (the function
         timed out or crashed earlier in the batch) keeps its claim until it is stale
-        (claim_stale_after_s = the queue's visibility timeout), so its redelivery re-claims it,
-        one attempt later. The attempt budget and the redrive backstop are unchanged.
+        (claim_stale_after_s = the queue's visibility timeout); its redelivery re-claims it under
+        a new token as the same attempt. The redrive policy's maxReceiveCount still bounds a
+        record whose handler never reaches an outcome.
         """
         self._preclaimed.clear()
         seen: set[tuple[UUID, str]] = set()
@@ -174,30 +181,39 @@ class WebhookProcessor:
         if claim["action"] == "in_progress":
             # Another worker holds it; do not delete the message while that one may still fail.
             raise RecordFailed(f"{job_id} is being processed by another worker")
-        attempt = int(claim["attempt"])
+        attempt = int(claim["attempt"])  # the attempt this run is, if it reaches an outcome
         max_attempts = int(claim["max_attempts"])  # a redriven delivery has a fresh budget
+        token = UUID(claim["token"])
         started = time.perf_counter()
         try:
             if unusable:
                 raise InvalidPayload(unusable)
-            outcome = self._apply(org_id, job_id, attempt, event_type, payload)
+            outcome = self._apply(org_id, job_id, token, event_type, payload)
         except InvalidPayload as exc:
             self._record_failure(
-                message, org_id, job_id, attempt, str(exc), started, dead=True, outcome="invalid_payload"
+                message,
+                org_id,
+                job_id,
+                token,
+                attempt,
+                str(exc),
+                started,
+                dead=True,
+                outcome="invalid_payload",
             )
             return ProcessResult("dead_letter", "invalid_payload", attempt)
         except DatabaseUnavailable as exc:
-            # The database went away under the claim: recorded (if it is back) as a failed attempt
-            # but never dead-lettered for it, and backed off by the receive count like a claim
-            # that could not reach the database. SQS's redrive is the backstop.
-            error = f"{type(exc).__name__}: {exc}"
-            self._record_failure(message, org_id, job_id, attempt, error, started, dead=False)
+            # The database went away under the claim: the handler reached no outcome, so no
+            # attempt is spent. The claim is given back if the database is already back (else it
+            # is re-claimed once stale), and the message backs off by the receive count like a
+            # claim that could not reach the database. SQS's redrive is the backstop.
+            self._release(org_id, job_id, token)
             self._delay_retry(message.receipt_handle, self._outage_backoff(message))
-            raise RecordFailed(error) from exc
+            raise RecordFailed(f"{type(exc).__name__}: {exc}") from exc
         except Exception as exc:  # RetriableFailure, a handler's bug: retried within the budget
             dead = attempt >= max_attempts
             error = public_error(exc)
-            self._record_failure(message, org_id, job_id, attempt, error, started, dead=dead)
+            self._record_failure(message, org_id, job_id, token, attempt, error, started, dead=dead)
             if dead:
                 return ProcessResult("dead_letter", "gave_up", attempt)
             self._delay_retry(message.receipt_handle, backoff_seconds(attempt, self._retry))
@@ -227,8 +243,14 @@ class WebhookProcessor:
         outage does not spend), so redrive_max_receive_count receives outlast the outage."""
         return backoff_seconds(message.receive_count, self._retry)
 
+    def _release(self, org_id: UUID, job_id: str, token: UUID) -> None:
+        try:
+            self._log.release(org_id=org_id, job_id=job_id, token=token)
+        except Exception as exc:  # still down: the claim is re-claimed once stale, as unspent
+            logger.info("claim not released", extra={"job_id": job_id, "error": type(exc).__name__})
+
     def _apply(
-        self, org_id: UUID, job_id: str, attempt: int, event_type: str, payload: dict[str, Any]
+        self, org_id: UUID, job_id: str, token: UUID, event_type: str, payload: dict[str, Any]
     ) -> Outcome:
         handler = self._handlers.get(event_type, ignored)
         started = time.perf_counter()
@@ -237,18 +259,18 @@ class WebhookProcessor:
             # No effect to commit with the mark: the `completed` mark is a transaction of its own
             # (one statement, no BEGIN/COMMIT round trips).
             outcome = handler(context, payload.get("data"))
-            self._complete(org_id, job_id, attempt, outcome, started)
+            self._complete(org_id, job_id, token, outcome, started)
             return outcome
         with self._db.transaction():
             outcome = handler(context, payload.get("data"))
-            self._complete(org_id, job_id, attempt, outcome, started)
+            self._complete(org_id, job_id, token, outcome, started)
         return outcome
 
-    def _complete(self, org_id: UUID, job_id: str, attempt: int, outcome: Outcome, started: float) -> None:
+    def _complete(self, org_id: UUID, job_id: str, token: UUID, outcome: Outcome, started: float) -> None:
         if not self._log.complete(
             org_id=org_id,
             job_id=job_id,
-            attempt=attempt,
+            token=token,
             outcome=outcome.result,
             detail=outcome.detail,
             processing_ms=int((time.perf_counter() - started) * 1000),
@@ -261,6 +283,7 @@ class WebhookProcessor:
         message: QueuedWebhook,
         org_id: UUID,
         job_id: str,
+        token: UUID,
         attempt: int,
         error: str,
         started: float,
@@ -270,19 +293,24 @@ class WebhookProcessor:
     ) -> None:
         elapsed_ms = int((time.perf_counter() - started) * 1000)
         try:
-            self._log.fail(
+            recorded = self._log.fail(
                 org_id=org_id,
                 job_id=job_id,
-                attempt=attempt,
+                token=token,
                 error=error[:2000],
                 dead=dead,
                 processing_ms=elapsed_ms,
                 outcome=outcome,
             )
         except DatabaseUnavailable as exc:
-            # Cannot record it now: leave the row 'processing' (re-claimed once stale) and retry.
+            # Cannot record it now: leave the row 'processing' (re-claimed once stale, this
+            # attempt unspent) and retry.
             self._delay_retry(message.receipt_handle, self._outage_backoff(message))
             raise RecordFailed("database unavailable while recording a failure") from exc
+        if not recorded:
+            # Our claim was taken over (we were too slow): its owner decides; this copy of the
+            # message comes back and is skipped, or finds the owner still at work.
+            raise RecordFailed(f"{job_id}: the claim on this delivery was lost")
         logger.warning(
             "webhook attempt failed",
             extra={"job_id": job_id, "attempt": attempt, "dead": dead, "error": error[:500]},
