@@ -115,11 +115,22 @@ class WebhookProcessor:
         self._delay_retry = delay_retry
         self._stale_after_s = stale_after_s
         self._handlers = dict(HANDLERS if handlers is None else handlers)
+        self._without_effect: set[str] = set()  # event types whose handler touches no database
         self._preclaimed: dict[str, dict[str, Any]] = {}  # receipt handle -> its batch claim
 
-    def register(self, event_type: str, handler: EventHandler) -> None:
-        """Add or replace the handler of an event type."""
+    def register(self, event_type: str, handler: EventHandler, *, effect: bool = True) -> None:
+        """Add or replace the handler of an event type. `effect=False` declares a handler that
+        touches no database and has no other side effect: its outcome is completed by the
+        batch's claim (it may then run once more, if that claim does not complete it)."""
         self._handlers[event_type] = handler
+        if effect:
+            self._without_effect.discard(event_type)
+        else:
+            self._without_effect.add(event_type)
+
+    def _has_effect(self, event_type: str) -> bool:
+        # An unknown type is `ignored`: no effect.
+        return event_type in self._handlers and event_type not in self._without_effect
 
     def claim_batch(self, messages: Sequence[QueuedWebhook]) -> None:
         """Claim the records of one SQS batch in one statement, ahead of process() for each.
@@ -130,6 +141,12 @@ class WebhookProcessor:
         first copy finished, as before. If the statement fails for any reason (the database is
         down, a payload it refuses), nothing is pre-claimed and each record claims on its own,
         with its own failure and backoff, exactly as without batching.
+
+        A record whose handler has no database effect (an unknown type, `ignored`) runs its
+        handler here, before the claim, and the statement completes it with that outcome (one
+        attempt, as process() would) if it claims it: process() then has nothing left to do for
+        it, so such a batch takes one round trip in all. Should the handler raise, the record
+        is only claimed, and process() runs it and records the failure as for any other.
 
         A claim spends no attempt. A record that an invocation never reaches (the function
         timed out or crashed earlier in the batch) keeps its claim until it is stale
@@ -149,12 +166,16 @@ class WebhookProcessor:
             if (org_id, job_id) in seen:
                 continue
             seen.add((org_id, job_id))
-            payload, _ = parse_payload(message.body)
+            payload, unusable = parse_payload(message.body)
+            item = {"org_id": str(org_id), "job_id": job_id, "event_type": event_type, "event_data": payload}
+            done = None
+            if unusable is None and not self._has_effect(event_type):
+                done = self._outcome_without_effect(org_id, job_id, event_type, payload)
+            if done is not None:
+                item["complete"] = done
             handles.append(message.receipt_handle)
-            items.append(
-                {"org_id": str(org_id), "job_id": job_id, "event_type": event_type, "event_data": payload}
-            )
-        if len(items) < 2:
+            items.append(item)
+        if len(items) < 2 and not any("complete" in item for item in items):
             return  # nothing to save: process() claims the one record itself
         try:
             claims = self._log.claim_batch(
@@ -167,12 +188,30 @@ class WebhookProcessor:
             return
         self._preclaimed = dict(zip(handles, claims, strict=True))
 
+    def _outcome_without_effect(
+        self, org_id: UUID, job_id: str, event_type: str, payload: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """What the batch claim completes an effect-free record with; None if its handler raised
+        (process() runs it again and records that failure)."""
+        handler = self._handlers.get(event_type, ignored)
+        started = time.perf_counter()
+        try:
+            outcome = handler(EventContext(org_id, job_id, self._bookings), payload.get("data"))
+        except Exception:
+            return None
+        return {
+            "outcome": outcome.result,
+            "detail": outcome.detail,
+            "processing_ms": int((time.perf_counter() - started) * 1000),
+        }
+
     def process(self, message: QueuedWebhook) -> ProcessResult:
+        claim = self._preclaimed.pop(message.receipt_handle, None)
+        if claim is not None and claim["action"] == "completed":
+            return ProcessResult("completed", claim["outcome"], int(claim["attempt"]))  # by the batch claim
         org_id, job_id, event_type = parse_identity(message)
         payload, unusable = parse_payload(message.body)
-        claim = self._preclaimed.pop(message.receipt_handle, None) or self._claim(
-            message, org_id, job_id, event_type, payload
-        )
+        claim = claim or self._claim(message, org_id, job_id, event_type, payload)
         if claim["action"] == "skip":
             logger.info(
                 "duplicate delivery acknowledged", extra={"job_id": job_id, "status": claim["status"]}
@@ -255,7 +294,7 @@ class WebhookProcessor:
         handler = self._handlers.get(event_type, ignored)
         started = time.perf_counter()
         context = EventContext(org_id, job_id, self._bookings)
-        if handler is ignored:
+        if not self._has_effect(event_type):
             # No effect to commit with the mark: the `completed` mark is a transaction of its own
             # (one statement, no BEGIN/COMMIT round trips).
             outcome = handler(context, payload.get("data"))
