@@ -504,6 +504,28 @@ def test_a_batch_of_records_without_effect_is_claimed_and_completed_in_one_state
     assert {(r["status"], r["attempts"]) for r in pipeline.rows(org_id)} == {("completed", 1)}
 
 
+def test_a_batch_of_two_orgs_completes_each_record_in_its_own_org(pipeline: Pipeline) -> None:
+    # Given one batch whose records of an unknown type alternate between two orgs
+    counters: list[StatementCounter] = []
+    pipeline.customize.append(lambda service: counters.append(StatementCounter(service)))
+    (org_a, _), (org_b, _) = pipeline.new_org(), pipeline.new_org()
+    records = [
+        _record(org, f"{name}_{i}", "invoice.paid", {})
+        for i in range(3)
+        for org, name in ((org_a, "a"), (org_b, "b"))
+    ]
+    # When the processor takes it
+    assert pipeline.processor_container()({"Records": records}, LambdaContext()) == {"batchItemFailures": []}
+    # Then the one statement stored each delivery, completed, under its own org
+    assert counters[0].statements == ["claim_webhook_deliveries"]
+    assert {r["job_id"]: r["status"] for r in pipeline.rows(org_a)} == dict.fromkeys(
+        ["a_0", "a_1", "a_2"], "completed"
+    )
+    assert {r["job_id"]: r["status"] for r in pipeline.rows(org_b)} == dict.fromkeys(
+        ["b_0", "b_1", "b_2"], "completed"
+    )
+
+
 def test_a_lone_record_without_effect_takes_one_statement(pipeline: Pipeline) -> None:
     counters: list[StatementCounter] = []
     pipeline.customize.append(lambda service: counters.append(StatementCounter(service)))

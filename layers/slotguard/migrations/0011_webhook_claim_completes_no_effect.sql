@@ -27,6 +27,7 @@ DECLARE
     v_done jsonb;
     v_claim jsonb;
     v_org uuid;
+    v_tenant uuid;  -- the org the transaction's tenant is set to
     v_now timestamptz;
     v_out jsonb := '[]'::jsonb;
 BEGIN
@@ -40,9 +41,13 @@ BEGIN
             v_out := v_out || jsonb_build_array(slotguard.claim_webhook_delivery(
                 v_org, v_item->>'job_id', v_item->>'event_type', v_item->'event_data',
                 p_max_attempts, p_stale_after_s));
+            v_tenant := v_org;  -- the claim set it
             CONTINUE;
         END IF;
-        PERFORM slotguard._set_tenant(v_org);
+        IF v_tenant IS DISTINCT FROM v_org THEN  -- once per org, not per item
+            PERFORM slotguard._set_tenant(v_org);
+            v_tenant := v_org;
+        END IF;
         v_now := clock_timestamp();
         INSERT INTO slotguard.webhook_delivery_log
             (org_id, job_id, event_type, event_data, status, attempts, max_attempts, last_attempt_at,
