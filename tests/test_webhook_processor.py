@@ -10,6 +10,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
+import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
@@ -451,3 +452,200 @@ def test_batch_claim_answers_as_the_single_claim_does(pipeline: Pipeline, app_co
     assert [c["action"] for c in claims] == ["process", "skip", "in_progress"]
     assert claims[0]["attempt"] == 1
     assert claims[1]["status"] == "completed"
+
+
+class StatementCounter:
+    """Counts the statements a processor container sends (every SQL function call goes through
+    Database.scalar) and the transactions it opens."""
+
+    def __init__(self, service: Any) -> None:
+        self.statements: list[str] = []
+        self.transactions = 0
+        db = service._db
+        scalar, transaction = db.scalar, db.transaction
+
+        def counted_scalar(query: str, params: Any, **kw: Any) -> Any:
+            self.statements.append(query.split("(")[0].removeprefix("SELECT slotguard."))
+            return scalar(query, params, **kw)
+
+        def counted_transaction() -> Any:
+            self.transactions += 1
+            return transaction()
+
+        db.scalar, db.transaction = counted_scalar, counted_transaction
+
+
+def test_a_batch_of_records_without_effect_is_claimed_and_completed_in_one_statement(
+    pipeline: Pipeline,
+) -> None:
+    # Given one SQS batch of ten records of an unknown type (their handler has no database effect)
+    counters: list[StatementCounter] = []
+    pipeline.customize.append(lambda service: counters.append(StatementCounter(service)))
+    container = pipeline.processor_container()
+    org_id, _ = pipeline.new_org()
+    records = [_record(org_id, f"other_{i}", "invoice.paid", {"n": i}) for i in range(10)]
+    # When the processor takes the batch
+    answer = container({"Records": records}, LambdaContext())
+    # Then every record is acknowledged, and the whole batch took one statement, no transaction
+    assert answer == {"batchItemFailures": []}
+    assert (counters[0].statements, counters[0].transactions) == (["claim_webhook_deliveries"], 0)
+    # And each delivery is completed as `ignored` at its first attempt, as one by one
+    rows = pipeline.rows(org_id)
+    assert len(rows) == 10
+    for row in rows:
+        assert (row["status"], row["attempts"], row["outcome"]) == ("completed", 1, "ignored")
+        assert row["outcome_detail"] == {"reason": "no handler for this event type"}
+        assert row["processing_ms"] is not None
+        assert row["completed_at"] >= row["last_attempt_at"] >= row["created_at"]
+        assert row["claim_token"] is None
+    # And a second delivery of the same batch is acknowledged as duplicates, in one statement again
+    assert container({"Records": records}, LambdaContext()) == {"batchItemFailures": []}
+    assert counters[0].statements == ["claim_webhook_deliveries"] * 2
+    assert {(r["status"], r["attempts"]) for r in pipeline.rows(org_id)} == {("completed", 1)}
+
+
+def test_a_batch_of_two_orgs_completes_each_record_in_its_own_org(pipeline: Pipeline) -> None:
+    # Given one batch whose records of an unknown type alternate between two orgs
+    counters: list[StatementCounter] = []
+    pipeline.customize.append(lambda service: counters.append(StatementCounter(service)))
+    (org_a, _), (org_b, _) = pipeline.new_org(), pipeline.new_org()
+    records = [
+        _record(org, f"{name}_{i}", "invoice.paid", {})
+        for i in range(3)
+        for org, name in ((org_a, "a"), (org_b, "b"))
+    ]
+    # When the processor takes it
+    assert pipeline.processor_container()({"Records": records}, LambdaContext()) == {"batchItemFailures": []}
+    # Then the one statement stored each delivery, completed, under its own org
+    assert counters[0].statements == ["claim_webhook_deliveries"]
+    assert {r["job_id"]: r["status"] for r in pipeline.rows(org_a)} == dict.fromkeys(
+        ["a_0", "a_1", "a_2"], "completed"
+    )
+    assert {r["job_id"]: r["status"] for r in pipeline.rows(org_b)} == dict.fromkeys(
+        ["b_0", "b_1", "b_2"], "completed"
+    )
+
+
+def test_a_lone_record_without_effect_takes_one_statement(pipeline: Pipeline) -> None:
+    counters: list[StatementCounter] = []
+    pipeline.customize.append(lambda service: counters.append(StatementCounter(service)))
+    org_id, _ = pipeline.new_org()
+    answer = pipeline.processor_container()(
+        {"Records": [_record(org_id, "alone", "invoice.paid", {})]}, LambdaContext()
+    )
+    assert answer == {"batchItemFailures": []}
+    assert counters[0].statements == ["claim_webhook_deliveries"]
+    [row] = pipeline.rows(org_id)
+    assert (row["status"], row["attempts"], row["outcome"]) == ("completed", 1, "ignored")
+
+
+def test_records_with_effect_still_commit_effect_and_mark_in_their_own_transaction(
+    pipeline: Pipeline,
+) -> None:
+    # Given a batch of three bookings among unknown types
+    counters: list[StatementCounter] = []
+    pipeline.customize.append(lambda service: counters.append(StatementCounter(service)))
+    org_id, _ = pipeline.new_org()
+    records = [_record(org_id, f"other_{i}", "invoice.paid", {}) for i in range(3)] + [
+        _record(org_id, f"book_{i}", "appointment.book", book_data(f"2030-07-02T1{i}:00:00Z"))
+        for i in range(3)
+    ]
+    # When the processor takes it
+    assert pipeline.processor_container()({"Records": records}, LambdaContext()) == {"batchItemFailures": []}
+    # Then the unknown types were completed by the claim; each booking had its own transaction
+    # holding its effect and its completion mark
+    assert counters[0].transactions == 3
+    assert (
+        counters[0].statements
+        == ["claim_webhook_deliveries"] + ["book_appointment_with_lock", "complete_webhook_delivery"] * 3
+    )
+    rows = {r["job_id"]: r for r in pipeline.rows(org_id)}
+    assert Counter((r["outcome"], r["attempts"]) for r in rows.values()) == {
+        ("ignored", 1): 3,
+        ("applied", 1): 3,
+    }
+    assert len(pipeline.appointments(org_id)) == 3
+
+
+def test_an_effect_free_handler_that_fails_is_recorded_as_any_failure(pipeline: Pipeline) -> None:
+    # Given handlers declared without effect: one that answers, one that fails
+    def noted(ctx: EventContext, data: Any) -> Outcome:
+        return Outcome("ignored", {"noted": data["n"]})
+
+    def broken(ctx: EventContext, data: Any) -> Outcome:
+        raise RetriableFailure("cannot say yet")
+
+    def customize(service: Any) -> None:
+        service.register("test.noted", noted, effect=False)
+        service.register("test.broken", broken, effect=False)
+
+    pipeline.customize.append(customize)
+    org_id, _ = pipeline.new_org()
+    records = [_record(org_id, "noted", "test.noted", {"n": 7}), _record(org_id, "broken", "test.broken", {})]
+    # When a batch holds both
+    answer = pipeline.processor_container()({"Records": records}, LambdaContext())
+    # Then the answering one is completed with its outcome by the claim; the failing one runs
+    # again on its own path, is recorded as a failed attempt and reported for a retry
+    assert answer == {"batchItemFailures": [{"itemIdentifier": records[1]["messageId"]}]}
+    rows = {r["job_id"]: r for r in pipeline.rows(org_id)}
+    assert (rows["noted"]["status"], rows["noted"]["attempts"]) == ("completed", 1)
+    assert rows["noted"]["outcome_detail"] == {"noted": 7}
+    assert (rows["broken"]["status"], rows["broken"]["attempts"]) == ("failed", 1)
+    assert "cannot say yet" in rows["broken"]["error_message"]
+
+
+def test_batch_claim_completes_only_the_deliveries_it_claims(pipeline: Pipeline, app_conn: Any) -> None:
+    # Given deliveries of an effect-free type: new, completed, held by another worker, failed once
+    # before, and one whose claim went stale
+    org_id, _ = pipeline.new_org()
+
+    def claim(job: str) -> dict[str, Any]:
+        [answer] = app_conn.execute(
+            "SELECT slotguard.claim_webhook_delivery(%s, %s, 'invoice.paid', '{}', 5, 180)", (org_id, job)
+        ).fetchone()
+        return dict(answer)
+
+    def fail(job: str, token: str) -> None:
+        app_conn.execute(
+            "SELECT slotguard.fail_webhook_delivery(%s, %s, %s, 'x', false, 1, NULL)", (org_id, job, token)
+        )
+
+    pipeline.processor_container()(
+        {"Records": [_record(org_id, "done", "invoice.paid", {})]}, LambdaContext()
+    )
+    claim("busy")
+    fail("failed", claim("failed")["token"])
+    claim("stale")
+    with psycopg.connect(pipeline.admin_url) as conn:
+        conn.execute(
+            "UPDATE slotguard.webhook_delivery_log SET last_attempt_at = now() - interval '1 hour'"
+            " WHERE org_id = %s AND job_id = 'stale'",
+            (org_id,),
+        )
+    done = {"outcome": "ignored", "detail": {"reason": "r"}, "processing_ms": 0}
+    items = [
+        {"org_id": org_id, "job_id": job, "event_type": "invoice.paid", "event_data": {}, "complete": done}
+        for job in ("new", "done", "busy", "failed", "stale")
+    ]
+    # When they are claimed and completed in one statement
+    [claims] = app_conn.execute(
+        "SELECT slotguard.claim_webhook_deliveries(%s, 5, 180)", (Jsonb(items),)
+    ).fetchone()
+    # Then what it claimed is completed (one attempt more), the rest answered as a claim answers
+    assert [(c["action"], c.get("attempt")) for c in claims] == [
+        ("completed", 1),
+        ("skip", 1),
+        ("in_progress", 1),
+        ("completed", 2),
+        ("completed", 1),
+    ]
+    rows = {r["job_id"]: r for r in pipeline.rows(org_id)}
+    assert {j: (r["status"], r["attempts"]) for j, r in rows.items()} == {
+        "new": ("completed", 1),
+        "done": ("completed", 1),
+        "busy": ("processing", 0),
+        "failed": ("completed", 2),
+        "stale": ("completed", 1),
+    }
+    assert rows["failed"]["error_message"] is None
+    assert all(r["claim_token"] is None for j, r in rows.items() if j != "busy")

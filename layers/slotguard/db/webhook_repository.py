@@ -46,15 +46,16 @@ class WebhookRepository:
         *,
         org_id: UUID,
         job_id: str,
-        attempt: int,
+        token: UUID,
         outcome: str,
         detail: dict[str, Any],
         processing_ms: int,
     ) -> bool:
+        """Completed, one attempt spent; False when `token` no longer holds the claim."""
         return bool(
             self._db.scalar(
                 "SELECT slotguard.complete_webhook_delivery(%s, %s, %s, %s, %s, %s)",
-                (org_id, job_id, attempt, outcome, Jsonb(detail), processing_ms),
+                (org_id, job_id, token, outcome, Jsonb(detail), processing_ms),
             )
         )
 
@@ -63,16 +64,27 @@ class WebhookRepository:
         *,
         org_id: UUID,
         job_id: str,
-        attempt: int,
+        token: UUID,
         error: str,
         dead: bool,
         processing_ms: int,
         outcome: str | None = None,
     ) -> bool:
+        """A failed attempt recorded (one spent); False when `token` no longer holds the claim."""
         return bool(
             self._db.scalar(
                 "SELECT slotguard.fail_webhook_delivery(%s, %s, %s, %s, %s, %s, %s)",
-                (org_id, job_id, attempt, error, dead, processing_ms, outcome),
+                (org_id, job_id, token, error, dead, processing_ms, outcome),
+            )
+        )
+
+    def release(self, *, org_id: UUID, job_id: str, token: UUID) -> bool:
+        """Give the claim back unspent; False when `token` no longer holds it."""
+        return bool(
+            self._db.scalar(
+                "SELECT slotguard.release_webhook_delivery(%s, %s, %s)",
+                (org_id, job_id, token),
+                retry_safe=True,
             )
         )
 

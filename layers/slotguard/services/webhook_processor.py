@@ -1,5 +1,11 @@
 """Processing one queued webhook: claim its delivery-log row, run its event type's handler,
-commit the effect with the `completed` mark, or record the failure and back off."""
+commit the effect with the `completed` mark, or record the failure and back off.
+
+Only a handler run that reaches an outcome spends an attempt of the delivery's budget
+(WEBHOOK_MAX_ATTEMPTS): the completion or the recorded failure counts it. A claim is a token
+and spends nothing, so a claim whose handler never got to an outcome (the database went away,
+the invocation died before reaching the record or while running it) costs no attempt; a late
+finisher whose claim was taken over holds an old token and can record nothing."""
 
 from __future__ import annotations
 
@@ -109,11 +115,22 @@ class WebhookProcessor:
         self._delay_retry = delay_retry
         self._stale_after_s = stale_after_s
         self._handlers = dict(HANDLERS if handlers is None else handlers)
+        self._without_effect: set[str] = set()  # event types whose handler touches no database
         self._preclaimed: dict[str, dict[str, Any]] = {}  # receipt handle -> its batch claim
 
-    def register(self, event_type: str, handler: EventHandler) -> None:
-        """Add or replace the handler of an event type."""
+    def register(self, event_type: str, handler: EventHandler, *, effect: bool = True) -> None:
+        """Add or replace the handler of an event type. `effect=False` declares a handler that
+        touches no database and has no other side effect: its outcome is completed by the
+        batch's claim (it may then run once more, if that claim does not complete it)."""
         self._handlers[event_type] = handler
+        if effect:
+            self._without_effect.discard(event_type)
+        else:
+            self._without_effect.add(event_type)
+
+    def _has_effect(self, event_type: str) -> bool:
+        # An unknown type is `ignored`: no effect.
+        return event_type in self._handlers and event_type not in self._without_effect
 
     def claim_batch(self, messages: Sequence[QueuedWebhook]) -> None:
         """Claim the records of one SQS batch in one statement, ahead of process() for each.
@@ -125,10 +142,17 @@ class WebhookProcessor:
         down, a payload it refuses), nothing is pre-claimed and each record claims on its own,
         with its own failure and backoff, exactly as without batching.
 
-        A claim spends an attempt. A record that an invocation never reaches (the function
+        A record whose handler has no database effect (an unknown type, `ignored`) runs its
+        handler here, before the claim, and the statement completes it with that outcome (one
+        attempt, as process() would) if it claims it: process() then has nothing left to do for
+        it, so such a batch takes one round trip in all. Should the handler raise, the record
+        is only claimed, and process() runs it and records the failure as for any other.
+
+        A claim spends no attempt. A record that an invocation never reaches (the function
         timed out or crashed earlier in the batch) keeps its claim until it is stale
-        (claim_stale_after_s = the queue's visibility timeout), so its redelivery re-claims it,
-        one attempt later. The attempt budget and the redrive backstop are unchanged.
+        (claim_stale_after_s = the queue's visibility timeout); its redelivery re-claims it under
+        a new token as the same attempt. The redrive policy's maxReceiveCount still bounds a
+        record whose handler never reaches an outcome.
         """
         self._preclaimed.clear()
         seen: set[tuple[UUID, str]] = set()
@@ -142,12 +166,16 @@ class WebhookProcessor:
             if (org_id, job_id) in seen:
                 continue
             seen.add((org_id, job_id))
-            payload, _ = parse_payload(message.body)
+            payload, unusable = parse_payload(message.body)
+            item = {"org_id": str(org_id), "job_id": job_id, "event_type": event_type, "event_data": payload}
+            done = None
+            if unusable is None and not self._has_effect(event_type):
+                done = self._outcome_without_effect(org_id, job_id, event_type, payload)
+            if done is not None:
+                item["complete"] = done
             handles.append(message.receipt_handle)
-            items.append(
-                {"org_id": str(org_id), "job_id": job_id, "event_type": event_type, "event_data": payload}
-            )
-        if len(items) < 2:
+            items.append(item)
+        if len(items) < 2 and not any("complete" in item for item in items):
             return  # nothing to save: process() claims the one record itself
         try:
             claims = self._log.claim_batch(
@@ -160,12 +188,30 @@ class WebhookProcessor:
             return
         self._preclaimed = dict(zip(handles, claims, strict=True))
 
+    def _outcome_without_effect(
+        self, org_id: UUID, job_id: str, event_type: str, payload: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """What the batch claim completes an effect-free record with; None if its handler raised
+        (process() runs it again and records that failure)."""
+        handler = self._handlers.get(event_type, ignored)
+        started = time.perf_counter()
+        try:
+            outcome = handler(EventContext(org_id, job_id, self._bookings), payload.get("data"))
+        except Exception:
+            return None
+        return {
+            "outcome": outcome.result,
+            "detail": outcome.detail,
+            "processing_ms": int((time.perf_counter() - started) * 1000),
+        }
+
     def process(self, message: QueuedWebhook) -> ProcessResult:
+        claim = self._preclaimed.pop(message.receipt_handle, None)
+        if claim is not None and claim["action"] == "completed":
+            return ProcessResult("completed", claim["outcome"], int(claim["attempt"]))  # by the batch claim
         org_id, job_id, event_type = parse_identity(message)
         payload, unusable = parse_payload(message.body)
-        claim = self._preclaimed.pop(message.receipt_handle, None) or self._claim(
-            message, org_id, job_id, event_type, payload
-        )
+        claim = claim or self._claim(message, org_id, job_id, event_type, payload)
         if claim["action"] == "skip":
             logger.info(
                 "duplicate delivery acknowledged", extra={"job_id": job_id, "status": claim["status"]}
@@ -174,30 +220,39 @@ class WebhookProcessor:
         if claim["action"] == "in_progress":
             # Another worker holds it; do not delete the message while that one may still fail.
             raise RecordFailed(f"{job_id} is being processed by another worker")
-        attempt = int(claim["attempt"])
+        attempt = int(claim["attempt"])  # the attempt this run is, if it reaches an outcome
         max_attempts = int(claim["max_attempts"])  # a redriven delivery has a fresh budget
+        token = UUID(claim["token"])
         started = time.perf_counter()
         try:
             if unusable:
                 raise InvalidPayload(unusable)
-            outcome = self._apply(org_id, job_id, attempt, event_type, payload)
+            outcome = self._apply(org_id, job_id, token, event_type, payload)
         except InvalidPayload as exc:
             self._record_failure(
-                message, org_id, job_id, attempt, str(exc), started, dead=True, outcome="invalid_payload"
+                message,
+                org_id,
+                job_id,
+                token,
+                attempt,
+                str(exc),
+                started,
+                dead=True,
+                outcome="invalid_payload",
             )
             return ProcessResult("dead_letter", "invalid_payload", attempt)
         except DatabaseUnavailable as exc:
-            # The database went away under the claim: recorded (if it is back) as a failed attempt
-            # but never dead-lettered for it, and backed off by the receive count like a claim
-            # that could not reach the database. SQS's redrive is the backstop.
-            error = f"{type(exc).__name__}: {exc}"
-            self._record_failure(message, org_id, job_id, attempt, error, started, dead=False)
+            # The database went away under the claim: the handler reached no outcome, so no
+            # attempt is spent. The claim is given back if the database is already back (else it
+            # is re-claimed once stale), and the message backs off by the receive count like a
+            # claim that could not reach the database. SQS's redrive is the backstop.
+            self._release(org_id, job_id, token)
             self._delay_retry(message.receipt_handle, self._outage_backoff(message))
-            raise RecordFailed(error) from exc
+            raise RecordFailed(f"{type(exc).__name__}: {exc}") from exc
         except Exception as exc:  # RetriableFailure, a handler's bug: retried within the budget
             dead = attempt >= max_attempts
             error = public_error(exc)
-            self._record_failure(message, org_id, job_id, attempt, error, started, dead=dead)
+            self._record_failure(message, org_id, job_id, token, attempt, error, started, dead=dead)
             if dead:
                 return ProcessResult("dead_letter", "gave_up", attempt)
             self._delay_retry(message.receipt_handle, backoff_seconds(attempt, self._retry))
@@ -227,28 +282,34 @@ class WebhookProcessor:
         outage does not spend), so redrive_max_receive_count receives outlast the outage."""
         return backoff_seconds(message.receive_count, self._retry)
 
+    def _release(self, org_id: UUID, job_id: str, token: UUID) -> None:
+        try:
+            self._log.release(org_id=org_id, job_id=job_id, token=token)
+        except Exception as exc:  # still down: the claim is re-claimed once stale, as unspent
+            logger.info("claim not released", extra={"job_id": job_id, "error": type(exc).__name__})
+
     def _apply(
-        self, org_id: UUID, job_id: str, attempt: int, event_type: str, payload: dict[str, Any]
+        self, org_id: UUID, job_id: str, token: UUID, event_type: str, payload: dict[str, Any]
     ) -> Outcome:
         handler = self._handlers.get(event_type, ignored)
         started = time.perf_counter()
         context = EventContext(org_id, job_id, self._bookings)
-        if handler is ignored:
+        if not self._has_effect(event_type):
             # No effect to commit with the mark: the `completed` mark is a transaction of its own
             # (one statement, no BEGIN/COMMIT round trips).
             outcome = handler(context, payload.get("data"))
-            self._complete(org_id, job_id, attempt, outcome, started)
+            self._complete(org_id, job_id, token, outcome, started)
             return outcome
         with self._db.transaction():
             outcome = handler(context, payload.get("data"))
-            self._complete(org_id, job_id, attempt, outcome, started)
+            self._complete(org_id, job_id, token, outcome, started)
         return outcome
 
-    def _complete(self, org_id: UUID, job_id: str, attempt: int, outcome: Outcome, started: float) -> None:
+    def _complete(self, org_id: UUID, job_id: str, token: UUID, outcome: Outcome, started: float) -> None:
         if not self._log.complete(
             org_id=org_id,
             job_id=job_id,
-            attempt=attempt,
+            token=token,
             outcome=outcome.result,
             detail=outcome.detail,
             processing_ms=int((time.perf_counter() - started) * 1000),
@@ -261,6 +322,7 @@ class WebhookProcessor:
         message: QueuedWebhook,
         org_id: UUID,
         job_id: str,
+        token: UUID,
         attempt: int,
         error: str,
         started: float,
@@ -270,19 +332,24 @@ class WebhookProcessor:
     ) -> None:
         elapsed_ms = int((time.perf_counter() - started) * 1000)
         try:
-            self._log.fail(
+            recorded = self._log.fail(
                 org_id=org_id,
                 job_id=job_id,
-                attempt=attempt,
+                token=token,
                 error=error[:2000],
                 dead=dead,
                 processing_ms=elapsed_ms,
                 outcome=outcome,
             )
         except DatabaseUnavailable as exc:
-            # Cannot record it now: leave the row 'processing' (re-claimed once stale) and retry.
+            # Cannot record it now: leave the row 'processing' (re-claimed once stale, this
+            # attempt unspent) and retry.
             self._delay_retry(message.receipt_handle, self._outage_backoff(message))
             raise RecordFailed("database unavailable while recording a failure") from exc
+        if not recorded:
+            # Our claim was taken over (we were too slow): its owner decides; this copy of the
+            # message comes back and is skipped, or finds the owner still at work.
+            raise RecordFailed(f"{job_id}: the claim on this delivery was lost")
         logger.warning(
             "webhook attempt failed",
             extra={"job_id": job_id, "attempt": attempt, "dead": dead, "error": error[:500]},
