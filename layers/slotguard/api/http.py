@@ -17,6 +17,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 )
 from pydantic import BaseModel
 
+from slotguard.api.validation import SinglePassRequestValidation
 from slotguard.errors import (
     ConflictBody,
     DomainError,
@@ -181,6 +182,9 @@ def create_resolver(*, json_object_bodies: bool = True) -> APIGatewayHttpResolve
         if json_object_bodies
         else APIGatewayHttpResolver(enable_validation=True)
     )
+    # The OpenAPI document still comes from the routes' annotations; requests are validated in
+    # one pass where that is simple, by Powertools' own middleware otherwise (api/validation.py).
+    app._request_validation_middleware = SinglePassRequestValidation()
 
     @app.exception_handler(DomainError)
     def _domain_error(exc: DomainError) -> Response[str]:
