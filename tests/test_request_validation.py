@@ -35,7 +35,11 @@ class _Captured(Exception):
 
 def _capture(app: Any, next_middleware: Any) -> Any:
     """A global middleware (it runs after request validation, before the route): record the
-    route's arguments and stop there, so no route touches the database."""
+    route's arguments and stop there, so no route touches the database. The body a route may
+    read is the one Powertools would parse (the resolver hands it the object it parsed first)."""
+    event = app.current_event
+    if event.decoded_body:
+        assert event.json_body == json.loads(event.decoded_body)
     raise _Captured(repr(sorted(app.context["_route_args"].items())))
 
 
@@ -190,3 +194,18 @@ def test_single_pass_validation_gives_each_route_what_powertools_gives_it(
         reached += bool(ours[0])
     # And the ordinary requests reached their routes through the single pass, the others not
     assert reached and any(single_pass) and not all(single_pass)
+
+
+def test_route_arguments_are_formatted_only_when_powertools_logs_them() -> None:
+    # Powertools logs a route's arguments at DEBUG with an f-string, at every level
+    from aws_lambda_powertools.event_handler import api_gateway
+
+    args = validation._RouteArgs(body={"a": 1}, idempotency_key=None)
+    assert repr(args) == "{...}" and f"{args}" == "{...}"
+    level = api_gateway.logger.level
+    api_gateway.logger.setLevel("DEBUG")
+    try:
+        assert repr(args) == repr({"body": {"a": 1}, "idempotency_key": None})
+    finally:
+        api_gateway.logger.setLevel(level)
+    assert args == {"body": {"a": 1}, "idempotency_key": None}

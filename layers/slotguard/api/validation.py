@@ -18,8 +18,10 @@ Powertools' by construction. tests/test_request_validation.py compares the two o
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
+from aws_lambda_powertools.event_handler import api_gateway
 from aws_lambda_powertools.event_handler.middlewares.openapi_validation import (
     OpenAPIRequestValidationMiddleware,
 )
@@ -35,6 +37,17 @@ if TYPE_CHECKING:
 _JSON = "application/json"
 _PLAN = "_slotguard_validation_plan"
 _UNSET = object()
+
+
+class _RouteArgs(dict[str, Any]):
+    """A route's arguments. Powertools logs them at DEBUG before calling the route, with an
+    f-string, so their repr (the request's models) was built on every request at any level; it
+    is built only when that DEBUG line is emitted."""
+
+    def __repr__(self) -> str:
+        if api_gateway.logger.isEnabledFor(logging.DEBUG):
+            return dict.__repr__(self)
+        return "{...}"
 
 
 class _Plan:
@@ -58,7 +71,7 @@ class _Plan:
 
     def values(self, app: EventHandlerInstance) -> dict[str, Any] | None:
         """The route's arguments, or None: not a simple request, or not a valid one."""
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = _RouteArgs()
         event = app.current_event
         route_args = app.context["_route_args"]
         for field, loc in self.path:
