@@ -15,7 +15,7 @@ import sys
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
-from bench import booking, webhooks
+from bench import booking, cold_start, webhooks
 from bench.common import TABLE
 
 ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
@@ -27,6 +27,8 @@ def main() -> None:
             booking.main()
         if not ONLY or "webhooks" in ONLY:
             webhooks.main()
+        if not ONLY or "cold" in ONLY:
+            cold_start.main()
     table = TABLE.render()
     print(table)
     if out := os.environ.get("BENCH_OUT"):

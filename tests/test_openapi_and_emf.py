@@ -84,3 +84,43 @@ def test_webhooks_emit_documented_metrics(pipeline: Pipeline, capsys: pytest.Cap
     readme = (ROOT / "README.md").read_text()
     for name in (*names, booking_metrics.BUSY, webhook_metrics.DEAD_LETTERED, webhook_metrics.FAILED):
         assert f"`{name}`" in readme, f"{name} is not documented in README.md"
+
+
+def _emf_run(provider_class: type[Any], capsys: pytest.CaptureFixture[str]) -> tuple[list[Any], list[str]]:
+    """Feed one provider a sequence of metrics (the 100-value flush, every unit spelling, the
+    refusals) and return what it printed and the errors it raised."""
+    from collections import defaultdict
+
+    from aws_lambda_powertools.metrics import MetricResolution, MetricUnit
+
+    provider = provider_class(namespace="Slotguard", service="test", metric_set={}, dimension_set={})
+    errors: list[str] = []
+    calls: list[tuple[Any, ...]] = [("A", MetricUnit.Count, 1), ("A", "Count", 2.5)]
+    calls += [(" B ", "Milliseconds", 3)]
+    calls += [("C", MetricUnit.Milliseconds, i, MetricResolution.High) for i in range(101)]
+    calls += [("", "Count", 1), ("x" * 300, "Count", 1), ("D", "Count", "1"), ("D", "Parsecs", 1)]
+    calls += [("D", "Count", 1, 7), ("E", "Count", True)]
+    capsys.readouterr()
+    for call in calls:
+        try:
+            provider.add_metric(*call)
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    for doc in printed:
+        doc["_aws"].pop("Timestamp")
+    state = {k: dict(v) if isinstance(v, defaultdict) else v for k, v in provider.metric_set.items()}
+    return [*printed, state], errors
+
+
+def test_the_fast_emf_provider_adds_metrics_exactly_as_powertools_does(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
+
+    from slotguard.observability import _SerializedEMFProvider
+
+    ours = _emf_run(_SerializedEMFProvider, capsys)
+    theirs = _emf_run(AmazonCloudWatchEMFProvider, capsys)
+    assert ours == theirs
+    assert len(ours[0]) == 2 and len(ours[1]) == 5  # one flush at 100 values, then the set; five refusals

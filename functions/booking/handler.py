@@ -7,7 +7,6 @@ from uuid import UUID
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Query
-from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Field
 
@@ -34,7 +33,7 @@ from slotguard.models import (
     RescheduleRequest,
     RescheduleResult,
 )
-from slotguard.observability import logger, metrics
+from slotguard.observability import inject_http_api_context, metrics
 from slotguard.services import booking_metrics
 from slotguard.services.booking import CURSOR_PATTERN, MIN_SLOT_STEP_MINUTES, BookingService
 
@@ -185,7 +184,7 @@ def free_slots(
     )
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@inject_http_api_context
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

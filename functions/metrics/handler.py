@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
-from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from slotguard.api.http import (
@@ -22,7 +21,7 @@ from slotguard.aws.sqs import WebhookQueue
 from slotguard.aws.workers import worker_state_source
 from slotguard.config import MetricsConfig
 from slotguard.db.connection import Database
-from slotguard.observability import logger, metrics, tracer
+from slotguard.observability import inject_http_api_context, metrics, tracer
 from slotguard.services.metrics import (
     DeliveryList,
     DeliveryStats,
@@ -109,7 +108,7 @@ def processing_time(range_: Annotated[Range, Query(alias="range")] = "24h") -> R
     return json_response(service.processing_time(current_actor(app), range_))
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@inject_http_api_context
 @tracer.capture_lambda_handler(capture_response=False)  # answers carry personal data
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

@@ -7,14 +7,13 @@ import base64
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from slotguard.api.http import create_resolver, json_response
 from slotguard.aws.secrets import WebhookSecretStore
 from slotguard.aws.sqs import WebhookQueue
 from slotguard.config import ReceiverConfig
-from slotguard.observability import logger, metrics, tracer
+from slotguard.observability import inject_http_api_context, metrics, tracer
 from slotguard.services import webhook_metrics
 from slotguard.services.webhook_receiver import WebhookReceiver
 
@@ -41,7 +40,7 @@ def receive_webhook(org_id: str) -> Response[str]:
     return json_response(accepted, 202)
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@inject_http_api_context
 @tracer.capture_lambda_handler(capture_response=False)  # answers carry personal data
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

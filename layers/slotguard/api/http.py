@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import threading
 from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
@@ -17,6 +18,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 )
 from pydantic import BaseModel
 
+from slotguard.api.validation import SinglePassRequestValidation
 from slotguard.errors import (
     ConflictBody,
     DomainError,
@@ -127,9 +129,26 @@ class JsonApiResolver(APIGatewayHttpResolver):
     `[]`, `"x"`, which a route could take for "no body") or that holds what the database
     cannot store (NUL, lone surrogates, NaN, nesting beyond 32 levels) is 422."""
 
+    _parsed = threading.local()  # the body _body_refusal parsed, for the event being resolved
+
     def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-        refusal = _body_refusal(event)
-        return refusal if refusal is not None else super().resolve(event, context)
+        refusal, parsed = _body_refusal(event)
+        if refusal is not None:
+            return refusal
+        self._parsed.body = parsed
+        try:
+            return super().resolve(event, context)
+        finally:
+            self._parsed.body = None
+
+    def _to_proxy_event(self, event: dict[str, Any]) -> Any:
+        """The event as Powertools wraps it, its `json_body` the object already parsed above:
+        the same text through the same json.loads (ours only refuses NaN and a BOM first)."""
+        proxy = super()._to_proxy_event(event)
+        parsed = getattr(self._parsed, "body", None)
+        if parsed is not None:
+            proxy.__dict__["json_body"] = parsed  # json_body is a functools.cached_property
+        return proxy
 
 
 def _proxy_error(status: int, code: str, message: str, errors: list[dict[str, Any]] | None = None) -> Any:
@@ -143,33 +162,34 @@ def _proxy_error(status: int, code: str, message: str, errors: list[dict[str, An
     }
 
 
-def _body_refusal(event: Mapping[str, Any]) -> dict[str, Any] | None:
+def _body_refusal(event: Mapping[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(the answer refusing the body, None) or (None, the body parsed, if there is one)."""
     body = event.get("body")
     if not body:
-        return None
+        return None, None
     headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
     media_type = headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type and media_type != "application/json":
-        return _proxy_error(415, "unsupported_media_type", UNSUPPORTED_MEDIA)
+        return _proxy_error(415, "unsupported_media_type", UNSUPPORTED_MEDIA), None
     try:
         raw = base64.b64decode(body, validate=True) if event.get("isBase64Encoded") else str(body).encode()
         parsed = parse_json(raw)
     except (ValueError, binascii.Error):
-        return _proxy_error(400, "malformed_json", "the request body is not valid UTF-8 JSON")
+        return _proxy_error(400, "malformed_json", "the request body is not valid UTF-8 JSON"), None
     if not isinstance(parsed, dict):
         return _proxy_error(
             422,
             "validation_error",
             "the request body must be a JSON object",
             [{"loc": ["body"], "msg": "must be a JSON object", "type": "object_type"}],
-        )
+        ), None
     try:
         storable(parsed, "the request body")
     except ValueError as exc:
         return _proxy_error(
             422, "validation_error", str(exc), [{"loc": ["body"], "msg": str(exc), "type": "value_error"}]
-        )
-    return None
+        ), None
+    return None, parsed
 
 
 def create_resolver(*, json_object_bodies: bool = True) -> APIGatewayHttpResolver:
@@ -181,6 +201,9 @@ def create_resolver(*, json_object_bodies: bool = True) -> APIGatewayHttpResolve
         if json_object_bodies
         else APIGatewayHttpResolver(enable_validation=True)
     )
+    # The OpenAPI document still comes from the routes' annotations; requests are validated in
+    # one pass where that is simple, by Powertools' own middleware otherwise (api/validation.py).
+    app._request_validation_middleware = SinglePassRequestValidation()
 
     @app.exception_handler(DomainError)
     def _domain_error(exc: DomainError) -> Response[str]:

@@ -1,0 +1,37 @@
+"""An adapter's boto3 client is created on its first call, once, and is then the client itself."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from slotguard.aws import clients
+
+
+def test_a_client_is_created_on_first_use_once_and_used_directly(
+    aws: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created: list[Any] = []
+    real = clients.boto3.session.Session.client
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        created.append(args)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(clients.boto3.session.Session, "client", counting)
+    # Given an adapter's client: nothing is created while the container starts
+    sqs = clients.client("sqs")
+    assert created == []
+    # When several threads use it at once
+    threads = [threading.Thread(target=lambda: sqs.list_queues()) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Then one client was created, with the adapters' configuration, and it answers as boto3's
+    assert created == [("sqs",)]
+    assert sqs.meta.service_model.service_name == "sqs"
+    assert sqs.meta.config.connect_timeout == 3 and sqs.meta.config.read_timeout == 10
+    assert sqs.list_queues()["ResponseMetadata"]["HTTPStatusCode"] == 200
