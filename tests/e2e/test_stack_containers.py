@@ -165,10 +165,14 @@ def test_the_webhook_path_runs_in_its_functions_own_containers(stack: StackProce
 
 def _with_containers(home: Path) -> tuple[StackProcess, set[int]]:
     stack = StackProcess(home).start()
-    answers = _burst(stack, 10)
-    assert all(status in (201, 404) for _, _, (status, _) in answers)
-    pids = containers(stack, "booking")
-    assert pids
+    try:
+        answers = _burst(stack, 10)
+        assert all(status in (201, 404) for _, _, (status, _) in answers)
+        pids = containers(stack, "booking")
+        assert pids
+    except BaseException:
+        stack.terminate()  # never leave a stack behind a failed setup
+        raise
     return stack, pids
 
 
