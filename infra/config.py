@@ -11,6 +11,8 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
 from constructs import Node
 
+from slotguard.topology import RESERVED_CONCURRENCY, ReservedConcurrency
+
 # PostgreSQL majors this stack may run behind RDS Proxy (end-to-end IAM), each pinned to an exact
 # minor (auto minor upgrades off: a minor bump is a reviewed change here). 18 is the default; 17
 # is the documented fallback (`-c postgres_major=17`), see docs/decisions.md.
@@ -31,11 +33,11 @@ class StageConfig:
     log_retention: logs.RetentionDays
     jwt_issuer: str
     jwt_audience: str
-    # Reserved concurrency of the API's database-facing functions: with the queue consumers'
-    # maximum concurrency, all of them at once must fit the proxy's connection budget
-    # (asserted per stage in tests/test_infra.py).
-    booking_concurrency: int = 20
-    metrics_concurrency: int = 5
+    # Reserved concurrency of the API's database-facing functions (slotguard.topology, which the
+    # local stack reads too): with the queue consumers' maximum concurrency, all of them at once
+    # must fit the proxy's connection budget (asserted per stage in tests/test_infra.py).
+    booking_concurrency: int = RESERVED_CONCURRENCY["dev"].booking
+    metrics_concurrency: int = RESERVED_CONCURRENCY["dev"].metrics
     postgres_major: int = DEFAULT_POSTGRES_MAJOR
     cors_origins: tuple[str, ...] = ()
     alarm_emails: tuple[str, ...] = ()
@@ -47,6 +49,10 @@ class StageConfig:
     @property
     def is_prod(self) -> bool:
         return self.stage == "prod"
+
+    @property
+    def reserved_concurrency(self) -> ReservedConcurrency:
+        return RESERVED_CONCURRENCY["prod" if self.is_prod else "dev"]
 
     @property
     def postgres_engine(self) -> rds.IInstanceEngine:
@@ -149,8 +155,8 @@ def stage_config(node: Node, stage: str | None = None) -> StageConfig:
         backup_retention_days=14 if prod else 7,
         nat_gateways=2 if prod else 1,
         log_retention=logs.RetentionDays.THREE_MONTHS if prod else logs.RetentionDays.TWO_WEEKS,
-        booking_concurrency=300 if prod else 20,
-        metrics_concurrency=20 if prod else 5,
+        booking_concurrency=RESERVED_CONCURRENCY["prod" if prod else "dev"].booking,
+        metrics_concurrency=RESERVED_CONCURRENCY["prod" if prod else "dev"].metrics,
         jwt_issuer=issuer,
         jwt_audience=audience,
         postgres_major=int(major),

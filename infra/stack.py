@@ -19,14 +19,13 @@ from infra.constructs.schedule import cleanup_schedule
 from infra.constructs.webhooks import WebhookQueues
 from infra.nag import suppress
 from infra.names import APP_DB_USER, DB_NAME, PROXY_CA_BUNDLE, RETENTION_DB_USER, Names
-from slotguard.topology import WEBHOOK_QUEUE
+from slotguard.topology import API_TIMEOUT_S, WEBHOOK_QUEUE
 
 # Database-facing API functions: a reconnect (2 x connect timeout), the proxy's borrow wait
 # (infra/constructs/database.py) and slotguard_app's statement_timeout (5 s, migration 0007; it
 # bounds a booking's lock wait too) all end before the function does (tests/test_infra.py).
 DB_CONNECT_TIMEOUT_S = 3
 BOOKING_LOCK_WAIT_MS = 3000
-API_TIMEOUT_S = 20
 
 
 class SlotguardStack(Stack):
@@ -97,7 +96,7 @@ class SlotguardStack(Stack):
             "cleanup",
             timeout_s=300,
             in_vpc=True,
-            reserved_concurrency=1,
+            reserved_concurrency=config.reserved_concurrency.cleanup,
             # Its own login: may purge (above the floors) and nothing else; the app may not purge.
             environment={**db_env, "DB_USER": RETENTION_DB_USER},
         )

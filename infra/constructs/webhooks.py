@@ -65,6 +65,9 @@ class WebhookQueues(Construct):
     def attach_reconciler(self, reconciler: lambda_.Function) -> None:
         reconciler.add_event_source(
             sources.SqsEventSource(
-                self.dlq, batch_size=10, report_batch_item_failures=True, max_concurrency=2
+                self.dlq,
+                batch_size=10,
+                report_batch_item_failures=True,
+                max_concurrency=WEBHOOK_QUEUE.reconciler_maximum_concurrency,
             )
         )

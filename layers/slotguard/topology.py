@@ -47,6 +47,7 @@ class WebhookQueueSettings:
     batch_size: int = 10
     batching_window_s: int = 1
     maximum_concurrency: int = 5  # <= what the RDS Proxy can serve; >= 2 (Lambda's minimum)
+    reconciler_maximum_concurrency: int = 2  # the DLQ's event source mapping (Lambda's minimum)
     processor_timeout_s: int = 30
     reconciler_timeout_s: int = 30
     backoff_base_s: int = 10
@@ -78,6 +79,31 @@ def redrive_max_receive_count(max_attempts: int) -> int:
 
 
 WEBHOOK_QUEUE = WebhookQueueSettings()
+
+# The API functions' timeout (below the HTTP API's 30 s integration timeout).
+API_TIMEOUT_S = 20
+
+
+@dataclass(frozen=True)
+class ReservedConcurrency:
+    """Reserved concurrency per stage of the functions that have one (the others draw on the
+    account's unreserved pool). With the queue consumers' maximum concurrency, the database-facing
+    ones at once must fit the proxy's connection budget (tests/test_infra.py). The CDK app sets
+    them; the local stack runs that many containers at most (the dev stage's)."""
+
+    booking: int
+    metrics: int
+    cleanup: int = 1  # one retention run at a time (hourly schedule, retries)
+
+    def of(self, function: str) -> int | None:
+        value = getattr(self, function, None)
+        return value if isinstance(value, int) else None
+
+
+RESERVED_CONCURRENCY = {
+    "dev": ReservedConcurrency(booking=20, metrics=5),
+    "prod": ReservedConcurrency(booking=300, metrics=20),
+}
 CLEANUP_SCHEDULE_MINUTES = 60
 API_THROTTLE = {"rate_limit": 100, "burst_limit": 200}  # the stage default: authenticated routes
 # The public webhook route (no authorizer in front) has its own budget, so junk traffic there

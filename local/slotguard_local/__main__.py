@@ -1,7 +1,8 @@
 """`make local`: run the whole system until Ctrl-C or SIGTERM.
 
 Environment: SLOTGUARD_PORT (3000), SLOTGUARD_HOME (.local), DATABASE_URL (else embedded
-PostgreSQL), AWS_ENDPOINT_URL (else moto's server), SLOTGUARD_CLEANUP_EVERY_S (3600).
+PostgreSQL), AWS_ENDPOINT_URL (else moto's server), SLOTGUARD_CLEANUP_EVERY_S (3600),
+SLOTGUARD_MAX_CONTAINERS (at most this many containers per function; unset: as deployed).
 """
 
 from __future__ import annotations

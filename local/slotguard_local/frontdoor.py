@@ -7,21 +7,20 @@ from __future__ import annotations
 
 import base64
 import json
-import queue
 import re
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 import jwt
 
 from slotguard.topology import Route
-from slotguard_local.events import LambdaContext, http_api_event
+from slotguard_local.events import http_api_event
 
 MAX_BODY = 10 * 1024 * 1024  # API Gateway's payload limit
 # Answers of the gateway itself (no function runs), with API Gateway HTTP API's bodies.
@@ -87,38 +86,11 @@ class JwtAuthorizer:
         return {k: v if isinstance(v, str) else json.dumps(v) for k, v in decoded.items()}
 
 
-class FunctionPool:
-    """Up to `size` warm containers of one function, started on demand (a cold start happens
-    when every existing container is busy); a request waits when all `size` are busy."""
+class Function(Protocol):
+    """What serves a route: one invocation, its answer; an exception when the function gave none
+    (slotguard_local.containers.ContainerPool: containers as processes)."""
 
-    def __init__(
-        self, name: str, new_container: Callable[[], Callable[[dict[str, Any], Any], Any]], size: int = 4
-    ) -> None:
-        self.name = name
-        self._new_container = new_container
-        self._size = size
-        self._created = 0
-        self._lock = threading.Lock()
-        self._free: queue.Queue[Callable[[dict[str, Any], Any], Any]] = queue.Queue()
-
-    def _acquire(self) -> Callable[[dict[str, Any], Any], Any]:
-        try:
-            return self._free.get_nowait()
-        except queue.Empty:
-            with self._lock:
-                cold = self._created < self._size
-                if cold:
-                    self._created += 1
-            if cold:
-                return self._new_container()
-            return self._free.get()
-
-    def invoke(self, event: dict[str, Any]) -> Any:
-        container = self._acquire()
-        try:
-            return container(event, LambdaContext(function_name=self.name))
-        finally:
-            self._free.put(container)
+    def invoke(self, event: dict[str, Any]) -> Any: ...
 
 
 def _compile(route: Route) -> re.Pattern[str]:
@@ -139,7 +111,7 @@ class FrontDoor:
     def __init__(
         self,
         routes: tuple[Route, ...],
-        pools: dict[str, FunctionPool],
+        pools: Mapping[str, Function],
         authorizer: JwtAuthorizer,
         openapi: bytes,
         host: str = "127.0.0.1",
@@ -196,8 +168,17 @@ class FrontDoor:
         )
         try:
             result = self._pools[route.function].invoke(event)
+            answer = self._answer(result, route.function)
         except Exception:
+            # The function raised, timed out, crashed or answered something that is no answer:
+            # API Gateway's own 500 (the function's log has the error)
             return self._json(*INTERNAL_ERROR)._replace(function=route.function)
+        return answer
+
+    @staticmethod
+    def _answer(result: Any, function: str) -> Answer:
+        if not isinstance(result, dict):
+            raise TypeError(f"{function} answered {type(result).__name__}, not a payload 2.0 response")
         out_body = result.get("body") or ""
         raw = base64.b64decode(out_body) if result.get("isBase64Encoded") else out_body.encode()
         return Answer(
@@ -205,7 +186,7 @@ class FrontDoor:
             dict(result.get("headers") or {}),
             list(result.get("cookies") or []),
             raw,
-            route.function,
+            function,
         )
 
     @staticmethod

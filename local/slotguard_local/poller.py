@@ -2,7 +2,11 @@
 with a batch of real SQS records, delete what succeeded, leave the reported failures (and
 the whole batch when the function raises or times out) for SQS to redeliver, which also
 drives the queue's redrive policy. Up to `max_concurrency` invocations at once, each in
-its own container (a fresh handler module); a container that timed out is replaced."""
+its own container; a container that timed out is replaced.
+
+A container is whatever `new_container` returns: the local stack gives a ContainerPool of the
+function (its containers are processes, one invocation at a time, killed when an invocation
+times out: slotguard_local.containers); tests may give a handler loaded into their own process."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slotguard_local.containers import ContainerCrashed, FunctionTimedOut
 from slotguard_local.events import LambdaContext, sqs_record
 from slotguard_local.files import write_private
 
@@ -69,12 +74,18 @@ class SqsEventSource:
         self.last_result = "No records processed"
 
     # -- one poll, one invocation (deterministic, for tests) -------------------------------
-    def poll_once(self, container: list[Invoke] | None = None, wait_time_s: int | None = None) -> int:
-        slot = container if container is not None else [self._new_container()]
+    def poll_once(
+        self, container: list[Invoke] | list[Invoke | None] | None = None, wait_time_s: int | None = None
+    ) -> int:
+        """One batch; `container` a one-item list holding the container (None: start one when a
+        batch arrives), replaced there when the invocation timed out or its container died."""
+        slot: list[Invoke | None] = list(container) if container is not None else [None]
         messages = self._receive(self._wait_time_s if wait_time_s is None else wait_time_s)
         if not messages:
             return 0
         self._invoke(slot, messages)
+        if container is not None:
+            container[:] = slot  # type: ignore[assignment]
         return len(messages)
 
     def _receive(self, wait_time_s: int) -> list[dict[str, Any]]:
@@ -96,13 +107,15 @@ class SqsEventSource:
                 time.sleep(0.05)
         return batch
 
-    def _invoke(self, slot: list[Invoke], messages: list[dict[str, Any]]) -> None:
+    def _invoke(self, slot: list[Invoke | None], messages: list[dict[str, Any]]) -> None:
         event = {"Records": [sqs_record(m, self.queue_arn) for m in messages]}
         outcome: dict[str, Any] = {}
+        invoke = slot[0] if slot[0] is not None else self._new_container()
+        slot[0] = invoke
 
         def run() -> None:
             try:
-                outcome["response"] = slot[0](
+                outcome["response"] = invoke(
                     event,
                     LambdaContext(
                         function_name=self.function_name,
@@ -121,18 +134,23 @@ class SqsEventSource:
         try:
             worker = threading.Thread(target=run, name=f"{self.function_name}-invocation", daemon=True)
             worker.start()
-            worker.join(self.function_timeout_s)
+            # A container pool times the invocation out itself (it kills the container and raises
+            # FunctionTimedOut, its cold start not counted); a handler run in this process is
+            # timed out here
+            worker.join(None if getattr(invoke, "enforces_timeout", False) else self.function_timeout_s)
         finally:
             with self.stats.lock:
                 self.stats.in_flight -= 1
-        if worker.is_alive():
+        if worker.is_alive() or isinstance(outcome.get("error"), FunctionTimedOut):
             self.last_result = "PROBLEM: Function timed out"
             # Timed out: Lambda kills the container; nothing is deleted; a new container takes over.
             with self.stats.lock:
                 self.stats.timeouts += 1
-            slot[0] = self._new_container()
+            slot[0] = None
             return
         if "error" in outcome:
+            if isinstance(outcome["error"], ContainerCrashed):
+                slot[0] = None  # Lambda replaces an environment whose runtime exited
             self.last_result = f"PROBLEM: Function call failed ({type(outcome['error']).__name__})"
             with self.stats.lock:
                 self.stats.failed_invocations += 1
@@ -184,12 +202,16 @@ class SqsEventSource:
             self.write_state()
 
     def _loop(self) -> None:
-        slot = [self._new_container()]
+        slot: list[Invoke | None] = [None]  # a container is started when the first batch comes
         while not self._stop.is_set():
             try:
                 self.poll_once(slot)
             except Exception:
                 time.sleep(0.5)
+
+    def signal_stop(self) -> None:
+        """Stop polling; an invocation under way finishes (stop() waits for it)."""
+        self._stop.set()
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stop.set()

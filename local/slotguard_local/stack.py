@@ -1,7 +1,8 @@
 """The whole system on one machine: embedded PostgreSQL (or DATABASE_URL), moto's server (or
 LocalStack's with SLOTGUARD_AWS=localstack, or AWS_ENDPOINT_URL), the HTTP front door, the SQS event
 source emulation for the processor and the dead-letter reconciler, and the retention cleanup on a
-timer."""
+timer. Every function runs in its own container processes (slotguard_local.containers), as in
+Lambda; this process never imports a handler."""
 
 from __future__ import annotations
 
@@ -24,22 +25,19 @@ from psycopg import sql
 
 from slotguard.aws.secrets import new_webhook_secret
 from slotguard.db.migrate import ensure_app_login, migrate
-from slotguard.topology import CLEANUP_SCHEDULE_MINUTES, ROUTES, WEBHOOK_QUEUE
+from slotguard.topology import API_TIMEOUT_S, CLEANUP_SCHEDULE_MINUTES, ROUTES, WEBHOOK_QUEUE
 from slotguard_local import cdklocal
-from slotguard_local.emf import send_emf_to
-from slotguard_local.events import LambdaContext
+from slotguard_local.containers import ColdStarts, ContainerPool
 from slotguard_local.files import write_private
-from slotguard_local.frontdoor import FrontDoor, FunctionPool, JwtAuthorizer, JwtSettings
-from slotguard_local.functions import ROOT, load_function
+from slotguard_local.frontdoor import FrontDoor, JwtAuthorizer, JwtSettings
+from slotguard_local.functions import ROOT, concurrency, function_environment, handler_path
 from slotguard_local.localstack import MATCH as LOCALSTACK_MATCH
 from slotguard_local.localstack import VERSION as LOCALSTACK_VERSION
 from slotguard_local.localstack import LocalStackMissing, LocalStackServer, runtime_python
 from slotguard_local.lock import StackAlreadyRunning, StateFolderLock
 from slotguard_local.moto import MotoServer
-from slotguard_local.openapi import render as render_openapi
 from slotguard_local.poller import SqsEventSource
 from slotguard_local.postgres import EmbeddedPostgres, free_port
-from slotguard_local.powertools_threads import install as install_per_thread_events
 from slotguard_local.watchdog import Watchdog
 
 QUEUE_NAME = "slotguard-webhooks"
@@ -48,10 +46,8 @@ SECRET_PREFIX = "slotguard/webhooks/"  # noqa: S105 - a name prefix, not a secre
 ISSUER = "slotguard-local"
 AUDIENCE = "slotguard"
 TOKEN_LIFETIME_S = 30 * 24 * 3600
-
-
-def _handler_of(name: str) -> Any:
-    return load_function(name).lambda_handler
+OPENAPI = ROOT / "docs" / "openapi.json"  # generated from the handlers; a test keeps it in sync
+CLEANUP_TIMEOUT_S = 300
 
 
 def _say(message: str) -> None:
@@ -69,6 +65,17 @@ def aws_emulator() -> str:
 def deploy_cdk_stage() -> bool:
     """SLOTGUARD_LOCALSTACK_CDK=1 (make local AWS=localstack CDK=1): deploy the CDK stage first."""
     return os.environ.get("SLOTGUARD_LOCALSTACK_CDK", "").strip().lower() in ("1", "true", "yes")
+
+
+def max_containers() -> int | None:
+    """SLOTGUARD_MAX_CONTAINERS: at most this many containers per function (unset: each function's
+    own concurrency, as deployed)."""
+    value = os.environ.get("SLOTGUARD_MAX_CONTAINERS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise StartRefused(f"SLOTGUARD_MAX_CONTAINERS must be a positive integer, not {value!r}")
+    return int(value)
 
 
 class StartRefused(RuntimeError):
@@ -105,6 +112,11 @@ class LocalStack:
     _queue_urls: dict[str, str] = field(default_factory=dict)  # main, dlq
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
+    # What the functions' configs read (each container gets its own function's share)
+    _settings: dict[str, str] = field(default_factory=dict)
+    _pools: dict[str, ContainerPool] = field(default_factory=dict)
+    _cold_starts: ColdStarts = field(default_factory=ColdStarts)
+    _max_containers: int | None = None
 
     # -- persistent dev state ---------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -125,6 +137,7 @@ class LocalStack:
         """Start everything; StartRefused (before anything started) when it must not run."""
         started = time.monotonic()
         emulator = aws_emulator()
+        self._max_containers = max_containers()
         if emulator == "localstack" and not os.environ.get("AWS_ENDPOINT_URL"):
             try:
                 runtime_python()
@@ -144,8 +157,6 @@ class LocalStack:
         check_port_free(self.host, self.port)
         assert lock.fd is not None
         self._watchdog = Watchdog(keep_fds=(lock.fd,)).start()
-        send_emf_to(self.home / "metrics.jsonl")
-        install_per_thread_events()  # containers are threads here: each request sees its own event
         state = self._state()
         admin_url, app_url = self._database(state["app_password"])
         fresh_queues = self._aws()
@@ -158,7 +169,7 @@ class LocalStack:
             queue_url, dlq_url = self._queues(sqs)
         self._queue_urls = {"main": queue_url, "dlq": dlq_url}
         self._secrets(state["orgs"])
-        os.environ.update(
+        self._settings.update(
             {
                 "DATABASE_URL": app_url,
                 "WEBHOOK_QUEUE_URL": queue_url,
@@ -172,6 +183,7 @@ class LocalStack:
             }
         )
         os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+        self._start_pools()
         if fresh_queues:
             self._restore_queued(sqs, queue_url, dlq_url, admin_url)
         self._start_workers(sqs, queue_url, dlq_url)
@@ -341,11 +353,42 @@ class LocalStack:
         if restored:
             _say(f"re-enqueued {restored} webhook(s) left unfinished by the previous run")
 
+    def _start_pools(self) -> None:
+        """One pool of containers per function, each container with its function's environment
+        (checked against its typed config here); no container starts before it is needed."""
+        timeouts = {
+            "webhook_processor": WEBHOOK_QUEUE.processor_timeout_s,
+            "dlq_reconciler": WEBHOOK_QUEUE.reconciler_timeout_s,
+            "cleanup": CLEANUP_TIMEOUT_S,
+        }
+        sizes = {
+            "webhook_processor": WEBHOOK_QUEUE.maximum_concurrency,
+            "dlq_reconciler": WEBHOOK_QUEUE.reconciler_maximum_concurrency,
+        }
+        cap = self._max_containers
+        names = sorted({r.function for r in ROUTES} | set(timeouts))
+        for name in names:
+            self._pools[name] = ContainerPool(
+                name,
+                handler_path(name),
+                function_environment(name, self._settings, os.environ, self.home / "metrics.jsonl"),
+                concurrency=min(sizes[name], cap or sizes[name]) if name in sizes else concurrency(name, cap),
+                timeout_s=timeouts.get(name, API_TIMEOUT_S),
+                cold_starts=self._cold_starts,
+            )
+        _say(
+            "functions: "
+            + ", ".join(f"{name} x{pool.concurrency}" for name, pool in self._pools.items())
+            + " (containers are processes, started on demand;"
+            f" {self._cold_starts.at_once} cold starts at a time)"
+        )
+
     def _start_workers(self, sqs: Any, queue_url: str, dlq_url: str) -> None:
+        processor_pool, reconciler_pool = self._pools["webhook_processor"], self._pools["dlq_reconciler"]
         processor = SqsEventSource(
             sqs,
             queue_url,
-            lambda: load_function("webhook_processor").lambda_handler,
+            lambda: processor_pool,
             function_name="webhook_processor",
             batch_size=WEBHOOK_QUEUE.batch_size,
             batching_window_s=WEBHOOK_QUEUE.batching_window_s,
@@ -356,10 +399,10 @@ class LocalStack:
         reconciler = SqsEventSource(
             sqs,
             dlq_url,
-            lambda: load_function("dlq_reconciler").lambda_handler,
+            lambda: reconciler_pool,
             function_name="dlq_reconciler",
             batch_size=10,
-            max_concurrency=2,
+            max_concurrency=WEBHOOK_QUEUE.reconciler_maximum_concurrency,
             function_timeout_s=WEBHOOK_QUEUE.reconciler_timeout_s,
         )
         for source in (processor, reconciler):
@@ -372,31 +415,24 @@ class LocalStack:
         )
 
     def _start_front_door(self, jwt_secret: str) -> None:
-        pools = {
-            name: FunctionPool(name, functools.partial(_handler_of, name))
-            for name in sorted({r.function for r in ROUTES})
-        }
         # The committed document itself (its server "/" is wherever it is served from)
         self._door = FrontDoor(
             ROUTES,
-            pools,
+            self._pools,
             JwtAuthorizer(JwtSettings(jwt_secret, ISSUER, AUDIENCE)),
-            render_openapi().encode(),
+            OPENAPI.read_bytes(),
             host=self.host,
             port=self.port,
         )
         self._door.start()
 
     def _start_cleanup(self) -> None:
-        cleanup = load_function("cleanup")
+        cleanup = self._pools["cleanup"]
 
         def run() -> None:
             while not self._stop.wait(self.cleanup_every_s):
                 try:
-                    report = cleanup.lambda_handler(
-                        {"source": "aws.events", "detail-type": "Scheduled Event"},
-                        LambdaContext(function_name="cleanup"),
-                    )
+                    report = cleanup.invoke({"source": "aws.events", "detail-type": "Scheduled Event"})
                     _say(f"cleanup: {report}")
                 except Exception as exc:
                     _say(f"cleanup failed: {exc}")
@@ -453,8 +489,26 @@ class LocalStack:
         self._stop.set()
         if self._door is not None:
             self._door.stop()
+        for source in self._sources:  # every poller at once; each finishes the batch it has
+            source.signal_stop()
         for source in self._sources:
             source.stop(timeout_s=3)
+        # Every container at once: an idle one exits at its end of input, a busy one when it is done
+        # (or is killed after 2 s)
+        closing = [pool.begin_close() for pool in self._pools.values()]
+        deadline = time.monotonic() + 2
+        for containers in closing:
+            ContainerPool.finish_close(containers, deadline)
+        used = [(p.name, p.stats) for p in self._pools.values() if p.stats.cold_starts]
+        if used:
+            _say(
+                "containers started: "
+                + ", ".join(
+                    f"{name} {s.cold_starts} (cold start {s.cold_start_ms / s.cold_starts:.0f} ms on average;"
+                    f" {s.invocations} invocations)"
+                    for name, s in used
+                )
+            )
         if self._moto is not None:
             self._save_queued()
             self._moto.stop()
