@@ -196,12 +196,13 @@ def test_the_deploy_migrations_build_the_schema_then_do_nothing_again(
 
 
 def test_a_rollbacks_older_properties_never_touch_the_database(deploy_migrations: Any, fresh_db: str) -> None:
-    from slotguard.db.migrate import applied_version
+    from slotguard.db.migrate import applied_version, migrations_digest
     from slotguard_local.events import LambdaContext
 
     # Given CloudFormation rolling back: it sends the previous properties (another set of files)
-    # to the function that already holds the new ones
+    # to the function that already holds the new ones, whose digest is in the old properties
     event = _event("Update", "0" * 64, "db-A")
+    event["OldResourceProperties"]["Migrations"] = migrations_digest()
     # When the custom resource is updated
     out = deploy_migrations.lambda_handler(event, LambdaContext())
     # Then it succeeds without running anything (migrations only go forward), so the rollback
@@ -240,3 +241,19 @@ def test_a_disposable_stage_migrates_a_replaced_instance(
     moved = _event("Update", migrations_digest(), "db-B", old_instance="db-A")
     deploy_migrations.lambda_handler(moved, LambdaContext())
     assert applied_version(fresh_db) == load_migrations()[-1].version
+
+
+def test_a_deploy_whose_files_this_function_does_not_hold_fails(
+    deploy_migrations: Any, fresh_db: str
+) -> None:
+    from slotguard.db.migrate import applied_version
+    from slotguard_local.events import LambdaContext
+
+    # Given a deploy asking for migration files the function does not hold (its code lags), and
+    # which is no rollback from this function's files
+    for kind in ("Create", "Update"):
+        event = _event(kind, "1" * 64, "db-A")
+        # When it runs, then it fails the deploy instead of succeeding without migrating
+        with pytest.raises(deploy_migrations.MigrationFilesMismatch):
+            deploy_migrations.lambda_handler(event, LambdaContext())
+    assert applied_version(fresh_db) is None

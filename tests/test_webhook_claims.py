@@ -269,3 +269,63 @@ def test_only_the_current_claim_token_records_an_outcome(pipeline: Pipeline, app
     assert complete(second["token"]) is False
     [row] = pipeline.rows(org_id)
     assert (row["status"], row["attempts"], row["claim_token"]) == ("completed", 1, None)
+
+
+def test_a_message_reusing_a_webhook_id_with_other_content_never_completes_its_event(
+    pipeline: Pipeline, app_conn: Any
+) -> None:
+    # Given a booking event whose delivery is claimed by a worker (its handler running)
+    org_id, _ = pipeline.new_org()
+    data = Jsonb({"type": "appointment.book", "data": book_data("2031-03-03T10:00:00Z")})
+
+    def claim(event_type: str, payload: Any) -> dict[str, Any]:
+        [answer] = app_conn.execute(
+            "SELECT slotguard.claim_webhook_delivery(%s, 'msg_1', %s, %s, 5, 180)",
+            (org_id, event_type, payload),
+        ).fetchone()
+        return dict(answer)
+
+    first = claim("appointment.book", data)
+    assert first["action"] == "process"
+    with psycopg.connect(pipeline.admin_url) as conn:  # its claim goes stale (the worker stalls)
+        conn.execute(
+            "UPDATE slotguard.webhook_delivery_log SET last_attempt_at = now() - interval '1 hour'"
+            " WHERE org_id = %s",
+            (org_id,),
+        )
+    # When messages with the same webhook id but another type, or another payload, are claimed,
+    # alone or by a batch claim that would complete an effect-free (unknown) type at once
+    other_type = claim("no.such.type", data)
+    other_payload = claim("appointment.book", Jsonb({"type": "appointment.book", "data": {}}))
+    [batch] = app_conn.execute(
+        "SELECT slotguard.claim_webhook_deliveries(%s, 5, 180)",
+        (
+            Jsonb(
+                [
+                    {
+                        "org_id": str(org_id),
+                        "job_id": "msg_1",
+                        "event_type": "no.such.type",
+                        "event_data": {},
+                        "complete": {"outcome": "ignored", "detail": {}, "processing_ms": 1},
+                    }
+                ]
+            ),
+        ),
+    ).fetchone()
+    # Then each is answered skip (its content dropped), and the row is still the event's claim
+    assert other_type == other_payload == {"action": "skip", "status": "mismatch", "attempt": 0}
+    assert batch == [{"action": "skip", "status": "mismatch", "attempt": 0}]
+    [row] = pipeline.rows(org_id)
+    assert (row["event_type"], row["status"], str(row["claim_token"])) == (
+        "appointment.book",
+        "processing",
+        first["token"],
+    )
+    # And the event's own message still claims and completes it
+    [done] = app_conn.execute(
+        "SELECT slotguard.complete_webhook_delivery(%s, 'msg_1', %s, 'applied', '{}', 5)",
+        (org_id, first["token"]),
+    ).fetchone()
+    assert done is True
+    assert claim("appointment.book", data) == {"action": "skip", "status": "completed", "attempt": 1}

@@ -4,10 +4,12 @@ instance has a new resource id) or the runner's code. Deleting does nothing:
 the data outlives the stack's custom resource.
 
 Two updates are not simply run:
-- a rollback: CloudFormation sends the previous properties while this function may already hold
-  the new files. Migrations only go forward (each file is written to be compatible with the code
-  before it), so an update whose migrations digest is not the one of the files here is answered
-  without touching the database, instead of failing the rollback (UPDATE_ROLLBACK_FAILED).
+- a rollback: CloudFormation sends the previous properties (and, as the old ones, the properties
+  this function's own files match) while this function may already hold the new files.
+  Migrations only go forward (each file is written to be compatible with the code before it), so
+  that update is answered without touching the database, instead of failing the rollback
+  (UPDATE_ROLLBACK_FAILED). Any other difference between the deploy's files and this function's
+  fails the deploy rather than succeed without migrating.
 - a replaced instance, where the stage keeps its data (prod): the stack moving from a database
   with our schema to an empty one is refused, so the deploy fails and rolls back to the old
   instance instead of succeeding on an empty database. Moving back to a database that holds the
@@ -32,6 +34,10 @@ class ReplacedDatabaseRefused(RuntimeError):
     pass
 
 
+class MigrationFilesMismatch(RuntimeError):
+    """The deploy's migration files are not the ones this function holds (and it is no rollback)."""
+
+
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     kind = event["RequestType"]
@@ -39,9 +45,16 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if kind == "Delete":
         return {"PhysicalResourceId": physical_id}
     props = event.get("ResourceProperties", {})
-    if kind == "Update" and props.get("Migrations") != migrations_digest():
-        logger.warning("properties of other migration files (a rollback): the schema only goes forward")
-        return {"PhysicalResourceId": physical_id, "Data": {"Applied": "none"}}
+    own = migrations_digest()
+    if props.get("Migrations") != own:
+        if kind == "Update" and event.get("OldResourceProperties", {}).get("Migrations") == own:
+            # Rolling back from this function's files to older ones: the schema only goes forward.
+            logger.warning("a rollback to older migration files: the schema stays as it is")
+            return {"PhysicalResourceId": physical_id, "Data": {"Applied": "none"}}
+        asked = str(props.get("Migrations"))[:12]
+        raise MigrationFilesMismatch(
+            f"this function holds migration files {own[:12]}, the deploy asks for {asked}"
+        )
     url = database_admin_url(os.environ["DB_ADMIN_SECRET_ARN"], os.environ.get("DB_SSLMODE", "require"))
     timeout_s = int(os.environ.get("DB_CONNECT_TIMEOUT_S", "10"))
     if kind == "Update" and os.environ.get("DB_REPLACEMENT") == "refuse":

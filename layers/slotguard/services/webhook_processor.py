@@ -213,9 +213,14 @@ class WebhookProcessor:
         payload, unusable = parse_payload(message.body)
         claim = claim or self._claim(message, org_id, job_id, event_type, payload)
         if claim["action"] == "skip":
-            logger.info(
-                "duplicate delivery acknowledged", extra={"job_id": job_id, "status": claim["status"]}
-            )
+            if claim["status"] == "mismatch":  # the id names another event: this content is dropped
+                logger.warning(
+                    "a message reusing a webhook id with other content was dropped", extra={"job_id": job_id}
+                )
+            else:
+                logger.info(
+                    "duplicate delivery acknowledged", extra={"job_id": job_id, "status": claim["status"]}
+                )
             return ProcessResult("skipped", claim["status"], claim["attempt"])
         if claim["action"] == "in_progress":
             # Another worker holds it; do not delete the message while that one may still fail.
