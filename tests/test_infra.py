@@ -686,6 +686,8 @@ def test_only_a_disposable_stage_migrates_an_empty_replacement_of_its_instance(
         env = fn["Properties"]["Environment"]["Variables"]
         # Then prod refuses to move onto an empty replaced instance, dev (disposable) migrates it
         assert env["DB_REPLACEMENT"] == ("refuse" if stage == "prod" else "migrate"), stage
+        # And its login (TLS without a verified certificate) never answers a clear-text password request
+        assert env["DB_REQUIRE_AUTH"] == "scram-sha-256,md5"
         # And the property it compares on a rollback is the digest the handler computes itself
         [schema] = resources(template, "Custom::SlotguardSchema").values()
         assert schema["Properties"]["Migrations"] == migrations_digest()

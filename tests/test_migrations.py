@@ -257,3 +257,52 @@ def test_a_deploy_whose_files_this_function_does_not_hold_fails(
         with pytest.raises(deploy_migrations.MigrationFilesMismatch):
             deploy_migrations.lambda_handler(event, LambdaContext())
     assert applied_version(fresh_db) is None
+
+
+def test_the_deploy_login_never_hands_the_master_password_to_a_server_asking_for_it_in_clear(
+    aws: str,
+) -> None:
+    import json
+    import socket
+    import struct
+
+    import boto3
+
+    from slotguard.aws.secrets import database_admin_url
+
+    # Given a server posing as the instance (the deploy connects with TLS but cannot verify the
+    # instance's certificate) that asks for the password in clear text, and records what it gets
+    def impostor(listener: socket.socket, received: list[bytes]) -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(8192)  # the startup packet (no TLS: the test connects with sslmode=disable)
+            conn.sendall(b"R" + struct.pack("!ii", 8, 3))  # AuthenticationCleartextPassword
+            conn.settimeout(5)
+            try:
+                received.append(conn.recv(8192))
+            except OSError:
+                received.append(b"")
+
+    def attempt(require_auth: str | None) -> bytes:
+        listener = socket.create_server(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        secret = boto3.client("secretsmanager").create_secret(
+            Name=f"slotguard/test/impostor-{uuid.uuid4().hex[:8]}",
+            SecretString=json.dumps(
+                {"host": "127.0.0.1", "port": port, "username": "admin", "password": "the-master-password"}
+            ),
+        )
+        url = database_admin_url(secret["ARN"], "disable", require_auth=require_auth)
+        received: list[bytes] = []
+        server = threading.Thread(target=impostor, args=(listener, received))
+        server.start()
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(url, connect_timeout=5)
+        server.join(10)
+        listener.close()
+        return received[0] if received else b""
+
+    # When the deploy's login meets it: without a method list libpq hands the password over
+    assert b"the-master-password" in attempt(None)
+    # Then with the deploy's list (SCRAM or MD5 only) it refuses and sends nothing of it
+    assert b"the-master-password" not in attempt("scram-sha-256,md5")

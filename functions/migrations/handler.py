@@ -55,7 +55,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         raise MigrationFilesMismatch(
             f"this function holds migration files {own[:12]}, the deploy asks for {asked}"
         )
-    url = database_admin_url(os.environ["DB_ADMIN_SECRET_ARN"], os.environ.get("DB_SSLMODE", "require"))
+    url = database_admin_url(
+        os.environ["DB_ADMIN_SECRET_ARN"],
+        os.environ.get("DB_SSLMODE", "require"),
+        require_auth=os.environ.get("DB_REQUIRE_AUTH") or None,
+    )
     timeout_s = int(os.environ.get("DB_CONNECT_TIMEOUT_S", "10"))
     if kind == "Update" and os.environ.get("DB_REPLACEMENT") == "refuse":
         before = event.get("OldResourceProperties", {}).get("DatabaseResourceId")

@@ -66,7 +66,11 @@ class Migrations(Construct):
             reserved_concurrency=1,  # one runner at a time (it also takes an advisory lock)
             environment={
                 "DB_ADMIN_SECRET_ARN": database.admin_secret.secret_arn,
+                # TLS without verifying the instance's certificate (the RDS CA bundle is not shipped),
+                # so the master password is never given in clear text: SCRAM or MD5 only, which an
+                # impostor learns nothing usable from (the generated password is long and random).
                 "DB_SSLMODE": "require",
+                "DB_REQUIRE_AUTH": "scram-sha-256,md5",
                 "DB_CONNECT_TIMEOUT_S": "10",
                 "DB_REPLACEMENT": config.database_replacement,
             },

@@ -108,11 +108,18 @@ class WebhookSecretStore:
         return new
 
 
-def database_admin_url(secret_arn: str, sslmode: str = "require", sm: Any | None = None) -> str:
-    """The RDS-generated master secret as a libpq URL (deploy-time migrations only)."""
+def database_admin_url(
+    secret_arn: str, sslmode: str = "require", sm: Any | None = None, require_auth: str | None = None
+) -> str:
+    """The RDS-generated master secret as a libpq URL (deploy-time migrations only).
+
+    `require_auth` lists the authentication methods libpq may answer (e.g. "scram-sha-256,md5"):
+    with `sslmode=require` the server's certificate is not verified, so a server asking for the
+    password in clear text is refused instead of being sent the master password."""
     from psycopg.conninfo import make_conninfo
 
     value = json.loads((sm or client("secretsmanager")).get_secret_value(SecretId=secret_arn)["SecretString"])
+    options = {"require_auth": require_auth} if require_auth else {}
     return make_conninfo(
         host=value["host"],
         port=int(value.get("port", 5432)),
@@ -120,4 +127,5 @@ def database_admin_url(secret_arn: str, sslmode: str = "require", sm: Any | None
         password=value["password"],
         dbname=value.get("dbname", "slotguard"),
         sslmode=sslmode,
+        **options,
     )
