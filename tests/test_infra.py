@@ -792,6 +792,14 @@ def test_functions_that_call_no_aws_api_do_not_load_the_xray_sdk_or_boto3_at_ini
     assert not {"aws_xray_sdk", "boto3", "botocore.session"} & loaded
 
 
+def test_the_webhook_receiver_does_not_load_the_database_layer_at_init() -> None:
+    # Given the receiver, which verifies and enqueues and never touches the database
+    loaded = set(modules_imported_at_init("webhook_receiver"))
+    # Then its init loads neither psycopg nor the data-access layer (the metrics' processor types
+    # used to bring both)
+    assert not {"psycopg", "slotguard.db.connection", "slotguard.services.webhook_processor"} & loaded
+
+
 def _db_users_each_function_may_connect_as(template: Any) -> dict[str, set[str]]:
     """function name -> the database users its role may `rds-db:connect` as."""
     roles = {

@@ -5,12 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from slotguard.errors import PayloadTooLarge
 from slotguard.observability import METRICS_NAMESPACE, metrics
-from slotguard.services.webhook_processor import ProcessResult, RecordFailed
+
+if TYPE_CHECKING:  # the processor's module brings the database layer, which the receiver never loads
+    from slotguard.services.webhook_processor import ProcessResult
 
 RECEIVED = "WebhookReceived"
 REJECTED = "WebhookRejected"  # dimension: reason
@@ -48,6 +51,8 @@ def receiving() -> Iterator[None]:
 
 @contextmanager
 def processing() -> Iterator[Callable[[ProcessResult], ProcessResult]]:
+    from slotguard.services.webhook_processor import RecordFailed  # loaded by its only callers
+
     started = time.perf_counter()
 
     def track(result: ProcessResult) -> ProcessResult:
