@@ -35,3 +35,25 @@ def test_a_client_is_created_on_first_use_once_and_used_directly(
     assert sqs.meta.service_model.service_name == "sqs"
     assert sqs.meta.config.connect_timeout == 3 and sqs.meta.config.read_timeout == 10
     assert sqs.list_queues()["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+
+def test_the_receivers_secret_store_creates_no_client_until_a_webhook_needs_a_secret(
+    aws: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from slotguard.aws.secrets import WebhookSecretStore
+
+    created: list[Any] = []
+    real = clients.boto3.session.Session.client
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        created.append(args)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(clients.boto3.session.Session, "client", counting)
+    # Given the receiver's secret store, made at init
+    store = WebhookSecretStore("slotguard/test/webhooks/", unknown_ttl_s=60)
+    # Then no client exists yet (Powertools' provider would touch it to tag its user agent)
+    assert created == []
+    # And the first lookup creates the one Secrets Manager client and answers
+    assert store.active_secrets("00000000-0000-4000-8000-000000000000") is None
+    assert created == [("secretsmanager",)]

@@ -53,10 +53,18 @@ class WebhookSecretStore:
         self._prefix = prefix
         self._max_age_s = max_age_s
         self._sm = sm or client("secretsmanager")
-        self._provider = SecretsProvider(boto3_client=self._sm)
+        self._provider_made: SecretsProvider | None = None
         self._unknown_ttl_s = unknown_ttl_s
         self._clock = clock
         self._unknown: dict[str, float] = {}  # org id -> when it may be asked again
+
+    @property
+    def _provider(self) -> SecretsProvider:
+        """Made on first use: Powertools' provider touches its boto3 client (to tag its user agent),
+        which would create the lazy client, and load Secrets Manager's model, at init."""
+        if self._provider_made is None:
+            self._provider_made = SecretsProvider(boto3_client=self._sm)
+        return self._provider_made
 
     def name_for(self, org_id: str) -> str:
         return f"{self._prefix}{org_id}"
