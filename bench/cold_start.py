@@ -104,27 +104,7 @@ def _packages_313(python: str) -> Path:
     progress(f"cold start: installing the layer's packages for CPython 3.13 ({machine}) in {target}")
     shutil.rmtree(target, ignore_errors=True)
     platforms = [p.replace("aarch64", machine) for p in layer_build.PLATFORMS]
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-compile",
-            "--target",
-            str(target),
-            *[arg for p in platforms for arg in ("--platform", p)],
-            "--implementation",
-            "cp",
-            "--python-version",
-            layer_build.PYTHON_VERSION,
-            "--only-binary=:all:",
-            *requirements,
-        ],
-        check=True,
-    )
+    layer_build.install_packages(target, platforms)
     _compile(python, target)
     (target / ".complete").touch()
     return target

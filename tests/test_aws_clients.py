@@ -10,17 +10,21 @@ import pytest
 from slotguard.aws import clients
 
 
-def test_a_client_is_created_on_first_use_once_and_used_directly(
-    aws: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    created: list[Any] = []
+@pytest.fixture
+def created(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every boto3 client created while the test runs (its service name)."""
+    made: list[Any] = []
     real = clients.boto3.session.Session.client
 
     def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
-        created.append(args)
+        made.append(args)
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(clients.boto3.session.Session, "client", counting)
+    return made
+
+
+def test_a_client_is_created_on_first_use_once_and_used_directly(aws: str, created: list[Any]) -> None:
     # Given an adapter's client: nothing is created while the container starts
     sqs = clients.client("sqs")
     assert created == []
@@ -38,18 +42,10 @@ def test_a_client_is_created_on_first_use_once_and_used_directly(
 
 
 def test_the_receivers_secret_store_creates_no_client_until_a_webhook_needs_a_secret(
-    aws: str, monkeypatch: pytest.MonkeyPatch
+    aws: str, created: list[Any]
 ) -> None:
     from slotguard.aws.secrets import WebhookSecretStore
 
-    created: list[Any] = []
-    real = clients.boto3.session.Session.client
-
-    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
-        created.append(args)
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(clients.boto3.session.Session, "client", counting)
     # Given the receiver's secret store, made at init
     store = WebhookSecretStore("slotguard/test/webhooks/", unknown_ttl_s=60)
     # Then no client exists yet (Powertools' provider would touch it to tag its user agent)
