@@ -19,7 +19,7 @@ from infra.constructs.schedule import cleanup_schedule
 from infra.constructs.webhooks import WebhookQueues
 from infra.nag import suppress
 from infra.names import APP_DB_USER, DB_NAME, PROXY_CA_BUNDLE, RETENTION_DB_USER, Names
-from slotguard.topology import API_TIMEOUT_S, WEBHOOK_QUEUE
+from slotguard.topology import API_TIMEOUT_S, CLEANUP_TIMEOUT_S, WEBHOOK_QUEUE
 
 # Database-facing API functions: a reconnect (2 x connect timeout), the proxy's borrow wait
 # (infra/constructs/database.py) and slotguard_app's statement_timeout (5 s, migration 0007; it
@@ -94,7 +94,7 @@ class SlotguardStack(Stack):
         )
         cleanup = functions.create(  # one run at a time (hourly schedule, retries)
             "cleanup",
-            timeout_s=300,
+            timeout_s=CLEANUP_TIMEOUT_S,
             in_vpc=True,
             reserved_concurrency=config.reserved_concurrency.cleanup,
             # Its own login: may purge (above the floors) and nothing else; the app may not purge.

@@ -82,6 +82,8 @@ WEBHOOK_QUEUE = WebhookQueueSettings()
 
 # The API functions' timeout (below the HTTP API's 30 s integration timeout).
 API_TIMEOUT_S = 20
+# The retention cleanup's timeout (batched deletes; one run an hour).
+CLEANUP_TIMEOUT_S = 300
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,13 @@ from psycopg import sql
 
 from slotguard.aws.secrets import new_webhook_secret
 from slotguard.db.migrate import ensure_app_login, migrate
-from slotguard.topology import API_TIMEOUT_S, CLEANUP_SCHEDULE_MINUTES, ROUTES, WEBHOOK_QUEUE
+from slotguard.topology import (
+    API_TIMEOUT_S,
+    CLEANUP_SCHEDULE_MINUTES,
+    CLEANUP_TIMEOUT_S,
+    ROUTES,
+    WEBHOOK_QUEUE,
+)
 from slotguard_local import cdklocal
 from slotguard_local.containers import ColdStarts, ContainerPool
 from slotguard_local.files import write_private
@@ -47,7 +53,6 @@ ISSUER = "slotguard-local"
 AUDIENCE = "slotguard"
 TOKEN_LIFETIME_S = 30 * 24 * 3600
 OPENAPI = ROOT / "docs" / "openapi.json"  # generated from the handlers; a test keeps it in sync
-CLEANUP_TIMEOUT_S = 300
 
 
 def _say(message: str) -> None:
