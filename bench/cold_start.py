@@ -54,7 +54,7 @@ ENVIRONMENT = {
     "DB_HOST": "proxy.bench.invalid",
     "DB_AUTH": "iam",
     "DB_SSLMODE": "verify-full",
-    "DB_SSLROOTCERT": "system",
+    "DB_SSLROOTCERT": "/opt/python/slotguard/certs/amazon-trust-services.pem",
     "WEBHOOK_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/000000000000/bench",
     "WEBHOOK_DLQ_URL": "https://sqs.us-east-1.amazonaws.com/000000000000/bench-dlq",
     "WORKER_STATE_SOURCE": "lambda:00000000-0000-4000-8000-000000000000",

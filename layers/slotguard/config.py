@@ -38,8 +38,9 @@ class DatabaseSettings(_Config):
     db_auth: Literal["password", "iam"] = "password"
     db_password: str | None = Field(default=None, repr=False)
     db_sslmode: Literal["disable", "prefer", "require", "verify-full"] = "prefer"
-    # Trust anchors for verify-full: "system" (the OS store; RDS Proxy's certificates chain to
-    # Amazon's public roots) or a file. An IAM token is a credential: verify whom it goes to.
+    # Trust anchors for verify-full: a file (deployed: the Amazon Trust Services roots the layer
+    # ships, which RDS Proxy's certificates chain to; "system" finds no roots with
+    # psycopg-binary's bundled OpenSSL on Lambda). An IAM token is a credential: verify whom it goes to.
     db_sslrootcert: str | None = None
     db_connect_timeout_s: int = Field(default=5, ge=1, le=60)
     # A connection idle longer than this is replaced before reuse: below RDS Proxy's idle client
