@@ -309,13 +309,22 @@ def test_handler_hanging_past_the_timeout_ends_dead_lettered(pipeline: Pipeline)
     job_id = pipeline.send(org_id, secret, "test.hang", {})
     source = pipeline.event_source(function_timeout_s=1)
     try:
+        # When every receive times out (or finds the hung claim in progress) until SQS's redrive
+        # moves the message to the DLQ
         pipeline.drain(source, lambda: pipeline.queues.depth(pipeline.sqs) == 0, timeout_s=40)
+        # Then the processor never acknowledged it (nothing was deleted from the queue)
         assert source.stats.timeouts >= 1
-        pipeline.drain(
-            pipeline.dlq_source(), lambda: pipeline.queues.depth(pipeline.sqs, pipeline.queues.dlq_url) == 0
-        )
+        assert source.stats.deleted == 0, source.stats
+        # And the reconciler makes it a dead_letter row
+        dlq = pipeline.dlq_source()
+
+        def dead_lettered() -> bool:
+            empty = pipeline.queues.depth(pipeline.sqs, pipeline.queues.dlq_url) == 0
+            return empty and [r["status"] for r in pipeline.rows(org_id)] == ["dead_letter"]
+
+        pipeline.drain(dlq, dead_lettered)
         [row] = pipeline.rows(org_id)
-        assert (row["job_id"], row["status"]) == (job_id, "dead_letter")
+        assert (row["job_id"], row["status"]) == (job_id, "dead_letter"), (row, source.stats, dlq.stats)
     finally:
         release.set()
     # A hung invocation that finally finishes cannot complete a dead-lettered delivery
