@@ -18,7 +18,10 @@ from infra.constructs.functions import Functions
 from infra.constructs.network import Network
 from infra.layer_build import PACKAGE, ROOT
 from infra.nag import suppress
-from slotguard.db import migrate
+
+# The SQL files' digest, as the handler computes it from the files it holds (so it recognises a
+# rollback's older properties).
+from slotguard.db.migrate import migrations_digest
 
 
 def _digest(paths: list[Path]) -> str:
@@ -27,12 +30,6 @@ def _digest(paths: list[Path]) -> str:
         digest.update(str(path.relative_to(ROOT)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
-
-
-def migrations_digest() -> str:
-    """The SQL files, as the handler computes it from the files it holds (a rollback's older
-    properties are recognised by it)."""
-    return migrate.migrations_digest()
 
 
 def migration_code_digest() -> str:

@@ -44,8 +44,9 @@ os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", METRICS_NAMESPACE)
 
 class _SerializedEMFProvider(AmazonCloudWatchEMFProvider):
     """The EMF provider with adds and flushes serialized. Lambda runs one invocation per
-    process, so this lock is never contended there; the local stack runs several function
-    "containers" as threads of one process, where an add racing a flush would otherwise
+    process, and so do the local stack's containers, so this lock is never contended there;
+    tests run handlers in threads of one process (the in-process event source, a timed-out
+    invocation still running beside its successor), where an add racing a flush would otherwise
     mutate the metric set while it is being serialized."""
 
     _lock = threading.RLock()

@@ -10,6 +10,7 @@ is not one Secrets Manager call per request.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import secrets as pysecrets
 import time
@@ -53,18 +54,15 @@ class WebhookSecretStore:
         self._prefix = prefix
         self._max_age_s = max_age_s
         self._sm = sm or client("secretsmanager")
-        self._provider_made: SecretsProvider | None = None
         self._unknown_ttl_s = unknown_ttl_s
         self._clock = clock
         self._unknown: dict[str, float] = {}  # org id -> when it may be asked again
 
-    @property
+    @functools.cached_property
     def _provider(self) -> SecretsProvider:
         """Made on first use: Powertools' provider touches its boto3 client (to tag its user agent),
         which would create the lazy client, and load Secrets Manager's model, at init."""
-        if self._provider_made is None:
-            self._provider_made = SecretsProvider(boto3_client=self._sm)
-        return self._provider_made
+        return SecretsProvider(boto3_client=self._sm)
 
     def name_for(self, org_id: str) -> str:
         return f"{self._prefix}{org_id}"
