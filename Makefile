@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
-CDK := npx --no-install cdk
+# The CDK CLI (pinned in package.json). Not a switch: `CDK` is `make local`'s LocalStack deploy switch.
+CDK_CLI := npx --no-install cdk
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
@@ -62,10 +63,18 @@ ifeq ($(filter $(AWS),moto localstack),)
 $(error AWS must be moto or localstack, not '$(AWS)')
 endif
 # CDK=1 (with AWS=localstack): first `cdklocal deploy` the CDK app's LocalStack stage into it
-# (infra/localstack_stack.py), then run on the deployed queues.
+# (infra/localstack_stack.py), then run on the deployed queues. CDK=0 or unset: no deploy.
 CDK ?=
-local: $(STAMP) $(if $(filter localstack,$(AWS)),$(LS_STAMP) $(if $(CDK),$(NODE_STAMP)))
-	SLOTGUARD_AWS=$(AWS) SLOTGUARD_LOCALSTACK_CDK=$(CDK) $(BIN)/python -m slotguard_local
+ifeq ($(filter $(CDK),0 1),)
+ifneq ($(CDK),)
+$(error CDK must be 1 or 0 (or unset), not '$(CDK)')
+endif
+endif
+ifeq ($(CDK)$(AWS),1moto)
+$(error CDK=1 deploys into LocalStack: use it with AWS=localstack)
+endif
+local: $(STAMP) $(if $(filter localstack,$(AWS)),$(LS_STAMP) $(if $(filter 1,$(CDK)),$(NODE_STAMP)))
+	SLOTGUARD_AWS=$(AWS) SLOTGUARD_LOCALSTACK_CDK=$(filter 1,$(CDK)) $(BIN)/python -m slotguard_local
 
 # The end-to-end suite against the LocalStack-backed local stack (.ci/run calls it after make test).
 test-localstack: $(STAMP) $(LS_STAMP) $(NODE_STAMP)
@@ -77,7 +86,7 @@ test-localstack: $(STAMP) $(LS_STAMP) $(NODE_STAMP)
 # fail; warnings are printed). synth_only=true: no
 # identity provider is needed, the authorizer gets an issuer that never validates (not deployable).
 synth: $(STAMP) $(NODE_STAMP)
-	$(CDK) synth --quiet --no-notices --no-version-reporting -c stages=dev,prod,localstack -c synth_only=true -o cdk.out
+	$(CDK_CLI) synth --quiet --no-notices --no-version-reporting -c stages=dev,prod,localstack -c synth_only=true -o cdk.out
 	$(BIN)/cfn-lint --non-zero-exit-code error -- cdk.out/*.template.json
 
 # The end-to-end tests over HTTP (tests/e2e/test_local_stack.py) against a deployment: SLOTGUARD_API_URL, SLOTGUARD_TOKEN and
