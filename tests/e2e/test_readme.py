@@ -134,6 +134,26 @@ def test_the_signer_reports_a_refusal(stack: StackProcess) -> None:
     assert "401" in result.stderr
 
 
+def test_the_signer_takes_its_options_after_the_command_too(stack: StackProcess) -> None:
+    # When the options come after the command, as a newcomer types them
+    result = run(
+        stack,
+        sys.executable,
+        "-m",
+        "slotguard_local.sign",
+        "send",
+        "contact.updated",
+        "{}",
+        "--org",
+        "1",
+        "--webhook-id",
+        "dup-after-1",
+    )
+    # Then they are taken: the receiver answers for that webhook id
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["id"] == "dup-after-1"
+
+
 def test_the_admin_command_rotates_a_secret_of_the_local_stack_with_one_flag(stack: StackProcess) -> None:
     org = stack.info["orgs"][1]
     # When an operator runs the documented command with --local, no AWS setting in the environment
