@@ -25,7 +25,6 @@ from typing import Any, TextIO
 
 from slotguard.observability import metrics
 
-
 EMF_PREFIX = '{"_aws"'
 
 

@@ -10,8 +10,8 @@ Options, before or after the command: --org N (the Nth org of stack.json, defaul
 PATH (default $SLOTGUARD_HOME/stack.json, else .local/stack.json), --webhook-id ID (default a
 fresh msg_<uuid>; send one twice to see the duplicate skipped), --secret whsec_... (default the
 org's current secret, read from the stack's Secrets Manager as the receiver reads it, so a
-`rotate-webhook-secret --local` takes effect at once). Prints the receiver's answer, e.g. {"id":"msg_…","status":"queued"}; exits 1
-with the status and answer on stderr when it is not 2xx.
+`rotate-webhook-secret --local` takes effect at once). Prints the receiver's answer, e.g.
+{"id":"msg_…","status":"queued"}; exits 1 with the status and answer on stderr when it is not 2xx.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_options(options, defaults=False)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def command(name: str, help: str) -> argparse.ArgumentParser:  # noqa: A002 - argparse's name
+    def command(name: str, help: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help, parents=[options])
 
     book = command("book", "appointment.book")
@@ -127,7 +127,9 @@ def _current_secret(stack: dict[str, Any], org_id: str) -> str:
     try:
         secrets = store.active_secrets(org_id)
     except SecretStoreUnavailable as exc:
-        raise SystemExit(f"the local stack's Secrets Manager did not answer (is `make local` running?): {exc}")
+        raise SystemExit(
+            f"the local stack's Secrets Manager did not answer (is `make local` running?): {exc}"
+        ) from None
     if not secrets:
         raise SystemExit(f"the local stack has no webhook secret for org {org_id}")
     return secrets[0]
