@@ -515,6 +515,11 @@ class LocalStack:
                 )
             )
         if self._moto is not None:
+            # what the pollers received and did not delete is invisible in the queue for now:
+            # made visible, it is saved with the rest (the emulator's queues live in memory)
+            released = sum(source.release_unsettled() for source in self._sources)
+            if released:
+                _say(f"{released} message(s) received and not finished returned to their queue")
             self._save_queued()
             self._moto.stop()
         if self._pg is not None:

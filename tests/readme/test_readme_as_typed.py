@@ -214,13 +214,9 @@ def test_make_local_runs_the_walkthrough_and_stops_on_ctrl_c(tmp_path: Path, cur
             "AWS_ACCESS_KEY_ID": "local",
             "AWS_SECRET_ACCESS_KEY": "local",
         }
-        # And the admin command that registers an org's secret, placeholders filled in
-        org_id = str(uuid.uuid4())
-        register = readme_block_with("python -m slotguard.admin rotate-webhook-secret")
-        register = register.replace("<region>", info["aws_region"]).replace("<org_id>", org_id)
-        secret = typed(register, users_shell(**aws)).stdout.strip()
-        prefix = re.search(r"WEBHOOK_SECRET_PREFIX=(\S+)", register)
-        assert prefix
+        # And the admin command that creates an org's secret, in each form the README shows
+        # (against the local stack with --local, and against AWS with the deploy section's
+        # environment variables), placeholders filled in
         sm = boto3.client(
             "secretsmanager",
             endpoint_url=info["aws_endpoint_url"],
@@ -228,8 +224,20 @@ def test_make_local_runs_the_walkthrough_and_stops_on_ctrl_c(tmp_path: Path, cur
             aws_access_key_id="local",
             aws_secret_access_key="local",
         )
-        stored = json.loads(sm.get_secret_value(SecretId=f"{prefix.group(1)}{org_id}")["SecretString"])
-        assert stored["secrets"] == [secret]
+        blocks = readme_blocks_with("python -m slotguard.admin rotate-webhook-secret")
+        assert len(blocks) >= 2, blocks
+        for block in blocks:
+            org_id = str(uuid.uuid4())
+            command = block.replace("<region>", info["aws_region"]).replace("<org_id>", org_id)
+            if "--local" in command:
+                env, prefix = users_shell(SLOTGUARD_HOME=str(stack.home)), info["webhook_secret_prefix"]
+            else:
+                named = re.search(r"WEBHOOK_SECRET_PREFIX=(\S+)", command)
+                assert named, command
+                env, prefix = users_shell(**aws), named.group(1)
+            secret = typed(command, env).stdout.strip()
+            stored = json.loads(sm.get_secret_value(SecretId=f"{prefix}{org_id}")["SecretString"])
+            assert stored["secrets"] == [secret], command
         # When Ctrl-C is pressed, then it stops within seconds and leaves no process behind
         stack.ctrl_c(within_s=15)
     finally:
@@ -242,12 +250,10 @@ def readme_line(pattern: str) -> str:
     return match.group(0).strip()
 
 
-def readme_block_with(text: str) -> str:
-    """The README's bash block that contains `text`, as written (continuation lines included)."""
-    for block in re.findall(r"^```bash\n(.*?)^```", (ROOT / "README.md").read_text(), re.S | re.M):
-        if text in block:
-            return str(block)
-    raise AssertionError(f"README.md has no bash block with {text!r}")
+def readme_blocks_with(text: str) -> list[str]:
+    """The README's bash blocks that contain `text`, as written (continuation lines included)."""
+    blocks = re.findall(r"^```bash\n(.*?)^```", (ROOT / "README.md").read_text(), re.S | re.M)
+    return [str(block) for block in blocks if text in block]
 
 
 @pytest.mark.parametrize(
