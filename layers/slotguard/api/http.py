@@ -92,7 +92,9 @@ ERROR_DOCS: dict[int, tuple[Any, str]] = {
     422: (
         ValidationErrorBody,
         "The request is well-formed JSON but not valid (`validation_error`, each problem in"
-        " `details.errors`), or an Idempotency-Key reused with another body (`idempotency_key_reused`)",
+        " `details.errors`), an Idempotency-Key reused with another body (`idempotency_key_reused`), or"
+        " an appointment that breaks a rule of its calendar (`outside_hours`, `too_soon`,"
+        " `too_far`, `duration_not_allowed`; `details.rules_version`)",
     ),
     503: (
         ErrorBody,

@@ -158,3 +158,24 @@ class BookingRepository:
             retry_safe=True,
         )
         return result
+
+    def set_calendar_rules(
+        self, *, org_id: UUID, actor: str, resource_id: UUID | None, rules: dict[str, Any]
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "SELECT slotguard.set_calendar_rules(%s, %s, %s, %s, %s)",
+            (org_id, actor, resource_id, Jsonb(rules), self._lock_wait_ms),
+        )
+        return result
+
+    def get_calendar_rules(self, *, org_id: UUID, resource_id: UUID | None) -> dict[str, Any] | None:
+        result: dict[str, Any] | None = self._call(
+            "SELECT slotguard.get_calendar_rules(%s, %s)", (org_id, resource_id), retry_safe=True
+        )
+        return result
+
+    def calendar_rules_history(self, *, org_id: UUID, resource_id: UUID | None) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call(
+            "SELECT slotguard.calendar_rules_history(%s, %s)", (org_id, resource_id), retry_safe=True
+        )
+        return result

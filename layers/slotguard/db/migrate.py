@@ -42,6 +42,8 @@ _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 FUNCTION_FILES = (
     "tenancy.sql",
     "calendar_locks.sql",
+    "calendar_hours.sql",
+    "calendar_rules.sql",
     "appointment_json.sql",
     "conflicts.sql",
     "booking.sql",

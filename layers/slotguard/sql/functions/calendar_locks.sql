@@ -42,8 +42,16 @@ LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, slotguard, pg_temp
 AS $$ SELECT hashtextextended('idempotency:' || p_org::text || ':' || p_key, 0) $$;
 
+-- The key of a calendar's rules: a booking holds it shared while it reads and applies the rules,
+-- a rule change holds it exclusively, so the two serialize (booking functions inline it).
+CREATE OR REPLACE FUNCTION slotguard.calendar_rules_lock_key(p_org uuid, p_resource uuid) RETURNS bigint
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, slotguard, pg_temp
+AS $$ SELECT hashtextextended('rules:' || p_org::text || ':' || coalesce(p_resource::text, '-'), 0) $$;
+
 REVOKE EXECUTE ON FUNCTION
     slotguard.calendar_lock_keys(uuid, uuid, timestamptz, timestamptz),
     slotguard._lock_calendar(uuid, uuid, timestamptz, timestamptz),
-    slotguard.idempotency_lock_key(uuid, text)
+    slotguard.idempotency_lock_key(uuid, text),
+    slotguard.calendar_rules_lock_key(uuid, uuid)
 FROM PUBLIC;
