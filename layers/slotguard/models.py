@@ -232,6 +232,9 @@ class Appointment(BaseModel):
     cancellation_reason: str | None
     rescheduled_from: UUID | None
     rescheduled_to: UUID | None
+    rules_version: int | None = Field(
+        default=None, description="The version of its calendar's rules it was checked against (null: none)"
+    )
 
 
 class BookingResult(BaseModel):
@@ -279,9 +282,17 @@ class AppointmentPage(BaseModel):
     next_cursor: str | None
 
 
+class RuleBreach(BaseModel):
+    code: str
+    message: str
+
+
 class Availability(BaseModel):
     available: bool
     conflicts: list[Appointment]
+    rule_violation: RuleBreach | None = Field(
+        default=None, description="The first rule of the calendar the interval breaks (null: none)"
+    )
 
 
 class Slot(BaseModel):

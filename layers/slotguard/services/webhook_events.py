@@ -75,6 +75,9 @@ def _settle(outcome: dict[str, Any], applied: set[str]) -> Outcome:
     detail: dict[str, Any] = {"status": status}
     if status == "conflict":
         detail["conflicts"] = [c["id"] for c in outcome.get("conflicts", [])]
+    if status == "rule_violation":  # the calendar's rules refused it (their code and version)
+        detail["code"] = outcome.get("code")
+        detail["rules_version"] = outcome.get("rules_version")
     return Outcome("rejected", detail)
 
 

@@ -1,4 +1,6 @@
--- Availability: one interval's conflicts, and the free slots of a range.
+-- Availability: one interval's conflicts, and the free slots of a range, as a booking would
+-- find them: its time padded by the calendar's buffers against the others' blocked time, and the
+-- calendar's rules (hours, overrides, notice, horizon, durations; the slot step by default).
 -- (Applied after the versioned migrations whenever this file changes: see slotguard/db/migrate.py.)
 SET LOCAL ROLE slotguard_owner;
 
@@ -11,11 +13,19 @@ SET TimeZone = 'UTC'
 AS $$
 DECLARE
     v_conflicts jsonb;
+    v_rules jsonb;
+    v_violation jsonb;
+    v_end timestamptz := p_start + make_interval(mins => p_duration_minutes);
 BEGIN
     PERFORM slotguard._set_tenant(p_org);
-    v_conflicts := slotguard._conflicts(p_org, p_resource_id, p_start,
-                                        p_start + make_interval(mins => p_duration_minutes));
-    RETURN jsonb_build_object('available', jsonb_array_length(v_conflicts) = 0, 'conflicts', v_conflicts);
+    v_rules := slotguard._calendar_rules_of(p_org, p_resource_id);
+    v_violation := slotguard._rule_violation(v_rules, p_start, p_duration_minutes, now());
+    v_conflicts := slotguard._conflicts(
+        p_org, p_resource_id,
+        p_start - make_interval(mins => coalesce((v_rules->>'buffer_before_minutes')::integer, 0)),
+        v_end + make_interval(mins => coalesce((v_rules->>'buffer_after_minutes')::integer, 0)));
+    RETURN jsonb_build_object('available', jsonb_array_length(v_conflicts) = 0 AND v_violation IS NULL,
+                              'conflicts', v_conflicts, 'rule_violation', v_violation);
 END
 $$;
 
@@ -34,6 +44,12 @@ DECLARE
     v_len interval := make_interval(mins => p_duration_minutes);
     v_step interval := make_interval(mins => p_step_minutes);
     v_busy tstzmultirange;
+    v_rules jsonb;
+    v_before interval;
+    v_after interval;
+    v_open tstzmultirange;
+    v_earliest timestamptz;
+    v_latest timestamptz;
 BEGIN
     IF p_from IS NULL OR p_to IS NULL OR p_duration_minutes IS NULL OR p_step_minutes IS NULL
        OR p_duration_minutes NOT BETWEEN 1 AND 1440 OR p_step_minutes NOT BETWEEN 5 AND 1440 THEN
@@ -49,20 +65,38 @@ BEGIN
         RAISE EXCEPTION 'the search may test at most 3000 start times' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM slotguard._set_tenant(p_org);
-    SELECT coalesce(range_agg(tstzrange(a.scheduled_at, a.ends_at, '[)')), '{}'::tstzmultirange)
+    v_rules := slotguard._calendar_rules_of(p_org, p_resource_id);
+    IF v_rules IS NOT NULL AND (
+           p_duration_minutes < coalesce((v_rules->>'min_duration_minutes')::integer, 1)
+           OR p_duration_minutes > coalesce((v_rules->>'max_duration_minutes')::integer, 1440)
+           OR p_duration_minutes % coalesce((v_rules->>'duration_multiple_minutes')::integer, 1) <> 0) THEN
+        RETURN '[]'::jsonb;  -- the calendar takes no appointment of this duration
+    END IF;
+    v_before := make_interval(mins => coalesce((v_rules->>'buffer_before_minutes')::integer, 0));
+    v_after := make_interval(mins => coalesce((v_rules->>'buffer_after_minutes')::integer, 0));
+    v_open := slotguard._open_hours(v_rules, p_from, p_to);
+    v_earliest := now() + make_interval(mins => coalesce((v_rules->>'min_notice_minutes')::integer, 0));
+    v_latest := now() + make_interval(days => (v_rules->>'max_horizon_days')::integer);
+    SELECT coalesce(range_agg(tstzrange(coalesce(a.blocked_from, a.scheduled_at),
+                                        coalesce(a.blocked_until, a.ends_at), '[)')), '{}'::tstzmultirange)
       INTO v_busy
       FROM slotguard.appointments a
      WHERE a.org_id = p_org
        AND coalesce(a.resource_id, '00000000-0000-0000-0000-000000000000'::uuid)
            = coalesce(p_resource_id, '00000000-0000-0000-0000-000000000000'::uuid)
        AND a.status = 'scheduled'
-       AND tstzrange(a.scheduled_at, a.ends_at, '[)') && tstzrange(p_from, p_to, '[)');
+       AND tstzrange(coalesce(a.blocked_from, a.scheduled_at), coalesce(a.blocked_until, a.ends_at), '[)')
+           && tstzrange(p_from - v_before, p_to + v_after, '[)');
     RETURN (
         SELECT coalesce(jsonb_agg(jsonb_build_object('start', s.start, 'end', s.start + v_len) ORDER BY s.start),
                         '[]'::jsonb)
         FROM (
             SELECT g.start FROM generate_series(p_from, p_to - v_len, v_step) AS g(start)
-            WHERE NOT v_busy && tstzrange(g.start, g.start + v_len, '[)')
+            WHERE NOT v_busy && tstzrange(g.start - v_before, g.start + v_len + v_after, '[)')
+              AND (v_rules IS NULL OR (
+                       v_open @> tstzrange(g.start, g.start + v_len, '[)')
+                       AND g.start >= v_earliest
+                       AND (v_latest IS NULL OR g.start <= v_latest)))
             ORDER BY g.start
             LIMIT greatest(1, least(coalesce(p_limit, 1000), 5000))
         ) s

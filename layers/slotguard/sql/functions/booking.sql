@@ -1,6 +1,10 @@
 -- Booking: book_appointment_with_lock(), one call = one transaction = one round trip.
 --
--- Under the calendar's hour-striped advisory locks (keys as calendar_lock_keys() derives them,
+-- First the calendar's rules, read under its rules lock held shared (a rule change holds it
+-- exclusively: the two serialize): a booking that breaks them is refused with the rule's code
+-- (`rule_violation`), one that keeps them records their version and blocks its time padded by
+-- the buffers (blocked_from, blocked_until), which the exclusion constraint covers.
+-- Under the calendar's hour-striped advisory locks (over the padded time) (keys as calendar_lock_keys() derives them,
 -- taken in ascending order; the single-hour key is derived inline) it inserts with ON CONFLICT
 -- DO NOTHING, which the exclusion constraint appointments_no_overlap answers; only a refused
 -- INSERT reads the overlaps (the 409's list). A booking whose lock is held by another first
@@ -41,6 +45,12 @@ DECLARE
     v_i integer;
     v_j integer;
     v_waited boolean := false;
+    v_rules_key bigint;
+    v_rules jsonb;
+    v_version integer;
+    v_violation jsonb;
+    v_from timestamptz;  -- the blocked time: [p_scheduled_at, v_end) padded by the buffers
+    v_to timestamptz;
 BEGIN
     IF p_org IS NULL OR p_actor IS NULL OR p_contact_id IS NULL OR p_scheduled_at IS NULL THEN
         RETURN jsonb_build_object('status', 'invalid', 'message', 'org, actor, contact and start are required');
@@ -75,14 +85,39 @@ BEGIN
         END IF;
     END IF;
 
-    -- The calendar's lock keys, as slotguard.calendar_lock_keys() derives them, in ascending order.
-    v_first := floor(extract(epoch FROM p_scheduled_at) / 3600)::bigint;
-    v_last := ceil(extract(epoch FROM v_end) / 3600)::bigint - 1;
+    -- The calendar's rules, under its rules lock held shared (calendar_rules_lock_key(), inlined).
+    v_rules_key := hashtextextended('rules:' || p_org::text || ':' || coalesce(p_resource_id::text, '-'), 0);
+    IF NOT pg_try_advisory_xact_lock_shared(v_rules_key) THEN
+        BEGIN
+            PERFORM pg_advisory_xact_lock_shared(v_rules_key);
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            RETURN jsonb_build_object('status', 'busy');
+        END;
+    END IF;
+    SELECT r.rules, r.version INTO v_rules, v_version FROM slotguard.calendar_rules r
+     WHERE r.org_id = p_org
+       AND coalesce(r.resource_id, '00000000-0000-0000-0000-000000000000'::uuid)
+           = coalesce(p_resource_id, '00000000-0000-0000-0000-000000000000'::uuid);
+    v_from := p_scheduled_at;
+    v_to := v_end;
+    IF v_rules IS NOT NULL THEN
+        v_violation := slotguard._rule_violation(v_rules, p_scheduled_at, p_duration_minutes, now());
+        IF v_violation IS NOT NULL THEN
+            RETURN jsonb_build_object('status', 'rule_violation', 'rules_version', v_version) || v_violation;
+        END IF;
+        v_from := p_scheduled_at - make_interval(mins => coalesce((v_rules->>'buffer_before_minutes')::integer, 0));
+        v_to := v_end + make_interval(mins => coalesce((v_rules->>'buffer_after_minutes')::integer, 0));
+    END IF;
+
+    -- The calendar's lock keys over the blocked time, as slotguard.calendar_lock_keys() derives
+    -- them, in ascending order.
+    v_first := floor(extract(epoch FROM v_from) / 3600)::bigint;
+    v_last := ceil(extract(epoch FROM v_to) / 3600)::bigint - 1;
     IF v_first = v_last THEN
         v_keys := ARRAY[hashtextextended(
             'calendar:' || p_org::text || ':' || coalesce(p_resource_id::text, '-') || ':' || v_first::text, 0)];
     ELSE
-        v_keys := ARRAY(SELECT k FROM slotguard.calendar_lock_keys(p_org, p_resource_id, p_scheduled_at, v_end) AS k
+        v_keys := ARRAY(SELECT k FROM slotguard.calendar_lock_keys(p_org, p_resource_id, v_from, v_to) AS k
                         ORDER BY 1);
     END IF;
     FOR v_i IN 1 .. cardinality(v_keys) LOOP
@@ -90,7 +125,7 @@ BEGIN
             -- Held by another booking. If a committed booking already overlaps, that is the answer
             -- (a 409 naming it), with no place in the queue: at a hot slot every attempt after the
             -- winner's commit answers at once instead of taking the lock in turn.
-            v_conflicts := slotguard._conflicts(p_org, p_resource_id, p_scheduled_at, v_end);
+            v_conflicts := slotguard._conflicts(p_org, p_resource_id, v_from, v_to);
             IF jsonb_array_length(v_conflicts) > 0 THEN
                 RETURN jsonb_build_object('status', 'conflict', 'conflicts', v_conflicts);
             END IF;
@@ -112,20 +147,22 @@ BEGIN
         IF v_waited THEN
             -- We queued behind another booking of this hour, most often one of the same slot (a hot
             -- slot): read the overlaps first, so the likely 409 costs no refused INSERT.
-            v_conflicts := slotguard._conflicts(p_org, p_resource_id, p_scheduled_at, v_end);
+            v_conflicts := slotguard._conflicts(p_org, p_resource_id, v_from, v_to);
             IF jsonb_array_length(v_conflicts) > 0 THEN
                 RETURN jsonb_build_object('status', 'conflict', 'conflicts', v_conflicts);
             END IF;
         END IF;
         INSERT INTO slotguard.appointments
-            (org_id, contact_id, resource_id, scheduled_at, ends_at, duration_minutes, notes, metadata, created_by)
+            (org_id, contact_id, resource_id, scheduled_at, ends_at, duration_minutes, notes, metadata, created_by,
+             blocked_from, blocked_until, rules_version)
         VALUES
             (p_org, p_contact_id, p_resource_id, p_scheduled_at, v_end, p_duration_minutes, p_notes,
-             coalesce(p_metadata, '{}'::jsonb), p_actor)
+             coalesce(p_metadata, '{}'::jsonb), p_actor,
+             nullif(v_from, p_scheduled_at), nullif(v_to, v_end), v_version)
         ON CONFLICT DO NOTHING  -- the exclusion constraint appointments_no_overlap: the slot is taken
         RETURNING * INTO v_appt;
         EXIT WHEN FOUND;
-        v_conflicts := slotguard._conflicts(p_org, p_resource_id, p_scheduled_at, v_end);
+        v_conflicts := slotguard._conflicts(p_org, p_resource_id, v_from, v_to);
         IF jsonb_array_length(v_conflicts) > 0 THEN
             RETURN jsonb_build_object('status', 'conflict', 'conflicts', v_conflicts);
         END IF;
@@ -135,7 +172,7 @@ BEGIN
     INSERT INTO slotguard.appointment_audit (org_id, appointment_id, action, actor, changes)
     VALUES (p_org, v_appt.id, 'created', p_actor, jsonb_build_object(
         'scheduled_at', p_scheduled_at, 'ends_at', v_end,
-        'duration_minutes', p_duration_minutes, 'resource_id', p_resource_id));
+        'duration_minutes', p_duration_minutes, 'resource_id', p_resource_id, 'rules_version', v_version));
 
     IF p_idempotency_key IS NOT NULL THEN
         INSERT INTO slotguard.booking_idempotency_keys (org_id, key, request_hash, appointment_id)

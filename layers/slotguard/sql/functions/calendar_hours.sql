@@ -79,7 +79,19 @@ BEGIN
 END
 $$;
 
+-- A calendar's rules document (NULL: it has none), as the transaction's tenant sees it.
+CREATE OR REPLACE FUNCTION slotguard._calendar_rules_of(p_org uuid, p_resource_id uuid) RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, slotguard, pg_temp
+AS $$
+    SELECT r.rules FROM slotguard.calendar_rules r
+     WHERE r.org_id = p_org
+       AND coalesce(r.resource_id, '00000000-0000-0000-0000-000000000000'::uuid)
+           = coalesce(p_resource_id, '00000000-0000-0000-0000-000000000000'::uuid)
+$$;
+
 REVOKE EXECUTE ON FUNCTION
+    slotguard._calendar_rules_of(uuid, uuid),
     slotguard._open_hours(jsonb, timestamptz, timestamptz),
     slotguard._rule_violation(jsonb, timestamptz, integer, timestamptz)
 FROM PUBLIC;

@@ -1,4 +1,7 @@
 -- Rescheduling an appointment: the old one cancelled, a new one booked, in one transaction.
+-- The new time follows the calendar's current rules as a booking does (read under the rules lock
+-- held shared; a refusal is `rule_violation` with the rule's code, and the new appointment
+-- records the rules' version and blocks its time padded by the current buffers).
 -- (Applied after the versioned migrations whenever this file changes: see slotguard/db/migrate.py.)
 SET LOCAL ROLE slotguard_owner;
 
@@ -16,6 +19,11 @@ DECLARE
     v_duration integer;
     v_end timestamptz;
     v_conflicts jsonb;
+    v_rules jsonb;
+    v_version integer;
+    v_violation jsonb;
+    v_from timestamptz;
+    v_to timestamptz;
 BEGIN
     PERFORM slotguard._set_tenant(p_org);
     PERFORM slotguard._set_lock_wait(p_lock_wait_ms);
@@ -32,12 +40,27 @@ BEGIN
             RETURN jsonb_build_object('status', 'invalid', 'message', 'duration_minutes must be 1..1440');
         END IF;
         v_end := p_scheduled_at + make_interval(mins => v_duration);
-        PERFORM slotguard._lock_calendar(p_org, v_old.resource_id, p_scheduled_at, v_end);
+        PERFORM pg_advisory_xact_lock_shared(slotguard.calendar_rules_lock_key(p_org, v_old.resource_id));
+        SELECT r.rules, r.version INTO v_rules, v_version FROM slotguard.calendar_rules r
+         WHERE r.org_id = p_org
+           AND coalesce(r.resource_id, '00000000-0000-0000-0000-000000000000'::uuid)
+               = coalesce(v_old.resource_id, '00000000-0000-0000-0000-000000000000'::uuid);
+        v_from := p_scheduled_at;
+        v_to := v_end;
+        IF v_rules IS NOT NULL THEN
+            v_violation := slotguard._rule_violation(v_rules, p_scheduled_at, v_duration, now());
+            IF v_violation IS NOT NULL THEN
+                RETURN jsonb_build_object('status', 'rule_violation', 'rules_version', v_version) || v_violation;
+            END IF;
+            v_from := p_scheduled_at - make_interval(mins => coalesce((v_rules->>'buffer_before_minutes')::integer, 0));
+            v_to := v_end + make_interval(mins => coalesce((v_rules->>'buffer_after_minutes')::integer, 0));
+        END IF;
+        PERFORM slotguard._lock_calendar(p_org, v_old.resource_id, v_from, v_to);
     EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
         RETURN jsonb_build_object('status', 'busy');
     END;
 
-    v_conflicts := slotguard._conflicts(p_org, v_old.resource_id, p_scheduled_at, v_end, p_id);
+    v_conflicts := slotguard._conflicts(p_org, v_old.resource_id, v_from, v_to, p_id);
     IF jsonb_array_length(v_conflicts) > 0 THEN
         RETURN jsonb_build_object('status', 'conflict', 'conflicts', v_conflicts);
     END IF;
@@ -49,15 +72,15 @@ BEGIN
          WHERE id = p_id;
         INSERT INTO slotguard.appointments
             (org_id, contact_id, resource_id, scheduled_at, ends_at, duration_minutes, notes, metadata,
-             created_by, rescheduled_from)
+             created_by, rescheduled_from, blocked_from, blocked_until, rules_version)
         VALUES
             (p_org, v_old.contact_id, v_old.resource_id, p_scheduled_at, v_end, v_duration, v_old.notes,
-             v_old.metadata, p_actor, p_id)
+             v_old.metadata, p_actor, p_id, nullif(v_from, p_scheduled_at), nullif(v_to, v_end), v_version)
         RETURNING * INTO v_new;
     EXCEPTION WHEN exclusion_violation THEN
         -- The subtransaction rollback restores the original appointment untouched.
         RETURN jsonb_build_object('status', 'conflict',
-            'conflicts', slotguard._conflicts(p_org, v_old.resource_id, p_scheduled_at, v_end, p_id));
+            'conflicts', slotguard._conflicts(p_org, v_old.resource_id, v_from, v_to, p_id));
     END;
 
     UPDATE slotguard.appointments SET rescheduled_to = v_new.id WHERE id = p_id RETURNING * INTO v_old;
