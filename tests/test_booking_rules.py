@@ -137,8 +137,9 @@ def test_the_exclusion_constraint_covers_padded_ranges_whatever_path_wrote_them(
         # Then the database refuses it
         with pytest.raises(psycopg.errors.ExclusionViolation):
             conn.execute(
-                "INSERT INTO slotguard.appointments"
-                " (org_id, contact_id, scheduled_at, ends_at, duration_minutes, created_by) VALUES (%s, %s, '2030-01-07 11:00+00', '2030-01-07 11:30+00', 30, 'rogue')",
+                "INSERT INTO slotguard.appointments (org_id, contact_id, scheduled_at, ends_at,"
+                " duration_minutes, created_by)"
+                " VALUES (%s, %s, '2030-01-07 11:00+00', '2030-01-07 11:30+00', 30, 'rogue')",
                 (org.org_id, str(uuid.uuid4())),
             )
     assert first["status"] == "scheduled"
