@@ -65,7 +65,7 @@ NO_REASON = CancelRequest()  # an absent body
                 "Idempotent-Replayed": header_doc("`true` when this answer replays an earlier one"),
             },
         ),
-        **error_docs(400, 401, 409, 415, 422, 503),
+        **error_docs(400, 401, 403, 409, 415, 422, 503),
     },
 )
 def book(
@@ -138,7 +138,7 @@ def cancel_appointment(
     "/appointments/<appointment_id>/reschedule",
     responses={
         200: response_doc(RescheduleResult, "The new appointment and the previous one"),
-        **error_docs(400, 401, 404, 409, 415, 422, 503),
+        **error_docs(400, 401, 403, 404, 409, 415, 422, 503),
     },
 )
 def reschedule_appointment(appointment_id: UUID, body: Annotated[RescheduleRequest, Body()]) -> Response[str]:

@@ -134,8 +134,14 @@ class DurationNotAllowed(RuleRefusal):
     code = "duration_not_allowed"
 
 
+class InThePast(RuleRefusal):
+    """Every calendar: an appointment never starts before now (an admin may backfill one)."""
+
+    code = "in_the_past"
+
+
 RULE_REFUSALS: dict[str, type[RuleRefusal]] = {
-    cls.code: cls for cls in (OutsideHours, TooSoon, TooFar, DurationNotAllowed)
+    cls.code: cls for cls in (InThePast, OutsideHours, TooSoon, TooFar, DurationNotAllowed)
 }
 
 

@@ -187,6 +187,10 @@ class BookRequest(_Request):
     resource_id: UUID | None = None
     notes: StoredText | None = Field(default=None, max_length=MAX_NOTES_CHARS)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    backfill: bool = Field(
+        default=False,
+        description="Admins only: record an appointment that starts in the past (the audit trail says so)",
+    )
 
     @field_validator("metadata")
     @classmethod
@@ -200,7 +204,9 @@ class BookRequest(_Request):
         """A stable digest of the request, to tell a replay from a reused key."""
         import hashlib
 
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        # (backfill only when set: a key stored before the flag existed keeps its fingerprint)
+        dumped = self.model_dump(mode="json", exclude=None if self.backfill else {"backfill"})
+        canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -211,6 +217,7 @@ class CancelRequest(_Request):
 class RescheduleRequest(_Request):
     scheduled_at: WindowDatetime
     duration_minutes: DurationMinutes | None = None
+    backfill: bool = Field(default=False, description="Admins only: move the appointment into the past")
 
 
 class Appointment(BaseModel):

@@ -58,7 +58,7 @@ class BookingRepository:
         """With a key, the request's fingerprint is stored beside it to tell a replay from a reuse."""
         stored_key = f"{key_scope}:{idempotency_key}" if idempotency_key is not None else None
         result: dict[str, Any] = self._call(
-            "SELECT slotguard.book_appointment_with_lock(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "SELECT slotguard.book_appointment_with_lock(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 org_id,
                 actor,
@@ -71,6 +71,7 @@ class BookingRepository:
                 stored_key,
                 request.fingerprint() if idempotency_key is not None else None,
                 self._lock_wait_ms,
+                request.backfill,
             ),
             # With a key, a repeat is a replay, never a second booking.
             retry_safe=idempotency_key is not None,
@@ -93,10 +94,11 @@ class BookingRepository:
         appointment_id: UUID,
         scheduled_at: datetime,
         duration_minutes: int | None,
+        backfill: bool = False,
     ) -> dict[str, Any]:
         result: dict[str, Any] = self._call(
-            "SELECT slotguard.reschedule_appointment(%s, %s, %s, %s, %s, %s)",
-            (org_id, actor, appointment_id, scheduled_at, duration_minutes, self._lock_wait_ms),
+            "SELECT slotguard.reschedule_appointment(%s, %s, %s, %s, %s, %s, %s)",
+            (org_id, actor, appointment_id, scheduled_at, duration_minutes, self._lock_wait_ms, backfill),
         )
         return result
 

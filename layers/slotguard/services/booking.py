@@ -12,6 +12,7 @@ from slotguard.db.booking_repository import BookingRepository
 from slotguard.errors import (
     RULE_REFUSALS,
     Busy,
+    Forbidden,
     IdempotencyKeyReused,
     InvalidRequest,
     NotFound,
@@ -105,6 +106,8 @@ class BookingService:
         self._repo = repository
 
     def book(self, actor: Actor, request: BookRequest, idempotency_key: str | None = None) -> BookingResult:
+        if request.backfill and not actor.is_admin:
+            raise Forbidden("only an admin may backfill a past appointment")
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
             raise InvalidRequest(f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY_CHARS} characters")
         outcome = self._repo.book(
@@ -159,12 +162,15 @@ class BookingService:
         raise _refusal(outcome, appointment_id)
 
     def reschedule(self, actor: Actor, appointment_id: UUID, request: RescheduleRequest) -> RescheduleResult:
+        if request.backfill and not actor.is_admin:
+            raise Forbidden("only an admin may move an appointment into the past")
         outcome = self._repo.reschedule(
             org_id=actor.org_id,
             actor=actor.label,
             appointment_id=appointment_id,
             scheduled_at=request.scheduled_at,
             duration_minutes=request.duration_minutes,
+            backfill=request.backfill,
         )
         if outcome["status"] == "rescheduled":
             return RescheduleResult.model_validate(outcome)

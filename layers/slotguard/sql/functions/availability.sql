@@ -19,7 +19,9 @@ DECLARE
 BEGIN
     PERFORM slotguard._set_tenant(p_org);
     v_rules := slotguard._calendar_rules_of(p_org, p_resource_id);
-    v_violation := slotguard._rule_violation(v_rules, p_start, p_duration_minutes, now());
+    v_violation := CASE WHEN p_start < now()
+                        THEN jsonb_build_object('code', 'in_the_past', 'message', 'the appointment starts in the past')
+                        ELSE slotguard._rule_violation(v_rules, p_start, p_duration_minutes, now()) END;
     v_conflicts := slotguard._conflicts(
         p_org, p_resource_id,
         p_start - make_interval(mins => coalesce((v_rules->>'buffer_before_minutes')::integer, 0)),
@@ -93,6 +95,7 @@ BEGIN
         FROM (
             SELECT g.start FROM generate_series(p_from, p_to - v_len, v_step) AS g(start)
             WHERE NOT v_busy && tstzrange(g.start - v_before, g.start + v_len + v_after, '[)')
+              AND g.start >= now()  -- no bookings in the past, for every calendar
               AND (v_rules IS NULL OR (
                        v_open @> tstzrange(g.start, g.start + v_len, '[)')
                        AND g.start >= v_earliest

@@ -1,6 +1,7 @@
 -- Booking: book_appointment_with_lock(), one call = one transaction = one round trip.
 --
--- First the calendar's rules, read under its rules lock held shared (a rule change holds it
+-- No appointment starts in the past (`rule_violation` in_the_past) unless p_backfill (an admin
+-- recording one; the API checks the role, the audit row records the flag). Then the calendar's rules, read under its rules lock held shared (a rule change holds it
 -- exclusively: the two serialize): a booking that breaks them is refused with the rule's code
 -- (`rule_violation`), one that keeps them records their version and blocks its time padded by
 -- the buffers (blocked_from, blocked_until), which the exclusion constraint covers.
@@ -27,7 +28,8 @@ CREATE OR REPLACE FUNCTION slotguard.book_appointment_with_lock(
     p_metadata jsonb DEFAULT '{}'::jsonb,
     p_idempotency_key text DEFAULT NULL,
     p_request_hash text DEFAULT NULL,
-    p_lock_wait_ms integer DEFAULT 3000
+    p_lock_wait_ms integer DEFAULT 3000,
+    p_backfill boolean DEFAULT false
 ) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, slotguard, pg_temp
@@ -59,6 +61,10 @@ BEGIN
         RETURN jsonb_build_object('status', 'invalid', 'message', 'duration_minutes must be 1..1440');
     END IF;
     v_end := p_scheduled_at + make_interval(mins => p_duration_minutes);
+    IF p_scheduled_at < now() AND NOT coalesce(p_backfill, false) THEN
+        RETURN jsonb_build_object('status', 'rule_violation', 'code', 'in_the_past',
+                                  'message', 'the appointment starts in the past');
+    END IF;
     -- slotguard._set_tenant() and slotguard._set_lock_wait() (0007's bound), inlined.
     PERFORM set_config('slotguard.org_id', p_org::text, true),
             set_config('lock_timeout', greatest(1, least(coalesce(p_lock_wait_ms, 3000), 4000))::text || 'ms', true);
@@ -101,7 +107,8 @@ BEGIN
     v_from := p_scheduled_at;
     v_to := v_end;
     IF v_rules IS NOT NULL THEN
-        v_violation := slotguard._rule_violation(v_rules, p_scheduled_at, p_duration_minutes, now());
+        v_violation := slotguard._rule_violation(v_rules, p_scheduled_at, p_duration_minutes,
+                                                 CASE WHEN NOT coalesce(p_backfill, false) THEN now() END);
         IF v_violation IS NOT NULL THEN
             RETURN jsonb_build_object('status', 'rule_violation', 'rules_version', v_version) || v_violation;
         END IF;
@@ -172,7 +179,8 @@ BEGIN
     INSERT INTO slotguard.appointment_audit (org_id, appointment_id, action, actor, changes)
     VALUES (p_org, v_appt.id, 'created', p_actor, jsonb_build_object(
         'scheduled_at', p_scheduled_at, 'ends_at', v_end,
-        'duration_minutes', p_duration_minutes, 'resource_id', p_resource_id, 'rules_version', v_version));
+        'duration_minutes', p_duration_minutes, 'resource_id', p_resource_id, 'rules_version', v_version)
+        || CASE WHEN p_backfill THEN jsonb_build_object('backfill', true) ELSE '{}'::jsonb END);
 
     IF p_idempotency_key IS NOT NULL THEN
         INSERT INTO slotguard.booking_idempotency_keys (org_id, key, request_hash, appointment_id)
@@ -187,8 +195,10 @@ END
 $$;
 
 REVOKE EXECUTE ON FUNCTION
-    slotguard.book_appointment_with_lock(uuid, text, uuid, uuid, timestamptz, integer, text, jsonb, text, text, integer)
+    slotguard.book_appointment_with_lock(
+        uuid, text, uuid, uuid, timestamptz, integer, text, jsonb, text, text, integer, boolean)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
-    slotguard.book_appointment_with_lock(uuid, text, uuid, uuid, timestamptz, integer, text, jsonb, text, text, integer)
+    slotguard.book_appointment_with_lock(
+        uuid, text, uuid, uuid, timestamptz, integer, text, jsonb, text, text, integer, boolean)
 TO slotguard_app;

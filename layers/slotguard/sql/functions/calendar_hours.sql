@@ -46,6 +46,7 @@ $$;
 -- The first rule of p_rules that an appointment [p_start, p_start + p_duration) breaks at
 -- p_now, as {code, message}; NULL when it breaks none (or there are no rules). Codes:
 -- duration_not_allowed, too_soon (minimum notice), too_far (maximum horizon), outside_hours.
+-- p_now NULL (a backfill) skips the rules relative to now (notice, horizon).
 CREATE OR REPLACE FUNCTION slotguard._rule_violation(
     p_rules jsonb, p_start timestamptz, p_duration integer, p_now timestamptz
 ) RETURNS jsonb
@@ -65,10 +66,11 @@ BEGIN
         RETURN jsonb_build_object('code', 'duration_not_allowed',
             'message', 'this calendar does not take appointments of this duration');
     END IF;
-    IF p_start < p_now + make_interval(mins => coalesce((p_rules->>'min_notice_minutes')::integer, 0)) THEN
+    IF p_now IS NULL THEN
+        NULL;
+    ELSIF p_start < p_now + make_interval(mins => coalesce((p_rules->>'min_notice_minutes')::integer, 0)) THEN
         RETURN jsonb_build_object('code', 'too_soon', 'message', 'this calendar needs more notice');
-    END IF;
-    IF p_rules->>'max_horizon_days' IS NOT NULL
+    ELSIF p_rules->>'max_horizon_days' IS NOT NULL
        AND p_start > p_now + make_interval(days => (p_rules->>'max_horizon_days')::integer) THEN
         RETURN jsonb_build_object('code', 'too_far', 'message', 'this calendar does not book that far ahead');
     END IF;

@@ -1,5 +1,5 @@
 -- Rescheduling an appointment: the old one cancelled, a new one booked, in one transaction.
--- The new time follows the calendar's current rules as a booking does (read under the rules lock
+-- The new time is not in the past (unless p_backfill) and follows the calendar's current rules as a booking does (read under the rules lock
 -- held shared; a refusal is `rule_violation` with the rule's code, and the new appointment
 -- records the rules' version and blocks its time padded by the current buffers).
 -- (Applied after the versioned migrations whenever this file changes: see slotguard/db/migrate.py.)
@@ -7,7 +7,7 @@ SET LOCAL ROLE slotguard_owner;
 
 CREATE OR REPLACE FUNCTION slotguard.reschedule_appointment(
     p_org uuid, p_actor text, p_id uuid, p_scheduled_at timestamptz,
-    p_duration_minutes integer DEFAULT NULL, p_lock_wait_ms integer DEFAULT 3000
+    p_duration_minutes integer DEFAULT NULL, p_lock_wait_ms integer DEFAULT 3000, p_backfill boolean DEFAULT false
 ) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, slotguard, pg_temp
@@ -40,6 +40,10 @@ BEGIN
             RETURN jsonb_build_object('status', 'invalid', 'message', 'duration_minutes must be 1..1440');
         END IF;
         v_end := p_scheduled_at + make_interval(mins => v_duration);
+        IF p_scheduled_at < now() AND NOT coalesce(p_backfill, false) THEN
+            RETURN jsonb_build_object('status', 'rule_violation', 'code', 'in_the_past',
+                                      'message', 'the appointment starts in the past');
+        END IF;
         PERFORM pg_advisory_xact_lock_shared(slotguard.calendar_rules_lock_key(p_org, v_old.resource_id));
         SELECT r.rules, r.version INTO v_rules, v_version FROM slotguard.calendar_rules r
          WHERE r.org_id = p_org
@@ -48,7 +52,8 @@ BEGIN
         v_from := p_scheduled_at;
         v_to := v_end;
         IF v_rules IS NOT NULL THEN
-            v_violation := slotguard._rule_violation(v_rules, p_scheduled_at, v_duration, now());
+            v_violation := slotguard._rule_violation(v_rules, p_scheduled_at, v_duration,
+                                                     CASE WHEN NOT coalesce(p_backfill, false) THEN now() END);
             IF v_violation IS NOT NULL THEN
                 RETURN jsonb_build_object('status', 'rule_violation', 'rules_version', v_version) || v_violation;
             END IF;
@@ -90,11 +95,13 @@ BEGIN
             'status', jsonb_build_object('from', 'scheduled', 'to', 'cancelled'),
             'rescheduled_to', v_new.id,
             'scheduled_at', jsonb_build_object('from', v_old.scheduled_at, 'to', v_new.scheduled_at),
-            'duration_minutes', jsonb_build_object('from', v_old.duration_minutes, 'to', v_new.duration_minutes))),
+            'duration_minutes', jsonb_build_object('from', v_old.duration_minutes, 'to', v_new.duration_minutes))
+            || CASE WHEN p_backfill THEN jsonb_build_object('backfill', true) ELSE '{}'::jsonb END),
         (p_org, v_new.id, 'created', p_actor, jsonb_build_object(
             'scheduled_at', v_new.scheduled_at, 'ends_at', v_new.ends_at,
             'duration_minutes', v_new.duration_minutes, 'resource_id', v_new.resource_id,
-            'rescheduled_from', p_id));
+            'rescheduled_from', p_id, 'rules_version', v_version)
+            || CASE WHEN p_backfill THEN jsonb_build_object('backfill', true) ELSE '{}'::jsonb END);
 
     RETURN jsonb_build_object('status', 'rescheduled',
         'appointment', slotguard._appointment_json(v_new),
@@ -103,8 +110,8 @@ END
 $$;
 
 REVOKE EXECUTE ON FUNCTION
-    slotguard.reschedule_appointment(uuid, text, uuid, timestamptz, integer, integer)
+    slotguard.reschedule_appointment(uuid, text, uuid, timestamptz, integer, integer, boolean)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
-    slotguard.reschedule_appointment(uuid, text, uuid, timestamptz, integer, integer)
+    slotguard.reschedule_appointment(uuid, text, uuid, timestamptz, integer, integer, boolean)
 TO slotguard_app;
