@@ -135,6 +135,7 @@ class JsonApiResolver(APIGatewayHttpResolver):
         refusal, parsed = _body_refusal(event)
         if refusal is not None:
             return refusal
+        event = _canonical_media_type(event)
         self._parsed.body = parsed
         try:
             return super().resolve(event, context)
@@ -160,6 +161,19 @@ def _proxy_error(status: int, code: str, message: str, errors: list[dict[str, An
         "body": compact_json(error_envelope(code, message, details)),
         "isBase64Encoded": False,
     }
+
+
+def _canonical_media_type(event: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The event with its JSON media type written in lower case. Media types are
+    case-insensitive (RFC 9110), but Powertools' validation matches `application/json` as a
+    case-sensitive prefix: `Application/JSON` was a 415 on every route."""
+    headers = event.get("headers") or {}
+    for key, value in headers.items():
+        if key.lower() == "content-type" and isinstance(value, str):
+            media_type, sep, params = value.partition(";")
+            if media_type.strip().lower() == JSON and media_type != JSON:
+                return {**event, "headers": {**headers, key: JSON + sep + params}}
+    return event
 
 
 def _body_refusal(event: Mapping[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:

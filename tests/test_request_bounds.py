@@ -1,0 +1,108 @@
+"""What a request may be before any route code runs (issue 19): the media type is matched
+case-insensitively on every route (RFC 9110), each route's body is bounded by what its schema
+can need and refused with 413 before it is parsed, and the token's org_id claim is accepted
+only in the canonical UUID form."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from slotguard.topology import ROUTES
+from slotguard_local.functions import load_function
+from tests.conftest import ApiClient, Org
+from tests.webhook_support import Pipeline
+
+JSON_ROUTES = [r for r in ROUTES if r.function in ("booking", "metrics")]
+
+
+def booking_body(at: str = "2030-03-04T10:00:00Z") -> dict[str, Any]:
+    return {"contact_id": str(uuid.uuid4()), "scheduled_at": at, "duration_minutes": 30}
+
+
+def requests_for(route_key: str, appointment_id: str) -> tuple[str, dict[str, str], Any]:
+    """A valid request of each JSON route: (path, query, body)."""
+    path = {
+        "/appointments/{appointment_id}": f"/appointments/{appointment_id}",
+        "/appointments/{appointment_id}/cancel": f"/appointments/{appointment_id}/cancel",
+        "/appointments/{appointment_id}/reschedule": f"/appointments/{appointment_id}/reschedule",
+        "/appointments/{appointment_id}/history": f"/appointments/{appointment_id}/history",
+    }.get(route_key.split(" ", 1)[1], route_key.split(" ", 1)[1])
+    query = {
+        "GET /availability/check": {"start": "2030-03-05T10:00:00Z", "duration_minutes": "30"},
+        "GET /availability/slots": {
+            "from": "2030-03-05T10:00:00Z",
+            "to": "2030-03-05T12:00:00Z",
+            "duration_minutes": "30",
+        },
+    }.get(route_key, {})
+    body = {
+        "POST /appointments": booking_body(),
+        "POST /appointments/{appointment_id}/cancel": {"reason": "changed plans"},
+        "POST /appointments/{appointment_id}/reschedule": {"scheduled_at": "2030-03-06T10:00:00Z"},
+        "POST /webhook-metrics/dead-letter-queue/redrive": {"job_ids": ["msg_none"]},
+    }.get(route_key)
+    return path, query, body
+
+
+@pytest.fixture
+def clients(pipeline: Pipeline, booking_fn: Any, org: Org) -> dict[str, ApiClient]:
+    return {
+        "booking": ApiClient(booking_fn, org.admin),
+        "metrics": ApiClient(load_function("metrics"), org.admin),
+    }
+
+
+# -- item 7: Content-Type is case-insensitive ----------------------------------------------------
+
+
+@pytest.mark.parametrize("route", JSON_ROUTES, ids=lambda r: r.route_key)
+@pytest.mark.parametrize("content_type", ["Application/JSON", "APPLICATION/JSON; Charset=UTF-8"])
+def test_the_media_type_is_case_insensitive_on_every_route(
+    clients: dict[str, ApiClient], route: Any, content_type: str
+) -> None:
+    # Given an appointment to act on, and a valid request of the route
+    booking = clients["booking"]
+    appt = booking.post("/appointments", json_body=booking_body("2030-03-03T10:00:00Z")).body
+    path, query, body = requests_for(route.route_key, appt["id"])
+    client = clients[route.function]
+    raw = json.dumps(body) if body is not None else None
+    # When it is sent with application/json written in another case (with a body, and on the
+    # routes that take one, without)
+    res = client.request(
+        route.method, path, raw_body=raw, query=query, headers={"content-type": content_type}
+    )
+    # Then it is served as application/json, never a 415
+    assert res.status < 300, (route.route_key, res.status, res.body)
+    if body is not None:
+        # And without a body it is answered as the lower-case type is (a 422 where one is required)
+        same = client.request(route.method, path, query=query, headers={"content-type": content_type})
+        canonical = client.request(
+            route.method, path, query=query, headers={"content-type": "application/json"}
+        )
+        assert same.status == canonical.status != 415, (route.route_key, same.body, canonical.body)
+
+
+def test_a_body_of_another_media_type_is_still_415_in_any_case(api: ApiClient) -> None:
+    # When a body is sent as Text/Plain or as a type that only begins like JSON's
+    for content_type in ("Text/Plain", "Application/JSONx"):
+        res = api.post(
+            "/appointments", raw_body=json.dumps(booking_body()), headers={"content-type": content_type}
+        )
+        # Then it is refused as before
+        assert res.status == 415, (content_type, res.body)
+
+
+def test_an_invalid_body_in_another_case_is_422_not_415(api: ApiClient) -> None:
+    # Given a body that fails validation, sent as Application/Json
+    res = api.post(
+        "/appointments",
+        raw_body=json.dumps({**booking_body(), "duration_minutes": 0}),
+        headers={"content-type": "Application/Json"},
+    )
+    # Then the answer is the validation error, with its field
+    assert res.status == 422, res.body
+    assert res.body["error"]["details"]["errors"][0]["loc"][-1] == "duration_minutes"
