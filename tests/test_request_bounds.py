@@ -106,3 +106,38 @@ def test_an_invalid_body_in_another_case_is_422_not_415(api: ApiClient) -> None:
     # Then the answer is the validation error, with its field
     assert res.status == 422, res.body
     assert res.body["error"]["details"]["errors"][0]["loc"][-1] == "duration_minutes"
+
+
+# -- item 10: the org_id claim, canonical only ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        lambda u: "{" + u + "}",
+        lambda u: "urn:uuid:" + u,
+        lambda u: u.replace("-", ""),
+        lambda u: u.upper(),
+        lambda u: " " + u,
+        lambda u: u[:8] + u[9:13] + "-" + u[8:9] + u[13:],  # hyphens elsewhere
+    ],
+    ids=["braces", "urn", "no-hyphens", "upper-case", "leading-space", "hyphens-moved"],
+)
+def test_an_org_id_claim_in_another_spelling_than_the_canonical_one_is_401(
+    booking_fn: Any, org: Org, spelling: Any
+) -> None:
+    # Given the org's appointment, booked with the canonical claim
+    ApiClient(booking_fn, org.member).post("/appointments", json_body=booking_body())
+    # When a token names the same org in another spelling of its UUID
+    claims = {**org.member, "org_id": spelling(org.org_id)}
+    res = ApiClient(booking_fn, claims).get("/appointments")
+    # Then it is refused as a token without a valid org_id, never mapped onto the org
+    assert res.status == 401, res.body
+    assert res.body["error"]["code"] == "unauthorized"
+
+
+def test_the_canonical_org_id_claim_is_accepted(booking_fn: Any, org: Org) -> None:
+    # Given a token whose org_id is the lower-case 8-4-4-4-12 form
+    res = ApiClient(booking_fn, org.member).get("/appointments")
+    # Then it is served
+    assert res.status == 200, res.body

@@ -257,6 +257,9 @@ def create_resolver(*, json_object_bodies: bool = True) -> APIGatewayHttpResolve
     return app
 
 
+ORG_ID_CLAIM_MESSAGE = "the token's org_id claim must be a UUID in its canonical form (lower-case 8-4-4-4-12)"
+
+
 def current_actor(app: APIGatewayHttpResolver) -> Actor:
     """The caller, from the claims the API Gateway JWT authorizer verified. Never the body."""
     claims = app.current_event.request_context.authorizer.jwt_claim
@@ -266,7 +269,11 @@ def current_actor(app: APIGatewayHttpResolver) -> Actor:
     try:
         org_id = UUID(str(org))
     except ValueError as exc:
-        raise Unauthorized("the token's org_id claim is not a UUID") from exc
+        raise Unauthorized(ORG_ID_CLAIM_MESSAGE) from exc
+    if str(org_id) != org:
+        # One spelling per org: `{…}`, `urn:uuid:…`, no hyphens or upper case would name the same
+        # org under another string (in logs, metrics, anything keyed by the claim).
+        raise Unauthorized(ORG_ID_CLAIM_MESSAGE)
     role = claims.get("role")
     return Actor(org_id=org_id, subject=f"user:{sub}", role=str(role) if role else None)
 
