@@ -256,15 +256,37 @@ def _utc_as_z(value: Any) -> Any:
     return value
 
 
+class Change(BaseModel):
+    """One field's change: what it was (null when the appointment, or the value, did not exist
+    before) and what it became."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    from_: Any = Field(alias="from")
+    to: Any
+
+
+def _one_shape(changes: dict[str, Any]) -> dict[str, Any]:
+    """The audit rows record a field that changed as {from, to} and a value that was only set (a
+    new appointment's fields, a cancellation's reason, a reschedule's successor) bare; answers
+    give every field as {from, to}, the set ones with `from` null. Rows already written keep
+    their form in the table, so this is done where they are read."""
+    out = {}
+    for field, value in changes.items():
+        is_change = isinstance(value, dict) and set(value) == {"from", "to"}
+        out[field] = value if is_change else {"from": None, "to": value}
+    return out
+
+
 class HistoryEntry(BaseModel):
     id: int
     appointment_id: UUID
     action: Literal["created", "cancelled", "rescheduled"]
     actor: str
     at: datetime
-    # What changed, as the audit row recorded it (JSON built in SQL); its timestamps are given
-    # in the one form every answer uses, UTC with "Z".
-    changes: Annotated[dict[str, Any], AfterValidator(_utc_as_z)]
+    # What changed, as the audit row recorded it (JSON built in SQL), every field as {from, to};
+    # its timestamps are given in the one form every answer uses, UTC with "Z".
+    changes: Annotated[dict[str, Change], BeforeValidator(_one_shape), BeforeValidator(_utc_as_z)]
 
 
 class History(BaseModel):
