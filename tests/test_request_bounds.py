@@ -141,3 +141,69 @@ def test_the_canonical_org_id_claim_is_accepted(booking_fn: Any, org: Org) -> No
     res = ApiClient(booking_fn, org.member).get("/appointments")
     # Then it is served
     assert res.status == 200, res.body
+
+
+# -- item 9: each route's body is bounded by what its schema can need, 413 before parsing --------
+
+ASTRAL = "\U0001f600"  # the longest character to spell in JSON: "\ud83d\ude00", 12 bytes
+
+
+def largest_booking(at: str) -> dict[str, Any]:
+    """The largest body POST /appointments can need: notes at 2000 characters, metadata at its
+    8 KiB bound, each character sent as its longest escape."""
+    from slotguard.models import MAX_METADATA_BYTES, MAX_NOTES_CHARS
+
+    per_char = len(json.dumps(ASTRAL)) - 2
+    filler = (MAX_METADATA_BYTES - len('{"k":""}')) // per_char
+    return {
+        "contact_id": str(uuid.uuid4()),
+        "scheduled_at": at,
+        "duration_minutes": 1440,
+        "resource_id": str(uuid.uuid4()),
+        "notes": ASTRAL * MAX_NOTES_CHARS,
+        "metadata": {"k": ASTRAL * filler},
+    }
+
+
+@pytest.mark.parametrize("route", JSON_ROUTES, ids=lambda r: r.route_key)
+def test_a_body_beyond_what_the_route_can_need_is_413_before_it_is_parsed(
+    clients: dict[str, ApiClient], route: Any
+) -> None:
+    # Given a body of 1 MiB that is not even JSON (parsing it would answer 400)
+    path, query, _ = requests_for(route.route_key, str(uuid.uuid4()))
+    raw = "[" * (1024 * 1024)
+    if route.route_key == "POST /webhook-metrics/dead-letter-queue/redrive":
+        raw *= 3  # its schema may need 1.5 MB: 1000 job ids of 255 characters, each escaped
+    # When it is sent to the route
+    res = clients[route.function].request(route.method, path, raw_body=raw, query=query)
+    # Then it is refused for its size, before anything looks at it, saying the route's bound
+    assert res.status == 413, (route.route_key, res.status, res.body)
+    assert res.body["error"]["code"] == "payload_too_large"
+    assert 0 < res.body["error"]["details"]["max_bytes"] < len(raw)
+
+
+def test_the_largest_booking_the_schema_allows_is_within_the_bound_and_booked(api: ApiClient) -> None:
+    # Given the largest valid booking, every character escaped, compact and pretty-printed
+    for day, indent in ((10, None), (11, 4)):
+        text = json.dumps(largest_booking(f"2030-03-{day}T10:00:00.123456+14:00"), indent=indent)
+        # When it is booked
+        res = api.post("/appointments", raw_body=text)
+        # Then it is booked, not refused for its size
+        assert res.status == 201, (len(text), res.body)
+
+
+def test_the_largest_reason_and_redrive_the_schemas_allow_are_within_their_bounds(
+    clients: dict[str, ApiClient],
+) -> None:
+    # Given an appointment, and a cancellation whose 500-character reason is escaped throughout
+    appt = clients["booking"].post("/appointments", json_body=booking_body("2030-03-20T10:00:00Z")).body
+    reason = json.dumps({"reason": ASTRAL * 500})
+    # When it is cancelled with it
+    res = clients["booking"].post(f"/appointments/{appt['id']}/cancel", raw_body=reason)
+    # Then it is cancelled
+    assert res.status == 200, res.body
+    # And a redrive naming 1000 job ids of 255 characters, each written as a \u escape, is served
+    job_id = "".join(f"\\u{ord(c):04x}" for c in "m" * 255)
+    redrive = '{"job_ids": [' + ", ".join(f'"{job_id}"' for _ in range(1000)) + "]}"
+    res = clients["metrics"].post("/webhook-metrics/dead-letter-queue/redrive", raw_body=redrive)
+    assert res.status == 200, res.body

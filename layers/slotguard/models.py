@@ -25,6 +25,16 @@ MAX_NOTES_CHARS = 2000
 MAX_METADATA_BYTES = 8 * 1024
 MAX_REASON_CHARS = 500
 
+# The largest body each route can need, refused with 413 before it is parsed (a 10 MB body
+# cost 340 MB and seconds to parse and walk). Counted as sent: every character of its text
+# spelled as the longest JSON escape (an astral character as a surrogate pair, 12 bytes), then
+# about as much again for whitespace. tests/test_request_bounds.py sends the largest valid ones.
+JSON_CHAR_MAX_BYTES = len("\\ud83d\\ude00")
+# notes 2000 x 12 = 24,000 + metadata 8,192 (measured as escaped JSON) + the other fields < 2,000
+MAX_BOOK_BODY_BYTES = 64 * 1024
+# reason 500 x 12 = 6,000; reschedule < 1,000; and every route without a body
+MAX_SMALL_BODY_BYTES = 16 * 1024
+
 # The booking window. A time a client books at is RFC 3339 with an offset, written with a year
 # of 1970..2199 and an offset of -12:00..+14:00: so every appointment lies in
 # [1969-12-31T10:00Z, 2200-01-02T12:00Z] UTC (the table CHECKs that, 0007) and each of its

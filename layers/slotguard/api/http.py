@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -16,6 +17,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from pydantic import BaseModel
 
 from slotguard.api.validation import SinglePassRequestValidation
@@ -28,7 +30,7 @@ from slotguard.errors import (
     UnauthorizedBody,
     ValidationErrorBody,
 )
-from slotguard.models import Actor, parse_json, storable
+from slotguard.models import MAX_SMALL_BODY_BYTES, Actor, parse_json, storable
 from slotguard.observability import logger
 
 JSON = content_types.APPLICATION_JSON
@@ -83,6 +85,10 @@ ERROR_DOCS: dict[int, tuple[Any, str]] = {
     ),
     403: (ErrorBody, "The token's role may not do this (`forbidden`)"),
     404: (ErrorBody, "No such object in the caller's org (`not_found`), also for another org's object"),
+    413: (
+        ErrorBody,
+        "The body is longer than this route can need (`payload_too_large`, `details.max_bytes`)",
+    ),
     415: (ErrorBody, "The body is not sent as `Content-Type: application/json` (`unsupported_media_type`)"),
     409: (
         ConflictBody,
@@ -131,8 +137,28 @@ class JsonApiResolver(APIGatewayHttpResolver):
 
     _parsed = threading.local()  # the body _body_refusal parsed, for the event being resolved
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._body_limits: list[tuple[str, re.Pattern[str], int]] = []
+
+    def limit_body(self, method: str, rule: str, max_bytes: int) -> None:
+        """The route `method rule` (Powertools' syntax, `/appointments/<appointment_id>`) takes
+        bodies of at most max_bytes; every other route at most MAX_SMALL_BODY_BYTES."""
+        pattern = re.compile("^" + re.sub(r"<\w+>", "[^/]+", rule) + "$")
+        self._body_limits.append((method.upper(), pattern, max_bytes))
+
+    def max_body_bytes(self, event: Mapping[str, Any]) -> int:
+        proxy = APIGatewayProxyEventV2(dict(event))
+        method, path = proxy.request_context.http.method.upper(), proxy.path
+        for limit_method, pattern, max_bytes in self._body_limits:
+            if limit_method == method and pattern.match(path):
+                return max_bytes
+        return MAX_SMALL_BODY_BYTES
+
     def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-        refusal, parsed = _body_refusal(event)
+        refusal = _size_refusal(event, self.max_body_bytes(event)) if event.get("body") else None
+        if refusal is None:
+            refusal, parsed = _body_refusal(event)
         if refusal is not None:
             return refusal
         event = _canonical_media_type(event)
@@ -152,15 +178,43 @@ class JsonApiResolver(APIGatewayHttpResolver):
         return proxy
 
 
-def _proxy_error(status: int, code: str, message: str, errors: list[dict[str, Any]] | None = None) -> Any:
+def _proxy_error(
+    status: int,
+    code: str,
+    message: str,
+    errors: list[dict[str, Any]] | None = None,
+    details: dict[str, Any] | None = None,
+) -> Any:
     """An error answered before routing, as the proxy integration's raw result."""
-    details = {"errors": errors} if errors is not None else None
+    if errors is not None:
+        details = {**(details or {}), "errors": errors}
     return {
         "statusCode": status,
         "headers": {"Content-Type": JSON},
         "body": compact_json(error_envelope(code, message, details)),
         "isBase64Encoded": False,
     }
+
+
+def _size_refusal(event: Mapping[str, Any], max_bytes: int) -> dict[str, Any] | None:
+    """413 for a body longer than the route can need, measured without decoding or parsing it."""
+    body = str(event.get("body"))
+    if event.get("isBase64Encoded"):
+        size = len(body) * 3 // 4 - body.count("=", max(0, len(body) - 2))
+    elif len(body) > max_bytes:
+        size = len(body)  # at least one byte a character
+    elif len(body) * 4 <= max_bytes:
+        size = 0  # at most four bytes a character: within the bound
+    else:
+        size = len(body.encode("utf-8", "surrogatepass"))
+    if size <= max_bytes:
+        return None
+    return _proxy_error(
+        413,
+        "payload_too_large",
+        f"the request body exceeds the {max_bytes} bytes this route can need",
+        details={"max_bytes": max_bytes},
+    )
 
 
 def _canonical_media_type(event: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -206,15 +260,20 @@ def _body_refusal(event: Mapping[str, Any]) -> tuple[dict[str, Any] | None, dict
     return None, parsed
 
 
-def create_resolver(*, json_object_bodies: bool = True) -> APIGatewayHttpResolver:
-    """An HTTP API (payload 2.0) resolver with request validation and our error body. The
-    webhook receiver passes json_object_bodies=False: it verifies the signature before it
-    looks at the body at all."""
-    app = (
-        JsonApiResolver(enable_validation=True)
-        if json_object_bodies
-        else APIGatewayHttpResolver(enable_validation=True)
-    )
+def create_resolver(
+    *, json_object_bodies: bool = True, body_limits: Mapping[tuple[str, str], int] | None = None
+) -> APIGatewayHttpResolver:
+    """An HTTP API (payload 2.0) resolver with request validation and our error body. Bodies are
+    at most MAX_SMALL_BODY_BYTES, or what `body_limits` gives a route ({(method, rule): bytes}).
+    The webhook receiver passes json_object_bodies=False: it verifies the signature before it
+    looks at the body at all (and bounds it itself)."""
+    app: APIGatewayHttpResolver
+    if json_object_bodies:
+        app = JsonApiResolver(enable_validation=True)
+        for (method, rule), max_bytes in (body_limits or {}).items():
+            app.limit_body(method, rule, max_bytes)
+    else:
+        app = APIGatewayHttpResolver(enable_validation=True)
     # The OpenAPI document still comes from the routes' annotations; requests are validated in
     # one pass where that is simple, by Powertools' own middleware otherwise (api/validation.py).
     app._request_validation_middleware = SinglePassRequestValidation()

@@ -33,6 +33,11 @@ OLDEST_AGE_UNHEALTHY_S = 900
 BACKLOG_DEGRADED = 1000
 
 
+# The largest redrive body the request can need: 1000 job ids of 255 printable ASCII characters,
+# each spelled as a 6-byte \u escape (1.53 MB), with whitespace.
+MAX_REDRIVE_BODY_BYTES = 2 * 1024 * 1024
+
+
 class RedriveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     job_ids: list[JobId] | None = Field(default=None, min_length=1, max_length=1000)
