@@ -6,12 +6,15 @@ as Lambda does."""
 from __future__ import annotations
 
 import json
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from slotguard.topology import Route
 from slotguard_local.frontdoor import LAMBDA_MAX_RESPONSE_BYTES, FrontDoor, JwtAuthorizer, JwtSettings
+from tests.conftest import ApiClient, Org
 
 
 class Answering:
@@ -91,3 +94,123 @@ def test_the_front_door_answers_500_for_a_function_answer_over_lambdas_limit(doo
     assert answer.status == 500
     assert json.loads(answer.body) == {"message": "Internal Server Error"}
     assert answer.function == "big"
+
+
+# -- the lists of the booking API ------------------------------------------------------------------
+
+DAY = datetime(2030, 6, 3, tzinfo=UTC)
+
+
+def fill(
+    admin_conn: Any, org: Org, count: int, *, start: datetime = DAY, minutes: int = 1, **columns: Any
+) -> None:
+    """`count` back-to-back appointments from `start` (written as the owner: setup only)."""
+    extra = "".join(f", {name}" for name in columns)
+    values = "".join(", %s" for _ in columns)
+    with admin_conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO slotguard.appointments (org_id, contact_id, scheduled_at, ends_at, duration_minutes,"
+            f" created_by{extra}) VALUES (%s, %s, %s, %s, %s, 'setup'{values})",
+            [
+                (
+                    org.org_id,
+                    uuid.uuid4(),
+                    start + timedelta(minutes=i * minutes),
+                    start + timedelta(minutes=(i + 1) * minutes),
+                    minutes,
+                    *columns.values(),
+                )
+                for i in range(count)
+            ],
+        )
+
+
+def test_a_409_names_at_most_50_conflicts_with_their_count(api: ApiClient, admin_conn: Any, org: Org) -> None:
+    # Given 60 one-minute appointments in one hour
+    fill(admin_conn, org, 60)
+    # When a booking over that hour is refused
+    res = api.post(
+        "/appointments",
+        json_body={"contact_id": str(uuid.uuid4()), "scheduled_at": DAY.isoformat(), "duration_minutes": 120},
+    )
+    # Then the 409 names the first 50 of them, in time order, with how many there are
+    assert res.status == 409, res.body
+    details = res.body["error"]["details"]
+    assert len(details["conflicts"]) == 50
+    assert details["conflict_count"] == 60 and details["truncated"] is True
+    starts = [c["scheduled_at"] for c in details["conflicts"]]
+    assert starts == sorted(starts) and starts[0] == "2030-06-03T00:00:00Z"
+
+
+def test_a_small_409_is_whole_and_says_so(api: ApiClient, org: Org) -> None:
+    # Given one appointment
+    body = {"contact_id": str(uuid.uuid4()), "scheduled_at": "2030-06-04T10:00:00Z", "duration_minutes": 30}
+    first = api.post("/appointments", json_body=body).body
+    # When the same slot is booked again
+    details = api.post("/appointments", json_body=body).body["error"]["details"]
+    # Then it is named, the whole list
+    assert [c["id"] for c in details["conflicts"]] == [first["id"]]
+    assert details["conflict_count"] == 1 and details["truncated"] is False
+
+
+def test_a_reschedule_409_is_bounded_too(api: ApiClient, admin_conn: Any, org: Org) -> None:
+    # Given 60 one-minute appointments, and another appointment later that day
+    fill(admin_conn, org, 60)
+    body = {"contact_id": str(uuid.uuid4()), "scheduled_at": "2030-06-03T20:00:00Z", "duration_minutes": 120}
+    appt = api.post("/appointments", json_body=body).body
+    # When it is moved over them
+    res = api.post(f"/appointments/{appt['id']}/reschedule", json_body={"scheduled_at": DAY.isoformat()})
+    # Then the 409 is bounded and counted the same way
+    assert res.status == 409, res.body
+    details = res.body["error"]["details"]
+    assert (len(details["conflicts"]), details["conflict_count"], details["truncated"]) == (50, 60, True)
+
+
+def test_availability_lists_at_most_50_overlaps_with_their_count(
+    api: ApiClient, admin_conn: Any, org: Org
+) -> None:
+    # Given 60 one-minute appointments
+    fill(admin_conn, org, 60)
+    # When a slot over all of them is checked
+    res = api.get("/availability/check", query={"start": DAY.isoformat(), "duration_minutes": 120})
+    # Then it is not available, 50 overlaps are listed, and their number is given
+    assert res.status == 200
+    assert res.body["available"] is False
+    assert (len(res.body["conflicts"]), res.body["conflict_count"], res.body["truncated"]) == (50, 60, True)
+    # And a free slot is available, with nothing to list
+    free = api.get(
+        "/availability/check", query={"start": "2030-06-05T10:00:00Z", "duration_minutes": 30}
+    ).body
+    assert free == {"available": True, "conflicts": [], "conflict_count": 0, "truncated": False}
+
+
+def test_the_database_builds_at_most_50_overlaps(admin_conn: Any, org: Org) -> None:
+    # Given 1,440 one-minute appointments filling a day
+    fill(admin_conn, org, 1440)
+    # When the overlaps of the whole day are read where the database builds them
+    row = admin_conn.execute(
+        "SELECT slotguard._conflicts(%s, NULL, %s, %s)", (org.org_id, DAY, DAY + timedelta(days=1))
+    ).fetchone()[0]
+    # Then it builds 50 of them and counts the rest
+    assert len(row["conflicts"]) == 50
+    assert row["conflict_count"] == 1440 and row["truncated"] is True
+
+
+def test_a_history_lists_at_most_100_entries_with_their_count(
+    api: ApiClient, admin_conn: Any, org: Org
+) -> None:
+    # Given an appointment whose audit trail holds 120 entries (more than the API ever writes)
+    body = {"contact_id": str(uuid.uuid4()), "scheduled_at": "2030-06-06T10:00:00Z", "duration_minutes": 30}
+    appt = api.post("/appointments", json_body=body).body
+    with admin_conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO slotguard.appointment_audit (org_id, appointment_id, action, actor, changes)"
+            " VALUES (%s, %s, 'cancelled', 'setup', '{}')",
+            [(org.org_id, appt["id"])] * 119,
+        )
+    # When its history is read
+    res = api.get(f"/appointments/{appt['id']}/history")
+    # Then the oldest 100 are listed, with the count of all
+    assert res.status == 200
+    assert (len(res.body["entries"]), res.body["entry_count"], res.body["truncated"]) == (100, 120, True)
+    assert res.body["entries"][0]["action"] == "created"

@@ -299,9 +299,17 @@ class HistoryEntry(BaseModel):
     changes: Annotated[dict[str, Change], BeforeValidator(_one_shape), BeforeValidator(_utc_as_z)]
 
 
+# Lists of an answer are bounded (Lambda refuses a response over 6 MB): the database builds at
+# most this many, and the answer says how many there are (tests/test_answer_bounds.py).
+MAX_CONFLICTS_SHOWN = 50  # slotguard._conflicts()
+MAX_HISTORY_ENTRIES = 100  # slotguard.appointment_history_bounded()
+
+
 class History(BaseModel):
     appointment_id: UUID
-    entries: list[HistoryEntry]
+    entries: list[HistoryEntry] = Field(description=f"The oldest {MAX_HISTORY_ENTRIES} entries, oldest first")
+    entry_count: int = Field(description="How many entries the appointment's history holds")
+    truncated: bool = Field(description="Whether entries lists fewer than entry_count")
 
 
 class AppointmentPage(BaseModel):
@@ -311,7 +319,11 @@ class AppointmentPage(BaseModel):
 
 class Availability(BaseModel):
     available: bool
-    conflicts: list[Appointment]
+    conflicts: list[Appointment] = Field(
+        description=f"The first {MAX_CONFLICTS_SHOWN} overlapping appointments, in time order"
+    )
+    conflict_count: int = Field(description="How many active appointments overlap the slot")
+    truncated: bool = Field(description="Whether conflicts lists fewer than conflict_count")
 
 
 class Slot(BaseModel):

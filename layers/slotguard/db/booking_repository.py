@@ -125,9 +125,10 @@ class BookingRepository:
         )
         return result
 
-    def history(self, *, org_id: UUID, appointment_id: UUID) -> list[dict[str, Any]] | None:
-        result: list[dict[str, Any]] | None = self._call(
-            "SELECT slotguard.appointment_history(%s, %s)", (org_id, appointment_id), retry_safe=True
+    def history(self, *, org_id: UUID, appointment_id: UUID) -> dict[str, Any] | None:
+        """{entries (the oldest 100), entry_count, truncated}, or None for another org's id."""
+        result: dict[str, Any] | None = self._call(
+            "SELECT slotguard.appointment_history_bounded(%s, %s)", (org_id, appointment_id), retry_safe=True
         )
         return result
 

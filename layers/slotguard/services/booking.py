@@ -42,8 +42,17 @@ MIN_SLOT_STEP_MINUTES = 5
 
 
 def _conflict(outcome: dict[str, Any]) -> SlotConflict:
+    """The 409: the first MAX_CONFLICTS_SHOWN overlaps (the database builds no more), and how many
+    there are."""
     conflicts = [Appointment.model_validate(c).model_dump(mode="json") for c in outcome["conflicts"]]
-    return SlotConflict("the slot overlaps an existing appointment", {"conflicts": conflicts})
+    return SlotConflict(
+        "the slot overlaps an existing appointment",
+        {
+            "conflicts": conflicts,
+            "conflict_count": outcome["conflict_count"],
+            "truncated": outcome["truncated"],
+        },
+    )
 
 
 def _refusal(outcome: dict[str, Any], appointment_id: UUID | None = None) -> Exception:
@@ -154,10 +163,15 @@ class BookingService:
         raise _refusal(outcome, appointment_id)
 
     def history(self, actor: Actor, appointment_id: UUID) -> History:
-        rows = self._repo.history(org_id=actor.org_id, appointment_id=appointment_id)
-        if rows is None:
+        found = self._repo.history(org_id=actor.org_id, appointment_id=appointment_id)
+        if found is None:
             raise NotFound("appointment not found", {"id": str(appointment_id)})
-        return History(appointment_id=appointment_id, entries=[HistoryEntry.model_validate(r) for r in rows])
+        return History(
+            appointment_id=appointment_id,
+            entries=[HistoryEntry.model_validate(r) for r in found["entries"]],
+            entry_count=found["entry_count"],
+            truncated=found["truncated"],
+        )
 
     def check_availability(
         self, actor: Actor, *, start: datetime, duration_minutes: int, resource_id: UUID | None = None
