@@ -214,3 +214,33 @@ def test_a_history_lists_at_most_100_entries_with_their_count(
     assert res.status == 200
     assert (len(res.body["entries"]), res.body["entry_count"], res.body["truncated"]) == (100, 120, True)
     assert res.body["entries"][0]["action"] == "created"
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [{"n": [1e308] * 100}, {"n": [1e-300] * 100}, {"n": [1.5e300] * 30, "s": "x" * 4000}],
+    ids=["huge-exponents", "tiny-exponents", "mixed"],
+)
+def test_metadata_is_measured_as_the_database_writes_it(api: ApiClient, metadata: dict[str, Any]) -> None:
+    # Given metadata under 8 KiB as sent, whose numbers PostgreSQL writes out in full (1e308 is
+    # 309 digits in jsonb): 700 bytes sent were 31 KB in every answer naming the appointment
+    assert len(json.dumps(metadata, separators=(",", ":"))) < 8 * 1024
+    body = {"contact_id": str(uuid.uuid4()), "scheduled_at": "2030-06-07T10:00:00Z", "duration_minutes": 30}
+    # When it is booked with it
+    res = api.post("/appointments", json_body={**body, "metadata": metadata})
+    # Then it is refused for its size as stored, naming the field
+    assert res.status == 422, res.body
+    assert res.body["error"]["details"]["errors"][0]["loc"][-1] == "metadata"
+
+
+def test_metadata_with_ordinary_numbers_at_the_bound_is_booked_and_answered_as_sent(api: ApiClient) -> None:
+    # Given metadata just under 8 KiB holding numbers PostgreSQL writes as they are sent
+    metadata = {"n": [1.5, 2, -0.25, 1e-05, 123456789] * 300}
+    metadata["n"] = metadata["n"][: 8000 // 9]
+    assert len(json.dumps(metadata, separators=(",", ":"))) <= 8 * 1024
+    body = {"contact_id": str(uuid.uuid4()), "scheduled_at": "2030-06-08T10:00:00Z", "duration_minutes": 30}
+    # When it is booked
+    res = api.post("/appointments", json_body={**body, "metadata": metadata})
+    # Then it is booked, and its answer is no larger than what was sent
+    assert res.status == 201, res.body
+    assert len(json.dumps(res.body["metadata"], separators=(",", ":"))) <= 8 * 1024
