@@ -244,3 +244,56 @@ def test_metadata_with_ordinary_numbers_at_the_bound_is_booked_and_answered_as_s
     # Then it is booked, and its answer is no larger than what was sent
     assert res.status == 201, res.body
     assert len(json.dumps(res.body["metadata"], separators=(",", ":"))) <= 8 * 1024
+
+
+# The largest appointment an answer can hold: every text at its limit in the character JSON
+# escapes longest in the answer and again in Lambda's payload (a control character: "\u0001",
+# then "\\u0001"), metadata at its bound in the one its measure counts least ('"': 2 bytes, 4 in
+# the payload), every optional field set.
+WORST_TEXT_CHAR = "\x01"
+
+
+def worst_metadata() -> dict[str, Any]:
+    from slotguard.models import MAX_METADATA_BYTES, stored_json_bytes
+
+    metadata = {"k": '"' * ((MAX_METADATA_BYTES - len('{"k":""}')) // 2)}
+    assert stored_json_bytes(metadata) <= MAX_METADATA_BYTES
+    return metadata
+
+
+def test_a_page_of_the_largest_appointments_fits_lambdas_limit_and_continues(
+    booking_fn: Any, admin_conn: Any, org: Org
+) -> None:
+    from slotguard.models import MAX_NOTES_CHARS, MAX_REASON_CHARS
+    from slotguard_local.events import LambdaContext, http_api_event
+
+    # Given 200 cancelled appointments as large as the API lets them be
+    fill(
+        admin_conn,
+        org,
+        200,
+        minutes=30,
+        notes=WORST_TEXT_CHAR * MAX_NOTES_CHARS,
+        metadata=json.dumps(worst_metadata()),
+        cancellation_reason=WORST_TEXT_CHAR * MAX_REASON_CHARS,
+        status="cancelled",
+        cancelled_at=DAY,
+        resource_id=uuid.uuid4(),
+    )
+    # When they are listed 200 at a time, page after page
+    seen: list[str] = []
+    cursor = None
+    for _ in range(10):
+        query = {"limit": "200", **({"cursor": cursor} if cursor else {})}
+        event = http_api_event("GET", "/appointments", query=query, claims=org.member)
+        result = booking_fn.lambda_handler(event, LambdaContext())
+        # Then every page fits Lambda's response limit
+        assert result["statusCode"] == 200
+        assert lambda_payload_bytes(result) <= LAMBDA_MAX_RESPONSE_BYTES
+        page = json.loads(result["body"])
+        seen += [a["id"] for a in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    # And the pages hold every appointment once, in order
+    assert len(seen) == len(set(seen)) == 200

@@ -323,6 +323,12 @@ class HistoryEntry(BaseModel):
 # most this many, and the answer says how many there are (tests/test_answer_bounds.py).
 MAX_CONFLICTS_SHOWN = 50  # slotguard._conflicts()
 MAX_HISTORY_ENTRIES = 100  # slotguard.appointment_history_bounded()
+# An appointment's JSON in an answer is at most: its fixed fields, notes and a cancellation
+# reason of control characters ("\u0001": 6 bytes each), metadata at its bound (24,216 bytes).
+MAX_APPOINTMENT_JSON_BYTES = 1024 + 6 * (MAX_NOTES_CHARS + MAX_REASON_CHARS) + MAX_METADATA_BYTES
+# A page stops before its appointments pass this many bytes (next_cursor continues), so even with
+# every quote escaped again in Lambda's payload it stays under the 6 MB response limit.
+MAX_PAGE_BYTES = 2 * 1024 * 1024
 
 
 class History(BaseModel):
@@ -333,8 +339,10 @@ class History(BaseModel):
 
 
 class AppointmentPage(BaseModel):
-    items: list[Appointment]
-    next_cursor: str | None
+    items: list[Appointment] = Field(
+        description="At most `limit` appointments; fewer when they would pass 2 MiB of JSON"
+    )
+    next_cursor: str | None = Field(description="Where the next page starts; null on the last page")
 
 
 class Availability(BaseModel):

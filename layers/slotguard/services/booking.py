@@ -18,6 +18,8 @@ from slotguard.errors import (
     SlotConflict,
 )
 from slotguard.models import (
+    MAX_APPOINTMENT_JSON_BYTES,
+    MAX_PAGE_BYTES,
     Actor,
     Appointment,
     AppointmentPage,
@@ -139,7 +141,17 @@ class BookingService:
             after=decode_cursor(cursor) if cursor else None,
         )
         items = [Appointment.model_validate(r) for r in rows[:limit]]
-        next_cursor = encode_cursor(items[-1]) if len(rows) > limit else None
+        more = len(rows) > limit
+        if limit * MAX_APPOINTMENT_JSON_BYTES > MAX_PAGE_BYTES:
+            # A page of large appointments could pass Lambda's response limit: it stops before
+            # MAX_PAGE_BYTES (at least one appointment), and next_cursor continues after it.
+            size = 0
+            for count, item in enumerate(items):
+                size += len(item.model_dump_json())
+                if size > MAX_PAGE_BYTES and count > 0:
+                    items, more = items[:count], True
+                    break
+        next_cursor = encode_cursor(items[-1]) if more else None
         return AppointmentPage(items=items, next_cursor=next_cursor)
 
     def cancel(self, actor: Actor, appointment_id: UUID, reason: str | None = None) -> Appointment:
