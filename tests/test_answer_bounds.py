@@ -297,3 +297,32 @@ def test_a_page_of_the_largest_appointments_fits_lambdas_limit_and_continues(
             break
     # And the pages hold every appointment once, in order
     assert len(seen) == len(set(seen)) == 200
+
+
+def test_a_422_lists_at_most_50_field_errors_with_their_count(pipeline: Any, org: Org) -> None:
+    from slotguard_local.events import LambdaContext, http_api_event
+    from slotguard_local.functions import load_function
+
+    # Given a redrive body within its 2 MiB bound made of 150,000 unknown fields (each its own error)
+    body = "{" + ",".join(f'"k{i}":0' for i in range(150_000)) + "}"
+    assert len(body) < 2 * 1024 * 1024
+    event = http_api_event(
+        "POST",
+        "/webhook-metrics/dead-letter-queue/redrive",
+        headers={"content-type": "application/json"},
+        body=body,
+        claims=org.admin,
+    )
+    # When it is sent
+    result = load_function("metrics").lambda_handler(event, LambdaContext())
+    # Then the 422 lists the first 50 field errors and counts them all, within Lambda's limit
+    assert result["statusCode"] == 422
+    assert lambda_payload_bytes(result) <= LAMBDA_MAX_RESPONSE_BYTES
+    details = json.loads(result["body"])["error"]["details"]
+    assert len(details["errors"]) == 50
+    assert details["error_count"] == 150_000 and details["truncated"] is True
+    assert details["errors"][0] == {
+        "loc": ["body", "k0"],
+        "msg": "Extra inputs are not permitted",
+        "type": "extra_forbidden",
+    }

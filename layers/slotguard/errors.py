@@ -29,7 +29,9 @@ class FieldError(BaseModel):
 
 class ValidationDetails(BaseModel):
     model_config = ConfigDict(extra="allow")
-    errors: list[FieldError]
+    errors: list[FieldError] = Field(description="The first 50 problems")
+    error_count: int = Field(description="How many problems the request has")
+    truncated: bool = Field(description="Whether errors lists fewer than error_count")
 
 
 class ValidationErrorInfo(ErrorInfo):

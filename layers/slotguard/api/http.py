@@ -117,12 +117,27 @@ def error_docs(*statuses: int) -> dict[int, Any]:
     }
 
 
+# A 422 lists at most this many field errors (a body within its bound may hold 150,000 unknown
+# fields, each its own error: a 15 MB answer), and how many there are.
+MAX_FIELD_ERRORS = 50
+
+
 def _validation_details(errors: Any) -> list[dict[str, Any]]:
     out = []
     for err in errors:
         loc = [part for part in err.get("loc", ()) if isinstance(part, str | int)]
         out.append({"loc": loc, "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))})
     return out
+
+
+def errors_details(errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """A 422's details: the first MAX_FIELD_ERRORS field errors, their count, and whether the
+    list is cut."""
+    return {
+        "errors": errors[:MAX_FIELD_ERRORS],
+        "error_count": len(errors),
+        "truncated": len(errors) > MAX_FIELD_ERRORS,
+    }
 
 
 UNSUPPORTED_MEDIA = "send the body as Content-Type: application/json"
@@ -187,7 +202,7 @@ def _proxy_error(
 ) -> Any:
     """An error answered before routing, as the proxy integration's raw result."""
     if errors is not None:
-        details = {**(details or {}), "errors": errors}
+        details = {**(details or {}), **errors_details(errors)}
     return {
         "statusCode": status,
         "headers": {"Content-Type": JSON},
@@ -283,7 +298,7 @@ def create_resolver(
         details = exc.details
         if exc.status_code == 422 and "errors" not in details:
             # Every 422 lists its problems in details.errors, as a request validation does.
-            details = {**details, "errors": [{"loc": [], "msg": exc.message, "type": exc.code}]}
+            details = {**details, **errors_details([{"loc": [], "msg": exc.message, "type": exc.code}])}
         return error_response(exc.status_code, exc.code, exc.message, details, exc.headers())
 
     @app.exception_handler(RequestValidationError)
@@ -291,7 +306,7 @@ def create_resolver(
         errors = _validation_details(exc.errors())
         if any(e["type"] == "json_invalid" for e in errors):
             return error_response(400, "malformed_json", "the request body is not valid JSON")
-        return error_response(422, "validation_error", "the request is not valid", {"errors": errors})
+        return error_response(422, "validation_error", "the request is not valid", errors_details(errors))
 
     @app.exception_handler(RequestUnsupportedContentType)
     def _not_json(exc: RequestUnsupportedContentType) -> Response[str]:
