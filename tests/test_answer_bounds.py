@@ -326,3 +326,86 @@ def test_a_422_lists_at_most_50_field_errors_with_their_count(pipeline: Any, org
         "msg": "Extra inputs are not permitted",
         "type": "extra_forbidden",
     }
+
+
+# -- the lists of the webhook metrics API ----------------------------------------------------------
+
+
+def seed_deliveries(admin_conn: Any, org: Org, rows: list[dict[str, Any]]) -> None:
+    """Delivery-log rows (as the owner: setup only); each dict overrides the defaults."""
+    with admin_conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO slotguard.webhook_delivery_log (org_id, job_id, event_type, event_data, status,"
+            " attempts, max_attempts, created_at, last_attempt_at, processing_ms, error_message, outcome)"
+            " VALUES (%(org)s, %(job)s, %(type)s, %(data)s, %(status)s, 1, 3, now() - interval '5 minutes',"
+            " now() - interval '4 minutes', %(ms)s, %(error)s, %(outcome)s)",
+            [
+                {
+                    "org": org.org_id,
+                    "job": f"job_{uuid.uuid4().hex}",
+                    "type": "appointment.book",
+                    "data": "{}",
+                    "status": "completed",
+                    "ms": 5,
+                    "error": None,
+                    "outcome": None,
+                    **row,
+                }
+                for row in rows
+            ],
+        )
+
+
+@pytest.fixture
+def metrics_admin(pipeline: Any, org: Org) -> ApiClient:
+    from slotguard_local.functions import load_function
+
+    return ApiClient(load_function("metrics"), org.admin)
+
+
+def test_per_event_type_stats_list_the_100_busiest_types_with_their_count(
+    metrics_admin: ApiClient, admin_conn: Any, org: Org
+) -> None:
+    # Given deliveries of 150 event types (a sender chooses its types freely), one type busier
+    rows = [{"type": f"custom.{i:03d}"} for i in range(150)] + [{"type": "custom.149"}] * 5
+    seed_deliveries(admin_conn, org, rows)
+    for path in ("/webhook-metrics/delivery-stats", "/webhook-metrics/processing-time"):
+        # When the stats are read
+        res = metrics_admin.get(path, query={"range": "1h"})
+        # Then 100 types are listed, the busiest among them, with the count of all
+        assert res.status == 200, res.body
+        types = [t["event_type"] for t in res.body["by_event_type"]]
+        assert len(types) == 100 and "custom.149" in types, path
+        assert res.body["event_type_count"] == 150 and res.body["truncated"] is True, path
+
+
+def test_dead_letter_payloads_are_shown_up_to_a_budget_and_flagged_beyond(
+    metrics_admin: ApiClient, admin_conn: Any, org: Org
+) -> None:
+    # Given 30 dead letters whose payloads are 200 KB each (6 MB together)
+    payload = json.dumps({"type": "appointment.book", "data": {"notes": "x" * 200_000}})
+    seed_deliveries(admin_conn, org, [{"status": "dead_letter", "data": payload, "error": "boom"}] * 30)
+    # When an admin lists them
+    res = metrics_admin.get("/webhook-metrics/dead-letter-queue", query={"limit": "100"})
+    # Then every one is listed, the newest payloads up to 1 MiB shown and the others flagged omitted
+    assert res.status == 200
+    items = res.body["items"]
+    assert len(items) == res.body["total"] == 30
+    shown = [i for i in items if "event_data" in i]
+    assert 1 <= len(shown) <= 5
+    assert all(i.get("event_data_omitted") is True for i in items if "event_data" not in i)
+    assert all("event_data_omitted" not in i for i in shown)
+
+
+def test_failure_texts_are_bounded(metrics_admin: ApiClient, admin_conn: Any, org: Org) -> None:
+    # Given 100 failures whose error messages grew long (a dead letter's message is appended to
+    # on each redrive and dead-lettering)
+    seed_deliveries(
+        admin_conn, org, [{"status": "failed", "error": "e" * 100_000, "outcome": "o" * 5_000}] * 100
+    )
+    # When they are listed
+    res = metrics_admin.get("/webhook-metrics/recent-failures", query={"limit": "100"})
+    # Then each text is cut to its bound
+    assert res.status == 200
+    assert len(res.body["items"]) == 100
+    assert all(len(i["error_message"]) <= 2000 and len(i["outcome"]) <= 200 for i in res.body["items"])
