@@ -64,7 +64,7 @@ def test_an_admin_backfills_a_past_appointment_and_the_audit_trail_says_so(admin
     assert res.status == 201, res.body
     history = admin.get(f"/appointments/{res.body['id']}/history").body["entries"]
     assert history[0]["action"] == "created"
-    assert history[0]["changes"]["backfill"] is True
+    assert history[0]["changes"]["backfill"] == {"from": None, "to": True}
     # And without the flag an admin is refused like anyone
     assert admin.post("/appointments", json_body=booking(ago(days=1))).body["error"]["code"] == "in_the_past"
     # And an admin may move an appointment into the past only with the flag too

@@ -158,3 +158,29 @@ def test_min_duration_above_max_is_422(admin: ApiClient) -> None:
 def test_a_calendar_id_is_default_or_a_uuid(api: ApiClient) -> None:
     res = api.get("/calendars/not-a-calendar/rules")
     assert res.status == 422
+
+
+def test_a_long_history_lists_the_newest_versions_within_its_budget_with_the_count(admin: ApiClient) -> None:
+    from datetime import date, timedelta
+
+    from slotguard.models import MAX_DATE_OVERRIDES, MAX_RULES_HISTORY_BYTES
+
+    # Given rules as large as the API takes (400 dated overrides of 24 intervals), set 9 times
+    day = [{"start": f"{h:02d}:00", "end": f"{h:02d}:30"} for h in range(24)]
+    overrides = {str(date(2031, 1, 1) + timedelta(days=n)): day for n in range(MAX_DATE_OVERRIDES)}
+    for notice in range(9):
+        saved = put_rules(admin, "default", {"date_overrides": overrides, "min_notice_minutes": notice})
+        assert saved.status == 200, saved.body
+    # When the history is read
+    history = admin.get("/calendars/default/rules/history")
+    # Then it lists the newest versions whose rules fit the budget, oldest of those first, and says
+    # how many there are and that some are left out
+    assert history.status == 200
+    body = history.body
+    versions = [e["version"] for e in body["entries"]]
+    assert versions == list(range(10 - len(versions), 10)), versions
+    assert 1 <= len(versions) < 9
+    assert (body["entry_count"], body["truncated"]) == (9, True)
+    import json
+
+    assert sum(len(json.dumps(e["rules"])) for e in body["entries"][1:]) <= MAX_RULES_HISTORY_BYTES

@@ -24,6 +24,8 @@ from slotguard.db.booking_repository import BookingRepository
 from slotguard.db.connection import Database
 from slotguard.models import (
     CALENDAR_ID_PATTERN,
+    MAX_BOOK_BODY_BYTES,
+    MAX_RULES_BODY_BYTES,
     Appointment,
     AppointmentPage,
     Availability,
@@ -47,7 +49,14 @@ config = BookingConfig.from_env()
 repository = BookingRepository(Database(config.database), config.booking_lock_wait_ms)
 service = BookingService(repository)
 calendars = CalendarService(repository)
-app = create_resolver()
+# A booking's body may need 64 KiB, a calendar's rules 64 KiB; every other route's fits the
+# default 16 KiB (models.py).
+app = create_resolver(
+    body_limits={
+        ("POST", "/appointments"): MAX_BOOK_BODY_BYTES,
+        ("PUT", "/calendars/<calendar_id>/rules"): MAX_RULES_BODY_BYTES,
+    }
+)
 
 Minutes = Annotated[int, Field(ge=1, le=1440)]
 StepMinutes = Annotated[int, Field(ge=MIN_SLOT_STEP_MINUTES, le=1440)]
@@ -65,7 +74,7 @@ NO_REASON = CancelRequest()  # an absent body
                 "Idempotent-Replayed": header_doc("`true` when this answer replays an earlier one"),
             },
         ),
-        **error_docs(400, 401, 403, 409, 415, 422, 503),
+        **error_docs(400, 401, 403, 409, 413, 415, 422, 503),
     },
 )
 def book(
@@ -124,7 +133,7 @@ def get_appointment(appointment_id: UUID) -> Response[str]:
     "/appointments/<appointment_id>/cancel",
     responses={
         200: response_doc(Appointment, "Cancelled (again: the same answer, unchanged)"),
-        **error_docs(400, 401, 404, 415, 422, 503),
+        **error_docs(400, 401, 404, 413, 415, 422, 503),
     },
 )
 def cancel_appointment(
@@ -138,7 +147,7 @@ def cancel_appointment(
     "/appointments/<appointment_id>/reschedule",
     responses={
         200: response_doc(RescheduleResult, "The new appointment and the previous one"),
-        **error_docs(400, 401, 403, 404, 409, 415, 422, 503),
+        **error_docs(400, 401, 403, 404, 409, 413, 415, 422, 503),
     },
 )
 def reschedule_appointment(appointment_id: UUID, body: Annotated[RescheduleRequest, Body()]) -> Response[str]:

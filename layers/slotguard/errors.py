@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from slotguard.models import Appointment
+from slotguard.models import MAX_CONFLICTS_SHOWN, Appointment
 
 
 class ErrorInfo(BaseModel):
@@ -29,7 +29,9 @@ class FieldError(BaseModel):
 
 class ValidationDetails(BaseModel):
     model_config = ConfigDict(extra="allow")
-    errors: list[FieldError]
+    errors: list[FieldError] = Field(description="The first 50 problems")
+    error_count: int = Field(description="How many problems the request has")
+    truncated: bool = Field(description="Whether errors lists fewer than error_count")
 
 
 class ValidationErrorInfo(ErrorInfo):
@@ -42,7 +44,17 @@ class ValidationErrorBody(BaseModel):
 
 class ConflictDetails(BaseModel):
     model_config = ConfigDict(extra="allow")
-    conflicts: list[Appointment] = Field(default_factory=list)
+    conflicts: list[Appointment] = Field(
+        default_factory=list,
+        description=f"`slot_conflict`: the first {MAX_CONFLICTS_SHOWN} overlapping appointments,"
+        " in time order",
+    )
+    conflict_count: int | None = Field(
+        default=None, description="`slot_conflict`: how many active appointments overlap the slot"
+    )
+    truncated: bool | None = Field(
+        default=None, description="`slot_conflict`: whether conflicts lists fewer than conflict_count"
+    )
 
 
 class ConflictInfo(ErrorInfo):

@@ -7,6 +7,7 @@ import json
 import math
 import re
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -26,6 +27,21 @@ from pydantic import (
 MAX_NOTES_CHARS = 2000
 MAX_METADATA_BYTES = 8 * 1024
 MAX_REASON_CHARS = 500
+
+# The largest body each route can need, refused with 413 before it is parsed (a 10 MB body
+# cost 340 MB and seconds to parse and walk). Counted as sent: every character of its text
+# spelled as the longest JSON escape (an astral character as a surrogate pair, 12 bytes), then
+# about as much again for whitespace. tests/test_request_bounds.py sends the largest valid ones.
+JSON_CHAR_MAX_BYTES = len("\\ud83d\\ude00")
+# notes 2000 x 12 = 24,000 + metadata 8,192 (measured as escaped JSON) + the other fields < 2,000
+MAX_BOOK_BODY_BYTES = 64 * 1024
+# A calendar's rules at their bounds (400 dated overrides of 24 intervals each, the week's hours)
+# are about 300 KB of compact JSON; room for a client that indents it.
+MAX_RULES_BODY_BYTES = 512 * 1024
+# A rules history lists the newest versions within this much rules JSON (calendar_rules.sql).
+MAX_RULES_HISTORY_BYTES = 2 * 1024 * 1024
+# reason 500 x 12 = 6,000; reschedule < 1,000; and every route without a body
+MAX_SMALL_BODY_BYTES = 16 * 1024
 
 # The booking window. A time a client books at is RFC 3339 with an offset, written with a year
 # of 1970..2199 and an offset of -12:00..+14:00: so every appointment lies in
@@ -134,6 +150,22 @@ def storable(value: Any, where: str = "value", depth: int = 0) -> None:
             storable(item, where, depth + 1)
 
 
+def stored_json_bytes(value: Any) -> int:
+    """The size of `value` as compact JSON once stored: numbers as PostgreSQL's jsonb writes them
+    (numeric, never with an exponent, so the 6 bytes of 1e+308 are 309 digits in every answer
+    naming it; measured by json.dumps they let 8 KiB of metadata answer 360 KB), strings as
+    json.dumps escapes them (ASCII only: never less than their UTF-8 bytes). The value has
+    passed storable(), so its nesting is bounded."""
+    if isinstance(value, dict):
+        items = sum(stored_json_bytes(str(k)) + 1 + stored_json_bytes(v) for k, v in value.items())
+        return 2 + items + max(len(value) - 1, 0)
+    if isinstance(value, list):
+        return 2 + sum(stored_json_bytes(v) for v in value) + max(len(value) - 1, 0)
+    if isinstance(value, float) and math.isfinite(value):
+        return len(format(Decimal(repr(value)), "f"))
+    return len(json.dumps(value))
+
+
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -196,8 +228,11 @@ class BookRequest(_Request):
     @classmethod
     def _metadata_size(cls, value: dict[str, Any]) -> dict[str, Any]:
         storable(value, "metadata")
-        if len(json.dumps(value, separators=(",", ":")).encode()) > MAX_METADATA_BYTES:
-            raise ValueError(f"metadata must serialize to at most {MAX_METADATA_BYTES} bytes")
+        if stored_json_bytes(value) > MAX_METADATA_BYTES:
+            raise ValueError(
+                f"metadata must serialize to at most {MAX_METADATA_BYTES} bytes"
+                " (numbers counted as stored: 1e300 is 301 digits)"
+            )
         return value
 
     def fingerprint(self) -> str:
@@ -268,25 +303,63 @@ def _utc_as_z(value: Any) -> Any:
     return value
 
 
+class Change(BaseModel):
+    """One field's change: what it was (null when the appointment, or the value, did not exist
+    before) and what it became."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    from_: Any = Field(alias="from")
+    to: Any
+
+
+def _one_shape(changes: dict[str, Any]) -> dict[str, Any]:
+    """The audit rows record a field that changed as {from, to} and a value that was only set (a
+    new appointment's fields, a cancellation's reason, a reschedule's successor) bare; answers
+    give every field as {from, to}, the set ones with `from` null. Rows already written keep
+    their form in the table, so this is done where they are read."""
+    out = {}
+    for field, value in changes.items():
+        is_change = isinstance(value, dict) and set(value) == {"from", "to"}
+        out[field] = value if is_change else {"from": None, "to": value}
+    return out
+
+
 class HistoryEntry(BaseModel):
     id: int
     appointment_id: UUID
     action: Literal["created", "cancelled", "rescheduled"]
     actor: str
     at: datetime
-    # What changed, as the audit row recorded it (JSON built in SQL); its timestamps are given
-    # in the one form every answer uses, UTC with "Z".
-    changes: Annotated[dict[str, Any], AfterValidator(_utc_as_z)]
+    # What changed, as the audit row recorded it (JSON built in SQL), every field as {from, to};
+    # its timestamps are given in the one form every answer uses, UTC with "Z".
+    changes: Annotated[dict[str, Change], BeforeValidator(_one_shape), BeforeValidator(_utc_as_z)]
+
+
+# Lists of an answer are bounded (Lambda refuses a response over 6 MB): the database builds at
+# most this many, and the answer says how many there are (tests/test_answer_bounds.py).
+MAX_CONFLICTS_SHOWN = 50  # slotguard._conflicts()
+MAX_HISTORY_ENTRIES = 100  # slotguard.appointment_history_bounded()
+# An appointment's JSON in an answer is at most: its fixed fields, notes and a cancellation
+# reason of control characters ("\u0001": 6 bytes each), metadata at its bound (24,216 bytes).
+MAX_APPOINTMENT_JSON_BYTES = 1024 + 6 * (MAX_NOTES_CHARS + MAX_REASON_CHARS) + MAX_METADATA_BYTES
+# A page stops before its appointments pass this many bytes (next_cursor continues), so even with
+# every quote escaped again in Lambda's payload it stays under the 6 MB response limit.
+MAX_PAGE_BYTES = 2 * 1024 * 1024
 
 
 class History(BaseModel):
     appointment_id: UUID
-    entries: list[HistoryEntry]
+    entries: list[HistoryEntry] = Field(description=f"The oldest {MAX_HISTORY_ENTRIES} entries, oldest first")
+    entry_count: int = Field(description="How many entries the appointment's history holds")
+    truncated: bool = Field(description="Whether entries lists fewer than entry_count")
 
 
 class AppointmentPage(BaseModel):
-    items: list[Appointment]
-    next_cursor: str | None
+    items: list[Appointment] = Field(
+        description="At most `limit` appointments; fewer when they would pass 2 MiB of JSON"
+    )
+    next_cursor: str | None = Field(description="Where the next page starts; null on the last page")
 
 
 class RuleBreach(BaseModel):
@@ -296,7 +369,11 @@ class RuleBreach(BaseModel):
 
 class Availability(BaseModel):
     available: bool
-    conflicts: list[Appointment]
+    conflicts: list[Appointment] = Field(
+        description=f"The first {MAX_CONFLICTS_SHOWN} overlapping appointments, in time order"
+    )
+    conflict_count: int = Field(description="How many active appointments overlap the slot")
+    truncated: bool = Field(description="Whether conflicts lists fewer than conflict_count")
     rule_violation: RuleBreach | None = Field(
         default=None, description="The first rule of the calendar the interval breaks (null: none)"
     )
@@ -490,4 +567,9 @@ class RulesHistoryEntry(BaseModel):
 
 class RulesHistory(BaseModel):
     resource_id: UUID | None
-    entries: list[RulesHistoryEntry]
+    entries: list[RulesHistoryEntry] = Field(
+        description=f"The newest versions whose rules add up to at most {MAX_RULES_HISTORY_BYTES} bytes"
+        " of JSON (at least the newest), oldest of those first"
+    )
+    entry_count: int = Field(description="How many versions the calendar's rules have had")
+    truncated: bool = Field(description="Whether entries lists fewer than entry_count")

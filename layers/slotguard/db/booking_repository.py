@@ -127,9 +127,10 @@ class BookingRepository:
         )
         return result
 
-    def history(self, *, org_id: UUID, appointment_id: UUID) -> list[dict[str, Any]] | None:
-        result: list[dict[str, Any]] | None = self._call(
-            "SELECT slotguard.appointment_history(%s, %s)", (org_id, appointment_id), retry_safe=True
+    def history(self, *, org_id: UUID, appointment_id: UUID) -> dict[str, Any] | None:
+        """{entries (the oldest 100), entry_count, truncated}, or None for another org's id."""
+        result: dict[str, Any] | None = self._call(
+            "SELECT slotguard.appointment_history_bounded(%s, %s)", (org_id, appointment_id), retry_safe=True
         )
         return result
 
@@ -176,8 +177,9 @@ class BookingRepository:
         )
         return result
 
-    def calendar_rules_history(self, *, org_id: UUID, resource_id: UUID | None) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._call(
+    def calendar_rules_history(self, *, org_id: UUID, resource_id: UUID | None) -> dict[str, Any]:
+        """{entries (the newest versions within 2 MiB of rules, oldest first), entry_count, truncated}"""
+        result: dict[str, Any] = self._call(
             "SELECT slotguard.calendar_rules_history(%s, %s)", (org_id, resource_id), retry_safe=True
         )
         return result

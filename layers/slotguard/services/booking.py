@@ -20,6 +20,8 @@ from slotguard.errors import (
     SlotConflict,
 )
 from slotguard.models import (
+    MAX_APPOINTMENT_JSON_BYTES,
+    MAX_PAGE_BYTES,
     Actor,
     Appointment,
     AppointmentPage,
@@ -48,8 +50,17 @@ MIN_SLOT_STEP_MINUTES = 5
 
 
 def _conflict(outcome: dict[str, Any]) -> SlotConflict:
+    """The 409: the first MAX_CONFLICTS_SHOWN overlaps (the database builds no more), and how many
+    there are."""
     conflicts = [Appointment.model_validate(c).model_dump(mode="json") for c in outcome["conflicts"]]
-    return SlotConflict("the slot overlaps an existing appointment", {"conflicts": conflicts})
+    return SlotConflict(
+        "the slot overlaps an existing appointment",
+        {
+            "conflicts": conflicts,
+            "conflict_count": outcome["conflict_count"],
+            "truncated": outcome["truncated"],
+        },
+    )
 
 
 def _refusal(outcome: dict[str, Any], appointment_id: UUID | None = None) -> Exception:
@@ -150,7 +161,17 @@ class BookingService:
             after=decode_cursor(cursor) if cursor else None,
         )
         items = [Appointment.model_validate(r) for r in rows[:limit]]
-        next_cursor = encode_cursor(items[-1]) if len(rows) > limit else None
+        more = len(rows) > limit
+        if limit * MAX_APPOINTMENT_JSON_BYTES > MAX_PAGE_BYTES:
+            # A page of large appointments could pass Lambda's response limit: it stops before
+            # MAX_PAGE_BYTES (at least one appointment), and next_cursor continues after it.
+            size = 0
+            for count, item in enumerate(items):
+                size += len(item.model_dump_json())
+                if size > MAX_PAGE_BYTES and count > 0:
+                    items, more = items[:count], True
+                    break
+        next_cursor = encode_cursor(items[-1]) if more else None
         return AppointmentPage(items=items, next_cursor=next_cursor)
 
     def cancel(self, actor: Actor, appointment_id: UUID, reason: str | None = None) -> Appointment:
@@ -177,10 +198,15 @@ class BookingService:
         raise _refusal(outcome, appointment_id)
 
     def history(self, actor: Actor, appointment_id: UUID) -> History:
-        rows = self._repo.history(org_id=actor.org_id, appointment_id=appointment_id)
-        if rows is None:
+        found = self._repo.history(org_id=actor.org_id, appointment_id=appointment_id)
+        if found is None:
             raise NotFound("appointment not found", {"id": str(appointment_id)})
-        return History(appointment_id=appointment_id, entries=[HistoryEntry.model_validate(r) for r in rows])
+        return History(
+            appointment_id=appointment_id,
+            entries=[HistoryEntry.model_validate(r) for r in found["entries"]],
+            entry_count=found["entry_count"],
+            truncated=found["truncated"],
+        )
 
     def check_availability(
         self, actor: Actor, *, start: datetime, duration_minutes: int, resource_id: UUID | None = None
@@ -275,5 +301,5 @@ class CalendarService:
 
     def rules_history(self, actor: Actor, calendar_id: str) -> RulesHistory:
         resource_id = calendar_resource(calendar_id)
-        rows = self._repo.calendar_rules_history(org_id=actor.org_id, resource_id=resource_id)
-        return RulesHistory.model_validate({"resource_id": resource_id, "entries": rows})
+        found = self._repo.calendar_rules_history(org_id=actor.org_id, resource_id=resource_id)
+        return RulesHistory.model_validate({"resource_id": resource_id, **found})

@@ -33,6 +33,11 @@ OLDEST_AGE_UNHEALTHY_S = 900
 BACKLOG_DEGRADED = 1000
 
 
+# The largest redrive body the request can need: 1000 job ids of 255 printable ASCII characters,
+# each spelled as a 6-byte \u escape (1.53 MB), with whitespace.
+MAX_REDRIVE_BODY_BYTES = 2 * 1024 * 1024
+
+
 class RedriveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     job_ids: list[JobId] | None = Field(default=None, min_length=1, max_length=1000)
@@ -106,13 +111,21 @@ class TrendBucket(BaseModel):
     dead_letter: int
 
 
+# Per event type, an answer lists the busiest MAX_EVENT_TYPES_SHOWN (0014): a sender chooses its
+# types freely.
+MAX_EVENT_TYPES_SHOWN = 100
+_BY_TYPE = f"The {MAX_EVENT_TYPES_SHOWN} busiest event types of the range, by name"
+
+
 class DeliveryStats(BaseModel):
     range: Range
     bucket: str
     since: datetime
     until: datetime
     totals: DeliveryCounts
-    by_event_type: list[EventTypeDeliveryCounts]
+    by_event_type: list[EventTypeDeliveryCounts] = Field(description=_BY_TYPE)
+    event_type_count: int = Field(description="How many event types the range holds")
+    truncated: bool = Field(description="Whether by_event_type lists fewer than event_type_count")
     trend: list[TrendBucket]
 
 
@@ -133,7 +146,9 @@ class ProcessingTime(BaseModel):
     range: Range
     unit: Literal["ms"]
     overall: Percentiles
-    by_event_type: list[EventTypePercentiles]
+    by_event_type: list[EventTypePercentiles] = Field(description=_BY_TYPE)
+    event_type_count: int = Field(description="How many event types completed deliveries of the range have")
+    truncated: bool = Field(description="Whether by_event_type lists fewer than event_type_count")
 
 
 class Delivery(BaseModel):
@@ -148,14 +163,21 @@ class Delivery(BaseModel):
     last_attempt_at: datetime | None
     event_data: dict[str, Any] | None = Field(
         default=None,
-        description="The webhook's payload (personal data): present for admins only",
+        description="The webhook's payload (personal data): present for admins only, newest first"
+        " while the answer's payloads stay within 1 MiB",
+        exclude_if=lambda value: value is None,
+    )
+    event_data_omitted: bool | None = Field(
+        default=None,
+        description="Admins: `true` when this payload is left out, the newer ones of the answer having"
+        " reached 1 MiB",
         exclude_if=lambda value: value is None,
     )
 
 
 class DeliveryList(BaseModel):
     total: int
-    items: list[Delivery]
+    items: list[Delivery] = Field(description="The newest `limit`; texts cut to their bounds")
 
 
 def _count(n: int, noun: str) -> str:

@@ -78,3 +78,34 @@ GRANT EXECUTE ON FUNCTION
     slotguard.list_appointments(uuid, timestamptz, timestamptz, uuid, text, integer, timestamptz, uuid),
     slotguard.appointment_history(uuid, uuid)
 TO slotguard_app;
+
+-- NULL when the appointment is not the org's; otherwise its oldest 100 audit rows and their count.
+-- A new function beside appointment_history(), whose answer (an array) the previous release
+-- reads: a rollback runs that release on this schema, so it keeps its function as it was.
+CREATE OR REPLACE FUNCTION slotguard.appointment_history_bounded(p_org uuid, p_id uuid) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, slotguard, pg_temp
+SET TimeZone = 'UTC'
+AS $$
+DECLARE
+    v_shown CONSTANT integer := 100;
+    v_count integer;
+BEGIN
+    PERFORM slotguard._set_tenant(p_org);
+    IF NOT EXISTS (SELECT 1 FROM slotguard.appointments WHERE id = p_id AND org_id = p_org) THEN
+        RETURN NULL;
+    END IF;
+    SELECT count(*) INTO v_count FROM slotguard.appointment_audit WHERE org_id = p_org AND appointment_id = p_id;
+    RETURN jsonb_build_object(
+        'entries', (
+            SELECT coalesce(jsonb_agg(jsonb_build_object(
+                       'id', h.id, 'appointment_id', h.appointment_id, 'action', h.action,
+                       'actor', h.actor, 'at', h.at, 'changes', h.changes) ORDER BY h.id), '[]'::jsonb)
+            FROM (SELECT * FROM slotguard.appointment_audit
+                  WHERE org_id = p_org AND appointment_id = p_id ORDER BY id LIMIT v_shown) h),
+        'entry_count', v_count,
+        'truncated', v_count > v_shown);
+END
+$$;
+REVOKE EXECUTE ON FUNCTION slotguard.appointment_history_bounded(uuid, uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION slotguard.appointment_history_bounded(uuid, uuid) TO slotguard_app;

@@ -26,8 +26,8 @@ BEGIN
         p_org, p_resource_id,
         p_start - make_interval(mins => coalesce((v_rules->>'buffer_before_minutes')::integer, 0)),
         v_end + make_interval(mins => coalesce((v_rules->>'buffer_after_minutes')::integer, 0)));
-    RETURN jsonb_build_object('available', jsonb_array_length(v_conflicts) = 0 AND v_violation IS NULL,
-                              'conflicts', v_conflicts, 'rule_violation', v_violation);
+    RETURN jsonb_build_object('available', (v_conflicts->>'conflict_count')::integer = 0 AND v_violation IS NULL,
+                              'rule_violation', v_violation) || v_conflicts;
 END
 $$;
 

@@ -92,7 +92,8 @@ BEGIN
     END IF;
 
     -- The calendar's rules, under its rules lock held shared (calendar_rules_lock_key(), inlined).
-    v_rules_key := hashtextextended('rules:' || p_org::text || ':' || coalesce(p_resource_id::text, '-'), 0);
+    v_rules_key := hashtextextended('rules:' || p_org::text || ':'
+        || coalesce(p_resource_id, '00000000-0000-0000-0000-000000000000'::uuid)::text, 0);
     IF NOT pg_try_advisory_xact_lock_shared(v_rules_key) THEN
         BEGIN
             PERFORM pg_advisory_xact_lock_shared(v_rules_key);
@@ -122,7 +123,8 @@ BEGIN
     v_last := ceil(extract(epoch FROM v_to) / 3600)::bigint - 1;
     IF v_first = v_last THEN
         v_keys := ARRAY[hashtextextended(
-            'calendar:' || p_org::text || ':' || coalesce(p_resource_id::text, '-') || ':' || v_first::text, 0)];
+            'calendar:' || p_org::text || ':'
+            || coalesce(p_resource_id, '00000000-0000-0000-0000-000000000000'::uuid)::text || ':' || v_first::text, 0)];
     ELSE
         v_keys := ARRAY(SELECT k FROM slotguard.calendar_lock_keys(p_org, p_resource_id, v_from, v_to) AS k
                         ORDER BY 1);
@@ -133,8 +135,8 @@ BEGIN
             -- (a 409 naming it), with no place in the queue: at a hot slot every attempt after the
             -- winner's commit answers at once instead of taking the lock in turn.
             v_conflicts := slotguard._conflicts(p_org, p_resource_id, v_from, v_to);
-            IF jsonb_array_length(v_conflicts) > 0 THEN
-                RETURN jsonb_build_object('status', 'conflict', 'conflicts', v_conflicts);
+            IF (v_conflicts->>'conflict_count')::integer > 0 THEN
+                RETURN jsonb_build_object('status', 'conflict') || v_conflicts;
             END IF;
             -- Free as far as committed bookings show: wait for the lock and the rest, in order, for
             -- at most lock_timeout, then decide under it.
@@ -155,8 +157,8 @@ BEGIN
             -- We queued behind another booking of this hour, most often one of the same slot (a hot
             -- slot): read the overlaps first, so the likely 409 costs no refused INSERT.
             v_conflicts := slotguard._conflicts(p_org, p_resource_id, v_from, v_to);
-            IF jsonb_array_length(v_conflicts) > 0 THEN
-                RETURN jsonb_build_object('status', 'conflict', 'conflicts', v_conflicts);
+            IF (v_conflicts->>'conflict_count')::integer > 0 THEN
+                RETURN jsonb_build_object('status', 'conflict') || v_conflicts;
             END IF;
         END IF;
         INSERT INTO slotguard.appointments
@@ -170,8 +172,8 @@ BEGIN
         RETURNING * INTO v_appt;
         EXIT WHEN FOUND;
         v_conflicts := slotguard._conflicts(p_org, p_resource_id, v_from, v_to);
-        IF jsonb_array_length(v_conflicts) > 0 THEN
-            RETURN jsonb_build_object('status', 'conflict', 'conflicts', v_conflicts);
+        IF (v_conflicts->>'conflict_count')::integer > 0 THEN
+            RETURN jsonb_build_object('status', 'conflict') || v_conflicts;
         END IF;
         -- The overlap was cancelled between the INSERT and the read: the slot is free, try again.
     END LOOP;

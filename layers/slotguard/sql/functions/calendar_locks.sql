@@ -14,7 +14,8 @@ LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, slotguard, pg_temp
 AS $$
     SELECT DISTINCT hashtextextended(
-        'calendar:' || p_org::text || ':' || coalesce(p_resource::text, '-') || ':' || bucket::text, 0)
+        'calendar:' || p_org::text || ':'
+        || coalesce(p_resource, '00000000-0000-0000-0000-000000000000'::uuid)::text || ':' || bucket::text, 0)
     FROM generate_series(
         floor(extract(epoch FROM p_start) / 3600)::bigint,
         (ceil(extract(epoch FROM p_end) / 3600)::bigint - 1)
@@ -47,7 +48,8 @@ AS $$ SELECT hashtextextended('idempotency:' || p_org::text || ':' || p_key, 0) 
 CREATE OR REPLACE FUNCTION slotguard.calendar_rules_lock_key(p_org uuid, p_resource uuid) RETURNS bigint
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, slotguard, pg_temp
-AS $$ SELECT hashtextextended('rules:' || p_org::text || ':' || coalesce(p_resource::text, '-'), 0) $$;
+AS $$ SELECT hashtextextended('rules:' || p_org::text || ':'
+    || coalesce(p_resource, '00000000-0000-0000-0000-000000000000'::uuid)::text, 0) $$;
 
 REVOKE EXECUTE ON FUNCTION
     slotguard.calendar_lock_keys(uuid, uuid, timestamptz, timestamptz),

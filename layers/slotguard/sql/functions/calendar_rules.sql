@@ -114,21 +114,35 @@ BEGIN
 END
 $$;
 
--- Every version of a calendar's rules, oldest first.
+-- The versions of a calendar's rules, bounded (issue 19: every answer under Lambda's 6 MB): the
+-- newest ones whose rules add up to at most 2 MiB of JSON (at least the newest; one version's rules
+-- are at most about 300 KB), oldest of those first, with the count of all versions.
 CREATE OR REPLACE FUNCTION slotguard.calendar_rules_history(p_org uuid, p_resource_id uuid) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, slotguard, pg_temp
 SET TimeZone = 'UTC'
 AS $$
+DECLARE
+    v_budget CONSTANT bigint := 2 * 1024 * 1024;
 BEGIN
     PERFORM slotguard._set_tenant(p_org);
     RETURN (
-        SELECT coalesce(jsonb_agg(jsonb_build_object('version', h.version, 'actor', h.actor, 'at', h.at,
-                                                     'rules', h.rules) ORDER BY h.version, h.id), '[]'::jsonb)
-        FROM slotguard.calendar_rules_audit h
-        WHERE h.org_id = p_org
-          AND coalesce(h.resource_id, '00000000-0000-0000-0000-000000000000'::uuid)
-              = coalesce(p_resource_id, '00000000-0000-0000-0000-000000000000'::uuid)
+        SELECT jsonb_build_object(
+            'entries', coalesce(jsonb_agg(jsonb_build_object('version', h.version, 'actor', h.actor,
+                                                             'at', h.at, 'rules', h.rules)
+                                          ORDER BY h.version, h.id)
+                                FILTER (WHERE h.newest = 1 OR h.running <= v_budget), '[]'::jsonb),
+            'entry_count', count(*),
+            'truncated', count(*) > count(*) FILTER (WHERE h.newest = 1 OR h.running <= v_budget))
+        FROM (
+            SELECT a.*, row_number() OVER w AS newest,
+                   sum(octet_length(a.rules::text)) OVER (w ROWS UNBOUNDED PRECEDING) AS running
+            FROM slotguard.calendar_rules_audit a
+            WHERE a.org_id = p_org
+              AND coalesce(a.resource_id, '00000000-0000-0000-0000-000000000000'::uuid)
+                  = coalesce(p_resource_id, '00000000-0000-0000-0000-000000000000'::uuid)
+            WINDOW w AS (ORDER BY a.version DESC, a.id DESC)
+        ) h
     );
 END
 $$;

@@ -66,8 +66,8 @@ BEGIN
     END;
 
     v_conflicts := slotguard._conflicts(p_org, v_old.resource_id, v_from, v_to, p_id);
-    IF jsonb_array_length(v_conflicts) > 0 THEN
-        RETURN jsonb_build_object('status', 'conflict', 'conflicts', v_conflicts);
+    IF (v_conflicts->>'conflict_count')::integer > 0 THEN
+        RETURN jsonb_build_object('status', 'conflict') || v_conflicts;
     END IF;
 
     BEGIN
@@ -84,8 +84,8 @@ BEGIN
         RETURNING * INTO v_new;
     EXCEPTION WHEN exclusion_violation THEN
         -- The subtransaction rollback restores the original appointment untouched.
-        RETURN jsonb_build_object('status', 'conflict',
-            'conflicts', slotguard._conflicts(p_org, v_old.resource_id, v_from, v_to, p_id));
+        RETURN jsonb_build_object('status', 'conflict')
+            || slotguard._conflicts(p_org, v_old.resource_id, v_from, v_to, p_id);
     END;
 
     UPDATE slotguard.appointments SET rescheduled_to = v_new.id WHERE id = p_id RETURNING * INTO v_old;

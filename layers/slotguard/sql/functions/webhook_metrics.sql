@@ -14,6 +14,7 @@ DECLARE
     v_now timestamptz := now();
     v_since timestamptz := now() - p_range;
     v_origin timestamptz := date_bin(p_bucket, now() - p_range, 'epoch'::timestamptz);
+    v_types_shown CONSTANT integer := 100;
 BEGIN
     PERFORM slotguard._set_tenant(p_org);
     RETURN (
@@ -55,9 +56,13 @@ BEGIN
             'since', v_since,
             'until', v_now,
             'totals', (SELECT g.stats FROM grouped g WHERE g.is_total),
-            'by_event_type', coalesce((SELECT jsonb_agg(jsonb_build_object('event_type', g.event_type) || g.stats
-                                                        ORDER BY g.event_type)
-                                       FROM grouped g WHERE NOT g.is_total), '[]'::jsonb),
+            'by_event_type', coalesce((SELECT jsonb_agg(jsonb_build_object('event_type', t.event_type) || t.stats
+                                                        ORDER BY t.event_type)
+                                       FROM (SELECT g.event_type, g.stats FROM grouped g WHERE NOT g.is_total
+                                             ORDER BY (g.stats->>'total')::bigint DESC, g.event_type
+                                             LIMIT v_types_shown) t), '[]'::jsonb),
+            'event_type_count', (SELECT count(*) FROM grouped g WHERE NOT g.is_total),
+            'truncated', (SELECT count(*) FROM grouped g WHERE NOT g.is_total) > v_types_shown,
             'trend', coalesce((SELECT jsonb_agg(jsonb_build_object(
                 'bucket_start', tr.bucket_start, 'total', tr.total, 'completed', tr.completed,
                 'failed', tr.failed, 'dead_letter', tr.dead_letter) ORDER BY tr.bucket_start) FROM trend tr),
@@ -73,6 +78,8 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, slotguard, pg_temp
 SET TimeZone = 'UTC'
 AS $$
+DECLARE
+    v_types_shown CONSTANT integer := 100;
 BEGIN
     PERFORM slotguard._set_tenant(p_org);
     RETURN (
@@ -95,9 +102,13 @@ BEGIN
         )
         SELECT jsonb_build_object(
             'overall', (SELECT g.stats FROM grouped g WHERE g.is_overall),
-            'by_event_type', coalesce((SELECT jsonb_agg(jsonb_build_object('event_type', g.event_type) || g.stats
-                                                        ORDER BY g.event_type)
-                                       FROM grouped g WHERE NOT g.is_overall), '[]'::jsonb)
+            'by_event_type', coalesce((SELECT jsonb_agg(jsonb_build_object('event_type', t.event_type) || t.stats
+                                                        ORDER BY t.event_type)
+                                       FROM (SELECT g.event_type, g.stats FROM grouped g WHERE NOT g.is_overall
+                                             ORDER BY (g.stats->>'count')::bigint DESC, g.event_type
+                                             LIMIT v_types_shown) t), '[]'::jsonb),
+            'event_type_count', (SELECT count(*) FROM grouped g WHERE NOT g.is_overall),
+            'truncated', (SELECT count(*) FROM grouped g WHERE NOT g.is_overall) > v_types_shown
         )
     );
 END
@@ -111,26 +122,37 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, slotguard, pg_temp
 SET TimeZone = 'UTC'
 AS $$
+DECLARE
+    v_payload_budget CONSTANT bigint := 1048576;  -- bytes of payloads (as jsonb writes them) in one answer
 BEGIN
     PERFORM slotguard._set_tenant(p_org);
     RETURN jsonb_build_object(
         'total', (SELECT count(*) FROM slotguard.webhook_delivery_log
                    WHERE org_id = p_org AND status = ANY (p_statuses)),
         'items', coalesce((
-            SELECT jsonb_agg(item ORDER BY ord) FROM (
-                SELECT row_number() OVER (ORDER BY l.last_attempt_at DESC NULLS LAST, l.id DESC) AS ord,
+            SELECT jsonb_agg(
+                       p.item || CASE WHEN NOT p_with_payload THEN '{}'::jsonb
+                                      WHEN p.payload_bytes <= v_payload_budget
+                                          THEN jsonb_build_object('event_data', p.event_data)
+                                      ELSE jsonb_build_object('event_data_omitted', true) END
+                       ORDER BY p.ord)
+            FROM (
+                SELECT row_number() OVER w AS ord,
                        jsonb_build_object(
-                           'job_id', l.job_id, 'event_type', l.event_type, 'status', l.status,
+                           'job_id', l.job_id, 'event_type', left(l.event_type, 200), 'status', l.status,
                            'attempts', l.attempts, 'max_attempts', l.max_attempts,
-                           'error_message', l.error_message, 'outcome', l.outcome,
-                           'created_at', l.created_at, 'last_attempt_at', l.last_attempt_at)
-                       || CASE WHEN p_with_payload THEN jsonb_build_object('event_data', l.event_data)
-                               ELSE '{}'::jsonb END AS item
-                FROM slotguard.webhook_delivery_log l
-                WHERE l.org_id = p_org AND l.status = ANY (p_statuses)
-                ORDER BY l.last_attempt_at DESC NULLS LAST, l.id DESC
-                LIMIT greatest(1, least(p_limit, 500))
-            ) page), '[]'::jsonb)
+                           'error_message', left(l.error_message, 2000), 'outcome', left(l.outcome, 200),
+                           'created_at', l.created_at, 'last_attempt_at', l.last_attempt_at) AS item,
+                       l.event_data,
+                       -- the payloads shown so far, this one included (measured for admins only)
+                       sum(CASE WHEN p_with_payload THEN octet_length(l.event_data::text) ELSE 0 END) OVER w
+                           AS payload_bytes
+                FROM (SELECT * FROM slotguard.webhook_delivery_log
+                      WHERE org_id = p_org AND status = ANY (p_statuses)
+                      ORDER BY last_attempt_at DESC NULLS LAST, id DESC
+                      LIMIT greatest(1, least(p_limit, 500))) l
+                WINDOW w AS (ORDER BY l.last_attempt_at DESC NULLS LAST, l.id DESC)
+            ) p), '[]'::jsonb)
     );
 END
 $$;
