@@ -3,6 +3,7 @@ Touches no database."""
 
 from __future__ import annotations
 
+import base64
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,9 +42,38 @@ class Verified:
     event_type: str
 
 
+SIGNATURE_BYTES = 32  # HMAC-SHA256
+
+
+def v1_signatures(header: str) -> list[str]:
+    """The `v1,<base64>` entries of a webhook-signature header, each parsed on its own.
+
+    Standard Webhooks: the header holds space-separated entries `<version>,<signature>`; a
+    receiver checks the versions it knows and ignores the rest. So an entry that does not parse
+    (no comma, two commas, bad base64, not 32 bytes, an empty entry from a double space) or of
+    another version is skipped: it never voids a valid signature beside it."""
+    kept = []
+    for entry in header.split():
+        version, comma, signature = entry.partition(",")
+        if version != "v1" or not comma or "," in signature:
+            continue
+        try:
+            if len(base64.b64decode(signature, validate=True)) != SIGNATURE_BYTES:
+                continue
+        except (ValueError, binascii.Error):
+            continue
+        kept.append(entry)
+    return kept
+
+
 def verify_signature(secrets: list[str], headers: Mapping[str, str], body: bytes) -> None:
     """Standard Webhooks verification (reference library: several signatures, constant-time
-    compare, +-5 minutes) against every active secret of the org."""
+    compare, +-5 minutes) against every active secret of the org, on the header's v1 entries
+    that parse (v1_signatures)."""
+    signatures = v1_signatures(headers.get("webhook-signature", ""))
+    if not signatures:
+        raise WebhookRejected("malformed_signature")
+    headers = {**headers, "webhook-signature": " ".join(signatures)}
     last = "bad_signature"
     for secret in secrets:
         try:
