@@ -160,6 +160,50 @@ def test_invalid_payload_is_dead_lettered_at_once(pipeline: Pipeline) -> None:
     assert pipeline.queues.depth(pipeline.sqs) == 0
 
 
+def test_an_invalid_payload_is_stored_as_the_field_errors_the_api_answers(
+    pipeline: Pipeline, booking_fn: Any
+) -> None:
+    from tests.conftest import ApiClient
+
+    # Given a booking body the API refuses with field errors
+    org_id, secret = pipeline.new_org()
+    data = {"contact_id": "nope", "scheduled_at": "2030-06-01T10:00:00", "duration_minutes": 0}
+    api = ApiClient(booking_fn, {"sub": "u", "org_id": org_id}).post("/appointments", json_body=data)
+    assert api.status == 422
+    api_errors = api.body["error"]["details"]["errors"]
+    # When the same data arrives as an appointment.book webhook
+    pipeline.send(org_id, secret, "appointment.book", data)
+    pipeline.event_source().poll_once()
+    # Then it is dead-lettered with the same readable field errors (JSON, not a Python repr),
+    # located in the webhook's `data` where the API says `body`
+    [row] = pipeline.rows(org_id)
+    assert row["outcome"] == "invalid_payload"
+    prefix = "data is not valid for appointment.book: "
+    assert row["error_message"].startswith(prefix), row["error_message"]
+    stored = json.loads(row["error_message"].removeprefix(prefix))
+    assert stored == [{**e, "loc": ["data", *e["loc"][1:]]} for e in api_errors]
+    assert {tuple(e["loc"]) for e in stored} == {
+        ("data", "contact_id"),
+        ("data", "scheduled_at"),
+        ("data", "duration_minutes"),
+    }
+
+
+def test_many_field_errors_are_kept_as_whole_json_within_the_log_limit() -> None:
+    from slotguard.services.webhook_events import MAX_ERROR_CHARS, invalid_data_message
+
+    # Given more field errors than the delivery log's error_message can hold
+    errors = [{"loc": ["data", f"field_{i}"], "msg": "Field required", "type": "missing"} for i in range(500)]
+    # When they are written as the stored message
+    text = invalid_data_message("appointment.book", errors)
+    # Then it fits, stays valid JSON, and says how many were left out
+    assert len(text) <= MAX_ERROR_CHARS
+    stored = json.loads(text.removeprefix("data is not valid for appointment.book: "))
+    assert stored[:-1] == errors[: len(stored) - 1]
+    assert stored[-1]["type"] == "more_errors"
+    assert stored[-1]["msg"] == f"{500 - (len(stored) - 1)} more error(s)"
+
+
 def test_queue_counts(pipeline: Pipeline) -> None:
     from slotguard.aws.sqs import WebhookQueue
 

@@ -27,6 +27,7 @@ from slotguard.errors import (
     Unauthorized,
     UnauthorizedBody,
     ValidationErrorBody,
+    field_errors,
 )
 from slotguard.models import Actor, parse_json, storable
 from slotguard.observability import logger
@@ -109,14 +110,6 @@ def error_docs(*statuses: int) -> dict[int, Any]:
         status: response_doc(*ERROR_DOCS[status], headers=RETRY_AFTER if status == 503 else None)
         for status in statuses
     }
-
-
-def _validation_details(errors: Any) -> list[dict[str, Any]]:
-    out = []
-    for err in errors:
-        loc = [part for part in err.get("loc", ()) if isinstance(part, str | int)]
-        out.append({"loc": loc, "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))})
-    return out
 
 
 UNSUPPORTED_MEDIA = "send the body as Content-Type: application/json"
@@ -215,7 +208,7 @@ def create_resolver(*, json_object_bodies: bool = True) -> APIGatewayHttpResolve
 
     @app.exception_handler(RequestValidationError)
     def _invalid(exc: RequestValidationError) -> Response[str]:
-        errors = _validation_details(exc.errors())
+        errors = field_errors(exc.errors())
         if any(e["type"] == "json_invalid" for e in errors):
             return error_response(400, "malformed_json", "the request body is not valid JSON")
         return error_response(422, "validation_error", "the request is not valid", {"errors": errors})
