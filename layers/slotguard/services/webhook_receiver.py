@@ -14,7 +14,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from slotguard.aws.secrets import SecretStoreUnavailable, WebhookSecretStore
 from slotguard.aws.sqs import WebhookQueue
-from slotguard.errors import BadRequest, DatabaseUnavailable, PayloadTooLarge, Unauthorized
+from slotguard.errors import BadRequest, PayloadTooLarge, Unauthorized, UpstreamUnavailable
 from slotguard.models import MAX_WEBHOOK_ID_CHARS, WEBHOOK_ID_RE, parse_json, storable
 from slotguard.observability import logger
 
@@ -25,10 +25,6 @@ class WebhookRejected(Unauthorized):
     def __init__(self, reason: str) -> None:
         super().__init__("the webhook could not be verified")
         self.reason = reason
-
-
-class UpstreamUnavailable(DatabaseUnavailable):
-    code = "upstream_unavailable"
 
 
 class Accepted(BaseModel):
@@ -71,9 +67,9 @@ def verify_signature(secrets: list[str], headers: Mapping[str, str], body: bytes
     compare, +-5 minutes) against every active secret of the org, on the header's v1 entries
     that parse (v1_signatures)."""
     signatures = v1_signatures(headers.get("webhook-signature", ""))
-    if not signatures:
-        raise WebhookRejected("malformed_signature")
-    headers = {**headers, "webhook-signature": " ".join(signatures)}
+    if signatures:
+        headers = {**headers, "webhook-signature": " ".join(signatures)}
+    # else the header goes as it came: the library names the first problem (timestamp first)
     last = "bad_signature"
     for secret in secrets:
         try:
