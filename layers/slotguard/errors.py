@@ -139,3 +139,9 @@ class Busy(DomainError):
 class DatabaseUnavailable(Busy):
     code = "database_unavailable"
     retry_after_seconds = 2
+
+
+class UpstreamUnavailable(DatabaseUnavailable):
+    """An AWS service we depend on (SQS, Secrets Manager) did not answer: retry shortly."""
+
+    code = "upstream_unavailable"

@@ -11,6 +11,27 @@ MAX_VISIBILITY_TIMEOUT_S = 12 * 60 * 60
 
 
 @dataclass(frozen=True)
+class OutgoingWebhook:
+    """One webhook to put on the queue: its body and the attributes the processor reads."""
+
+    body: str
+    org_id: str
+    webhook_id: str
+    event_type: str
+
+
+SEND_BATCH_MAX = 10  # SendMessageBatch's limit
+
+
+def _attributes(org_id: str, webhook_id: str, event_type: str) -> dict[str, Any]:
+    return {
+        "org_id": {"DataType": "String", "StringValue": org_id},
+        "webhook_id": {"DataType": "String", "StringValue": webhook_id},
+        "event_type": {"DataType": "String", "StringValue": event_type},
+    }
+
+
+@dataclass(frozen=True)
 class QueueDepth:
     visible: int
     in_flight: int
@@ -23,13 +44,35 @@ class WebhookQueue:
         self._sqs = sqs or client("sqs")
 
     def send(self, body: str, *, org_id: str, webhook_id: str, event_type: str) -> str:
-        attrs = {
-            "org_id": {"DataType": "String", "StringValue": org_id},
-            "webhook_id": {"DataType": "String", "StringValue": webhook_id},
-            "event_type": {"DataType": "String", "StringValue": event_type},
-        }
+        attrs = _attributes(org_id, webhook_id, event_type)
         answer = self._sqs.send_message(QueueUrl=self.url, MessageBody=body, MessageAttributes=attrs)
         return str(answer["MessageId"])
+
+    def send_batch(self, messages: list[OutgoingWebhook]) -> list[str | None]:
+        """One SendMessageBatch of at most 10 messages. Per message, in order: None when SQS took
+        it, else SQS's reason for refusing that one (`Code: message`). A failure of the whole call
+        raises (nothing can be said about any message then)."""
+        if not 0 < len(messages) <= SEND_BATCH_MAX:
+            raise ValueError(f"a batch holds 1..{SEND_BATCH_MAX} messages")
+        answer = self._sqs.send_message_batch(
+            QueueUrl=self.url,
+            Entries=[
+                {
+                    "Id": str(i),
+                    "MessageBody": m.body,
+                    "MessageAttributes": _attributes(m.org_id, m.webhook_id, m.event_type),
+                }
+                for i, m in enumerate(messages)
+            ],
+        )
+        refused = {
+            f["Id"]: f"{f.get('Code', 'Failed')}: {f.get('Message', '')}" for f in answer.get("Failed", [])
+        }
+        taken = {s["Id"] for s in answer.get("Successful", [])}
+        return [
+            refused.get(str(i), None if str(i) in taken else "NoAnswer: SQS did not say")
+            for i in range(len(messages))
+        ]
 
     def delay_retry(self, receipt_handle: str, seconds: int) -> None:
         """Hide a failed message for `seconds` (its backoff) before SQS redelivers it."""
