@@ -204,6 +204,39 @@ def test_many_field_errors_are_kept_as_whole_json_within_the_log_limit() -> None
     assert stored[-1]["msg"] == f"{500 - (len(stored) - 1)} more error(s)"
 
 
+def test_a_second_copy_in_the_same_batch_keeps_the_backoff_the_first_recorded(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a long backoff and a handler that fails retriably
+    monkeypatch.setenv("WEBHOOK_BACKOFF_BASE_S", "30")
+    monkeypatch.setenv("WEBHOOK_BACKOFF_CAP_S", "60")
+    runs: list[str] = []
+
+    def failing(ctx: EventContext, data: Any) -> Outcome:
+        runs.append(ctx.job_id)
+        raise RetriableFailure("downstream timeout")
+
+    pipeline.customize.append(lambda service: service.register("test.flaky", failing))
+    # And the same webhook posted twice: two SQS messages of one delivery
+    org_id, secret = pipeline.new_org()
+    job = pipeline.send(org_id, secret, "test.flaky", {"x": 1}, webhook_id="msg_twice")
+    pipeline.send(org_id, secret, "test.flaky", {"x": 1}, webhook_id=job)
+    source = pipeline.event_source(batch_size=10, batching_window_s=0.5)
+    container = [source._new_container()]
+    # When both copies arrive in one batch
+    assert source.poll_once(container, wait_time_s=0) == 2
+    # Then the handler ran once: the first copy's failure is one attempt, with its backoff
+    assert runs == [job]
+    [row] = pipeline.rows(org_id)
+    assert (row["status"], row["attempts"]) == ("failed", 1)
+    # And the second copy was handed back for the rest of that backoff too, not run at once
+    assert source.stats.reported_failures == 2
+    assert source.poll_once(container, wait_time_s=0) == 0
+    time.sleep(1.5)
+    assert source.poll_once(container, wait_time_s=0) == 0
+    assert runs == [job]
+
+
 def test_queue_counts(pipeline: Pipeline) -> None:
     from slotguard.aws.sqs import WebhookQueue
 

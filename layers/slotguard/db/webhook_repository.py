@@ -69,12 +69,14 @@ class WebhookRepository:
         dead: bool,
         processing_ms: int,
         outcome: str | None = None,
+        retry_after_s: int | None = None,
     ) -> bool:
-        """A failed attempt recorded (one spent); False when `token` no longer holds the claim."""
+        """A failed attempt recorded (one spent), retriable after `retry_after_s` (every copy of
+        the message is held back until then); False when `token` no longer holds the claim."""
         return bool(
             self._db.scalar(
-                "SELECT slotguard.fail_webhook_delivery(%s, %s, %s, %s, %s, %s, %s)",
-                (org_id, job_id, token, error, dead, processing_ms, outcome),
+                "SELECT slotguard.fail_webhook_delivery(%s, %s, %s, %s, %s, %s, %s, %s)",
+                (org_id, job_id, token, error, dead, processing_ms, outcome, retry_after_s),
             )
         )
 

@@ -223,6 +223,11 @@ class WebhookProcessor:
                 )
             return ProcessResult("skipped", claim["status"], claim["attempt"])
         if claim["action"] == "in_progress":
+            if claim.get("status") == "backoff":
+                # A failed attempt's backoff is running (another copy of this message failed, in
+                # this batch or elsewhere): this copy waits for the rest of it too.
+                self._delay_retry(message.receipt_handle, int(claim["retry_after_s"]))
+                raise RecordFailed(f"{job_id} is backing off after a failed attempt")
             # Another worker holds it; do not delete the message while that one may still fail.
             raise RecordFailed(f"{job_id} is being processed by another worker")
         attempt = int(claim["attempt"])  # the attempt this run is, if it reaches an outcome
@@ -257,10 +262,13 @@ class WebhookProcessor:
         except Exception as exc:  # RetriableFailure, a handler's bug: retried within the budget
             dead = attempt >= max_attempts
             error = public_error(exc)
-            self._record_failure(message, org_id, job_id, token, attempt, error, started, dead=dead)
+            delay = backoff_seconds(attempt, self._retry)  # recorded in the row, for every copy
+            self._record_failure(
+                message, org_id, job_id, token, attempt, error, started, dead=dead, retry_after_s=delay
+            )
             if dead:
                 return ProcessResult("dead_letter", "gave_up", attempt)
-            self._delay_retry(message.receipt_handle, backoff_seconds(attempt, self._retry))
+            self._delay_retry(message.receipt_handle, delay)
             raise RecordFailed(error) from exc
         return ProcessResult("completed", outcome.result, attempt)
 
@@ -334,6 +342,7 @@ class WebhookProcessor:
         *,
         dead: bool,
         outcome: str | None = None,
+        retry_after_s: int | None = None,
     ) -> None:
         elapsed_ms = int((time.perf_counter() - started) * 1000)
         try:
@@ -345,6 +354,7 @@ class WebhookProcessor:
                 dead=dead,
                 processing_ms=elapsed_ms,
                 outcome=outcome,
+                retry_after_s=None if dead else retry_after_s,
             )
         except DatabaseUnavailable as exc:
             # Cannot record it now: leave the row 'processing' (re-claimed once stale, this
