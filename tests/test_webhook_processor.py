@@ -237,6 +237,63 @@ def test_a_second_copy_in_the_same_batch_keeps_the_backoff_the_first_recorded(
     assert runs == [job]
 
 
+def test_the_processor_hands_back_what_its_remaining_time_cannot_cover_under_a_held_lock(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a lock wait of 1 s, and five bookings of one calendar hour queued
+    monkeypatch.setenv("BOOKING_LOCK_WAIT_MS", "1000")
+    org_id, secret = pipeline.new_org()
+    jobs = [
+        pipeline.send(org_id, secret, "appointment.book", book_data(f"2030-09-02T10:{10 * i:02d}:00Z", 10))
+        for i in range(5)
+    ]
+    # And another transaction holding that hour's calendar lock
+    holder = psycopg.connect(pipeline.admin_url)
+    try:
+        holder.execute(
+            "SELECT pg_advisory_xact_lock(k) FROM slotguard.calendar_lock_keys(%s, NULL, %s, %s) k",
+            (org_id, "2030-09-02T10:00:00Z", "2030-09-02T11:00:00Z"),
+        )
+        # When one invocation with 2.5 s to live takes the batch (each record may wait 1 s for the
+        # lock, plus its statements)
+        source = pipeline.event_source(batch_size=5, batching_window_s=1, function_timeout_s=2.5)
+        container = [source._new_container()]
+        assert source.poll_once(container, wait_time_s=0) == 5
+        # Then it returned in time: the first record waited and failed busy (one attempt, backing off)
+        assert (source.stats.timeouts, source.stats.failed_invocations) == (0, 0)
+        assert (source.stats.reported_failures, source.stats.deleted) == (5, 0)
+        rows = {r["job_id"]: r for r in pipeline.rows(org_id)}
+        assert (rows[jobs[0]]["status"], rows[jobs[0]]["attempts"]) == ("failed", 1)
+        assert "busy" in rows[jobs[0]]["error_message"]
+        # And the four it had no time for were handed back untouched: no attempt spent, no claim
+        # left to go stale, visible again at once
+        for job in jobs[1:]:
+            assert (rows[job]["status"], rows[job]["attempts"], rows[job]["claim_token"]) == (
+                "pending",
+                0,
+                None,
+            )
+        again = pipeline.sqs.receive_message(
+            QueueUrl=pipeline.queues.main_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+        )["Messages"]
+        assert sorted(m["MessageAttributes"]["webhook_id"]["StringValue"] for m in again) == sorted(jobs[1:])
+        for m in again:
+            pipeline.sqs.change_message_visibility(
+                QueueUrl=pipeline.queues.main_url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0
+            )
+    finally:
+        holder.rollback()
+        holder.close()
+    # When the lock is free, Then all five are booked, the four handed back at their first attempt
+    pipeline.drain(pipeline.event_source(), settled(pipeline, org_id, 5))
+    rows = {r["job_id"]: r for r in pipeline.rows(org_id)}
+    assert {j: (r["status"], r["attempts"]) for j, r in rows.items()} == {
+        jobs[0]: ("completed", 2),
+        **{job: ("completed", 1) for job in jobs[1:]},
+    }
+    assert len(pipeline.appointments(org_id)) == 5
+
+
 def test_queue_counts(pipeline: Pipeline) -> None:
     from slotguard.aws.sqs import WebhookQueue
 

@@ -101,6 +101,14 @@ class ProcessorConfig(_Config):
     # A claim older than this is taken to belong to a dead worker; >= the queue's visibility timeout.
     webhook_claim_stale_after_s: int = Field(default=180, ge=1)
     booking_lock_wait_ms: int = Field(default=3000, ge=1, le=MAX_LOCK_WAIT_MS)
+    # Beyond the lock wait, the time one record may need (its effect's statement, the completion
+    # or failure, SQS's visibility call): a record is only started while the invocation's
+    # remaining time covers booking_lock_wait_ms + this; the rest of the batch is handed back.
+    webhook_statement_reserve_ms: int = Field(default=1000, ge=0, le=30_000)
+
+    @property
+    def record_budget_ms(self) -> int:
+        return self.booking_lock_wait_ms + self.webhook_statement_reserve_ms
 
 
 class ReconcilerConfig(_Config):
