@@ -280,3 +280,31 @@ def test_a_redrive_that_dies_after_sending_is_completed_by_the_next_one(
     assert {(r["status"], r["redrive_marked_at"], r["error_message"]) for r in rows} == {
         ("pending", None, None)
     }
+
+
+def test_a_dead_letter_sqs_refuses_is_reported_and_passed_over(pipeline: Pipeline, metrics_fn: Any) -> None:
+    # Given 12 dead letters, one of which SQS refuses (its type holds U+FFFF, stored before the
+    # receiver refused such types)
+    org_id, _ = pipeline.new_org()
+    jobs = seed_dead_letters(pipeline.admin_url, org_id, 12)
+    with psycopg.connect(pipeline.admin_url) as conn:
+        conn.execute(
+            "UPDATE slotguard.webhook_delivery_log SET event_type = 'bad\uffff'"
+            " WHERE org_id = %s AND job_id = %s",
+            (org_id, jobs[3]),
+        )
+    admin = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_id, "role": "admin"})
+    # When they are redriven
+    answers = redrive_all(admin)
+    # Then the refused one is named with SQS's reason and stays a dead letter, and the others are redriven
+    [(status, body, _)] = answers
+    assert status == 200
+    assert body["job_ids"] == jobs[:3] + jobs[4:]
+    [refused] = body["not_sent"]
+    assert refused["job_id"] == jobs[3]
+    assert refused["error"].startswith("InvalidParameterValue: Invalid characters found")
+    rows = {r["job_id"]: r for r in pipeline.rows(org_id)}
+    assert (rows[jobs[3]]["status"], rows[jobs[3]]["redrive_marked_at"]) == ("dead_letter", None)
+    assert rows[jobs[3]]["error_message"] == "RetriableFailure: dependency down"
+    assert queued_ids(pipeline) == Counter(dict.fromkeys(jobs[:3] + jobs[4:], 1))
+    assert metrics_fn.service.redrive_history(uuid.UUID(org_id), jobs[3]) == []

@@ -13,7 +13,13 @@ from pydantic import BaseModel
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from slotguard.aws.secrets import SecretStoreUnavailable, WebhookSecretStore
-from slotguard.aws.sqs import WebhookQueue
+from slotguard.aws.sqs import (
+    SQS_CHARACTERS,
+    MessageRefused,
+    WebhookQueue,
+    escape_for_sqs,
+    refused_character,
+)
 from slotguard.errors import BadRequest, PayloadTooLarge, Unauthorized, UpstreamUnavailable
 from slotguard.models import MAX_WEBHOOK_ID_CHARS, WEBHOOK_ID_RE, parse_json, storable
 from slotguard.observability import logger
@@ -106,9 +112,17 @@ class WebhookReceiver:
             )
         verified = self._verify(org_id, headers, body)
         try:
+            # The same JSON, with any character SQS refuses (raw U+FFFE, U+FFFF in a string)
+            # written as its escape: any valid JSON travels.
             self._queue.send(
-                body.decode(), org_id=org_id, webhook_id=verified.webhook_id, event_type=verified.event_type
+                escape_for_sqs(body.decode()),
+                org_id=org_id,
+                webhook_id=verified.webhook_id,
+                event_type=verified.event_type,
             )
+        except MessageRefused as exc:  # for good: a 503 would have the sender retry in vain
+            logger.warning("the queue refused the webhook", extra={"error": str(exc)})
+            raise BadRequest(f"the queue refused this webhook ({exc})") from exc
         except Exception as exc:
             logger.exception("enqueue failed")
             raise UpstreamUnavailable("the webhook could not be queued, retry shortly") from exc
@@ -151,4 +165,12 @@ class WebhookReceiver:
         event_type = payload.get("type") if isinstance(payload, dict) else None
         if not isinstance(event_type, str) or not event_type.strip() or len(event_type) > 200:
             raise BadRequest("the payload needs a string 'type'")
+        refused = refused_character(event_type)
+        if refused is not None:
+            # The type travels as a message attribute, which SQS refuses such characters in.
+            raise BadRequest(
+                f"the payload's 'type' holds U+{ord(refused):04X}, a character SQS cannot carry"
+                f" (it takes {SQS_CHARACTERS})",
+                {"character": f"U+{ord(refused):04X}"},
+            )
         return Verified(webhook_id=webhook_id, event_type=event_type)
