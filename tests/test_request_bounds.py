@@ -177,12 +177,35 @@ def test_a_body_beyond_what_the_route_can_need_is_413_before_it_is_parsed(
     raw = "[" * (1024 * 1024)
     if route.route_key == "POST /webhook-metrics/dead-letter-queue/redrive":
         raw *= 3  # its schema may need 1.5 MB: 1000 job ids of 255 characters, each escaped
+    if route.route_key == "PUT /calendars/{calendar_id}/rules":
+        raw *= 2  # a calendar's largest rules, indented, are 932 KB
     # When it is sent to the route
     res = clients[route.function].request(route.method, path, raw_body=raw, query=query)
     # Then it is refused for its size, before anything looks at it, saying the route's bound
     assert res.status == 413, (route.route_key, res.status, res.body)
     assert res.body["error"]["code"] == "payload_too_large"
     assert 0 < res.body["error"]["details"]["max_bytes"] < len(raw)
+
+
+def test_the_largest_rules_the_schema_allows_are_within_the_bound_even_indented(
+    clients: dict[str, ApiClient],
+) -> None:
+    from datetime import date, timedelta
+
+    from slotguard.models import MAX_DATE_OVERRIDES, MAX_INTERVALS_PER_DAY, WEEKDAYS
+
+    # Given a calendar's rules at every bound, indented by 4 as a person might write them
+    day = [{"start": f"{h:02d}:00", "end": f"{h:02d}:30"} for h in range(MAX_INTERVALS_PER_DAY)]
+    rules = {
+        "time_zone": "America/Argentina/ComodRivadavia",
+        "weekly_hours": dict.fromkeys(WEEKDAYS, day),
+        "date_overrides": {str(date(2031, 1, 1) + timedelta(days=n)): day for n in range(MAX_DATE_OVERRIDES)},
+    }
+    text = json.dumps(rules, indent=4)
+    # When an admin sets them
+    res = clients["booking"].request("PUT", "/calendars/default/rules", raw_body=text)
+    # Then they are taken, not refused for their size
+    assert res.status == 200, (len(text), res.status, str(res.body)[:300])
 
 
 def test_the_largest_booking_the_schema_allows_is_within_the_bound_and_booked(api: ApiClient) -> None:

@@ -27,6 +27,16 @@ class FieldError(BaseModel):
     type: str
 
 
+def field_errors(errors: Any, prefix: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Pydantic's errors as the API answers them (`details.errors`): where (`loc`, under
+    `prefix`), what (`msg`), which kind (`type`); never the input itself."""
+    out = []
+    for err in errors:
+        loc = [part for part in err.get("loc", ()) if isinstance(part, str | int)]
+        out.append({"loc": [*prefix, *loc], "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))})
+    return out
+
+
 class ValidationDetails(BaseModel):
     model_config = ConfigDict(extra="allow")
     errors: list[FieldError] = Field(description="The first 50 problems")
@@ -174,3 +184,9 @@ class Busy(DomainError):
 class DatabaseUnavailable(Busy):
     code = "database_unavailable"
     retry_after_seconds = 2
+
+
+class UpstreamUnavailable(DatabaseUnavailable):
+    """An AWS service we depend on (SQS, Secrets Manager) did not answer: retry shortly."""
+
+    code = "upstream_unavailable"

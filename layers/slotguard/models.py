@@ -36,8 +36,8 @@ JSON_CHAR_MAX_BYTES = len("\\ud83d\\ude00")
 # notes 2000 x 12 = 24,000 + metadata 8,192 (measured as escaped JSON) + the other fields < 2,000
 MAX_BOOK_BODY_BYTES = 64 * 1024
 # A calendar's rules at their bounds (400 dated overrides of 24 intervals each, the week's hours)
-# are about 300 KB of compact JSON; room for a client that indents it.
-MAX_RULES_BODY_BYTES = 512 * 1024
+# are 358 KB as json.dumps writes them by default, 932 KB indented by 4.
+MAX_RULES_BODY_BYTES = 1024 * 1024
 # A rules history lists the newest versions within this much rules JSON (calendar_rules.sql).
 MAX_RULES_HISTORY_BYTES = 2 * 1024 * 1024
 # reason 500 x 12 = 6,000; reschedule < 1,000; and every route without a body

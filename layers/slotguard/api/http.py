@@ -29,6 +29,7 @@ from slotguard.errors import (
     Unauthorized,
     UnauthorizedBody,
     ValidationErrorBody,
+    field_errors,
 )
 from slotguard.models import MAX_SMALL_BODY_BYTES, Actor, parse_json, storable
 from slotguard.observability import logger
@@ -122,14 +123,6 @@ def error_docs(*statuses: int) -> dict[int, Any]:
 # A 422 lists at most this many field errors (a body within its bound may hold 150,000 unknown
 # fields, each its own error: a 15 MB answer), and how many there are.
 MAX_FIELD_ERRORS = 50
-
-
-def _validation_details(errors: Any) -> list[dict[str, Any]]:
-    out = []
-    for err in errors:
-        loc = [part for part in err.get("loc", ()) if isinstance(part, str | int)]
-        out.append({"loc": loc, "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))})
-    return out
 
 
 def errors_details(errors: list[dict[str, Any]]) -> dict[str, Any]:
@@ -305,7 +298,7 @@ def create_resolver(
 
     @app.exception_handler(RequestValidationError)
     def _invalid(exc: RequestValidationError) -> Response[str]:
-        errors = _validation_details(exc.errors())
+        errors = field_errors(exc.errors())
         if any(e["type"] == "json_invalid" for e in errors):
             return error_response(400, "malformed_json", "the request body is not valid JSON")
         return error_response(422, "validation_error", "the request is not valid", errors_details(errors))

@@ -30,10 +30,6 @@ BEGIN
         IF v_row.status IN ('completed', 'dead_letter') THEN
             RETURN jsonb_build_object('action', 'skip', 'status', v_row.status, 'attempt', v_row.attempts);
         END IF;
-        -- The webhook id names one event: a message reusing it with another type or payload is
-        -- not that event (a sender's bug, or a replay of the id with new content). It is answered
-        -- `skip`, so its content is never applied and never completes the event's row; the
-        -- event's own message still completes it.
         IF v_row.event_type IS DISTINCT FROM p_event_type OR v_row.event_data IS DISTINCT FROM p_event_data THEN
             RETURN jsonb_build_object('action', 'skip', 'status', 'mismatch', 'attempt', v_row.attempts);
         END IF;
@@ -41,7 +37,11 @@ BEGIN
            AND v_row.last_attempt_at > clock_timestamp() - make_interval(secs => p_stale_after_s) THEN
             RETURN jsonb_build_object('action', 'in_progress', 'attempt', v_row.attempts + 1);
         END IF;
-        -- max_attempts stays the row's own: a redriven delivery carries a fresh budget (0005).
+        -- A failed attempt's backoff holds for every copy of the message (issue 19, item 8).
+        IF v_row.status = 'failed' AND v_row.retry_at > clock_timestamp() THEN
+            RETURN jsonb_build_object('action', 'in_progress', 'status', 'backoff', 'attempt', v_row.attempts + 1,
+                                      'retry_after_s', ceil(extract(epoch FROM v_row.retry_at - clock_timestamp()))::integer);
+        END IF;
         UPDATE slotguard.webhook_delivery_log
            SET status = 'processing', last_attempt_at = clock_timestamp(), claim_token = gen_random_uuid()
          WHERE id = v_row.id

@@ -71,3 +71,34 @@ GRANT EXECUTE ON FUNCTION
     slotguard.fail_webhook_delivery(uuid, text, uuid, text, boolean, integer, text),
     slotguard.release_webhook_delivery(uuid, text, uuid)
 TO slotguard_app;
+
+-- The 8-argument form (issue 19, item 8): a `failed` row records retry_at = now + p_retry_after_s
+-- (NULL when dead-lettered), which every copy of the message honours (claim_webhook_delivery).
+-- The 7-argument form above stays for the previous release's code.
+CREATE OR REPLACE FUNCTION slotguard.fail_webhook_delivery(
+    p_org uuid, p_job_id text, p_token uuid, p_error text, p_dead boolean, p_processing_ms integer,
+    p_outcome text, p_retry_after_s integer
+) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, slotguard, pg_temp
+AS $$
+BEGIN
+    PERFORM slotguard._set_tenant(p_org);
+    UPDATE slotguard.webhook_delivery_log
+       SET status = CASE WHEN p_dead THEN 'dead_letter' ELSE 'failed' END,
+           attempts = attempts + 1, claim_token = NULL,
+           error_message = left(p_error, 2000), processing_ms = greatest(p_processing_ms, 0),
+           outcome = coalesce(p_outcome, CASE WHEN p_dead THEN 'gave_up' END),
+           retry_at = CASE WHEN p_dead OR p_retry_after_s IS NULL THEN NULL
+                           ELSE clock_timestamp() + make_interval(secs => greatest(p_retry_after_s, 0)) END
+     WHERE org_id = p_org AND job_id = p_job_id AND status = 'processing' AND claim_token = p_token;
+    RETURN FOUND;
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION
+    slotguard.fail_webhook_delivery(uuid, text, uuid, text, boolean, integer, text, integer)
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    slotguard.fail_webhook_delivery(uuid, text, uuid, text, boolean, integer, text, integer)
+TO slotguard_app;
