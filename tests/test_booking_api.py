@@ -250,7 +250,7 @@ def test_availability_check_and_free_slots(api: ApiClient) -> None:
         "/availability/check",
         query={"start": "2030-03-01T11:00:00Z", "duration_minutes": 30, "resource_id": room},
     )
-    assert free.body == {"available": True, "conflicts": []}
+    assert free.body == {"available": True, "conflicts": [], "rule_violation": None}
     slots = api.get(
         "/availability/slots",
         query={

@@ -142,8 +142,11 @@ def test_2000_dead_letters_are_redriven_in_bounded_batches_each_once_processor_n
         ).fetchall()
     assert len(audits) == 2000
     assert {n for _, n in audits} == {1}
-    # And the processor was never held up by the redrive: no invocation waited on a locked row
-    assert max(durations) < 2.0, sorted(durations)[-5:]
+    # And the processor was never held up by the redrive: no record failed, and no invocation
+    # came near the 5 s statement timeout a claim waiting on a redrive's locked rows hits (the
+    # bound leaves room for a loaded machine; unblocked invocations take tens of milliseconds)
+    assert max(durations) < 4.5, sorted(durations)[-5:]
+    assert sorted(durations)[len(durations) // 2] < 0.5
 
 
 def test_no_transaction_is_open_while_the_redrive_calls_sqs(pipeline: Pipeline, metrics_fn: Any) -> None:

@@ -122,6 +122,39 @@ class InvalidRequest(DomainError):
     status_code, code = 422, "validation_error"
 
 
+class RuleRefusal(DomainError):
+    """The appointment breaks a rule of its calendar (issue 20): one code per rule."""
+
+    status_code, code = 422, "rule_violation"
+
+
+class OutsideHours(RuleRefusal):
+    code = "outside_hours"
+
+
+class TooSoon(RuleRefusal):
+    code = "too_soon"
+
+
+class TooFar(RuleRefusal):
+    code = "too_far"
+
+
+class DurationNotAllowed(RuleRefusal):
+    code = "duration_not_allowed"
+
+
+class InThePast(RuleRefusal):
+    """Every calendar: an appointment never starts before now (an admin may backfill one)."""
+
+    code = "in_the_past"
+
+
+RULE_REFUSALS: dict[str, type[RuleRefusal]] = {
+    cls.code: cls for cls in (InThePast, OutsideHours, TooSoon, TooFar, DurationNotAllowed)
+}
+
+
 class IdempotencyKeyReused(DomainError):
     status_code, code = 422, "idempotency_key_reused"
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -19,6 +20,7 @@ from pydantic import (
     StringConstraints,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 
 MAX_NOTES_CHARS = 2000
@@ -185,6 +187,10 @@ class BookRequest(_Request):
     resource_id: UUID | None = None
     notes: StoredText | None = Field(default=None, max_length=MAX_NOTES_CHARS)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    backfill: bool = Field(
+        default=False,
+        description="Admins only: record an appointment that starts in the past (the audit trail says so)",
+    )
 
     @field_validator("metadata")
     @classmethod
@@ -198,7 +204,9 @@ class BookRequest(_Request):
         """A stable digest of the request, to tell a replay from a reused key."""
         import hashlib
 
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        # (backfill only when set: a key stored before the flag existed keeps its fingerprint)
+        dumped = self.model_dump(mode="json", exclude=None if self.backfill else {"backfill"})
+        canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -209,6 +217,7 @@ class CancelRequest(_Request):
 class RescheduleRequest(_Request):
     scheduled_at: WindowDatetime
     duration_minutes: DurationMinutes | None = None
+    backfill: bool = Field(default=False, description="Admins only: move the appointment into the past")
 
 
 class Appointment(BaseModel):
@@ -230,6 +239,9 @@ class Appointment(BaseModel):
     cancellation_reason: str | None
     rescheduled_from: UUID | None
     rescheduled_to: UUID | None
+    rules_version: int | None = Field(
+        default=None, description="The version of its calendar's rules it was checked against (null: none)"
+    )
 
 
 class BookingResult(BaseModel):
@@ -277,9 +289,17 @@ class AppointmentPage(BaseModel):
     next_cursor: str | None
 
 
+class RuleBreach(BaseModel):
+    code: str
+    message: str
+
+
 class Availability(BaseModel):
     available: bool
     conflicts: list[Appointment]
+    rule_violation: RuleBreach | None = Field(
+        default=None, description="The first rule of the calendar the interval breaks (null: none)"
+    )
 
 
 class Slot(BaseModel):
@@ -316,3 +336,158 @@ class Actor(BaseModel):
     @property
     def label(self) -> str:
         return self.subject
+
+
+# --- Calendars and their rules (issue 20) ---
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+# A local wall time "HH:MM" (24:00 ends a day).
+WALL_TIME_PATTERN = r"^(?:(?:[01]\d|2[0-3]):[0-5]\d|24:00)$"
+WallTime = Annotated[str, StringConstraints(pattern=WALL_TIME_PATTERN)]
+MAX_INTERVALS_PER_DAY = 24
+MAX_DATE_OVERRIDES = 400
+MAX_NOTICE_MINUTES = 365 * 24 * 60
+MAX_HORIZON_DAYS = 3650
+# A calendar in a path: `default` (the org's default calendar) or a resource id.
+CALENDAR_ID_PATTERN = (
+    r"^(?:default|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+)
+BufferMinutes = Annotated[int, Field(ge=0, le=1440, strict=True), BeforeValidator(_json_integer)]
+
+
+class OpeningInterval(_Request):
+    """Open from `start` to `end`, local wall times of the calendar's time zone (`end` after `start`)."""
+
+    start: WallTime
+    end: WallTime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> OpeningInterval:
+        if self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must be after start ({self.start})")
+        return self
+
+
+def _disjoint(intervals: list[OpeningInterval], where: str) -> list[OpeningInterval]:
+    if len(intervals) > MAX_INTERVALS_PER_DAY:
+        raise ValueError(f"{where}: at most {MAX_INTERVALS_PER_DAY} intervals")
+    ordered = sorted(intervals, key=lambda i: i.start)
+    for first, second in itertools.pairwise(ordered):
+        if second.start < first.end:
+            raise ValueError(
+                f"{where}: intervals {first.start}-{first.end} and {second.start}-{second.end} overlap"
+            )
+    return ordered
+
+
+def _known_time_zone(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        if not value or value != value.strip() or "\x00" in value:
+            raise ValueError
+        ZoneInfo(value)
+    except (ValueError, ZoneInfoNotFoundError, OSError):
+        raise ValueError("time_zone must be an IANA time zone, for example Europe/Berlin") from None
+    return value
+
+
+class CalendarRules(_Request):
+    """A calendar's rules. Every field is optional: an empty object is a calendar without
+    restrictions (today's behaviour, apart from no bookings in the past)."""
+
+    time_zone: Annotated[str, Field(max_length=64), AfterValidator(_known_time_zone)] = Field(
+        default="UTC", description="IANA time zone the hours are local to"
+    )
+    weekly_hours: dict[Weekday, list[OpeningInterval]] | None = Field(
+        default=None,
+        description="Opening hours per weekday (a weekday not listed is closed);"
+        " null: open all day, every day",
+    )
+    date_overrides: dict[date, list[OpeningInterval]] = Field(
+        default_factory=dict, description="Other hours on a local date; an empty list closes the date"
+    )
+    buffer_before_minutes: BufferMinutes = 0
+    buffer_after_minutes: BufferMinutes = 0
+    min_notice_minutes: Annotated[
+        int, Field(ge=0, le=MAX_NOTICE_MINUTES, strict=True), BeforeValidator(_json_integer)
+    ] = 0
+    max_horizon_days: (
+        Annotated[int, Field(ge=1, le=MAX_HORIZON_DAYS, strict=True), BeforeValidator(_json_integer)] | None
+    ) = None
+    min_duration_minutes: DurationMinutes = 1
+    max_duration_minutes: DurationMinutes = 1440
+    duration_multiple_minutes: DurationMinutes | None = None
+    slot_step_minutes: (
+        Annotated[int, Field(ge=5, le=1440, strict=True), BeforeValidator(_json_integer)] | None
+    ) = None
+
+    @field_validator("weekly_hours")
+    @classmethod
+    def _weekly_disjoint(
+        cls, value: dict[str, list[OpeningInterval]] | None
+    ) -> dict[str, list[OpeningInterval]] | None:
+        if value is None:
+            return None
+        return {day: _disjoint(value[day], f"weekly_hours.{day}") for day in WEEKDAYS if day in value}
+
+    @field_validator("date_overrides")
+    @classmethod
+    def _overrides_disjoint(
+        cls, value: dict[date, list[OpeningInterval]]
+    ) -> dict[date, list[OpeningInterval]]:
+        if len(value) > MAX_DATE_OVERRIDES:
+            raise ValueError(f"date_overrides: at most {MAX_DATE_OVERRIDES} dates")
+        return {day: _disjoint(value[day], f"date_overrides.{day}") for day in sorted(value)}
+
+    @model_validator(mode="after")
+    def _durations(self) -> CalendarRules:
+        if self.min_duration_minutes > self.max_duration_minutes:
+            raise ValueError("min_duration_minutes must not exceed max_duration_minutes")
+        multiple = self.duration_multiple_minutes
+        if multiple is not None and not any(
+            d % multiple == 0 for d in range(self.min_duration_minutes, self.max_duration_minutes + 1)
+        ):
+            raise ValueError(
+                "duration_multiple_minutes: no duration between the minimum and maximum is a multiple"
+            )
+        return self
+
+
+class CalendarRulesView(BaseModel):
+    """A calendar's rules as stored: `version` 0 and `rules` null for a calendar that has none."""
+
+    resource_id: UUID | None
+    version: int
+    rules: CalendarRules | None
+    updated_at: datetime | None = None
+    updated_by: str | None = None
+
+
+class RuleViolation(BaseModel):
+    appointment: Appointment
+    code: str
+    message: str
+
+
+class RuleViolations(BaseModel):
+    count: int = Field(description="How many of the calendar's future appointments break the new rules")
+    items: list[RuleViolation] = Field(description="The first of them (at most 100), earliest first")
+
+
+class SetRulesResult(BaseModel):
+    calendar: CalendarRulesView
+    violations: RuleViolations
+
+
+class RulesHistoryEntry(BaseModel):
+    version: int
+    actor: str
+    at: datetime
+    rules: CalendarRules
+
+
+class RulesHistory(BaseModel):
+    resource_id: UUID | None
+    entries: list[RulesHistoryEntry]

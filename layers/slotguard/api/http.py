@@ -82,7 +82,7 @@ ERROR_DOCS: dict[int, tuple[Any, str]] = {
         "No or no valid bearer token. From the API Gateway authorizer the body is"
         ' `{"message": "Unauthorized"}`; from the function, the error envelope',
     ),
-    403: (ErrorBody, "The token's role may not do this (`forbidden`)"),
+    403: (ErrorBody, "The token's role may not do this, or set this flag (`forbidden`)"),
     404: (ErrorBody, "No such object in the caller's org (`not_found`), also for another org's object"),
     415: (ErrorBody, "The body is not sent as `Content-Type: application/json` (`unsupported_media_type`)"),
     409: (
@@ -93,7 +93,9 @@ ERROR_DOCS: dict[int, tuple[Any, str]] = {
     422: (
         ValidationErrorBody,
         "The request is well-formed JSON but not valid (`validation_error`, each problem in"
-        " `details.errors`), or an Idempotency-Key reused with another body (`idempotency_key_reused`)",
+        " `details.errors`), an Idempotency-Key reused with another body (`idempotency_key_reused`), or"
+        " an appointment that breaks a rule of its calendar (`in_the_past`, `outside_hours`, `too_soon`,"
+        " `too_far`, `duration_not_allowed`; `details.rules_version`)",
     ),
     503: (
         ErrorBody,

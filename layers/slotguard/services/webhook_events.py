@@ -95,11 +95,16 @@ def _settle(outcome: dict[str, Any], applied: set[str]) -> Outcome:
     detail: dict[str, Any] = {"status": status}
     if status == "conflict":
         detail["conflicts"] = [c["id"] for c in outcome.get("conflicts", [])]
+    if status == "rule_violation":  # the calendar's rules refused it (their code and version)
+        detail["code"] = outcome.get("code")
+        detail["rules_version"] = outcome.get("rules_version")
     return Outcome("rejected", detail)
 
 
 def book(ctx: EventContext, data: Any) -> Outcome:
     request = _parse(BookRequest, data, "appointment.book")
+    if request.backfill:  # an admin's flag: a webhook is no admin
+        return Outcome("rejected", {"status": "backfill_not_allowed"})
     # The webhook id is the idempotency key: a redelivery replays, never books twice.
     outcome = ctx.bookings.book(
         org_id=ctx.org_id, actor=ctx.actor, request=request, idempotency_key=ctx.job_id, key_scope="webhook"
@@ -117,6 +122,8 @@ def cancel(ctx: EventContext, data: Any) -> Outcome:
 
 def reschedule(ctx: EventContext, data: Any) -> Outcome:
     request = _parse(RescheduleData, data, "appointment.reschedule")
+    if request.backfill:
+        return Outcome("rejected", {"status": "backfill_not_allowed"})
     outcome = ctx.bookings.reschedule(
         org_id=ctx.org_id,
         actor=ctx.actor,

@@ -1,0 +1,169 @@
+-- Webhook metrics, per org, computed in SQL.
+-- (Applied after the versioned migrations whenever this file changes: see slotguard/db/migrate.py.)
+SET LOCAL ROLE slotguard_owner;
+
+-- The org's deliveries created in [now - p_range, now): totals, per event type, and a trend
+-- of p_bucket-wide buckets (empty buckets included, oldest first).
+CREATE OR REPLACE FUNCTION slotguard.webhook_delivery_stats(p_org uuid, p_range interval, p_bucket interval)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, slotguard, pg_temp
+SET TimeZone = 'UTC'
+AS $$
+DECLARE
+    v_now timestamptz := now();
+    v_since timestamptz := now() - p_range;
+    v_origin timestamptz := date_bin(p_bucket, now() - p_range, 'epoch'::timestamptz);
+BEGIN
+    PERFORM slotguard._set_tenant(p_org);
+    RETURN (
+        WITH rows AS (
+            SELECT event_type, status, processing_ms, created_at
+            FROM slotguard.webhook_delivery_log
+            WHERE org_id = p_org AND created_at >= v_since AND created_at < v_now
+        ),
+        -- One pass for the totals (grouping set ()) and each event type; () yields a row even
+        -- when there are no deliveries, so an empty range answers zeros.
+        grouped AS (
+            SELECT grouping(event_type) = 1 AS is_total, event_type, jsonb_build_object(
+                       'total', count(*),
+                       'completed', count(*) FILTER (WHERE status = 'completed'),
+                       'failed', count(*) FILTER (WHERE status = 'failed'),
+                       'dead_letter', count(*) FILTER (WHERE status = 'dead_letter'),
+                       'in_progress', count(*) FILTER (WHERE status IN ('pending', 'processing')),
+                       'success_rate', CASE WHEN count(*) = 0 THEN 0
+                           ELSE round((count(*) FILTER (WHERE status = 'completed'))::numeric / count(*), 4) END,
+                       'avg_processing_ms',
+                           coalesce(round(avg(processing_ms) FILTER (WHERE status = 'completed'), 2), 0)
+                   ) AS stats
+            FROM rows GROUP BY GROUPING SETS ((), (event_type))
+        ),
+        buckets AS (
+            SELECT b AS bucket_start FROM generate_series(v_origin, v_now, p_bucket) AS b
+        ),
+        trend AS (
+            SELECT bk.bucket_start,
+                   count(r.*) AS total,
+                   count(r.*) FILTER (WHERE r.status = 'completed') AS completed,
+                   count(r.*) FILTER (WHERE r.status = 'failed') AS failed,
+                   count(r.*) FILTER (WHERE r.status = 'dead_letter') AS dead_letter
+            FROM buckets bk
+            LEFT JOIN rows r ON date_bin(p_bucket, r.created_at, 'epoch'::timestamptz) = bk.bucket_start
+            GROUP BY bk.bucket_start
+        )
+        SELECT jsonb_build_object(
+            'since', v_since,
+            'until', v_now,
+            'totals', (SELECT g.stats FROM grouped g WHERE g.is_total),
+            'by_event_type', coalesce((SELECT jsonb_agg(jsonb_build_object('event_type', g.event_type) || g.stats
+                                                        ORDER BY g.event_type)
+                                       FROM grouped g WHERE NOT g.is_total), '[]'::jsonb),
+            'trend', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                'bucket_start', tr.bucket_start, 'total', tr.total, 'completed', tr.completed,
+                'failed', tr.failed, 'dead_letter', tr.dead_letter) ORDER BY tr.bucket_start) FROM trend tr),
+                '[]'::jsonb)
+        )
+    );
+END
+$$;
+
+-- Processing-time percentiles (ms) of the org's completed deliveries in the range.
+CREATE OR REPLACE FUNCTION slotguard.webhook_processing_time(p_org uuid, p_range interval) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, slotguard, pg_temp
+SET TimeZone = 'UTC'
+AS $$
+BEGIN
+    PERFORM slotguard._set_tenant(p_org);
+    RETURN (
+        WITH rows AS (
+            SELECT event_type, processing_ms::double precision AS ms
+            FROM slotguard.webhook_delivery_log
+            WHERE org_id = p_org AND status = 'completed' AND processing_ms IS NOT NULL
+              AND created_at >= now() - p_range
+        ),
+        grouped AS (  -- the overall row (grouping set ()) and one per event type, in one pass
+            SELECT grouping(event_type) = 1 AS is_overall, event_type, jsonb_build_object(
+                       'count', count(*),
+                       'p50', coalesce(round((percentile_cont(0.50) WITHIN GROUP (ORDER BY ms))::numeric, 2), 0),
+                       'p95', coalesce(round((percentile_cont(0.95) WITHIN GROUP (ORDER BY ms))::numeric, 2), 0),
+                       'p99', coalesce(round((percentile_cont(0.99) WITHIN GROUP (ORDER BY ms))::numeric, 2), 0),
+                       'avg', coalesce(round(avg(ms)::numeric, 2), 0),
+                       'max', coalesce(round(max(ms)::numeric, 2), 0)
+                   ) AS stats
+            FROM rows GROUP BY GROUPING SETS ((), (event_type))
+        )
+        SELECT jsonb_build_object(
+            'overall', (SELECT g.stats FROM grouped g WHERE g.is_overall),
+            'by_event_type', coalesce((SELECT jsonb_agg(jsonb_build_object('event_type', g.event_type) || g.stats
+                                                        ORDER BY g.event_type)
+                                       FROM grouped g WHERE NOT g.is_overall), '[]'::jsonb)
+        )
+    );
+END
+$$;
+
+-- Newest failed / dead-letter deliveries (p_with_payload adds the event data).
+CREATE OR REPLACE FUNCTION slotguard.webhook_failures(
+    p_org uuid, p_statuses text[], p_limit integer, p_with_payload boolean
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, slotguard, pg_temp
+SET TimeZone = 'UTC'
+AS $$
+BEGIN
+    PERFORM slotguard._set_tenant(p_org);
+    RETURN jsonb_build_object(
+        'total', (SELECT count(*) FROM slotguard.webhook_delivery_log
+                   WHERE org_id = p_org AND status = ANY (p_statuses)),
+        'items', coalesce((
+            SELECT jsonb_agg(item ORDER BY ord) FROM (
+                SELECT row_number() OVER (ORDER BY l.last_attempt_at DESC NULLS LAST, l.id DESC) AS ord,
+                       jsonb_build_object(
+                           'job_id', l.job_id, 'event_type', l.event_type, 'status', l.status,
+                           'attempts', l.attempts, 'max_attempts', l.max_attempts,
+                           'error_message', l.error_message, 'outcome', l.outcome,
+                           'created_at', l.created_at, 'last_attempt_at', l.last_attempt_at)
+                       || CASE WHEN p_with_payload THEN jsonb_build_object('event_data', l.event_data)
+                               ELSE '{}'::jsonb END AS item
+                FROM slotguard.webhook_delivery_log l
+                WHERE l.org_id = p_org AND l.status = ANY (p_statuses)
+                ORDER BY l.last_attempt_at DESC NULLS LAST, l.id DESC
+                LIMIT greatest(1, least(p_limit, 500))
+            ) page), '[]'::jsonb)
+    );
+END
+$$;
+
+-- The org's delivery counts by status (queue health).
+CREATE OR REPLACE FUNCTION slotguard.webhook_status_counts(p_org uuid) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, slotguard, pg_temp
+SET TimeZone = 'UTC'
+AS $$
+BEGIN
+    PERFORM slotguard._set_tenant(p_org);
+    RETURN (
+        SELECT jsonb_build_object(
+            'pending', count(*) FILTER (WHERE status = 'pending'),
+            'processing', count(*) FILTER (WHERE status = 'processing'),
+            'failed', count(*) FILTER (WHERE status = 'failed'),
+            'dead_letter', count(*) FILTER (WHERE status = 'dead_letter'),
+            'oldest_unfinished_at', min(created_at) FILTER (WHERE status IN ('pending', 'processing', 'failed')))
+        FROM slotguard.webhook_delivery_log WHERE org_id = p_org
+    );
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION
+    slotguard.webhook_delivery_stats(uuid, interval, interval),
+    slotguard.webhook_processing_time(uuid, interval),
+    slotguard.webhook_failures(uuid, text[], integer, boolean),
+    slotguard.webhook_status_counts(uuid)
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    slotguard.webhook_delivery_stats(uuid, interval, interval),
+    slotguard.webhook_processing_time(uuid, interval),
+    slotguard.webhook_failures(uuid, text[], integer, boolean),
+    slotguard.webhook_status_counts(uuid)
+TO slotguard_app;
