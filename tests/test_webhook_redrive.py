@@ -142,8 +142,11 @@ def test_2000_dead_letters_are_redriven_in_bounded_batches_each_once_processor_n
         ).fetchall()
     assert len(audits) == 2000
     assert {n for _, n in audits} == {1}
-    # And the processor was never held up by the redrive: no invocation waited on a locked row
-    assert max(durations) < 2.0, sorted(durations)[-5:]
+    # And the processor was never held up by the redrive: no record failed, and no invocation
+    # came near the 5 s statement timeout a claim waiting on a redrive's locked rows hits (the
+    # bound leaves room for a loaded machine; unblocked invocations take tens of milliseconds)
+    assert max(durations) < 4.5, sorted(durations)[-5:]
+    assert sorted(durations)[len(durations) // 2] < 0.5
 
 
 def test_no_transaction_is_open_while_the_redrive_calls_sqs(pipeline: Pipeline, metrics_fn: Any) -> None:
@@ -308,3 +311,25 @@ def test_a_dead_letter_sqs_refuses_is_reported_and_passed_over(pipeline: Pipelin
     assert rows[jobs[3]]["error_message"] == "RetriableFailure: dependency down"
     assert queued_ids(pipeline) == Counter(dict.fromkeys(jobs[:3] + jobs[4:], 1))
     assert metrics_fn.service.redrive_history(uuid.UUID(org_id), jobs[3]) == []
+
+
+def test_a_call_spent_on_unsettled_rows_still_says_where_to_continue(
+    pipeline: Pipeline, metrics_fn: Any
+) -> None:
+    # Given 10 rows a dead redrive left marked long ago, and 5 dead letters after them
+    org_id, _ = pipeline.new_org()
+    jobs = seed_dead_letters(pipeline.admin_url, org_id, 15)
+    with psycopg.connect(pipeline.admin_url) as conn:
+        conn.execute(
+            "UPDATE slotguard.webhook_delivery_log SET status = 'pending',"
+            " redrive_marked_at = now() - interval '10 minutes' WHERE org_id = %s AND job_id = ANY(%s)",
+            (org_id, jobs[:10]),
+        )
+    admin = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_id, "role": "admin"})
+    # When a call with room for 10 spends it all on those
+    first = admin.post(REDRIVE, json_body={"limit": 10})
+    assert (first.status, first.body["job_ids"]) == (200, jobs[:10])
+    # Then it does not claim that nothing is left: following it redrives the dead letters
+    assert first.body["next_after"] is not None
+    second = admin.post(REDRIVE, json_body={"after": first.body["next_after"]})
+    assert (second.body["job_ids"], second.body["next_after"]) == (jobs[10:], None)

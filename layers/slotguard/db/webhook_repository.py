@@ -75,7 +75,7 @@ class WebhookRepository:
         the message is held back until then); False when `token` no longer holds the claim."""
         return bool(
             self._db.scalar(
-                "SELECT slotguard.fail_webhook_delivery(%s, %s, %s, %s, %s, %s, %s, %s)",
+                "SELECT slotguard.fail_webhook_delivery_with_backoff(%s, %s, %s, %s, %s, %s, %s, %s)",
                 (org_id, job_id, token, error, dead, processing_ms, outcome, retry_after_s),
             )
         )

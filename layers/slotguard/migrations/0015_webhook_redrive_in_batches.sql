@@ -17,7 +17,8 @@
 -- acknowledges). The rows are picked in id order after the caller's cursor (p_after), so a
 -- caller continues where the previous answer stopped, past rows SQS refused.
 --
--- redrive_webhook_deliveries() (0005) stays as it was for the previous release's code.
+-- redrive_webhook_deliveries() stays as it was for the previous release's code. The two new
+-- functions are in sql/functions/webhook_redrive.sql; this migration holds the schema they use.
 SET LOCAL ROLE slotguard_owner;
 
 ALTER TABLE slotguard.webhook_delivery_log ADD COLUMN redrive_marked_at timestamptz;
@@ -27,6 +28,3 @@ CREATE INDEX webhook_log_org_dead_letter_id ON slotguard.webhook_delivery_log (o
     WHERE status = 'dead_letter';
 CREATE INDEX webhook_log_org_redrive_marked ON slotguard.webhook_delivery_log (org_id, redrive_marked_at)
     WHERE redrive_marked_at IS NOT NULL;
-
--- The functions (redrive_mark_webhook_deliveries, redrive_settle_webhook_deliveries) live in
--- sql/functions/webhook_redrive.sql.

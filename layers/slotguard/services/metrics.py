@@ -362,7 +362,8 @@ class MetricsService:
             redriven=len(redriven),
             job_ids=redriven,
             not_sent=not_sent,
-            next_after=None if exhausted else after,
+            # not exhausted: more may be left, after `after` (0 if this call reached no dead letter)
+            next_after=None if exhausted else (after or 0),
         )
 
     def redrive_history(self, org_id: UUID, job_id: str) -> list[dict[str, Any]]:

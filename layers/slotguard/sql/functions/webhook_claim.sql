@@ -1,7 +1,8 @@
 -- Claiming one webhook delivery for processing: inserted as `processing` on first sight; a
 -- completed or dead-lettered row is `skip`; a message reusing the webhook id with another type or
 -- payload is `skip` (status `mismatch`) and never touches the row; a fresh claim of another
--- worker is `in_progress`; otherwise (pending, failed, or a stale claim) it is claimed under a
+-- worker is `in_progress`, and so is a failed row whose backoff has not ended (status `backoff`,
+-- with `retry_after_s`); otherwise (pending, failed, or a stale claim) it is claimed under a
 -- new token. A claim spends no attempt: `attempt` is the one it will be if it reaches an outcome.
 -- (Applied after the versioned migrations whenever this file changes: see slotguard/db/migrate.py.)
 SET LOCAL ROLE slotguard_owner;
@@ -30,6 +31,10 @@ BEGIN
         IF v_row.status IN ('completed', 'dead_letter') THEN
             RETURN jsonb_build_object('action', 'skip', 'status', v_row.status, 'attempt', v_row.attempts);
         END IF;
+        -- The webhook id names one event: a message reusing it with another type or payload is
+        -- not that event (a sender's bug, or a replay of the id with new content). It is answered
+        -- `skip`, so its content is never applied and never completes the event's row; the
+        -- event's own message still completes it.
         IF v_row.event_type IS DISTINCT FROM p_event_type OR v_row.event_data IS DISTINCT FROM p_event_data THEN
             RETURN jsonb_build_object('action', 'skip', 'status', 'mismatch', 'attempt', v_row.attempts);
         END IF;
@@ -37,11 +42,13 @@ BEGIN
            AND v_row.last_attempt_at > clock_timestamp() - make_interval(secs => p_stale_after_s) THEN
             RETURN jsonb_build_object('action', 'in_progress', 'attempt', v_row.attempts + 1);
         END IF;
-        -- A failed attempt's backoff holds for every copy of the message (issue 19, item 8).
+        -- A failed attempt's backoff (retry_at, 0016) holds for every copy of the message: one
+        -- arriving before it ends is told to wait the rest of it.
         IF v_row.status = 'failed' AND v_row.retry_at > clock_timestamp() THEN
             RETURN jsonb_build_object('action', 'in_progress', 'status', 'backoff', 'attempt', v_row.attempts + 1,
                                       'retry_after_s', ceil(extract(epoch FROM v_row.retry_at - clock_timestamp()))::integer);
         END IF;
+        -- max_attempts stays the row's own: a redriven delivery carries a fresh budget (0005).
         UPDATE slotguard.webhook_delivery_log
            SET status = 'processing', last_attempt_at = clock_timestamp(), claim_token = gen_random_uuid()
          WHERE id = v_row.id

@@ -43,6 +43,30 @@ BEGIN
 END
 $$;
 
+-- fail_webhook_delivery(), recording when the backoff of a retriable failure ends (`retry_at`,
+-- 0016): every copy of the message is held back until then (claim_webhook_delivery).
+-- fail_webhook_delivery() stays for the previous release's code and records no retry_at.
+CREATE OR REPLACE FUNCTION slotguard.fail_webhook_delivery_with_backoff(
+    p_org uuid, p_job_id text, p_token uuid, p_error text, p_dead boolean, p_processing_ms integer,
+    p_outcome text, p_retry_after_s integer
+) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, slotguard, pg_temp
+AS $$
+BEGIN
+    PERFORM slotguard._set_tenant(p_org);
+    UPDATE slotguard.webhook_delivery_log
+       SET status = CASE WHEN p_dead THEN 'dead_letter' ELSE 'failed' END,
+           attempts = attempts + 1, claim_token = NULL,
+           error_message = left(p_error, 2000), processing_ms = greatest(p_processing_ms, 0),
+           outcome = coalesce(p_outcome, CASE WHEN p_dead THEN 'gave_up' END),
+           retry_at = CASE WHEN p_dead OR p_retry_after_s IS NULL THEN NULL
+                           ELSE clock_timestamp() + make_interval(secs => greatest(p_retry_after_s, 0)) END
+     WHERE org_id = p_org AND job_id = p_job_id AND status = 'processing' AND claim_token = p_token;
+    RETURN FOUND;
+END
+$$;
+
 -- Give a claim back unspent: its handler never reached an outcome (the database went away
 -- under it). The row is again what it was before the claim ('failed' after earlier failed
 -- attempts, else 'pending') and any copy of the message may claim it at once. Refused (false)
@@ -64,41 +88,12 @@ $$;
 REVOKE EXECUTE ON FUNCTION
     slotguard.complete_webhook_delivery(uuid, text, uuid, text, jsonb, integer),
     slotguard.fail_webhook_delivery(uuid, text, uuid, text, boolean, integer, text),
+    slotguard.fail_webhook_delivery_with_backoff(uuid, text, uuid, text, boolean, integer, text, integer),
     slotguard.release_webhook_delivery(uuid, text, uuid)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     slotguard.complete_webhook_delivery(uuid, text, uuid, text, jsonb, integer),
     slotguard.fail_webhook_delivery(uuid, text, uuid, text, boolean, integer, text),
+    slotguard.fail_webhook_delivery_with_backoff(uuid, text, uuid, text, boolean, integer, text, integer),
     slotguard.release_webhook_delivery(uuid, text, uuid)
-TO slotguard_app;
-
--- The 8-argument form (issue 19, item 8): a `failed` row records retry_at = now + p_retry_after_s
--- (NULL when dead-lettered), which every copy of the message honours (claim_webhook_delivery).
--- The 7-argument form above stays for the previous release's code.
-CREATE OR REPLACE FUNCTION slotguard.fail_webhook_delivery(
-    p_org uuid, p_job_id text, p_token uuid, p_error text, p_dead boolean, p_processing_ms integer,
-    p_outcome text, p_retry_after_s integer
-) RETURNS boolean
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, slotguard, pg_temp
-AS $$
-BEGIN
-    PERFORM slotguard._set_tenant(p_org);
-    UPDATE slotguard.webhook_delivery_log
-       SET status = CASE WHEN p_dead THEN 'dead_letter' ELSE 'failed' END,
-           attempts = attempts + 1, claim_token = NULL,
-           error_message = left(p_error, 2000), processing_ms = greatest(p_processing_ms, 0),
-           outcome = coalesce(p_outcome, CASE WHEN p_dead THEN 'gave_up' END),
-           retry_at = CASE WHEN p_dead OR p_retry_after_s IS NULL THEN NULL
-                           ELSE clock_timestamp() + make_interval(secs => greatest(p_retry_after_s, 0)) END
-     WHERE org_id = p_org AND job_id = p_job_id AND status = 'processing' AND claim_token = p_token;
-    RETURN FOUND;
-END
-$$;
-
-REVOKE EXECUTE ON FUNCTION
-    slotguard.fail_webhook_delivery(uuid, text, uuid, text, boolean, integer, text, integer)
-FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION
-    slotguard.fail_webhook_delivery(uuid, text, uuid, text, boolean, integer, text, integer)
 TO slotguard_app;

@@ -59,7 +59,7 @@ GRANT EXECUTE ON FUNCTION
     slotguard.webhook_redrive_history(uuid, text)
 TO slotguard_app;
 
--- Redrive in bounded batches (issue 19, item 2; the columns and indexes: migration 0015).
+-- Redrive in bounded batches (issue 19, item 2; the schema: migration 0015): mark, send, settle.
 -- Step 1. Answers [{id, job_id, event_type, event_data, resend}] in id order: first the org's rows
 -- an earlier redrive marked and never settled (resend: true), then dead letters after p_after.
 CREATE OR REPLACE FUNCTION slotguard.redrive_mark_webhook_deliveries(
