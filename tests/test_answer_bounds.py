@@ -469,7 +469,7 @@ def envelope(code: str, message: str, details: dict[str, Any]) -> dict[str, Any]
 
 
 def largest_answers() -> dict[str, list[dict[str, Any]]]:
-    from slotguard.api.http import MAX_FIELD_ERRORS
+    from slotguard.errors import MAX_FIELD_ERRORS
     from slotguard.models import (
         JSON_CHAR_MAX_BYTES,
         MAX_BOOK_BODY_BYTES,

@@ -190,3 +190,18 @@ class UpstreamUnavailable(DatabaseUnavailable):
     """An AWS service we depend on (SQS, Secrets Manager) did not answer: retry shortly."""
 
     code = "upstream_unavailable"
+
+
+# A 422 lists at most this many field errors (a body within its bound may hold 150,000 unknown
+# fields, each its own error: a 15 MB answer), and how many there are.
+MAX_FIELD_ERRORS = 50
+
+
+def errors_details(errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """A 422's details: the first MAX_FIELD_ERRORS field errors, their count, and whether the
+    list is cut."""
+    return {
+        "errors": errors[:MAX_FIELD_ERRORS],
+        "error_count": len(errors),
+        "truncated": len(errors) > MAX_FIELD_ERRORS,
+    }

@@ -29,6 +29,7 @@ from slotguard.errors import (
     Unauthorized,
     UnauthorizedBody,
     ValidationErrorBody,
+    errors_details,
     field_errors,
 )
 from slotguard.models import MAX_SMALL_BODY_BYTES, Actor, parse_json, storable
@@ -117,21 +118,6 @@ def error_docs(*statuses: int) -> dict[int, Any]:
     return {
         status: response_doc(*ERROR_DOCS[status], headers=RETRY_AFTER if status == 503 else None)
         for status in statuses
-    }
-
-
-# A 422 lists at most this many field errors (a body within its bound may hold 150,000 unknown
-# fields, each its own error: a 15 MB answer), and how many there are.
-MAX_FIELD_ERRORS = 50
-
-
-def errors_details(errors: list[dict[str, Any]]) -> dict[str, Any]:
-    """A 422's details: the first MAX_FIELD_ERRORS field errors, their count, and whether the
-    list is cut."""
-    return {
-        "errors": errors[:MAX_FIELD_ERRORS],
-        "error_count": len(errors),
-        "truncated": len(errors) > MAX_FIELD_ERRORS,
     }
 
 
@@ -291,9 +277,11 @@ def create_resolver(
     @app.exception_handler(DomainError)
     def _domain_error(exc: DomainError) -> Response[str]:
         details = exc.details
-        if exc.status_code == 422 and "errors" not in details:
-            # Every 422 lists its problems in details.errors, as a request validation does.
-            details = {**details, **errors_details([{"loc": [], "msg": exc.message, "type": exc.code}])}
+        if exc.status_code == 422:
+            # Every 422 lists its problems in details.errors (bounded, counted), as a request
+            # validation does.
+            errors = details.get("errors") or [{"loc": [], "msg": exc.message, "type": exc.code}]
+            details = {**details, **errors_details(errors)}
         return error_response(exc.status_code, exc.code, exc.message, details, exc.headers())
 
     @app.exception_handler(RequestValidationError)

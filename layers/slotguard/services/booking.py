@@ -18,6 +18,7 @@ from slotguard.errors import (
     NotFound,
     NotSchedulable,
     SlotConflict,
+    errors_details,
 )
 from slotguard.models import (
     MAX_APPOINTMENT_JSON_BYTES,
@@ -86,10 +87,8 @@ def rule_refusal(code: str, message: str, rules_version: int | None) -> Exceptio
     """A 422 per rule, shaped as every 422 is (`details.errors` names the field), with the version of
     the calendar's rules it was checked against."""
     field = "duration_minutes" if code == "duration_not_allowed" else "scheduled_at"
-    return RULE_REFUSALS[code](
-        message,
-        {"errors": [{"loc": ["body", field], "msg": message, "type": code}], "rules_version": rules_version},
-    )
+    errors = [{"loc": ["body", field], "msg": message, "type": code}]
+    return RULE_REFUSALS[code](message, {**errors_details(errors), "rules_version": rules_version})
 
 
 # A page cursor: the last row's position, `<scheduled_at in epoch microseconds>.<id as hex>`.

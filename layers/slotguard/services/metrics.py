@@ -57,12 +57,14 @@ class RedriveRequest(BaseModel):
     after: int | None = Field(
         default=None,
         ge=0,
+        strict=True,
         description="`next_after` of the previous answer: continue after the rows it reached",
     )
     limit: int = Field(
         default=REDRIVE_DEFAULT_LIMIT,
         ge=1,
         le=1000,
+        strict=True,
         description="At most this many dead letters in this call (fewer if its time runs out)",
     )
 
