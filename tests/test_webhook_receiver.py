@@ -244,3 +244,42 @@ def test_a_header_of_only_unparseable_entries_is_401(pipeline: Pipeline, header:
     status, answer = pipeline.post(org_id, BODY, headers)
     assert (status, answer) == (401, REJECTED)
     assert pipeline.queues.depth(pipeline.sqs) == 0
+
+
+def test_a_secret_rotated_in_is_accepted_at_once_though_the_old_list_is_cached(
+    pipeline: Pipeline, monkeypatch: Any
+) -> None:
+    from slotguard_local.functions import load_function
+
+    # Given a receiver caching an org's secrets for 60 s, its cache holding the first secret
+    monkeypatch.setenv("WEBHOOK_SECRET_CACHE_S", "60")
+    pipeline.receiver = load_function("webhook_receiver")
+    org_id, first = pipeline.new_org()
+    assert pipeline.post(org_id, BODY, signed_headers(first, "msg_before", BODY))[0] == 202
+    # When the org's secret is rotated and the sender signs with the new one at once
+    second = pipeline.store.rotate(org_id)
+    status, _ = pipeline.post(org_id, BODY, signed_headers(second, "msg_after", BODY))
+    # Then it is accepted: a signature no cached secret verifies re-reads the org's secrets
+    assert status == 202
+    # And the previous secret, kept active by the rotation, is still accepted
+    assert pipeline.post(org_id, BODY, signed_headers(first, "msg_old", BODY))[0] == 202
+
+
+def test_forged_signatures_re_read_an_orgs_secrets_at_most_once_per_interval(pipeline: Pipeline) -> None:
+    import boto3
+
+    from slotguard.aws.secrets import WebhookSecretStore
+
+    # Given a store caching for 60 s whose Secrets Manager reads are counted
+    reads: list[str] = []
+    sm = boto3.client("secretsmanager")
+    sm.meta.events.register("before-call.secrets-manager.GetSecretValue", lambda **kw: reads.append("read"))
+    store = WebhookSecretStore(pipeline.secret_prefix, max_age_s=60, sm=sm)
+    org_id, _ = pipeline.new_org()
+    assert store.active_secrets(org_id)
+    assert len(reads) == 1
+    # When 50 signatures no secret makes ask for a fresh read within the interval
+    fresh = [store.refreshed_secrets(org_id) for _ in range(50)]
+    # Then the secrets were read again once, and the other asks were refused without a read
+    assert len(reads) == 2
+    assert fresh[0] and fresh[1:] == [None] * 49

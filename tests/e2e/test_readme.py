@@ -156,3 +156,6 @@ def test_the_admin_command_rotates_a_secret_of_the_local_stack_with_one_flag(sta
     )
     value = sm.get_secret_value(SecretId=f"{stack.info['webhook_secret_prefix']}{org['org_id']}")
     assert json.loads(value["SecretString"])["secrets"] == [new, org["webhook_secret"]]
+    # And the signer, with no --secret, signs with the new secret, which the receiver takes at once
+    sent = run(stack, sys.executable, "-m", "slotguard_local.sign", "--org", "1", "send", "x.y", "{}")
+    assert sent.returncode == 0, sent.stderr

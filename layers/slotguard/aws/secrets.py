@@ -100,6 +100,7 @@ class WebhookSecretStore:
         self._clock = clock
         self._wallclock = wallclock
         self._unknown: dict[str, float] = {}  # org id -> when it may be asked again
+        self._refreshed: dict[str, float] = {}  # org id -> when its secrets were last re-read
 
     @functools.cached_property
     def _provider(self) -> SecretsProvider:
@@ -123,6 +124,31 @@ class WebhookSecretStore:
                 return None
             raise SecretStoreUnavailable(str(exc)) from exc
         self._unknown.pop(org_id, None)
+        return _active(value, self._wallclock()) or None
+
+    # A signature no cached secret verifies re-reads the org's secrets at most this often, so a
+    # rotation takes effect at once (the sender signs with the new secret) while forged
+    # signatures cost Secrets Manager at most one read per org per interval and container.
+    REFRESH_MIN_INTERVAL_S = 5.0
+    MAX_REFRESHED = 10_000
+
+    def refreshed_secrets(self, org_id: str) -> list[str] | None:
+        """The org's active secrets read again now, past the cache; None when they were re-read
+        less than REFRESH_MIN_INTERVAL_S ago (or the org has none)."""
+        now = self._clock()
+        if self._refreshed.get(org_id, float("-inf")) > now - self.REFRESH_MIN_INTERVAL_S:
+            return None
+        if len(self._refreshed) >= self.MAX_REFRESHED:
+            self._refreshed.clear()
+        self._refreshed[org_id] = now
+        try:
+            value = self._provider.get(
+                self.name_for(org_id), max_age=self._max_age_s, transform="json", force_fetch=True
+            )
+        except GetParameterError as exc:
+            if _not_found(exc):
+                return None
+            raise SecretStoreUnavailable(str(exc)) from exc
         return _active(value, self._wallclock()) or None
 
     def _remember_unknown(self, org_id: str, now: float) -> None:

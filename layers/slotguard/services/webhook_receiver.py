@@ -151,7 +151,20 @@ class WebhookReceiver:
             raise UpstreamUnavailable("signature secrets are unavailable, retry shortly") from exc
         if not secrets:
             raise WebhookRejected("unknown_org")
-        verify_signature(secrets, lowered, body)
+        try:
+            verify_signature(secrets, lowered, body)
+        except WebhookRejected as exc:
+            # A signature none of the cached secrets verifies may be made with a secret rotated in
+            # since they were read: read them again (at most every few seconds per org), once.
+            if exc.reason != "bad_signature":
+                raise
+            try:
+                fresh = self._secrets.refreshed_secrets(canonical_org)
+            except SecretStoreUnavailable:
+                raise exc from None
+            if not fresh or fresh == secrets:
+                raise
+            verify_signature(fresh, lowered, body)
         try:
             # The processor reads the same text: strict UTF-8 JSON, no BOM, no NaN, any depth the
             # parser takes (storable() below bounds it).
