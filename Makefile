@@ -6,6 +6,7 @@
 #> test-localstack  the end-to-end suite against the LocalStack-backed local stack
 #> test-readme      every command the README shows, run as typed (make local in its three forms, ...)
 #> test-rollback    the previous release's end-to-end suite on the newest schema (README, Rollback)
+#> mutation-sql     every SQL mutant applied alone must fail the database tests (docs/testing.md)
 #> synth            offline cdk synth of dev, prod and the LocalStack stage, with cdk-nag and cfn-lint
 #> smoke            the end-to-end suite against a deployment (SLOTGUARD_API_URL, _TOKEN, _WEBHOOK_SECRET)
 #> lint             ruff check, ruff format --check, mypy
@@ -57,7 +58,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv test lint bench load local synth smoke clean localstack-venv test-localstack test-readme test-rollback
+.PHONY: help venv test lint bench load local synth smoke clean localstack-venv test-localstack test-readme test-rollback mutation-sql
 
 help:
 	@echo "make TARGET [SWITCH=value ...]"
@@ -148,6 +149,12 @@ test-readme: $(STAMP) $(LS_STAMP) $(NODE_STAMP)
 # the SQL functions, in a git worktree) passes its own end-to-end suite on the newest schema.
 test-rollback: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider -m rollback tests/rollback
+
+# Mutation testing of the SQL contract: each mutant in tests/mutation/sql_mutants.py (a lock dropped,
+# an overlap test weakened, a policy opened, ...) applied alone to a scratch copy, the database tests
+# run against it; every mutant must be killed. Not part of make test (about an hour); docs/testing.md.
+mutation-sql: $(STAMP)
+	$(BIN)/python -m tests.mutation.sql_mutants
 
 # Offline synth of the stages (dev, prod, and localstack: infra/localstack_stack.py) with cdk-nag
 # (AwsSolutions; any unacknowledged finding fails the synth) and cfn-lint on the templates (errors
