@@ -14,7 +14,7 @@ from infra.constructs.database import Database
 from infra.constructs.functions import Functions
 from infra.constructs.migrations import Migrations
 from infra.constructs.network import Network
-from infra.constructs.observability import Observability
+from infra.constructs.observability import DatabaseWatch, Observability
 from infra.constructs.schedule import cleanup_schedule
 from infra.constructs.webhooks import WebhookQueues
 from infra.nag import suppress
@@ -181,6 +181,7 @@ class SlotguardStack(Stack):
             dlq=queues.dlq,
             functions=all_functions,
             http_api=api.http_api,
+            database=DatabaseWatch(database.instance.instance_identifier, names.proxy),
         )
 
         CfnOutput(self, "ApiUrl", value=api.url)
