@@ -160,7 +160,9 @@ def stage_config(node: Node, stage: str | None = None) -> StageConfig:
         )
     return StageConfig(
         stage=stage,
-        removal_policy=RemovalPolicy.RETAIN if prod else RemovalPolicy.DESTROY,
+        # Retained on update and delete, but deleted when the deploy that creates them fails
+        # (CloudFormation's RetainExceptOnCreate): a failed first deploy leaves nothing behind.
+        removal_policy=RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE if prod else RemovalPolicy.DESTROY,
         deletion_protection=prod,
         multi_az=prod,
         instance_type=ec2.InstanceType("m7g.large" if prod else "t4g.micro"),

@@ -11,6 +11,7 @@ from constructs import Construct
 from infra.config import StageConfig
 from infra.constructs.api import Api
 from infra.constructs.database import Database
+from infra.constructs.function_logs import FunctionLogs
 from infra.constructs.functions import Functions
 from infra.constructs.migrations import Migrations
 from infra.constructs.network import Network
@@ -183,6 +184,8 @@ class SlotguardStack(Stack):
             http_api=api.http_api,
             database=DatabaseWatch(database.instance.instance_identifier, names.proxy),
         )
+
+        FunctionLogs(self, "FunctionLogs", config=config)  # last: after every helper function
 
         CfnOutput(self, "ApiUrl", value=api.url)
         CfnOutput(self, "WebhookQueueUrl", value=queues.queue.queue_url)

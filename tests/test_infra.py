@@ -275,11 +275,11 @@ def test_prod_keeps_its_data_and_dev_is_disposable(templates: dict[str, Any]) ->
     [dev_db] = resources(templates["dev"], "AWS::RDS::DBInstance").values()
     assert prod_db["Properties"]["DeletionProtection"] is True
     assert prod_db["Properties"]["MultiAZ"] is True
-    assert prod_db["DeletionPolicy"] in ("Retain", "Snapshot")
+    assert prod_db["DeletionPolicy"] == "RetainExceptOnCreate"
     assert prod_db["Properties"]["BackupRetentionPeriod"] >= 7
     assert dev_db["Properties"]["DeletionProtection"] is False
     assert dev_db["DeletionPolicy"] in ("Delete", "Snapshot")
-    assert main_queue(templates["prod"])["DeletionPolicy"] == "Retain"
+    assert main_queue(templates["prod"])["DeletionPolicy"] == "RetainExceptOnCreate"
 
 
 def test_alarm_topic_key_lets_cloudwatch_encrypt_for_this_account_only(templates: dict[str, Any]) -> None:
@@ -300,7 +300,7 @@ def test_alarm_topic_key_lets_cloudwatch_encrypt_for_this_account_only(templates
         ]
         assert set(cloudwatch["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
         assert cloudwatch["Condition"]["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
-        assert key["DeletionPolicy"] == ("Retain" if stage == "prod" else "Delete")
+        assert key["DeletionPolicy"] == ("RetainExceptOnCreate" if stage == "prod" else "Delete")
 
 
 def test_cloudwatch_may_publish_to_the_alarm_topic_for_this_account_only(templates: dict[str, Any]) -> None:
@@ -371,8 +371,10 @@ def test_prod_retains_the_master_secret_with_the_database(templates: dict[str, A
         ]
         [db] = resources(template, "AWS::RDS::DBInstance").values()
         # Then the secret lives exactly as long as the database it opens
-        assert secret["DeletionPolicy"] == ("Retain" if stage == "prod" else "Delete")
-        assert db["DeletionPolicy"] in (("Retain",) if stage == "prod" else ("Delete", "Snapshot"))
+        assert secret["DeletionPolicy"] == ("RetainExceptOnCreate" if stage == "prod" else "Delete")
+        assert db["DeletionPolicy"] in (
+            ("RetainExceptOnCreate",) if stage == "prod" else ("Delete", "Snapshot")
+        )
 
 
 def test_the_vpcs_default_security_group_allows_nothing(templates: dict[str, Any]) -> None:
@@ -399,7 +401,7 @@ def test_what_a_retained_database_stands_in_is_retained_with_it(templates: dict[
         stood_in.append(vpc)
         # Then in prod they outlive the stack with the instance, so a destroy or the rollback of a
         # failed first deploy never tries to delete what the retained instance still uses
-        expected = "Retain" if stage == "prod" else "Delete"
+        expected = "RetainExceptOnCreate" if stage == "prod" else "Delete"
         assert db["DeletionPolicy"] == expected or (stage != "prod" and db["DeletionPolicy"] == "Snapshot")
         assert [r.get("DeletionPolicy", "Delete") for r in stood_in] == [expected] * len(stood_in)
         if stage == "prod":
@@ -424,7 +426,7 @@ def test_retained_resources_have_no_fixed_names(templates: dict[str, Any]) -> No
     retained = {
         logical_id: r
         for logical_id, r in templates["prod"].to_json()["Resources"].items()
-        if r.get("DeletionPolicy") == "Retain"
+        if r.get("DeletionPolicy") == "RetainExceptOnCreate"
     }
     assert retained
     # Then no retained resource has a fixed physical name a new stack of the same stage would collide with
@@ -991,3 +993,52 @@ def test_preflight_reads_what_the_stages_existing_functions_reserve(aws: str) ->
     found = reserved_now(lam, [name, f"slotguard-preflight-{os.getpid()}-metrics"])
     # Then it counts the existing reservation (given back when the stack changes it) and skips the other
     assert found == {name: 7}
+
+
+def test_a_failed_first_prod_deploy_leaves_nothing_behind(templates: dict[str, Any]) -> None:
+    # Given prod, which keeps its data (database, secret, queues, logs, alarm key, what the database
+    # stands in)
+    prod = templates["prod"].to_json()["Resources"]
+    kept = {k: r for k, r in prod.items() if r.get("DeletionPolicy", "Delete") != "Delete"}
+    assert {r["Type"] for r in kept.values()} >= {
+        "AWS::RDS::DBInstance",
+        "AWS::SecretsManager::Secret",
+        "AWS::SQS::Queue",
+        "AWS::Logs::LogGroup",
+        "AWS::KMS::Key",
+        "AWS::EC2::VPC",
+    }
+    # Then each is retained on update and delete, but deleted when the deploy that created it fails
+    # (CloudFormation's RetainExceptOnCreate): a failed first deploy leaves no orphan to pay for nor
+    # to collide with
+    for logical_id, resource in kept.items():
+        assert resource["DeletionPolicy"] == "RetainExceptOnCreate", logical_id
+        assert resource.get("UpdateReplacePolicy") == "Retain", logical_id
+
+
+def test_every_log_group_expires_including_the_cdk_helper_functions(templates: dict[str, Any]) -> None:
+    for stage, template in templates.items():
+        days = 90 if stage == "prod" else 14
+        groups = resources(template, "AWS::Logs::LogGroup")
+        # Given every log group of the stack
+        assert all(g["Properties"].get("RetentionInDays") == days for g in groups.values()), stage
+        # Then every function of the template (ours and the CDK's own helpers: LogRetention, the
+        # default security group's restriction, the migrations' provider) logs to one of them
+        for logical_id, fn in resources(template, "AWS::Lambda::Function").items():
+            target = fn["Properties"].get("LoggingConfig", {}).get("LogGroup")
+            assert isinstance(target, dict) and target.get("Ref") in groups, (stage, logical_id)
+
+
+def test_the_proxy_role_is_the_stacks_own_not_found_by_an_internal_id(template: Any) -> None:
+    from infra.constructs import database
+
+    # Given the proxy
+    [proxy] = resources(template, "AWS::RDS::DBProxy").values()
+    role_id = proxy["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+    role = resources(template, "AWS::IAM::Role")[role_id]
+    # Then its role is the one the Database construct makes and passes as `role=`
+    assert role_id.startswith("DatabaseProxyRole")
+    assert role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
+        "Service": "rds.amazonaws.com"
+    }
+    assert 'find_child("IAMRole")' not in Path(database.__file__).read_text()
