@@ -12,7 +12,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv test lint bench load local synth smoke clean localstack-venv test-localstack
+.PHONY: venv test lint bench load local synth smoke clean localstack-venv test-localstack layer-lock
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	for f in functions/*/handler.py; do $(BIN)/mypy "$$f" || exit 1; done
+
+# The Lambda layer's lock (layers/requirements.lock): every runtime dependency, transitive ones
+# included, pinned with its wheel's sha256 for the layer's platform (infra/layer_lock.py). Run it
+# after changing a runtime dependency in pyproject.toml (a test fails until the lock matches).
+layer-lock: $(STAMP)
+	$(BIN)/python -m infra.layer_lock
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
@@ -97,4 +103,4 @@ smoke: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider tests/e2e/test_local_stack.py
 
 clean:
-	rm -rf $(VENV) $(LS_VENV) .local cdk.out node_modules
+	rm -rf $(VENV) $(LS_VENV) .local cdk.out node_modules .layer-build

@@ -4,25 +4,15 @@ role, log group, Powertools settings and X-Ray tracing."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import jsii
-from aws_cdk import AssetHashType, BundlingOptions, DockerImage, Duration, ILocalBundling
+from aws_cdk import Duration
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.config import StageConfig
 from infra.constructs.network import Network
-from infra.layer_build import ROOT, build_layer, source_hash
+from infra.layer_build import ROOT, built_layer
 from infra.names import Names
-
-
-@jsii.implements(ILocalBundling)
-class LocalLayerBundling:
-    def try_bundle(self, output_dir: str, options: Any) -> bool:  # jsii passes the options as one struct
-        build_layer(output_dir)
-        return True
 
 
 class Functions(Construct):
@@ -36,15 +26,8 @@ class Functions(Construct):
         self.layer = lambda_.LayerVersion(
             self,
             "SlotguardLayer",
-            code=lambda_.Code.from_asset(
-                str(ROOT / "layers"),
-                asset_hash_type=AssetHashType.CUSTOM,
-                asset_hash=source_hash(),
-                bundling=BundlingOptions(
-                    image=DockerImage.from_registry("public.ecr.aws/sam/build-python3.13"),  # never used
-                    local=LocalLayerBundling(),
-                ),
-            ),
+            # The built directory itself: its asset hash is the digest of the built contents.
+            code=lambda_.Code.from_asset(str(built_layer())),
             compatible_runtimes=[lambda_.Runtime.PYTHON_3_13],
             compatible_architectures=[lambda_.Architecture.ARM_64],
             description="slotguard package and its dependencies (manylinux aarch64, CPython 3.13)",
