@@ -1042,3 +1042,51 @@ def test_the_proxy_role_is_the_stacks_own_not_found_by_an_internal_id(template: 
         "Service": "rds.amazonaws.com"
     }
     assert 'find_child("IAMRole")' not in Path(database.__file__).read_text()
+
+
+def test_no_configured_limit_is_the_first_bottleneck_below_the_promised_load(
+    templates: dict[str, Any],
+) -> None:
+    from slotguard.topology import CAPACITY, PROMISED_LOAD
+
+    for stage, template in templates.items():
+        load = PROMISED_LOAD[stage]
+        [api_stage] = resources(template, "AWS::ApiGatewayV2::Stage").values()
+        settings = api_stage["Properties"]
+        [webhook_route] = [r.route_key for r in ROUTES if not r.authorized]
+        # Given the load the stage promises (docs/capacity.md), with the model's headroom
+        headroom = CAPACITY.headroom
+        # Then API Gateway's stage throttle holds the JWT routes' requests (bookings and reads)
+        api_rps = load.bookings_per_s + load.reads_per_s
+        assert settings["DefaultRouteSettings"]["ThrottlingRateLimit"] >= headroom * api_rps, stage
+        assert settings["RouteSettings"]["POST /appointments"]["ThrottlingRateLimit"] >= headroom * api_rps
+        # And the webhook route's throttle the promised webhooks
+        assert (
+            settings["RouteSettings"][webhook_route]["ThrottlingRateLimit"] >= headroom * load.webhooks_per_s
+        )
+        # And the booking function's reserved concurrency the requests in flight (Little's law at the
+        # model's request duration, with lock waits), without reserving many times that
+        functions = {
+            f["Properties"]["FunctionName"]: f["Properties"] for f in our_functions_of(template, stage)
+        }
+        in_flight = api_rps * CAPACITY.booking_request_s + load.bookings_per_s * CAPACITY.busy_share * 3
+        reserved = functions[f"slotguard-{stage}-booking"]["ReservedConcurrentExecutions"]
+        assert headroom * in_flight <= reserved, (stage, reserved, in_flight)
+        if stage == "prod":
+            assert reserved <= 4 * headroom * in_flight, (stage, reserved, in_flight)
+        # And the processor's event source mapping the promised webhooks
+        [mapping] = [
+            m["Properties"]
+            for m in resources(template, "AWS::Lambda::EventSourceMapping").values()
+            if m["Properties"].get("MaximumBatchingWindowInSeconds") is not None
+        ]
+        processed = mapping["ScalingConfig"]["MaximumConcurrency"] * CAPACITY.processor_records_per_s
+        assert processed >= headroom * load.webhooks_per_s, (stage, processed)
+
+
+def our_functions_of(template: Any, stage: str) -> list[dict[str, Any]]:
+    return [
+        f
+        for f in resources(template, "AWS::Lambda::Function").values()
+        if str(f["Properties"].get("FunctionName", "")).startswith(f"slotguard-{stage}-")
+    ]
