@@ -14,6 +14,21 @@ from infra.constructs.network import Network
 from infra.layer_build import ROOT, built_layer
 from infra.names import Names
 
+# X-Ray active tracing per function (Lambda samples 1 request a second and 5 % of the rest; its rate
+# cannot be configured: docs/cost.md). False: PassThrough, traced only when the caller was.
+TRACING = {
+    "booking": True,
+    "metrics": True,
+    # The busiest function (every webhook, junk included) does a signature check and one SQS send:
+    # its latency and errors show in API Gateway's metrics and its own logs, and its traces were the
+    # largest X-Ray line at load (docs/cost.md). Traced when a caller is.
+    "webhook_receiver": False,
+    "webhook_processor": True,
+    "dlq_reconciler": True,
+    "cleanup": True,
+    "migrations": True,
+}
+
 
 class Functions(Construct):
     def __init__(
@@ -64,7 +79,7 @@ class Functions(Construct):
             reserved_concurrent_executions=reserved_concurrency,
             vpc=self._network.vpc if in_vpc else None,
             vpc_subnets=self._network.function_subnets if in_vpc else None,
-            tracing=lambda_.Tracing.ACTIVE,
+            tracing=lambda_.Tracing.ACTIVE if TRACING[name] else lambda_.Tracing.PASS_THROUGH,
             log_group=log_group,
             environment={
                 "POWERTOOLS_SERVICE_NAME": name,
