@@ -474,3 +474,54 @@ def test_a_deployable_prod_stage_needs_a_subscriber_for_its_alarms() -> None:
     # And dev, or prod with synth_only (make synth, CI), still synthesize
     build_app({**context, "stage": "dev"})
     build_app({**context, "stage": "prod", "synth_only": "true"})
+
+
+# name: (threshold, comparison, datapoints of periods, period s, missing data) as docs/operations.md
+# gives them. Thresholds in bytes follow the stage (test_rds_thresholds_follow_the_stages_instance).
+SPEC = {
+    "SuccessRate": (99, "LessThanThreshold", (2, 3), 300, "notBreaching"),
+    "DeadLetters": (10, "GreaterThanOrEqualToThreshold", (1, 1), 3600, "notBreaching"),
+    "BookingLatency": (200, "GreaterThanThreshold", (3, 3), 300, "notBreaching"),
+    "BookingHandlerLatency": (200, "GreaterThanThreshold", (3, 3), 300, "notBreaching"),
+    "BusyRate": (1, "GreaterThanThreshold", (2, 3), 300, "notBreaching"),
+    "DatabaseUnavailable": (1, "GreaterThanOrEqualToThreshold", (2, 3), 60, "notBreaching"),
+    "QueueOldestMessage": (900, "GreaterThanOrEqualToThreshold", (3, 3), 60, "notBreaching"),
+    "ReconcilerStuck": (900, "GreaterThanOrEqualToThreshold", (3, 3), 60, "notBreaching"),
+    "ReconcilerUnparsable": (1, "GreaterThanOrEqualToThreshold", (1, 1), 300, "notBreaching"),
+    "PinnedConnections": (0, "GreaterThanThreshold", (1, 1), 60, "notBreaching"),
+    "ProxyConnectionErrors": (5, "GreaterThanOrEqualToThreshold", (1, 1), 300, "notBreaching"),
+    "DatabaseCpu": (80, "GreaterThanThreshold", (3, 3), 300, "notBreaching"),
+    "DatabaseFreeStorage": (None, "LessThanThreshold", (1, 1), 300, "ignore"),
+    "DatabaseFreeableMemory": (None, "LessThanThreshold", (3, 3), 300, "notBreaching"),
+    "Unauthorized": (50, "GreaterThanOrEqualToThreshold", (2, 2), 300, "notBreaching"),
+    "Api5xx": (5, "GreaterThanOrEqualToThreshold", (1, 1), 300, "notBreaching"),
+}
+
+
+def test_each_alarm_decides_as_operations_md_says(templates: dict[str, Any]) -> None:
+    for stage, template in templates.items():
+        for name, (threshold, comparison, (datapoints, periods), period, missing) in SPEC.items():
+            props = alarm(template, name)
+            # Then its threshold, comparison, M of N, period and missing data are the documented ones
+            if threshold is not None:
+                assert props["Threshold"] == threshold, (stage, name)
+            assert props["ComparisonOperator"] == comparison, (stage, name)
+            assert (props["DatapointsToAlarm"], props["EvaluationPeriods"]) == (datapoints, periods), (
+                stage,
+                name,
+            )
+            assert {m["period"] for m in inputs(props)} == {period}, (stage, name)
+            assert props["TreatMissingData"] == missing, (stage, name)
+        # And per function: errors and throttles, at the first one in five minutes
+        per_function = [
+            k for k in alarms(template) if k.startswith(("ObservabilityErrors", "ObservabilityThrottles"))
+        ]
+        assert len(per_function) == 14
+        for logical_id in per_function:
+            props = alarms(template)[logical_id]
+            assert (props["Threshold"], props["DatapointsToAlarm"], props["Period"]) == (1, 1, 300), (
+                logical_id
+            )
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    for name in SPEC:
+        assert f"`{name}`" in operations, name
