@@ -1,9 +1,56 @@
 # slotguard: every target bootstraps what it needs (venv, Python and Node packages).
+# `make help` lists the targets and the switches; each switch has one name, used for nothing else.
+#
+#> local            the whole system on this machine: API on 127.0.0.1:$SLOTGUARD_PORT (3000), Ctrl-C stops it
+#> test             make lint, make synth, then the whole pytest suite (real PostgreSQL, moto, the local stack)
+#> test-localstack  the end-to-end suite against the LocalStack-backed local stack
+#> test-readme      every command the README shows, run as typed (make local in its three forms, ...)
+#> test-rollback    the previous release's end-to-end suite on the newest schema (README, Rollback)
+#> synth            offline cdk synth of dev, prod and the LocalStack stage, with cdk-nag and cfn-lint
+#> smoke            the end-to-end suite against a deployment (SLOTGUARD_API_URL, _TOKEN, _WEBHOOK_SECRET)
+#> lint             ruff check, ruff format --check, mypy
+#> bench            the benchmarks, each figure beside its same-run baseline and ratio
+#> layer-lock       regenerate layers/requirements.lock (every layer dependency pinned with its hash)
+#> load             locust, headless: the booking and webhook mix, then one contested slot
+#> venv             .venv with everything (make local alone installs less: the `local` extra)
+#> localstack-venv  LocalStack's runtime in .localstack-venv (Python 3.13)
+#> clean            remove .venv, .localstack-venv, .local, cdk.out, node_modules
+#> help             this list
+#
+#= AWS=moto|localstack      make local: which AWS emulator (default moto)
+#= CDK=1|0                  make local AWS=localstack: 1 deploys the CDK app's LocalStack stage into it first
+#= SLOTGUARD_PORT=3000      make local: the API's port on 127.0.0.1
+#= SLOTGUARD_HOME=.local    make local: the state folder (database, stack.json, logs, metrics.jsonl)
+#= SLOTGUARD_MAX_CONTAINERS=N  make local: at most N containers per function (default: as deployed)
+#= SLOTGUARD_CLEANUP_EVERY_S=3600  make local: how often the retention cleanup runs
+#= DATABASE_URL=...         make local, make test, make bench: another PostgreSQL (superuser-capable URL)
+#= AWS_ENDPOINT_URL=...     make local: another AWS endpoint instead of moto's server
+#= LOCALSTACK_PYTHON=...    make local AWS=localstack: the Python 3.13 for .localstack-venv
+#= PYTHON=python3           the Python that creates .venv
+#= SLOTGUARD_API_URL=...    make smoke, make load: a deployment's API (with SLOTGUARD_TOKEN, SLOTGUARD_WEBHOOK_SECRET)
+#= SLOTGUARD_OTHER_TOKEN=... make smoke: another org's token (tenant isolation)
+#= SLOTGUARD_FUZZ_SECONDS=20  make test: the random-seed schemathesis budget
+#= SLOTGUARD_MODEL_EXAMPLES=30  make test: examples of the booking model test
+#= LOAD_USERS=50            make load: users of the mix
+#= LOAD_SECONDS=60          make load: length of the mix
+#= LOAD_BURST=1000          make load: users at one contested slot
+#= LOAD_HOT_SLOTS=5         make load: contested slots the booking mix shares
+#= BENCH_N=1000             make bench: bookings per booking figure
+#= BENCH_SLOTS=4000         make bench: distinct slots for free bookings
+#= BENCH_PROCESSES=32       make bench: concurrent processes at one slot
+#= BENCH_ROUNDS=3           make bench: rounds of the booking figures
+#= BENCH_BATCHES=100        make bench: webhook batches
+#= BENCH_REQUESTS=300       make bench: receiver requests
+#= BENCH_COLD_RUNS=9        make bench: cold imports per function
+#= BENCH_LOG_REQUESTS=200   make bench: requests per function for the bytes logged per request
+#= BENCH_ONLY=booking,webhooks,cold,logs  make bench: only these groups
+#= BENCH_OUT=file           make bench: also write the table there
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCAL_STAMP := $(VENV)/.installed-local
 NODE_STAMP := node_modules/.installed
 # The CDK CLI (pinned in package.json). Not a switch: `CDK` is `make local`'s LocalStack deploy switch.
 CDK_CLI := npx --no-install cdk
@@ -12,12 +59,24 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv test lint bench load local synth smoke clean localstack-venv test-localstack layer-lock
+.PHONY: help venv test lint bench load local synth smoke clean localstack-venv test-localstack test-readme test-rollback layer-lock
 
+help:
+	@echo "make TARGET [SWITCH=value ...]"
+	@echo; echo "targets:"; sed -n 's/^#> /  /p' $(firstword $(MAKEFILE_LIST))
+	@echo; echo "switches (make variables or environment variables; default after =):"
+	@sed -n 's/^#= /  /p' $(firstword $(MAKEFILE_LIST))
+
+# Everything (tests, CDK, load tests). make local needs only the `local` extra (a third of it).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -qq -e '.[dev]'
-	touch $(STAMP)
+	touch $(STAMP) $(LOCAL_STAMP)
+
+$(LOCAL_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -qq -e '.[local]'
+	touch $(LOCAL_STAMP)
 
 venv: $(STAMP)
 
@@ -79,13 +138,24 @@ endif
 ifeq ($(CDK)$(AWS),1moto)
 $(error CDK=1 deploys into LocalStack: use it with AWS=localstack)
 endif
-local: $(STAMP) $(if $(filter localstack,$(AWS)),$(LS_STAMP) $(if $(filter 1,$(CDK)),$(NODE_STAMP)))
+local: $(LOCAL_STAMP) $(if $(filter localstack,$(AWS)),$(LS_STAMP) $(if $(filter 1,$(CDK)),$(NODE_STAMP)))
 	SLOTGUARD_AWS=$(AWS) SLOTGUARD_LOCALSTACK_CDK=$(filter 1,$(CDK)) $(BIN)/python -m slotguard_local
 
 # The end-to-end suite against the LocalStack-backed local stack (.ci/run calls it after make test).
 test-localstack: $(STAMP) $(LS_STAMP) $(NODE_STAMP)
 	SLOTGUARD_AWS=localstack $(BIN)/pytest -q -p no:cacheprovider tests/e2e/test_local_stack.py \
 		tests/e2e/test_readme.py tests/e2e/test_localstack.py tests/e2e/test_localstack_cdk.py
+
+# Every command the README shows, run as typed (tests/readme/): `make local` in its three forms with
+# the walkthrough against each and Ctrl-C, make synth, make smoke and make load against the running
+# stack, make bench at a small size, make lint, and the README's python -m commands. .ci/run runs it.
+test-readme: $(STAMP) $(LS_STAMP) $(NODE_STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider -m readme tests/readme
+
+# Rollback, proven: the previous release (the commit before the newest change to the migrations or
+# the SQL functions, in a git worktree) passes its own end-to-end suite on the newest schema.
+test-rollback: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider -m rollback tests/rollback
 
 # Offline synth of the stages (dev, prod, and localstack: infra/localstack_stack.py) with cdk-nag
 # (AwsSolutions; any unacknowledged finding fails the synth) and cfn-lint on the templates (errors

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench.common import TABLE, bench_database, progress
 
-N = 200
+N = int(os.environ.get("BENCH_LOG_REQUESTS", "200"))  # requests per function (a tenth for batches)
 EVENT_OVERHEAD = 26  # bytes CloudWatch Logs bills per event, on top of its message
 REQUEST_ID = "3f1a2b4c-5d6e-7f80-91a2-b3c4d5e6f708"
 START = f"START RequestId: {REQUEST_ID} Version: $LATEST"

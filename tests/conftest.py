@@ -31,6 +31,7 @@ class PgInstance:
     app_url: str  # slotguard_app: not superuser, not owner -> RLS applies
     stop: Any = None
     start: Any = None
+    log_file: Path | None = None  # the embedded server's log (None for an external DATABASE_URL)
 
 
 def _with_db(url: str, dbname: str) -> str:
@@ -57,6 +58,7 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgInstance]:
     instance = PgInstance(admin_url=admin_url, app_url=app_url)
     if server is not None:
         instance.stop, instance.start = server.stop, server.start
+        instance.log_file = server.data_dir / "server.log"
     os.environ["DATABASE_URL"] = app_url
     yield instance
     if server is not None:

@@ -6,7 +6,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from tests.conftest import signed_headers
 from tests.webhook_support import Pipeline
@@ -60,3 +63,90 @@ def test_aws_region_is_honoured_like_aws_default_region(pipeline: Pipeline) -> N
     # Then it works (no NoRegionError)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("whsec_")
+
+
+def test_revoke_previous_takes_effect_within_the_secret_cache_bound(
+    pipeline: Pipeline, monkeypatch: Any
+) -> None:
+    from slotguard_local.functions import load_function
+
+    # Given a receiver caching secrets for 1 s, and an org whose secret leaked
+    monkeypatch.setenv("WEBHOOK_SECRET_CACHE_S", "1")
+    pipeline.receiver = load_function("webhook_receiver")
+    org_id = str(uuid.uuid4())
+    leaked = run_admin("rotate-webhook-secret", org_id, prefix=pipeline.secret_prefix).stdout.strip()
+    body = json.dumps({"type": "ping", "data": {}})
+    assert pipeline.post(org_id, body, signed_headers(leaked, "before", body))[0] == 202
+    # When an operator rotates it revoking every previous secret
+    result = run_admin("rotate-webhook-secret", org_id, "--revoke-previous", prefix=pipeline.secret_prefix)
+    assert result.returncode == 0, result.stderr
+    new = result.stdout.strip()
+    assert "revoked" in result.stderr
+    # Then once the cache bound has passed, the leaked secret is refused and the new one accepted
+    time.sleep(1.2)
+    assert pipeline.post(org_id, body, signed_headers(leaked, "after", body))[0] == 401
+    assert pipeline.post(org_id, body, signed_headers(new, "new", body))[0] == 202
+    assert json.loads(
+        pipeline.store._sm.get_secret_value(SecretId=pipeline.store.name_for(org_id))["SecretString"]
+    )["secrets"] == [new]
+
+
+def test_kept_previous_secrets_expire(pipeline: Pipeline) -> None:
+    import boto3
+
+    from slotguard.aws.secrets import WebhookSecretStore
+
+    # Given a store whose wall clock the test moves
+    now = [datetime(2030, 1, 1, tzinfo=UTC)]
+    store = WebhookSecretStore(
+        pipeline.secret_prefix, max_age_s=0, sm=boto3.client("secretsmanager"), wallclock=lambda: now[0]
+    )
+    org_id = str(uuid.uuid4())
+    first = store.rotate(org_id)
+    # When the secret is rotated keeping the previous one for 24 hours (the default)
+    second = store.rotate(org_id)
+    # Then both are active until then, and only the new one after
+    assert store.active_secrets(org_id) == [second, first]
+    now[0] += timedelta(hours=23, minutes=59)
+    assert store.active_secrets(org_id) == [second, first]
+    now[0] += timedelta(minutes=2)
+    assert store.active_secrets(org_id) == [second]
+    # And a later rotation never extends a kept secret's expiry, and drops expired ones
+    third = store.rotate(org_id, keep_previous=2, previous_valid_for=timedelta(hours=48))
+    assert store.active_secrets(org_id) == [third, second]
+    now[0] += timedelta(hours=47, minutes=59)
+    assert store.active_secrets(org_id) == [third, second]
+    fourth = store.rotate(org_id, keep_previous=3, previous_valid_for=timedelta(hours=5))
+    assert store.active_secrets(org_id) == [fourth, third, second]
+    now[0] += timedelta(minutes=2)  # the second's 48 hours are over: not extended by the rotation
+    assert store.active_secrets(org_id) == [fourth, third]
+    now[0] += timedelta(hours=5)
+    assert store.active_secrets(org_id) == [fourth]
+
+
+def test_the_admin_command_sets_how_long_kept_secrets_stay_valid(pipeline: Pipeline) -> None:
+    org_id = str(uuid.uuid4())
+    run_admin("rotate-webhook-secret", org_id, prefix=pipeline.secret_prefix)
+    result = run_admin(
+        "rotate-webhook-secret", org_id, "--previous-valid-hours", "2", prefix=pipeline.secret_prefix
+    )
+    assert result.returncode == 0, result.stderr
+    value = json.loads(
+        pipeline.store._sm.get_secret_value(SecretId=pipeline.store.name_for(org_id))["SecretString"]
+    )
+    [old] = value["expires_at"].values()
+    left = datetime.fromisoformat(old) - datetime.now(UTC)
+    assert timedelta(hours=1, minutes=58) < left <= timedelta(hours=2)
+    assert "expires" in result.stderr
+
+
+def test_the_secret_cache_cannot_be_set_beyond_its_documented_bound() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from slotguard.config import MAX_SECRET_CACHE_S, ReceiverConfig
+
+    assert MAX_SECRET_CACHE_S == 300
+    assert ReceiverConfig.from_env({"WEBHOOK_QUEUE_URL": "q"}).webhook_secret_cache_s == 60
+    with pytest.raises(ValidationError):
+        ReceiverConfig.from_env({"WEBHOOK_QUEUE_URL": "q", "WEBHOOK_SECRET_CACHE_S": "301"})

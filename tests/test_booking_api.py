@@ -169,11 +169,40 @@ def test_history_shows_each_change_with_its_actor(api: ApiClient, org: Org) -> N
     actor = f"user:{org.member['sub']}"
     old = api.get(f"/appointments/{appt['id']}/history").body["entries"]
     assert [(h["action"], h["actor"]) for h in old] == [("created", actor), ("rescheduled", actor)]
-    assert old[1]["changes"]["rescheduled_to"] == moved["id"]
+    assert old[1]["changes"]["rescheduled_to"] == {"from": None, "to": moved["id"]}
     assert old[1]["changes"]["scheduled_at"]["to"].startswith("2030-01-07T12:00:00")
     new = api.get(f"/appointments/{moved['id']}/history").body["entries"]
     assert [(h["action"], h["actor"]) for h in new] == [("created", actor), ("cancelled", actor)]
-    assert new[1]["changes"]["reason"] == "done"
+    assert new[0]["changes"]["rescheduled_from"] == {"from": None, "to": appt["id"]}
+    assert new[1]["changes"]["reason"] == {"from": None, "to": "done"}
+
+
+def test_every_change_in_the_history_has_one_shape(api: ApiClient) -> None:
+    # Given an appointment created, rescheduled, and its successor cancelled
+    appt = api.post("/appointments", json_body=slot("2030-01-08T10:00:00Z")).body
+    moved = api.post(
+        f"/appointments/{appt['id']}/reschedule", json_body={"scheduled_at": "2030-01-08T12:00:00Z"}
+    ).body["appointment"]
+    api.post(f"/appointments/{moved['id']}/cancel", json_body={"reason": "done"})
+    # When both histories are read
+    entries = [
+        entry
+        for ident in (appt["id"], moved["id"])
+        for entry in api.get(f"/appointments/{ident}/history").body["entries"]
+    ]
+    # Then every field of every entry's changes is {from, to}: what it was (null when the
+    # appointment or the value did not exist before) and what it became
+    assert len(entries) == 4
+    for entry in entries:
+        for field, change in entry["changes"].items():
+            assert isinstance(change, dict) and set(change) == {"from", "to"}, (
+                entry["action"],
+                field,
+                change,
+            )
+    created = entries[0]["changes"]
+    assert created["scheduled_at"] == {"from": None, "to": "2030-01-08T10:00:00Z"}
+    assert created["duration_minutes"] == {"from": None, "to": 60}
 
 
 def test_idempotency_key_replays_the_first_answer(api: ApiClient, admin_conn: Any, org: Org) -> None:
@@ -250,7 +279,13 @@ def test_availability_check_and_free_slots(api: ApiClient) -> None:
         "/availability/check",
         query={"start": "2030-03-01T11:00:00Z", "duration_minutes": 30, "resource_id": room},
     )
-    assert free.body == {"available": True, "conflicts": []}
+    assert free.body == {
+        "available": True,
+        "conflicts": [],
+        "conflict_count": 0,
+        "truncated": False,
+        "rule_violation": None,
+    }
     slots = api.get(
         "/availability/slots",
         query={

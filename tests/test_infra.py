@@ -260,6 +260,7 @@ def test_layer_asset_holds_aarch64_cp313_wheels(template: Any) -> None:
     assert list(python.glob("psycopg_binary/_psycopg.cpython-313-aarch64-linux-gnu.so"))
     assert list(python.glob("pydantic_core/_pydantic_core.cpython-313-aarch64-linux-gnu.so"))
     assert (python / "slotguard" / "migrations" / "0001_roles_and_extensions.sql").exists()
+    assert (python / "slotguard" / "sql" / "functions" / "booking.sql").exists()
     assert not list(python.rglob("*x86_64*.so"))
 
 

@@ -290,7 +290,7 @@ def test_admin_redrive_reprocesses_to_completed_and_is_audited(metrics_fn: Any, 
         "/webhook-metrics/dead-letter-queue/redrive", json_body={"job_ids": [job, "no-such-job"]}
     )
     assert res.status == 200, res.body
-    assert res.body == {"redriven": 1, "job_ids": [job]}
+    assert res.body == {"redriven": 1, "job_ids": [job], "not_sent": [], "next_after": None}
     [row] = pipeline.rows(org_id)
     assert (row["status"], row["attempts"]) == ("pending", 3)
     # Then it is processed again and ends completed, its attempts kept

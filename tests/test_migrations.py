@@ -1,17 +1,35 @@
-"""The migration runner: applies each numbered file once, in order, also with two at once."""
+"""The migration runner: applies each numbered file once, in order, also with two at once; then the
+function files (one current definition per function) whenever they change."""
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from slotguard.db.migrate import Migration, MigrationError, load_migrations, migrate
+from slotguard.db.migrate import (
+    FUNCTION_FILES,
+    FunctionFile,
+    Migration,
+    MigrationError,
+    load_function_files,
+    load_migrations,
+    migrate,
+    migrations_digest,
+    run_migrations,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+FUNCTIONS_DIR = ROOT / "layers" / "slotguard" / "sql" / "functions"
+# The last numbered migration that defined functions: later ones hold schema changes only.
+LAST_MIGRATION_WITH_FUNCTIONS = 12
 
 
 @pytest.fixture
@@ -92,10 +110,14 @@ def test_an_edited_applied_migration_is_refused(fresh_db: str) -> None:
 
 
 def test_a_failing_migration_rolls_back_and_is_not_recorded(fresh_db: str) -> None:
+    # Given a database migrated to the current files
     migrations = load_migrations()
+    migrate(fresh_db, migrations)
+    # When a new migration fails halfway
     broken = Migration(9999, "broken", "CREATE TABLE public.half_done (id int); SELECT 1/0;")
     with pytest.raises(psycopg.errors.DivisionByZero):
         migrate(fresh_db, [*migrations, broken])
+    # Then nothing of it stays and it is not recorded
     with psycopg.connect(fresh_db) as conn:
         assert conn.execute("SELECT to_regclass('public.half_done')").fetchone() == (None,)
         assert conn.execute("SELECT max(version) FROM public.slotguard_schema_migrations").fetchone() == (
@@ -306,3 +328,173 @@ def test_the_deploy_login_never_hands_the_master_password_to_a_server_asking_for
     assert b"the-master-password" in attempt(None)
     # Then with the deploy's list (SCRAM or MD5 only) it refuses and sends nothing of it
     assert b"the-master-password" not in attempt("scram-sha-256,md5")
+
+
+# --- Function files: each function's current definition in one file (issue 20, item 0) ---
+
+FUNCTIONS_QUERY = """
+    SELECT p.proname, pg_get_function_identity_arguments(p.oid), pg_get_functiondef(p.oid),
+           p.proowner::regrole::text, coalesce(array_to_string(p.proacl, ','), '')
+      FROM pg_proc p WHERE p.pronamespace = 'slotguard'::regnamespace ORDER BY 1, 2"""
+
+
+def functions_of(url: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(FUNCTIONS_QUERY).fetchall()
+
+
+def _defined_in(text: str) -> list[str]:
+    return re.findall(r"CREATE (?:OR REPLACE )?FUNCTION slotguard\.(\w+)\(", text)
+
+
+@pytest.fixture
+def second_db(pg: Any) -> Iterator[str]:
+    name = f"slotguard_mig_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg.admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield psycopg.conninfo.make_conninfo(pg.admin_url, dbname=name)
+    with psycopg.connect(pg.admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_a_database_migrated_step_by_step_and_a_fresh_one_have_identical_functions(
+    fresh_db: str, second_db: str
+) -> None:
+    migrations = load_migrations()
+    # Given a database migrated the way deployed ones were: one numbered file per deploy from
+    # 0001, by the runner before function files (it applied none)
+    for i in range(1, len(migrations) + 1):
+        assert run_migrations(fresh_db, migrations[:i], functions=[]).versions == [migrations[i - 1].version]
+    # When today's runner runs on it
+    run = run_migrations(fresh_db)
+    # Then it applies no numbered file and every function file
+    assert run.versions == []
+    assert run.functions == list(FUNCTION_FILES)
+    # And its functions are those of a database built from nothing today: every definition
+    # (pg_get_functiondef), owner and grant
+    assert run_migrations(second_db).versions == [m.version for m in migrations]
+    stepwise, fresh = functions_of(fresh_db), functions_of(second_db)
+    assert [row[:2] for row in stepwise] == [row[:2] for row in fresh]
+    for a, b in zip(stepwise, fresh, strict=True):
+        assert a == b, f"{a[0]}({a[1]}) differs"
+
+
+def test_every_function_of_the_schema_is_defined_in_exactly_one_function_file(pg: Any) -> None:
+    # Given the function files and the test database (migrated by the runner)
+    defined: dict[str, list[str]] = {}
+    for f in load_function_files():
+        for name in _defined_in(f.text):
+            defined.setdefault(name, []).append(f.name)
+    # Then each function is defined in one file (its overloads beside each other, e.g. the form the
+    # previous release calls and today's)
+    assert {n: files for n, files in defined.items() if len(set(files)) > 1} == {}
+    # And the schema has exactly these functions: none lives only in a numbered migration
+    with psycopg.connect(pg.admin_url) as conn:
+        in_db = {
+            r[0]
+            for r in conn.execute(
+                "SELECT proname FROM pg_proc WHERE pronamespace = 'slotguard'::regnamespace"
+            )
+        }
+    assert in_db == set(defined)
+
+
+def test_numbered_migrations_after_0012_define_no_functions() -> None:
+    # Given the numbered migrations written since function files exist
+    later = [m for m in load_migrations() if m.version > LAST_MIGRATION_WITH_FUNCTIONS]
+    # Then none defines a function: its current definition belongs in sql/functions/
+    offenders = {f"{m.version:04d}_{m.name}": _defined_in(m.text) for m in later if _defined_in(m.text)}
+    assert offenders == {}, "define functions in layers/slotguard/sql/functions/, not in a numbered migration"
+
+
+def test_the_function_files_order_is_stated_in_their_folder() -> None:
+    # Given the folder's README and the runner's list
+    readme = (FUNCTIONS_DIR / "README.md").read_text()
+    match = re.search(
+        r"Order: `FUNCTION_FILES` in `slotguard/db/migrate.py`, which is ([a-z_,\s]+?)\s\(", readme
+    )
+    assert match, "the README states the order"
+    stated = [name.strip() for name in match[1].replace("\n", " ").split(",")]
+    # Then they agree, and name every file of the folder
+    assert [f"{name}.sql" for name in stated] == list(FUNCTION_FILES)
+    assert sorted(p.name for p in FUNCTIONS_DIR.glob("*.sql")) == sorted(FUNCTION_FILES)
+
+
+def test_a_changed_function_file_is_applied_again_alone(fresh_db: str) -> None:
+    # Given a migrated database
+    functions = load_function_files()
+    run_migrations(fresh_db)
+    # When one function file changes (a new comment in a function's body)
+    index = FUNCTION_FILES.index("conflicts.sql")
+    text = functions[index].text.replace("BEGIN\n", "BEGIN\n    -- changed\n", 1)
+    changed = [*functions[:index], FunctionFile("conflicts.sql", text), *functions[index + 1 :]]
+    run = run_migrations(fresh_db, functions=changed)
+    # Then that file alone is applied, and the database holds its new definition
+    assert run == run.__class__(versions=[], functions=["conflicts.sql"])
+    with psycopg.connect(fresh_db) as conn:
+        body = conn.execute("SELECT prosrc FROM pg_proc WHERE proname = '_conflicts'").fetchone()
+    assert body is not None and "-- changed" in body[0]
+    # And a run with the same files again applies nothing
+    assert run_migrations(fresh_db, functions=changed) == run.__class__([], [])
+
+
+def test_a_numbered_migration_never_leaves_another_definition_than_the_files(fresh_db: str) -> None:
+    migrations = load_migrations()
+    run_migrations(fresh_db)
+    before = functions_of(fresh_db)
+    # Given a new numbered migration that (against the rule) replaces a function
+    rogue = Migration(
+        9998,
+        "rogue",
+        "SET LOCAL ROLE slotguard_owner;\n"
+        "CREATE OR REPLACE FUNCTION slotguard._set_lock_wait(p_ms integer) RETURNS void LANGUAGE sql\n"
+        "SET search_path = pg_catalog, slotguard, pg_temp AS $$ SELECT NULL::void $$;\n",
+    )
+    # When it is applied
+    run = run_migrations(fresh_db, [*migrations, rogue])
+    # Then every function file is applied after it, in the same run, and the functions are the files'
+    assert run.versions == [9998]
+    assert run.functions == list(FUNCTION_FILES)
+    assert functions_of(fresh_db) == before
+
+
+def test_a_failing_function_file_rolls_back_the_whole_run(fresh_db: str) -> None:
+    migrations = load_migrations()
+    functions = load_function_files()
+    run_migrations(fresh_db, migrations[:-1], functions=[])  # (today's files need the last migration)
+    before = functions_of(fresh_db)
+    # Given a pending numbered migration and a function file that fails
+    broken = [*functions, FunctionFile("broken.sql", "SELECT 1/0;")]
+    # When the runner applies them
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        run_migrations(fresh_db, migrations, broken)
+    # Then neither is applied nor recorded: the database is as it was
+    with psycopg.connect(fresh_db) as conn:
+        assert conn.execute("SELECT max(version) FROM public.slotguard_schema_migrations").fetchone() == (
+            migrations[-2].version,
+        )
+        recorded = conn.execute("SELECT name FROM public.slotguard_schema_functions").fetchall()
+    assert "broken.sql" not in {r[0] for r in recorded}
+    assert functions_of(fresh_db) == before
+
+
+def test_the_deploy_digest_covers_the_function_files() -> None:
+    # Given the files the deploy-time custom resource carries the digest of
+    functions = load_function_files()
+    edited = [
+        FunctionFile(f.name, f.text + "\n-- edited\n") if f.name == "booking.sql" else f for f in functions
+    ]
+    # Then an edited function file is a new digest (an Update: the migrations function runs)
+    assert migrations_digest(functions=edited) != migrations_digest()
+    assert migrations_digest(functions=functions) == migrations_digest()
+
+
+def test_the_deploy_migrations_apply_a_changed_function_file(deploy_migrations: Any, fresh_db: str) -> None:
+    from slotguard_local.events import LambdaContext
+
+    # Given a database the deploy migrated before function files existed
+    run_migrations(fresh_db, functions=[])
+    # When the custom resource runs with this release's files
+    out = deploy_migrations.lambda_handler(_event("Update", migrations_digest(), "db-A"), LambdaContext())
+    # Then it applies every function file and no numbered one
+    assert out["Data"] == {"Applied": "none", "FunctionFiles": ",".join(FUNCTION_FILES)}

@@ -27,6 +27,41 @@ def test_committed_openapi_is_in_sync_with_the_code() -> None:
     assert "post" in paths["/webhook-metrics/dead-letter-queue/redrive"]
 
 
+def test_every_route_is_in_the_document() -> None:
+    # Given the routes the gateway serves (the CDK app and the local stack share them)
+    from slotguard.topology import ROUTES
+
+    paths = json.loads(render())["paths"]
+    # Then each has its operation in the document, the webhook receiver's included
+    documented = {(method.upper(), path) for path, ops in paths.items() for method in ops}
+    assert documented == {(r.method, r.path) for r in ROUTES}
+
+
+def test_the_webhook_receivers_operation_says_what_a_sender_needs() -> None:
+    doc = json.loads(render())
+    operation = doc["paths"]["/webhooks/{org_id}"]["post"]
+    # It needs no bearer token: the signature authenticates
+    assert operation["security"] == []
+    # It takes the Standard Webhooks headers, each required, and the org in the path
+    params = {(p["in"], p["name"]): p for p in operation["parameters"]}
+    for header in ("webhook-id", "webhook-timestamp", "webhook-signature"):
+        assert params[("header", header)]["required"] is True, header
+        assert params[("header", header)]["description"]
+    assert params[("path", "org_id")]["schema"]["format"] == "uuid"
+    # Its body is the signed JSON event: an object with a string type
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert body["type"] == "object" and "type" in body["required"]
+    # And it documents each answer with its body
+    responses = operation["responses"]
+    assert set(responses) == {"202", "400", "401", "413", "503"}
+    components = doc["components"]["schemas"]
+    accepted = responses["202"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    assert set(components[accepted]["properties"]) == {"id", "status"}
+    for status in ("400", "401", "413", "503"):
+        assert responses[status]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    assert "Retry-After" in responses["503"]["headers"]
+
+
 def emf_metric_names(output: str) -> set[str]:
     names: set[str] = set()
     for line in output.splitlines():

@@ -125,10 +125,13 @@ def test_a_connection_lost_under_the_handler_gives_the_claim_back_unspent(pipeli
 
 @pytest.mark.parametrize("death", ["crash", "timeout"])
 def test_records_a_dead_invocation_never_reached_are_applied_once_without_spending_an_attempt(
-    pipeline: Pipeline, death: str
+    pipeline: Pipeline, death: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a batch of ten bookings and a first invocation that dies after its third record:
-    # a crash of the whole function, or a hang past the function's timeout
+    # a crash of the whole function, or a hang past the function's timeout (a 2 s function, whose
+    # records need far less than that: it starts each of them)
+    monkeypatch.setenv("BOOKING_LOCK_WAIT_MS", "100")
+    monkeypatch.setenv("WEBHOOK_STATEMENT_RESERVE_MS", "100")
     release = threading.Event()
     died = threading.Event()
 
@@ -136,14 +139,14 @@ def test_records_a_dead_invocation_never_reached_are_applied_once_without_spendi
         real_process = service.process
         seen = [0]
 
-        def process(message: Any) -> Any:
+        def process(message: Any, *args: Any) -> Any:
             if not died.is_set() and seen[0] == 3:
                 died.set()
                 if death == "crash":
                     raise SimulatedCrash
                 release.wait(30)
             seen[0] += 1
-            return real_process(message)
+            return real_process(message, *args)
 
         service.process = process
 

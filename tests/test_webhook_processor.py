@@ -160,6 +160,141 @@ def test_invalid_payload_is_dead_lettered_at_once(pipeline: Pipeline) -> None:
     assert pipeline.queues.depth(pipeline.sqs) == 0
 
 
+def test_an_invalid_payload_is_stored_as_the_field_errors_the_api_answers(
+    pipeline: Pipeline, booking_fn: Any
+) -> None:
+    from tests.conftest import ApiClient
+
+    # Given a booking body the API refuses with field errors
+    org_id, secret = pipeline.new_org()
+    data = {"contact_id": "nope", "scheduled_at": "2030-06-01T10:00:00", "duration_minutes": 0}
+    api = ApiClient(booking_fn, {"sub": "u", "org_id": org_id}).post("/appointments", json_body=data)
+    assert api.status == 422
+    api_errors = api.body["error"]["details"]["errors"]
+    # When the same data arrives as an appointment.book webhook
+    pipeline.send(org_id, secret, "appointment.book", data)
+    pipeline.event_source().poll_once()
+    # Then it is dead-lettered with the same readable field errors (JSON, not a Python repr),
+    # located in the webhook's `data` where the API says `body`
+    [row] = pipeline.rows(org_id)
+    assert row["outcome"] == "invalid_payload"
+    prefix = "data is not valid for appointment.book: "
+    assert row["error_message"].startswith(prefix), row["error_message"]
+    stored = json.loads(row["error_message"].removeprefix(prefix))
+    assert stored == [{**e, "loc": ["data", *e["loc"][1:]]} for e in api_errors]
+    assert {tuple(e["loc"]) for e in stored} == {
+        ("data", "contact_id"),
+        ("data", "scheduled_at"),
+        ("data", "duration_minutes"),
+    }
+
+
+def test_many_field_errors_are_kept_as_whole_json_within_the_log_limit() -> None:
+    from slotguard.services.webhook_events import MAX_ERROR_CHARS, invalid_data_message
+
+    # Given more field errors than the delivery log's error_message can hold
+    errors = [{"loc": ["data", f"field_{i}"], "msg": "Field required", "type": "missing"} for i in range(500)]
+    # When they are written as the stored message
+    text = invalid_data_message("appointment.book", errors)
+    # Then it fits, stays valid JSON, and says how many were left out
+    assert len(text) <= MAX_ERROR_CHARS
+    stored = json.loads(text.removeprefix("data is not valid for appointment.book: "))
+    assert stored[:-1] == errors[: len(stored) - 1]
+    assert stored[-1]["type"] == "more_errors"
+    assert stored[-1]["msg"] == f"{500 - (len(stored) - 1)} more error(s)"
+
+
+def test_a_second_copy_in_the_same_batch_keeps_the_backoff_the_first_recorded(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a long backoff and a handler that fails retriably
+    monkeypatch.setenv("WEBHOOK_BACKOFF_BASE_S", "30")
+    monkeypatch.setenv("WEBHOOK_BACKOFF_CAP_S", "60")
+    runs: list[str] = []
+
+    def failing(ctx: EventContext, data: Any) -> Outcome:
+        runs.append(ctx.job_id)
+        raise RetriableFailure("downstream timeout")
+
+    pipeline.customize.append(lambda service: service.register("test.flaky", failing))
+    # And the same webhook posted twice: two SQS messages of one delivery
+    org_id, secret = pipeline.new_org()
+    job = pipeline.send(org_id, secret, "test.flaky", {"x": 1}, webhook_id="msg_twice")
+    pipeline.send(org_id, secret, "test.flaky", {"x": 1}, webhook_id=job)
+    source = pipeline.event_source(batch_size=10, batching_window_s=0.5)
+    container = [source._new_container()]
+    # When both copies arrive in one batch
+    assert source.poll_once(container, wait_time_s=0) == 2
+    # Then the handler ran once: the first copy's failure is one attempt, with its backoff
+    assert runs == [job]
+    [row] = pipeline.rows(org_id)
+    assert (row["status"], row["attempts"]) == ("failed", 1)
+    # And the second copy was handed back for the rest of that backoff too, not run at once
+    assert source.stats.reported_failures == 2
+    assert source.poll_once(container, wait_time_s=0) == 0
+    time.sleep(1.5)
+    assert source.poll_once(container, wait_time_s=0) == 0
+    assert runs == [job]
+
+
+def test_the_processor_hands_back_what_its_remaining_time_cannot_cover_under_a_held_lock(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a lock wait of 1 s and 2.5 s kept for a record's statements (so a record is started
+    # only with 3.5 s left), and five bookings of one calendar hour queued
+    monkeypatch.setenv("BOOKING_LOCK_WAIT_MS", "1000")
+    monkeypatch.setenv("WEBHOOK_STATEMENT_RESERVE_MS", "2500")
+    org_id, secret = pipeline.new_org()
+    jobs = [
+        pipeline.send(org_id, secret, "appointment.book", book_data(f"2030-09-02T10:{10 * i:02d}:00Z", 10))
+        for i in range(5)
+    ]
+    # And another transaction holding that hour's calendar lock
+    holder = psycopg.connect(pipeline.admin_url)
+    try:
+        holder.execute(
+            "SELECT pg_advisory_xact_lock(k) FROM slotguard.calendar_lock_keys(%s, NULL, %s, %s) k",
+            (org_id, "2030-09-02T10:00:00Z", "2030-09-02T11:00:00Z"),
+        )
+        # When one invocation with 4 s to live takes the batch
+        source = pipeline.event_source(batch_size=5, batching_window_s=1, function_timeout_s=4)
+        container = [source._new_container()]
+        assert source.poll_once(container, wait_time_s=0) == 5
+        # Then it returned in time: the first record waited and failed busy (one attempt, backing off)
+        assert (source.stats.timeouts, source.stats.failed_invocations) == (0, 0)
+        assert (source.stats.reported_failures, source.stats.deleted) == (5, 0)
+        rows = {r["job_id"]: r for r in pipeline.rows(org_id)}
+        assert (rows[jobs[0]]["status"], rows[jobs[0]]["attempts"]) == ("failed", 1)
+        assert "busy" in rows[jobs[0]]["error_message"]
+        # And the four it had no time for were handed back untouched: no attempt spent, no claim
+        # left to go stale, visible again at once
+        for job in jobs[1:]:
+            assert (rows[job]["status"], rows[job]["attempts"], rows[job]["claim_token"]) == (
+                "pending",
+                0,
+                None,
+            )
+        again = pipeline.sqs.receive_message(
+            QueueUrl=pipeline.queues.main_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+        )["Messages"]
+        assert sorted(m["MessageAttributes"]["webhook_id"]["StringValue"] for m in again) == sorted(jobs[1:])
+        for m in again:
+            pipeline.sqs.change_message_visibility(
+                QueueUrl=pipeline.queues.main_url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0
+            )
+    finally:
+        holder.rollback()
+        holder.close()
+    # When the lock is free, Then all five are booked, the four handed back at their first attempt
+    pipeline.drain(pipeline.event_source(), settled(pipeline, org_id, 5))
+    rows = {r["job_id"]: r for r in pipeline.rows(org_id)}
+    assert {j: (r["status"], r["attempts"]) for j, r in rows.items()} == {
+        jobs[0]: ("completed", 2),
+        **{job: ("completed", 1) for job in jobs[1:]},
+    }
+    assert len(pipeline.appointments(org_id)) == 5
+
+
 def test_queue_counts(pipeline: Pipeline) -> None:
     from slotguard.aws.sqs import WebhookQueue
 

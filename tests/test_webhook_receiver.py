@@ -209,3 +209,38 @@ def test_junk_webhooks_for_unknown_orgs_are_401_without_a_secrets_call_each(
         statuses.append(receiver.lambda_handler(event, LambdaContext())["statusCode"])
     assert statuses == [401] * 20
     assert counter.calls == 1
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "junk {good}",  # an entry with no comma
+        "{good}  v1,AAAA",  # a double space (an empty entry) and a short signature
+        "v1,!!notbase64!! {good}",  # an entry whose signature is not base64
+        "v1,a,b {good}",  # an entry with two commas
+        "{good} v2,AAAA ,",  # another version, and a lone comma
+        "\t{good}\t",  # surrounding whitespace
+    ],
+)
+def test_a_malformed_entry_does_not_void_a_valid_signature_beside_it(pipeline: Pipeline, header: str) -> None:
+    # Given a webhook-signature header carrying one valid v1 signature among entries that do not parse
+    # (Standard Webhooks: space-separated entries, each parsed on its own)
+    org_id, secret = pipeline.new_org()
+    good = signed_headers(secret, "msg_mixed", BODY)
+    headers = _tamper(good, **{"webhook-signature": header.format(good=good["webhook-signature"])})
+    # When it is posted
+    status, answer = pipeline.post(org_id, BODY, headers)
+    # Then the valid signature is found and the webhook accepted
+    assert status == 202, answer
+    assert len(queued(pipeline)) == 1
+
+
+@pytest.mark.parametrize("header", ["junk", "v1,!!", "  ", "v1,a,b v2,AAAA"])
+def test_a_header_of_only_unparseable_entries_is_401(pipeline: Pipeline, header: str) -> None:
+    # Given a signature header none of whose entries parses as a v1 signature
+    org_id, secret = pipeline.new_org()
+    headers = _tamper(signed_headers(secret, "msg_junk", BODY), **{"webhook-signature": header})
+    # When it is posted, Then it is refused like any other bad signature
+    status, answer = pipeline.post(org_id, BODY, headers)
+    assert (status, answer) == (401, REJECTED)
+    assert pipeline.queues.depth(pipeline.sqs) == 0

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Query
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Field
 
@@ -16,30 +16,47 @@ from slotguard.api.http import (
     error_docs,
     header_doc,
     json_response,
+    require_admin,
     response_doc,
 )
 from slotguard.config import BookingConfig
 from slotguard.db.booking_repository import BookingRepository
 from slotguard.db.connection import Database
 from slotguard.models import (
+    CALENDAR_ID_PATTERN,
+    MAX_BOOK_BODY_BYTES,
+    MAX_RULES_BODY_BYTES,
     Appointment,
     AppointmentPage,
     Availability,
     BookRequest,
+    CalendarRules,
+    CalendarRulesView,
     CancelRequest,
     FilterDatetime,
     FreeSlots,
     History,
     RescheduleRequest,
     RescheduleResult,
+    RulesHistory,
+    SetRulesResult,
 )
 from slotguard.observability import inject_http_api_context, metrics
 from slotguard.services import booking_metrics
-from slotguard.services.booking import CURSOR_PATTERN, MIN_SLOT_STEP_MINUTES, BookingService
+from slotguard.services.booking import CURSOR_PATTERN, MIN_SLOT_STEP_MINUTES, BookingService, CalendarService
 
 config = BookingConfig.from_env()
-service = BookingService(BookingRepository(Database(config.database), config.booking_lock_wait_ms))
-app = create_resolver()
+repository = BookingRepository(Database(config.database), config.booking_lock_wait_ms)
+service = BookingService(repository)
+calendars = CalendarService(repository)
+# A booking's body may need 64 KiB, a calendar's rules 64 KiB; every other route's fits the
+# default 16 KiB (models.py).
+app = create_resolver(
+    body_limits={
+        ("POST", "/appointments"): MAX_BOOK_BODY_BYTES,
+        ("PUT", "/calendars/<calendar_id>/rules"): MAX_RULES_BODY_BYTES,
+    }
+)
 
 Minutes = Annotated[int, Field(ge=1, le=1440)]
 StepMinutes = Annotated[int, Field(ge=MIN_SLOT_STEP_MINUTES, le=1440)]
@@ -57,7 +74,7 @@ NO_REASON = CancelRequest()  # an absent body
                 "Idempotent-Replayed": header_doc("`true` when this answer replays an earlier one"),
             },
         ),
-        **error_docs(400, 401, 409, 415, 422, 503),
+        **error_docs(400, 401, 403, 409, 413, 415, 422, 503),
     },
 )
 def book(
@@ -116,7 +133,7 @@ def get_appointment(appointment_id: UUID) -> Response[str]:
     "/appointments/<appointment_id>/cancel",
     responses={
         200: response_doc(Appointment, "Cancelled (again: the same answer, unchanged)"),
-        **error_docs(400, 401, 404, 415, 422, 503),
+        **error_docs(400, 401, 404, 413, 415, 422, 503),
     },
 )
 def cancel_appointment(
@@ -130,7 +147,7 @@ def cancel_appointment(
     "/appointments/<appointment_id>/reschedule",
     responses={
         200: response_doc(RescheduleResult, "The new appointment and the previous one"),
-        **error_docs(400, 401, 404, 409, 415, 422, 503),
+        **error_docs(400, 401, 403, 404, 409, 413, 415, 422, 503),
     },
 )
 def reschedule_appointment(appointment_id: UUID, body: Annotated[RescheduleRequest, Body()]) -> Response[str]:
@@ -182,6 +199,51 @@ def free_slots(
             resource_id=resource_id,
         )
     )
+
+
+CalendarId = Annotated[
+    str,
+    Path(pattern=CALENDAR_ID_PATTERN, description="`default` (the org's default calendar) or a resource id"),
+]
+
+
+@app.put(
+    "/calendars/<calendar_id>/rules",
+    responses={
+        200: response_doc(
+            SetRulesResult,
+            "The rules, saved as a new version, and the calendar's future appointments that break them"
+            " (never changed: listed, at most 100, with their count)",
+        ),
+        **error_docs(400, 401, 403, 415, 422, 503),
+    },
+)
+def set_calendar_rules(calendar_id: CalendarId, body: Annotated[CalendarRules, Body()]) -> Response[str]:
+    actor = current_actor(app)
+    require_admin(actor)
+    return json_response(calendars.set_rules(actor, calendar_id, body))
+
+
+@app.get(
+    "/calendars/<calendar_id>/rules",
+    responses={
+        200: response_doc(CalendarRulesView, "The calendar's rules (version 0, rules null: it has none)"),
+        **error_docs(401, 422, 503),
+    },
+)
+def get_calendar_rules(calendar_id: CalendarId) -> Response[str]:
+    return json_response(calendars.get_rules(current_actor(app), calendar_id))
+
+
+@app.get(
+    "/calendars/<calendar_id>/rules/history",
+    responses={
+        200: response_doc(RulesHistory, "Every version of the calendar's rules, oldest first"),
+        **error_docs(401, 422, 503),
+    },
+)
+def calendar_rules_history(calendar_id: CalendarId) -> Response[str]:
+    return json_response(calendars.rules_history(current_actor(app), calendar_id))
 
 
 @inject_http_api_context

@@ -23,6 +23,7 @@ from slotguard.config import MetricsConfig
 from slotguard.db.connection import Database
 from slotguard.observability import inject_http_api_context, metrics, tracer
 from slotguard.services.metrics import (
+    MAX_REDRIVE_BODY_BYTES,
     DeliveryList,
     DeliveryStats,
     MetricsService,
@@ -42,7 +43,9 @@ service = MetricsService(
     worker_state_source(config.worker_state_source),
     config.retry.webhook_max_attempts,
 )
-app = create_resolver()
+app = create_resolver(
+    body_limits={("POST", "/webhook-metrics/dead-letter-queue/redrive"): MAX_REDRIVE_BODY_BYTES}
+)
 REDRIVE_ALL = RedriveRequest()  # an absent body
 
 
@@ -88,7 +91,7 @@ def dead_letter_queue(limit: Annotated[int, Query(ge=1, le=100)] = 50) -> Respon
     "/webhook-metrics/dead-letter-queue/redrive",
     responses={
         200: response_doc(RedriveResult, "Redriven: back to pending and on the queue"),
-        **error_docs(400, 401, 403, 415, 422, 503),
+        **error_docs(400, 401, 403, 413, 415, 422, 503),
     },
 )
 def redrive(body: Annotated[RedriveRequest, Body()] = REDRIVE_ALL) -> Response[str]:

@@ -1,4 +1,5 @@
-"""CloudFormation custom resource (CDK Provider framework): apply the migrations and give the
+"""CloudFormation custom resource (CDK Provider framework): apply the migrations (the numbered
+files, then the function files that changed: slotguard/db/migrate.py) and give the
 application role its IAM login on every deploy that changes them, the instance (a replaced
 instance has a new resource id) or the runner's code. Deleting does nothing:
 the data outlives the stack's custom resource.
@@ -24,7 +25,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from slotguard.aws.secrets import database_admin_url
-from slotguard.db.migrate import applied_version, ensure_app_login, migrate, migrations_digest
+from slotguard.db.migrate import applied_version, ensure_app_login, migrations_digest, run_migrations
 from slotguard.observability import logger
 
 PHYSICAL_ID = "slotguard-schema"
@@ -70,7 +71,13 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
                 "new one is empty: refusing to move this stage's data-keeping stack onto it (the old "
                 "instance is retained). Deploy with -c allow_database_replacement=true if this is meant."
             )
-    applied = migrate(url, connect_timeout_s=timeout_s)
+    run = run_migrations(url, connect_timeout_s=timeout_s)
     ensure_app_login(url, iam=True, connect_timeout_s=timeout_s)
-    logger.info("migrations applied", extra={"applied": applied})
-    return {"PhysicalResourceId": PHYSICAL_ID, "Data": {"Applied": ",".join(map(str, applied)) or "none"}}
+    logger.info("migrations applied", extra={"applied": run.versions, "function_files": run.functions})
+    return {
+        "PhysicalResourceId": PHYSICAL_ID,
+        "Data": {
+            "Applied": ",".join(map(str, run.versions)) or "none",
+            "FunctionFiles": ",".join(run.functions) or "none",
+        },
+    }

@@ -26,13 +26,14 @@ service = WebhookProcessor(
     queue.delay_retry,
     stale_after_s=config.webhook_claim_stale_after_s,
     lock_wait_ms=config.booking_lock_wait_ms,
+    record_budget_ms=config.record_budget_ms,
 )
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
-def record_handler(record: SQSRecord) -> str:
+def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> str:
     with webhook_metrics.processing() as track:
-        result = track(service.process(queued_webhook(record)))
+        result = track(service.process(queued_webhook(record), lambda_context.get_remaining_time_in_millis))
     return result.status
 
 

@@ -1,11 +1,14 @@
 """Operator commands.
 
-    python -m slotguard.admin rotate-webhook-secret ORG_ID [--keep-previous N] [--prefix P]
+    python -m slotguard.admin rotate-webhook-secret ORG_ID [--keep-previous N | --revoke-previous]
+                                                   [--previous-valid-hours H] [--prefix P]
                                                    [--local [STACK_JSON]]
 
 Creates the org's webhook signing secret, or rotates it: the new secret goes in front and
-the N previous ones stay active (default 1) so senders can switch without a gap. The new
-secret is printed once, on stdout; it is never logged.
+the N newest previous ones stay active (default 1) for H more hours at most (default 24), so
+senders can switch without a gap. `--revoke-previous` keeps none: for a leaked secret. Receivers
+refuse a revoked secret within WEBHOOK_SECRET_CACHE_S (default 60 s, at most 300 s) and an
+expired one at its expiry. The new secret is printed once, on stdout; it is never logged.
 
 Against AWS, the standard configuration applies (credentials, AWS_REGION or
 AWS_DEFAULT_REGION, AWS_ENDPOINT_URL). `--local` targets the local stack instead: its AWS
@@ -19,11 +22,13 @@ import argparse
 import json
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
 
 from slotguard.aws.clients import client
-from slotguard.aws.secrets import WebhookSecretStore
+from slotguard.aws.secrets import PREVIOUS_VALID_FOR, WebhookSecretStore
+from slotguard.config import MAX_SECRET_CACHE_S
 
 DEFAULT_PREFIX = "slotguard/webhooks/"
 
@@ -56,8 +61,18 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     rotate = commands.add_parser("rotate-webhook-secret", help="create or rotate an org's webhook secret")
     rotate.add_argument("org_id", type=UUID)
+    keep = rotate.add_mutually_exclusive_group()
+    keep.add_argument("--keep-previous", type=int, default=1, help="older secrets to keep active (default 1)")
+    keep.add_argument(
+        "--revoke-previous",
+        action="store_true",
+        help="keep no older secret (a leaked one): receivers refuse them within their secret cache bound",
+    )
     rotate.add_argument(
-        "--keep-previous", type=int, default=1, help="older secrets to keep active (default 1)"
+        "--previous-valid-hours",
+        type=float,
+        default=PREVIOUS_VALID_FOR.total_seconds() / 3600,
+        help="how long kept older secrets stay valid at most (default %(default)g)",
     )
     rotate.add_argument("--prefix", default=None, help=f"secret name prefix (default {DEFAULT_PREFIX})")
     rotate.add_argument(
@@ -71,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.keep_previous < 0:
         parser.error("--keep-previous must be >= 0")
+    if args.previous_valid_hours <= 0:
+        parser.error("--previous-valid-hours must be > 0")
+    keep_previous = 0 if args.revoke_previous else args.keep_previous
     prefix = args.prefix or os.environ.get("WEBHOOK_SECRET_PREFIX") or DEFAULT_PREFIX
     if args.local is not None:
         local_prefix = _use_local_stack(args.local)
@@ -79,12 +97,22 @@ def main(argv: list[str] | None = None) -> int:
     # of other languages) use, so honour both.
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     store = WebhookSecretStore(prefix, max_age_s=0, sm=client("secretsmanager", region=region))
-    secret = store.rotate(str(args.org_id), keep_previous=args.keep_previous)
+    valid_for = timedelta(hours=args.previous_valid_hours)
+    secret = store.rotate(str(args.org_id), keep_previous=keep_previous, previous_valid_for=valid_for)
     print(secret)
-    print(
-        f"stored in {store.name_for(str(args.org_id))}; {args.keep_previous} previous secret(s) kept active",
-        file=sys.stderr,
-    )
+    where = f"stored in {store.name_for(str(args.org_id))}"
+    if keep_previous == 0:
+        print(
+            f"{where}; every previous secret revoked: receivers refuse them within their secret cache"
+            f" (WEBHOOK_SECRET_CACHE_S, at most {MAX_SECRET_CACHE_S} s)",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            f"{where}; up to {keep_previous} previous secret(s) kept active; each expires within"
+            f" {args.previous_valid_hours:g} h",
+            file=sys.stderr,
+        )
     return 0
 
 

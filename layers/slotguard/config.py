@@ -76,10 +76,16 @@ class BookingConfig(_Config):
     booking_lock_wait_ms: int = Field(default=3000, ge=1, le=MAX_LOCK_WAIT_MS)
 
 
+# The bound on the receivers' secret cache: the longest a revoked webhook secret stays accepted.
+MAX_SECRET_CACHE_S = 300
+
+
 class ReceiverConfig(_Config):
     webhook_queue_url: str
     webhook_secret_prefix: str = "slotguard/webhooks/"  # noqa: S105 - a name prefix, not a secret
-    webhook_secret_cache_s: int = Field(default=300, ge=0, le=3600)
+    # How long a receiver container reuses an org's secrets: a revoked secret (rotate-webhook-secret
+    # --revoke-previous, --keep-previous 0) is refused within this long; an expired one at once.
+    webhook_secret_cache_s: int = Field(default=60, ge=0, le=MAX_SECRET_CACHE_S)
     # An org id without a secret is not asked for again for this long (junk traffic); an org
     # created meanwhile is accepted after at most this delay.
     webhook_unknown_org_cache_s: int = Field(default=60, ge=0, le=3600)
@@ -101,6 +107,14 @@ class ProcessorConfig(_Config):
     # A claim older than this is taken to belong to a dead worker; >= the queue's visibility timeout.
     webhook_claim_stale_after_s: int = Field(default=180, ge=1)
     booking_lock_wait_ms: int = Field(default=3000, ge=1, le=MAX_LOCK_WAIT_MS)
+    # Beyond the lock wait, the time one record may need (its effect's statement, the completion
+    # or failure, SQS's visibility call): a record is only started while the invocation's
+    # remaining time covers booking_lock_wait_ms + this; the rest of the batch is handed back.
+    webhook_statement_reserve_ms: int = Field(default=1000, ge=0, le=30_000)
+
+    @property
+    def record_budget_ms(self) -> int:
+        return self.booking_lock_wait_ms + self.webhook_statement_reserve_ms
 
 
 class ReconcilerConfig(_Config):

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from slotguard.models import Appointment
+from slotguard.models import MAX_CONFLICTS_SHOWN, Appointment
 
 
 class ErrorInfo(BaseModel):
@@ -27,9 +27,21 @@ class FieldError(BaseModel):
     type: str
 
 
+def field_errors(errors: Any, prefix: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Pydantic's errors as the API answers them (`details.errors`): where (`loc`, under
+    `prefix`), what (`msg`), which kind (`type`); never the input itself."""
+    out = []
+    for err in errors:
+        loc = [part for part in err.get("loc", ()) if isinstance(part, str | int)]
+        out.append({"loc": [*prefix, *loc], "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))})
+    return out
+
+
 class ValidationDetails(BaseModel):
     model_config = ConfigDict(extra="allow")
-    errors: list[FieldError]
+    errors: list[FieldError] = Field(description="The first 50 problems")
+    error_count: int = Field(description="How many problems the request has")
+    truncated: bool = Field(description="Whether errors lists fewer than error_count")
 
 
 class ValidationErrorInfo(ErrorInfo):
@@ -42,7 +54,17 @@ class ValidationErrorBody(BaseModel):
 
 class ConflictDetails(BaseModel):
     model_config = ConfigDict(extra="allow")
-    conflicts: list[Appointment] = Field(default_factory=list)
+    conflicts: list[Appointment] = Field(
+        default_factory=list,
+        description=f"`slot_conflict`: the first {MAX_CONFLICTS_SHOWN} overlapping appointments,"
+        " in time order",
+    )
+    conflict_count: int | None = Field(
+        default=None, description="`slot_conflict`: how many active appointments overlap the slot"
+    )
+    truncated: bool | None = Field(
+        default=None, description="`slot_conflict`: whether conflicts lists fewer than conflict_count"
+    )
 
 
 class ConflictInfo(ErrorInfo):
@@ -112,6 +134,39 @@ class InvalidRequest(DomainError):
     status_code, code = 422, "validation_error"
 
 
+class RuleRefusal(DomainError):
+    """The appointment breaks a rule of its calendar (issue 20): one code per rule."""
+
+    status_code, code = 422, "rule_violation"
+
+
+class OutsideHours(RuleRefusal):
+    code = "outside_hours"
+
+
+class TooSoon(RuleRefusal):
+    code = "too_soon"
+
+
+class TooFar(RuleRefusal):
+    code = "too_far"
+
+
+class DurationNotAllowed(RuleRefusal):
+    code = "duration_not_allowed"
+
+
+class InThePast(RuleRefusal):
+    """Every calendar: an appointment never starts before now (an admin may backfill one)."""
+
+    code = "in_the_past"
+
+
+RULE_REFUSALS: dict[str, type[RuleRefusal]] = {
+    cls.code: cls for cls in (InThePast, OutsideHours, TooSoon, TooFar, DurationNotAllowed)
+}
+
+
 class IdempotencyKeyReused(DomainError):
     status_code, code = 422, "idempotency_key_reused"
 
@@ -129,3 +184,9 @@ class Busy(DomainError):
 class DatabaseUnavailable(Busy):
     code = "database_unavailable"
     retry_after_seconds = 2
+
+
+class UpstreamUnavailable(DatabaseUnavailable):
+    """An AWS service we depend on (SQS, Secrets Manager) did not answer: retry shortly."""
+
+    code = "upstream_unavailable"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -19,11 +21,27 @@ from pydantic import (
     StringConstraints,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 
 MAX_NOTES_CHARS = 2000
 MAX_METADATA_BYTES = 8 * 1024
 MAX_REASON_CHARS = 500
+
+# The largest body each route can need, refused with 413 before it is parsed (a 10 MB body
+# cost 340 MB and seconds to parse and walk). Counted as sent: every character of its text
+# spelled as the longest JSON escape (an astral character as a surrogate pair, 12 bytes), then
+# about as much again for whitespace. tests/test_request_bounds.py sends the largest valid ones.
+JSON_CHAR_MAX_BYTES = len("\\ud83d\\ude00")
+# notes 2000 x 12 = 24,000 + metadata 8,192 (measured as escaped JSON) + the other fields < 2,000
+MAX_BOOK_BODY_BYTES = 64 * 1024
+# A calendar's rules at their bounds (400 dated overrides of 24 intervals each, the week's hours)
+# are 358 KB as json.dumps writes them by default, 932 KB indented by 4.
+MAX_RULES_BODY_BYTES = 1024 * 1024
+# A rules history lists the newest versions within this much rules JSON (calendar_rules.sql).
+MAX_RULES_HISTORY_BYTES = 2 * 1024 * 1024
+# reason 500 x 12 = 6,000; reschedule < 1,000; and every route without a body
+MAX_SMALL_BODY_BYTES = 16 * 1024
 
 # The booking window. A time a client books at is RFC 3339 with an offset, written with a year
 # of 1970..2199 and an offset of -12:00..+14:00: so every appointment lies in
@@ -132,6 +150,22 @@ def storable(value: Any, where: str = "value", depth: int = 0) -> None:
             storable(item, where, depth + 1)
 
 
+def stored_json_bytes(value: Any) -> int:
+    """The size of `value` as compact JSON once stored: numbers as PostgreSQL's jsonb writes them
+    (numeric, never with an exponent, so the 6 bytes of 1e+308 are 309 digits in every answer
+    naming it; measured by json.dumps they let 8 KiB of metadata answer 360 KB), strings as
+    json.dumps escapes them (ASCII only: never less than their UTF-8 bytes). The value has
+    passed storable(), so its nesting is bounded."""
+    if isinstance(value, dict):
+        items = sum(stored_json_bytes(str(k)) + 1 + stored_json_bytes(v) for k, v in value.items())
+        return 2 + items + max(len(value) - 1, 0)
+    if isinstance(value, list):
+        return 2 + sum(stored_json_bytes(v) for v in value) + max(len(value) - 1, 0)
+    if isinstance(value, float) and math.isfinite(value):
+        return len(format(Decimal(repr(value)), "f"))
+    return len(json.dumps(value))
+
+
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -185,20 +219,29 @@ class BookRequest(_Request):
     resource_id: UUID | None = None
     notes: StoredText | None = Field(default=None, max_length=MAX_NOTES_CHARS)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    backfill: bool = Field(
+        default=False,
+        description="Admins only: record an appointment that starts in the past (the audit trail says so)",
+    )
 
     @field_validator("metadata")
     @classmethod
     def _metadata_size(cls, value: dict[str, Any]) -> dict[str, Any]:
         storable(value, "metadata")
-        if len(json.dumps(value, separators=(",", ":")).encode()) > MAX_METADATA_BYTES:
-            raise ValueError(f"metadata must serialize to at most {MAX_METADATA_BYTES} bytes")
+        if stored_json_bytes(value) > MAX_METADATA_BYTES:
+            raise ValueError(
+                f"metadata must serialize to at most {MAX_METADATA_BYTES} bytes"
+                " (numbers counted as stored: 1e300 is 301 digits)"
+            )
         return value
 
     def fingerprint(self) -> str:
         """A stable digest of the request, to tell a replay from a reused key."""
         import hashlib
 
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        # (backfill only when set: a key stored before the flag existed keeps its fingerprint)
+        dumped = self.model_dump(mode="json", exclude=None if self.backfill else {"backfill"})
+        canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -209,6 +252,7 @@ class CancelRequest(_Request):
 class RescheduleRequest(_Request):
     scheduled_at: WindowDatetime
     duration_minutes: DurationMinutes | None = None
+    backfill: bool = Field(default=False, description="Admins only: move the appointment into the past")
 
 
 class Appointment(BaseModel):
@@ -230,6 +274,9 @@ class Appointment(BaseModel):
     cancellation_reason: str | None
     rescheduled_from: UUID | None
     rescheduled_to: UUID | None
+    rules_version: int | None = Field(
+        default=None, description="The version of its calendar's rules it was checked against (null: none)"
+    )
 
 
 class BookingResult(BaseModel):
@@ -256,30 +303,80 @@ def _utc_as_z(value: Any) -> Any:
     return value
 
 
+class Change(BaseModel):
+    """One field's change: what it was (null when the appointment, or the value, did not exist
+    before) and what it became."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    from_: Any = Field(alias="from")
+    to: Any
+
+
+def _one_shape(changes: dict[str, Any]) -> dict[str, Any]:
+    """The audit rows record a field that changed as {from, to} and a value that was only set (a
+    new appointment's fields, a cancellation's reason, a reschedule's successor) bare; answers
+    give every field as {from, to}, the set ones with `from` null. Rows already written keep
+    their form in the table, so this is done where they are read."""
+    out = {}
+    for field, value in changes.items():
+        is_change = isinstance(value, dict) and set(value) == {"from", "to"}
+        out[field] = value if is_change else {"from": None, "to": value}
+    return out
+
+
 class HistoryEntry(BaseModel):
     id: int
     appointment_id: UUID
     action: Literal["created", "cancelled", "rescheduled"]
     actor: str
     at: datetime
-    # What changed, as the audit row recorded it (JSON built in SQL); its timestamps are given
-    # in the one form every answer uses, UTC with "Z".
-    changes: Annotated[dict[str, Any], AfterValidator(_utc_as_z)]
+    # What changed, as the audit row recorded it (JSON built in SQL), every field as {from, to};
+    # its timestamps are given in the one form every answer uses, UTC with "Z".
+    changes: Annotated[dict[str, Change], BeforeValidator(_one_shape), BeforeValidator(_utc_as_z)]
+
+
+# Lists of an answer are bounded (Lambda refuses a response over 6 MB): the database builds at
+# most this many, and the answer says how many there are (tests/test_answer_bounds.py).
+MAX_CONFLICTS_SHOWN = 50  # slotguard._conflicts()
+MAX_HISTORY_ENTRIES = 100  # slotguard.appointment_history_bounded()
+# An appointment's JSON in an answer is at most: its fixed fields, notes and a cancellation
+# reason of control characters ("\u0001": 6 bytes each), metadata at its bound (24,216 bytes).
+MAX_APPOINTMENT_JSON_BYTES = 1024 + 6 * (MAX_NOTES_CHARS + MAX_REASON_CHARS) + MAX_METADATA_BYTES
+# A page stops before its appointments pass this many bytes (next_cursor continues), so even with
+# every quote escaped again in Lambda's payload it stays under the 6 MB response limit.
+MAX_PAGE_BYTES = 2 * 1024 * 1024
 
 
 class History(BaseModel):
     appointment_id: UUID
-    entries: list[HistoryEntry]
+    entries: list[HistoryEntry] = Field(description=f"The oldest {MAX_HISTORY_ENTRIES} entries, oldest first")
+    entry_count: int = Field(description="How many entries the appointment's history holds")
+    truncated: bool = Field(description="Whether entries lists fewer than entry_count")
 
 
 class AppointmentPage(BaseModel):
-    items: list[Appointment]
-    next_cursor: str | None
+    items: list[Appointment] = Field(
+        description="At most `limit` appointments; fewer when they would pass 2 MiB of JSON"
+    )
+    next_cursor: str | None = Field(description="Where the next page starts; null on the last page")
+
+
+class RuleBreach(BaseModel):
+    code: str
+    message: str
 
 
 class Availability(BaseModel):
     available: bool
-    conflicts: list[Appointment]
+    conflicts: list[Appointment] = Field(
+        description=f"The first {MAX_CONFLICTS_SHOWN} overlapping appointments, in time order"
+    )
+    conflict_count: int = Field(description="How many active appointments overlap the slot")
+    truncated: bool = Field(description="Whether conflicts lists fewer than conflict_count")
+    rule_violation: RuleBreach | None = Field(
+        default=None, description="The first rule of the calendar the interval breaks (null: none)"
+    )
 
 
 class Slot(BaseModel):
@@ -316,3 +413,163 @@ class Actor(BaseModel):
     @property
     def label(self) -> str:
         return self.subject
+
+
+# --- Calendars and their rules (issue 20) ---
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+# A local wall time "HH:MM" (24:00 ends a day).
+WALL_TIME_PATTERN = r"^(?:(?:[01]\d|2[0-3]):[0-5]\d|24:00)$"
+WallTime = Annotated[str, StringConstraints(pattern=WALL_TIME_PATTERN)]
+MAX_INTERVALS_PER_DAY = 24
+MAX_DATE_OVERRIDES = 400
+MAX_NOTICE_MINUTES = 365 * 24 * 60
+MAX_HORIZON_DAYS = 3650
+# A calendar in a path: `default` (the org's default calendar) or a resource id.
+CALENDAR_ID_PATTERN = (
+    r"^(?:default|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+)
+BufferMinutes = Annotated[int, Field(ge=0, le=1440, strict=True), BeforeValidator(_json_integer)]
+
+
+class OpeningInterval(_Request):
+    """Open from `start` to `end`, local wall times of the calendar's time zone (`end` after `start`)."""
+
+    start: WallTime
+    end: WallTime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> OpeningInterval:
+        if self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must be after start ({self.start})")
+        return self
+
+
+def _disjoint(intervals: list[OpeningInterval], where: str) -> list[OpeningInterval]:
+    if len(intervals) > MAX_INTERVALS_PER_DAY:
+        raise ValueError(f"{where}: at most {MAX_INTERVALS_PER_DAY} intervals")
+    ordered = sorted(intervals, key=lambda i: i.start)
+    for first, second in itertools.pairwise(ordered):
+        if second.start < first.end:
+            raise ValueError(
+                f"{where}: intervals {first.start}-{first.end} and {second.start}-{second.end} overlap"
+            )
+    return ordered
+
+
+def _known_time_zone(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        if not value or value != value.strip() or "\x00" in value:
+            raise ValueError
+        ZoneInfo(value)
+    except (ValueError, ZoneInfoNotFoundError, OSError):
+        raise ValueError("time_zone must be an IANA time zone, for example Europe/Berlin") from None
+    return value
+
+
+class CalendarRules(_Request):
+    """A calendar's rules. Every field is optional: an empty object is a calendar without
+    restrictions (today's behaviour, apart from no bookings in the past)."""
+
+    time_zone: Annotated[str, Field(max_length=64), AfterValidator(_known_time_zone)] = Field(
+        default="UTC", description="IANA time zone the hours are local to"
+    )
+    weekly_hours: dict[Weekday, list[OpeningInterval]] | None = Field(
+        default=None,
+        description="Opening hours per weekday (a weekday not listed is closed);"
+        " null: open all day, every day",
+    )
+    date_overrides: dict[date, list[OpeningInterval]] = Field(
+        default_factory=dict, description="Other hours on a local date; an empty list closes the date"
+    )
+    buffer_before_minutes: BufferMinutes = 0
+    buffer_after_minutes: BufferMinutes = 0
+    min_notice_minutes: Annotated[
+        int, Field(ge=0, le=MAX_NOTICE_MINUTES, strict=True), BeforeValidator(_json_integer)
+    ] = 0
+    max_horizon_days: (
+        Annotated[int, Field(ge=1, le=MAX_HORIZON_DAYS, strict=True), BeforeValidator(_json_integer)] | None
+    ) = None
+    min_duration_minutes: DurationMinutes = 1
+    max_duration_minutes: DurationMinutes = 1440
+    duration_multiple_minutes: DurationMinutes | None = None
+    slot_step_minutes: (
+        Annotated[int, Field(ge=5, le=1440, strict=True), BeforeValidator(_json_integer)] | None
+    ) = None
+
+    @field_validator("weekly_hours")
+    @classmethod
+    def _weekly_disjoint(
+        cls, value: dict[str, list[OpeningInterval]] | None
+    ) -> dict[str, list[OpeningInterval]] | None:
+        if value is None:
+            return None
+        return {day: _disjoint(value[day], f"weekly_hours.{day}") for day in WEEKDAYS if day in value}
+
+    @field_validator("date_overrides")
+    @classmethod
+    def _overrides_disjoint(
+        cls, value: dict[date, list[OpeningInterval]]
+    ) -> dict[date, list[OpeningInterval]]:
+        if len(value) > MAX_DATE_OVERRIDES:
+            raise ValueError(f"date_overrides: at most {MAX_DATE_OVERRIDES} dates")
+        return {day: _disjoint(value[day], f"date_overrides.{day}") for day in sorted(value)}
+
+    @model_validator(mode="after")
+    def _durations(self) -> CalendarRules:
+        if self.min_duration_minutes > self.max_duration_minutes:
+            raise ValueError("min_duration_minutes must not exceed max_duration_minutes")
+        multiple = self.duration_multiple_minutes
+        if multiple is not None and not any(
+            d % multiple == 0 for d in range(self.min_duration_minutes, self.max_duration_minutes + 1)
+        ):
+            raise ValueError(
+                "duration_multiple_minutes: no duration between the minimum and maximum is a multiple"
+            )
+        return self
+
+
+class CalendarRulesView(BaseModel):
+    """A calendar's rules as stored: `version` 0 and `rules` null for a calendar that has none."""
+
+    resource_id: UUID | None
+    version: int
+    rules: CalendarRules | None
+    updated_at: datetime | None = None
+    updated_by: str | None = None
+
+
+class RuleViolation(BaseModel):
+    appointment: Appointment
+    code: str
+    message: str
+
+
+class RuleViolations(BaseModel):
+    count: int = Field(description="How many of the calendar's future appointments break the new rules")
+    items: list[RuleViolation] = Field(description="The first of them (at most 100), earliest first")
+
+
+class SetRulesResult(BaseModel):
+    calendar: CalendarRulesView
+    violations: RuleViolations
+
+
+class RulesHistoryEntry(BaseModel):
+    version: int
+    actor: str
+    at: datetime
+    rules: CalendarRules
+
+
+class RulesHistory(BaseModel):
+    resource_id: UUID | None
+    entries: list[RulesHistoryEntry] = Field(
+        description=f"The newest versions whose rules add up to at most {MAX_RULES_HISTORY_BYTES} bytes"
+        " of JSON (at least the newest), oldest of those first"
+    )
+    entry_count: int = Field(description="How many versions the calendar's rules have had")
+    truncated: bool = Field(description="Whether entries lists fewer than entry_count")

@@ -23,6 +23,10 @@ from slotguard.topology import Route
 from slotguard_local.events import http_api_event
 
 MAX_BODY = 10 * 1024 * 1024  # API Gateway's payload limit
+# Lambda's synchronous response payload limit, "6 MB": its runtime API refuses a response over
+# 6,291,556 bytes ("Exceeded maximum allowed payload size (6291556 bytes)."), and API Gateway
+# answers 500. Counted on the response as the Python 3.12+ runtime serializes it.
+LAMBDA_MAX_RESPONSE_BYTES = 6 * 1024 * 1024 + 100
 # Answers of the gateway itself (no function runs), with API Gateway HTTP API's bodies.
 UNAUTHORIZED = (401, {"message": "Unauthorized"})
 NOT_FOUND = (404, {"message": "Not Found"})
@@ -42,6 +46,13 @@ class Answer(NamedTuple):
 
 def compact_json(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def lambda_payload_bytes(result: Any) -> int:
+    """A function's response as Lambda counts it against its limit: serialized as the Python
+    3.12+ runtime does (awslambdaric's marshaller: json with ensure_ascii=False and the default
+    separators), so a body's quotes and backslashes count twice, as escaped in the payload."""
+    return len(json.dumps(result, ensure_ascii=False).encode("utf-8", "surrogatepass"))
 
 
 def content_length(value: str | None) -> int | None:
@@ -179,6 +190,14 @@ class FrontDoor:
     def _answer(result: Any, function: str) -> Answer:
         if not isinstance(result, dict):
             raise TypeError(f"{function} answered {type(result).__name__}, not a payload 2.0 response")
+        size = lambda_payload_bytes(result)
+        if size > LAMBDA_MAX_RESPONSE_BYTES:
+            # What Lambda's runtime logs when its runtime API refuses the response (then a 500)
+            sys.stderr.write(
+                f"[slotguard] {function}: response payload of {size} bytes refused: Exceeded maximum"
+                f" allowed payload size ({LAMBDA_MAX_RESPONSE_BYTES} bytes).\n"
+            )
+            raise ValueError(f"{function} answered {size} bytes, over Lambda's response limit")
         out_body = result.get("body") or ""
         raw = base64.b64decode(out_body) if result.get("isBase64Encoded") else out_body.encode()
         return Answer(

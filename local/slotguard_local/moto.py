@@ -1,4 +1,5 @@
-"""moto's server mode (the AWS wire protocol on a local port) as a child process."""
+"""moto's server mode (the AWS wire protocol on a local port) as a child process, with SQS's
+character rules applied as AWS applies them (sqs_rules)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from typing import IO, Any
 
 from slotguard_local.files import open_private_log
 from slotguard_local.postgres import free_port
+
+SERVE = "import moto.server, slotguard_local.sqs_rules as rules; rules.serve()"
 
 
 @dataclass
@@ -33,7 +36,9 @@ class MotoServer:
     def start(self, timeout_s: float = 30, on_spawn: Callable[[int], None] | None = None) -> MotoServer:
         self._log = open_private_log(self.log_path) if self.log_path else None
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            # moto.server's main, with SQS's character rules applied (sqs_rules); the command line
+            # names moto.server, which is how the stack's lock recognises its moto child
+            [sys.executable, "-c", SERVE, "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=self._log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the stack, which stops moto itself

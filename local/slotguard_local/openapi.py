@@ -14,7 +14,7 @@ from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from slotguard import __version__
 from slotguard_local.functions import load_function
 
-DOCUMENTED = ("booking", "metrics")
+DOCUMENTED = ("booking", "metrics", "webhook_receiver")
 # Handlers validate their configuration when loaded; describing them needs no real one.
 _PLACEHOLDERS = {
     "DATABASE_URL": "postgresql://unused@127.0.0.1:1/unused",
@@ -32,20 +32,34 @@ def build_openapi() -> dict[str, Any]:
         merge = OpenAPIMerge(
             title="slotguard",
             version=__version__,
-            description="Booking that never double-books, and the webhook delivery metrics. "
-            "Every route needs `Authorization: Bearer <JWT>` with claims `sub`, `org_id`"
-            " and optionally `role`.",
+            description="Booking that never double-books, the webhook receiver, and the webhook"
+            " delivery metrics. Every route but the webhook receiver's needs `Authorization: Bearer"
+            " <JWT>` with claims `sub`, `org_id` and optionally `role`; the receiver's is"
+            " authenticated by the webhook's signature.",
             security_schemes={"jwt": HTTPBearer(bearerFormat="JWT")},
             security=[{"jwt": []}],
             on_conflict="error",
         )
+        additions: dict[tuple[str, str], dict[str, Any]] = {}
         for name in DOCUMENTED:
-            merge.add_schema(load_function(name).app.get_openapi_schema())
+            module = load_function(name)
+            merge.add_schema(module.app.get_openapi_schema())
+            additions.update(getattr(module, "OPENAPI_ADDITIONS", {}))
         schema: dict[str, Any] = json.loads(merge.get_openapi_json_schema())
-        return _our_errors_only(schema)
+        return _our_errors_only(_with_additions(schema, additions))
     finally:
         for key in missing:
             os.environ.pop(key, None)
+
+
+def _with_additions(
+    schema: dict[str, Any], additions: dict[tuple[str, str], dict[str, Any]]
+) -> dict[str, Any]:
+    """What a handler documents beyond its route's annotations (OPENAPI_ADDITIONS: the webhook
+    receiver's headers and signed body, which it reads itself), set on its operation."""
+    for (path, method), extra in additions.items():
+        schema["paths"][path][method].update(extra)
+    return schema
 
 
 POWERTOOLS_VALIDATION = "#/components/schemas/HTTPValidationError"

@@ -72,6 +72,11 @@ class SqsEventSource:
         self.state = "Enabled" if enabled else "Disabled"
         self.state_file = state_file
         self.last_result = "No records processed"
+        # Messages received and not deleted (a failed record, a failed or timed-out invocation),
+        # by MessageId with their latest receipt: invisible in the queue until their visibility
+        # timeout, so a stop of the in-memory emulator would lose them (release_unsettled).
+        self._unsettled: dict[str, dict[str, Any]] = {}
+        self._unsettled_lock = threading.Lock()
 
     # -- one poll, one invocation (deterministic, for tests) -------------------------------
     def poll_once(
@@ -105,7 +110,34 @@ class SqsEventSource:
                 break
             if not got:
                 time.sleep(0.05)
+        with self._unsettled_lock:
+            for message in batch:
+                self._unsettled.pop(message["MessageId"], None)
+                self._unsettled[message["MessageId"]] = message
+            while len(self._unsettled) > self.MAX_UNSETTLED:  # bounded: the oldest go first
+                self._unsettled.pop(next(iter(self._unsettled)))
         return batch
+
+    MAX_UNSETTLED = 10_000
+
+    def release_unsettled(self) -> int:
+        """Make every message this mapping received and did not delete visible again at once
+        (ChangeMessageVisibility to 0), so that the stack, stopping, saves it with what is queued.
+        One deleted since, moved to the dead-letter queue or received again elsewhere has a stale
+        receipt: SQS refuses that one, and it is left as it is. Returns how many were released."""
+        with self._unsettled_lock:
+            pending = list(self._unsettled.values())
+            self._unsettled.clear()
+        released = 0
+        for message in pending:
+            try:
+                self._sqs.change_message_visibility(
+                    QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+                )
+                released += 1
+            except Exception:  # noqa: S112 - a stale receipt: nothing of ours to release
+                continue
+        return released
 
     def _invoke(self, slot: list[Invoke | None], messages: list[dict[str, Any]]) -> None:
         event = {"Records": [sqs_record(m, self.queue_arn) for m in messages]}
@@ -165,6 +197,9 @@ class SqsEventSource:
                 QueueUrl=self.queue_url,
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
             )
+        with self._unsettled_lock:
+            for message in done:
+                self._unsettled.pop(message["MessageId"], None)
         with self.stats.lock:
             self.stats.deleted += len(done)
             self.stats.reported_failures += len(failed)

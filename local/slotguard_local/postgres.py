@@ -155,6 +155,26 @@ class EmbeddedPostgres:
             return
         try:
             self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-m", mode, "stop")
-        except subprocess.CalledProcessError:
-            if (self.data_dir / "postmaster.pid").exists():
-                raise
+        except subprocess.CalledProcessError as exc:
+            # The server may be on its way down already (pg_ctl then fails to signal it, or its
+            # wait ends first): it is stopped once its postmaster is gone.
+            if self._wait_stopped(timeout_s=30):
+                return
+            if mode != "immediate":
+                self.stop("immediate")
+                return
+            raise RuntimeError(f"pg_ctl stop failed: {exc.stderr.strip()}") from exc
+
+    def _wait_stopped(self, timeout_s: float) -> bool:
+        pid_file = self.data_dir / "postmaster.pid"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                pid = int(pid_file.read_text().splitlines()[0])
+                os.kill(pid, 0)
+            except (FileNotFoundError, ValueError, IndexError, ProcessLookupError):
+                return True
+            except PermissionError:
+                pass
+            time.sleep(0.1)
+        return False

@@ -24,7 +24,7 @@ import psycopg
 from psycopg import sql
 
 from slotguard.aws.secrets import new_webhook_secret
-from slotguard.db.migrate import ensure_app_login, migrate
+from slotguard.db.migrate import ensure_app_login, run_migrations
 from slotguard.topology import (
     API_TIMEOUT_S,
     CLEANUP_SCHEDULE_MINUTES,
@@ -213,8 +213,11 @@ class LocalStack:
                     conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier("slotguard")))
             admin_url = psycopg.conninfo.make_conninfo(root, dbname="slotguard")
             _say(f"database: embedded PostgreSQL on 127.0.0.1:{self._pg.port}, data in {self.home / 'pg'}")
-        applied = migrate(admin_url)
-        _say(f"migrations: {len(applied)} applied" if applied else "migrations: up to date")
+        run = run_migrations(admin_url)
+        if run.versions or run.functions:
+            _say(f"migrations: {len(run.versions)} applied, {len(run.functions)} function files applied")
+        else:
+            _say("migrations: up to date")
         ensure_app_login(admin_url, password=app_password)
         return admin_url, psycopg.conninfo.make_conninfo(
             admin_url, user="slotguard_app", password=app_password
@@ -515,6 +518,11 @@ class LocalStack:
                 )
             )
         if self._moto is not None:
+            # what the pollers received and did not delete is invisible in the queue for now:
+            # made visible, it is saved with the rest (the emulator's queues live in memory)
+            released = sum(source.release_unsettled() for source in self._sources)
+            if released:
+                _say(f"{released} message(s) received and not finished returned to their queue")
             self._save_queued()
             self._moto.stop()
         if self._pg is not None:

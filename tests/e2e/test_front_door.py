@@ -113,3 +113,33 @@ def test_metrics_go_to_a_file_and_the_console_stays_readable(stack: StackProcess
     assert "No application metrics to publish" not in log
     assert "XDG_RUNTIME_DIR" not in log
     assert "Warning" not in log
+
+
+def test_a_rejected_webhook_counts_in_the_metrics_file_not_on_the_console(stack: StackProcess) -> None:
+    api, org_id = stack.info["api_url"], stack.info["orgs"][0]["org_id"]
+    # When a webhook arrives with a signature that is not the org's (WebhookRejected, reason
+    # bad_signature: a count with its own dimension, which Powertools prints itself)
+    status, _ = http(
+        "POST",
+        f"{api}/webhooks/{org_id}",
+        body={"type": "appointment.book", "data": {}},
+        headers={
+            "webhook-id": f"msg_{uuid.uuid4().hex}",
+            "webhook-timestamp": str(int(time.time())),
+            "webhook-signature": "v1,AAAA",
+        },
+    )
+    assert status == 401
+
+    # Then its EMF record is in the metrics file, with its reason
+    def rejected() -> list[dict[str, object]]:
+        lines = (stack.home / "metrics.jsonl").read_text().splitlines()
+        return [r for r in map(json.loads, lines) if "WebhookRejected" in r]
+
+    deadline = time.monotonic() + 5
+    while not rejected() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [r["reason"] for r in rejected()] == ["bad_signature"]
+    # And the console shows the request's line, never the raw record
+    assert '"_aws"' not in stack.log()
+    assert f"POST /webhooks/{org_id} 401" in stack.log()

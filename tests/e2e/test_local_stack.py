@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Any
 
 import boto3
 import jwt
+import psycopg
 import pytest
 
 from slotguard_local.moto import MotoServer
@@ -164,8 +166,30 @@ def test_signed_webhook_becomes_an_appointment_and_shows_in_metrics(stack: Stack
     assert post_webhook(api, org, "appointment.book", data, secret=wrong)[0] == 401
 
 
+def _tampered(token: str, **claims: Any) -> str:
+    """The token with its payload changed and its signature kept: what an attacker can make of a
+    real token (works against any deployment: no key needed)."""
+    header, payload, signature = token.split(".")
+    decoded = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    changed = base64.urlsafe_b64encode(json.dumps({**decoded, **claims}).encode()).rstrip(b"=").decode()
+    return f"{header}.{changed}.{signature}"
+
+
 @pytest.mark.parametrize(
-    "case", ["none", "expired", "wrong_key", "wrong_audience", "wrong_issuer", "alg_none", "garbage"]
+    "case",
+    [
+        "none",
+        "expired",
+        "wrong_key",
+        "wrong_audience",
+        "wrong_issuer",
+        "alg_none",
+        "garbage",
+        "tampered_org",
+        "tampered_role",
+        "tampered_expiry",
+        "truncated_signature",
+    ],
 )
 def test_bad_tokens_are_401_before_any_handler_runs(stack: StackProcess, case: str) -> None:
     if remote() and case in ("expired", "wrong_audience", "wrong_issuer"):
@@ -185,6 +209,14 @@ def test_bad_tokens_are_401_before_any_handler_runs(stack: StackProcess, case: s
         token = jwt.encode({**good, "iss": "https://evil.example"}, _dev_key(stack), algorithm="HS256")
     elif case == "alg_none":
         token = jwt.encode(good, None, algorithm="none")
+    elif case == "tampered_org":
+        token = _tampered(org["token"], org_id=str(uuid.uuid4()))
+    elif case == "tampered_role":
+        token = _tampered(org["token"], role="admin")
+    elif case == "tampered_expiry":
+        token = _tampered(org["token"], exp=int(time.time()) + 10 * 365 * 86400)
+    elif case == "truncated_signature":
+        token = org["token"][:-4]
     else:
         token = "not.a.jwt"
     status, body = http("GET", f"{api}/appointments", token=token)
@@ -283,3 +315,44 @@ def test_uses_an_external_aws_endpoint(tmp_path: Path) -> None:
             stack.terminate()
     finally:
         moto.stop()
+
+
+@local_only
+def test_a_restart_while_webhooks_wait_loses_none_and_applies_each_once(tmp_path: Path) -> None:
+    # Given a stack whose processor cannot finish anything: its delivery log is locked (a long
+    # migration, say), so every webhook is queued or in flight, none finished
+    first = StackProcess(tmp_path / ".local").start()
+    api, org = first.info["api_url"], first.info["orgs"][0]
+    port = int(re.search(r"embedded PostgreSQL on 127\.0\.0\.1:(\d+)", first.log()).group(1))  # type: ignore[union-attr]
+    admin = psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/slotguard")
+    admin.execute("LOCK TABLE slotguard.webhook_delivery_log IN ACCESS EXCLUSIVE MODE")
+    starts = [f"2033-03-0{day}T{hour:02d}:00:00Z" for day in (1, 2) for hour in range(8, 18)]
+    for start in starts:
+        data = {"contact_id": str(uuid.uuid4()), "scheduled_at": start, "duration_minutes": 30}
+        assert post_webhook(api, org, "appointment.book", data)[0] == 202
+    time.sleep(2)  # the pollers take batches: some messages are in flight, blocked on the lock
+    # When the stack is stopped now (SIGTERM) and started again on the same folder
+    try:
+        assert first.terminate(timeout_s=60) < 60
+    finally:
+        admin.close()
+    second = StackProcess(tmp_path / ".local", port=first.port).start()
+    try:
+        token = second.info["orgs"][0]["token"]
+
+        def booked() -> list[Any]:
+            _, page = http(
+                "GET",
+                f"{api}/appointments?from=2033-03-01T00%3A00%3A00Z&to=2033-03-03T00%3A00%3A00Z&limit=100",
+                token=token,
+            )
+            return list(page["items"])
+
+        # Then every webhook is applied, each exactly once
+        wait_for(lambda: len(booked()) >= len(starts), timeout_s=60)
+        time.sleep(2)
+        assert sorted(a["scheduled_at"] for a in booked()) == sorted(starts)
+        _, stats = http("GET", f"{api}/webhook-metrics/delivery-stats?range=1h", token=token)
+        assert stats["totals"]["completed"] == len(starts), stats["totals"]
+    finally:
+        second.terminate()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -16,6 +17,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from pydantic import BaseModel
 
 from slotguard.api.validation import SinglePassRequestValidation
@@ -27,8 +29,9 @@ from slotguard.errors import (
     Unauthorized,
     UnauthorizedBody,
     ValidationErrorBody,
+    field_errors,
 )
-from slotguard.models import Actor, parse_json, storable
+from slotguard.models import MAX_SMALL_BODY_BYTES, Actor, parse_json, storable
 from slotguard.observability import logger
 
 JSON = content_types.APPLICATION_JSON
@@ -81,8 +84,12 @@ ERROR_DOCS: dict[int, tuple[Any, str]] = {
         "No or no valid bearer token. From the API Gateway authorizer the body is"
         ' `{"message": "Unauthorized"}`; from the function, the error envelope',
     ),
-    403: (ErrorBody, "The token's role may not do this (`forbidden`)"),
+    403: (ErrorBody, "The token's role may not do this, or set this flag (`forbidden`)"),
     404: (ErrorBody, "No such object in the caller's org (`not_found`), also for another org's object"),
+    413: (
+        ErrorBody,
+        "The body is longer than this route can need (`payload_too_large`, `details.max_bytes`)",
+    ),
     415: (ErrorBody, "The body is not sent as `Content-Type: application/json` (`unsupported_media_type`)"),
     409: (
         ConflictBody,
@@ -92,7 +99,9 @@ ERROR_DOCS: dict[int, tuple[Any, str]] = {
     422: (
         ValidationErrorBody,
         "The request is well-formed JSON but not valid (`validation_error`, each problem in"
-        " `details.errors`), or an Idempotency-Key reused with another body (`idempotency_key_reused`)",
+        " `details.errors`), an Idempotency-Key reused with another body (`idempotency_key_reused`), or"
+        " an appointment that breaks a rule of its calendar (`in_the_past`, `outside_hours`, `too_soon`,"
+        " `too_far`, `duration_not_allowed`; `details.rules_version`)",
     ),
     503: (
         ErrorBody,
@@ -111,12 +120,19 @@ def error_docs(*statuses: int) -> dict[int, Any]:
     }
 
 
-def _validation_details(errors: Any) -> list[dict[str, Any]]:
-    out = []
-    for err in errors:
-        loc = [part for part in err.get("loc", ()) if isinstance(part, str | int)]
-        out.append({"loc": loc, "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))})
-    return out
+# A 422 lists at most this many field errors (a body within its bound may hold 150,000 unknown
+# fields, each its own error: a 15 MB answer), and how many there are.
+MAX_FIELD_ERRORS = 50
+
+
+def errors_details(errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """A 422's details: the first MAX_FIELD_ERRORS field errors, their count, and whether the
+    list is cut."""
+    return {
+        "errors": errors[:MAX_FIELD_ERRORS],
+        "error_count": len(errors),
+        "truncated": len(errors) > MAX_FIELD_ERRORS,
+    }
 
 
 UNSUPPORTED_MEDIA = "send the body as Content-Type: application/json"
@@ -131,10 +147,31 @@ class JsonApiResolver(APIGatewayHttpResolver):
 
     _parsed = threading.local()  # the body _body_refusal parsed, for the event being resolved
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._body_limits: list[tuple[str, re.Pattern[str], int]] = []
+
+    def limit_body(self, method: str, rule: str, max_bytes: int) -> None:
+        """The route `method rule` (Powertools' syntax, `/appointments/<appointment_id>`) takes
+        bodies of at most max_bytes; every other route at most MAX_SMALL_BODY_BYTES."""
+        pattern = re.compile("^" + re.sub(r"<\w+>", "[^/]+", rule) + "$")
+        self._body_limits.append((method.upper(), pattern, max_bytes))
+
+    def max_body_bytes(self, event: Mapping[str, Any]) -> int:
+        proxy = APIGatewayProxyEventV2(dict(event))
+        method, path = proxy.request_context.http.method.upper(), proxy.path
+        for limit_method, pattern, max_bytes in self._body_limits:
+            if limit_method == method and pattern.match(path):
+                return max_bytes
+        return MAX_SMALL_BODY_BYTES
+
     def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-        refusal, parsed = _body_refusal(event)
+        refusal = _size_refusal(event, self.max_body_bytes(event)) if event.get("body") else None
+        if refusal is None:
+            refusal, parsed = _body_refusal(event)
         if refusal is not None:
             return refusal
+        event = _canonical_media_type(event)
         self._parsed.body = parsed
         try:
             return super().resolve(event, context)
@@ -151,15 +188,56 @@ class JsonApiResolver(APIGatewayHttpResolver):
         return proxy
 
 
-def _proxy_error(status: int, code: str, message: str, errors: list[dict[str, Any]] | None = None) -> Any:
+def _proxy_error(
+    status: int,
+    code: str,
+    message: str,
+    errors: list[dict[str, Any]] | None = None,
+    details: dict[str, Any] | None = None,
+) -> Any:
     """An error answered before routing, as the proxy integration's raw result."""
-    details = {"errors": errors} if errors is not None else None
+    if errors is not None:
+        details = {**(details or {}), **errors_details(errors)}
     return {
         "statusCode": status,
         "headers": {"Content-Type": JSON},
         "body": compact_json(error_envelope(code, message, details)),
         "isBase64Encoded": False,
     }
+
+
+def _size_refusal(event: Mapping[str, Any], max_bytes: int) -> dict[str, Any] | None:
+    """413 for a body longer than the route can need, measured without decoding or parsing it."""
+    body = str(event.get("body"))
+    if event.get("isBase64Encoded"):
+        size = len(body) * 3 // 4 - body.count("=", max(0, len(body) - 2))
+    elif len(body) > max_bytes:
+        size = len(body)  # at least one byte a character
+    elif len(body) * 4 <= max_bytes:
+        size = 0  # at most four bytes a character: within the bound
+    else:
+        size = len(body.encode("utf-8", "surrogatepass"))
+    if size <= max_bytes:
+        return None
+    return _proxy_error(
+        413,
+        "payload_too_large",
+        f"the request body exceeds the {max_bytes} bytes this route can need",
+        details={"max_bytes": max_bytes},
+    )
+
+
+def _canonical_media_type(event: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The event with its JSON media type written in lower case. Media types are
+    case-insensitive (RFC 9110), but Powertools' validation matches `application/json` as a
+    case-sensitive prefix: `Application/JSON` was a 415 on every route."""
+    headers = event.get("headers") or {}
+    for key, value in headers.items():
+        if key.lower() == "content-type" and isinstance(value, str):
+            media_type, sep, params = value.partition(";")
+            if media_type.strip().lower() == JSON and media_type != JSON:
+                return {**event, "headers": {**headers, key: JSON + sep + params}}
+    return event
 
 
 def _body_refusal(event: Mapping[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -192,15 +270,20 @@ def _body_refusal(event: Mapping[str, Any]) -> tuple[dict[str, Any] | None, dict
     return None, parsed
 
 
-def create_resolver(*, json_object_bodies: bool = True) -> APIGatewayHttpResolver:
-    """An HTTP API (payload 2.0) resolver with request validation and our error body. The
-    webhook receiver passes json_object_bodies=False: it verifies the signature before it
-    looks at the body at all."""
-    app = (
-        JsonApiResolver(enable_validation=True)
-        if json_object_bodies
-        else APIGatewayHttpResolver(enable_validation=True)
-    )
+def create_resolver(
+    *, json_object_bodies: bool = True, body_limits: Mapping[tuple[str, str], int] | None = None
+) -> APIGatewayHttpResolver:
+    """An HTTP API (payload 2.0) resolver with request validation and our error body. Bodies are
+    at most MAX_SMALL_BODY_BYTES, or what `body_limits` gives a route ({(method, rule): bytes}).
+    The webhook receiver passes json_object_bodies=False: it verifies the signature before it
+    looks at the body at all (and bounds it itself)."""
+    app: APIGatewayHttpResolver
+    if json_object_bodies:
+        app = JsonApiResolver(enable_validation=True)
+        for (method, rule), max_bytes in (body_limits or {}).items():
+            app.limit_body(method, rule, max_bytes)
+    else:
+        app = APIGatewayHttpResolver(enable_validation=True)
     # The OpenAPI document still comes from the routes' annotations; requests are validated in
     # one pass where that is simple, by Powertools' own middleware otherwise (api/validation.py).
     app._request_validation_middleware = SinglePassRequestValidation()
@@ -210,15 +293,15 @@ def create_resolver(*, json_object_bodies: bool = True) -> APIGatewayHttpResolve
         details = exc.details
         if exc.status_code == 422 and "errors" not in details:
             # Every 422 lists its problems in details.errors, as a request validation does.
-            details = {**details, "errors": [{"loc": [], "msg": exc.message, "type": exc.code}]}
+            details = {**details, **errors_details([{"loc": [], "msg": exc.message, "type": exc.code}])}
         return error_response(exc.status_code, exc.code, exc.message, details, exc.headers())
 
     @app.exception_handler(RequestValidationError)
     def _invalid(exc: RequestValidationError) -> Response[str]:
-        errors = _validation_details(exc.errors())
+        errors = field_errors(exc.errors())
         if any(e["type"] == "json_invalid" for e in errors):
             return error_response(400, "malformed_json", "the request body is not valid JSON")
-        return error_response(422, "validation_error", "the request is not valid", {"errors": errors})
+        return error_response(422, "validation_error", "the request is not valid", errors_details(errors))
 
     @app.exception_handler(RequestUnsupportedContentType)
     def _not_json(exc: RequestUnsupportedContentType) -> Response[str]:
@@ -243,6 +326,9 @@ def create_resolver(*, json_object_bodies: bool = True) -> APIGatewayHttpResolve
     return app
 
 
+ORG_ID_CLAIM_MESSAGE = "the token's org_id claim must be a UUID in its canonical form (lower-case 8-4-4-4-12)"
+
+
 def current_actor(app: APIGatewayHttpResolver) -> Actor:
     """The caller, from the claims the API Gateway JWT authorizer verified. Never the body."""
     claims = app.current_event.request_context.authorizer.jwt_claim
@@ -252,7 +338,11 @@ def current_actor(app: APIGatewayHttpResolver) -> Actor:
     try:
         org_id = UUID(str(org))
     except ValueError as exc:
-        raise Unauthorized("the token's org_id claim is not a UUID") from exc
+        raise Unauthorized(ORG_ID_CLAIM_MESSAGE) from exc
+    if str(org_id) != org:
+        # One spelling per org: `{…}`, `urn:uuid:…`, no hyphens or upper case would name the same
+        # org under another string (in logs, metrics, anything keyed by the claim).
+        raise Unauthorized(ORG_ID_CLAIM_MESSAGE)
     role = claims.get("role")
     return Actor(org_id=org_id, subject=f"user:{sub}", role=str(role) if role else None)
 

@@ -92,7 +92,7 @@ class _Plan:
             content_type = headers.get("content-type", "")
             if not isinstance(content_type, str):
                 return None
-            content_type = content_type.strip()
+            content_type = content_type.strip().lower()
             if content_type and not content_type.startswith(_JSON):
                 return None  # a form, multipart or another type: Powertools decides
             try:

@@ -1,20 +1,27 @@
 """Secrets Manager adapter: per-org webhook signing secrets.
 
 Each org has one secret named `<prefix><org_id>` whose value is
-`{"secrets": ["whsec_...", ...]}`: every active secret, newest first (several during a
-rotation). Reads are cached with Powertools parameters for `max_age` seconds; an org id with
-no secret is remembered for `unknown_ttl_s` seconds, so junk traffic on the public webhook route
-is not one Secrets Manager call per request.
+`{"secrets": ["whsec_...", ...], "expires_at": {"<fingerprint>": "<RFC 3339>", ...}}`: every
+secret, newest first (several during a rotation), and when each kept previous one stops being
+accepted (`expires_at`, keyed by fingerprint(); a secret without an entry does not expire). A
+reader that knows no `expires_at` (the previous release) still reads `secrets` as before.
+Reads are cached with Powertools parameters for `max_age` seconds, and expiry is checked against
+the cached value on every read: so a secret revoked by a rotation stops being accepted within
+`max_age` seconds, and one that expires stops at its expiry. An org id with no secret is
+remembered for `unknown_ttl_s` seconds, so junk traffic on the public webhook route is not one
+Secrets Manager call per request.
 """
 
 from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import json
 import secrets as pysecrets
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
@@ -28,8 +35,42 @@ class SecretStoreUnavailable(RuntimeError):
     """Secrets Manager could not answer (not: the org has no secret)."""
 
 
+# How long a rotation keeps the previous secret valid by default: time for the sender to switch.
+PREVIOUS_VALID_FOR = timedelta(hours=24)
+
+
 def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(pysecrets.token_bytes(32)).decode()
+
+
+def fingerprint(secret: str) -> str:
+    """A secret's name in `expires_at`: not the secret (the value is read by the same readers
+    anyway, but an id is what an operator may paste into a ticket)."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:16]
+
+
+def _expiry(value: Any) -> datetime:
+    try:
+        when = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return datetime.min.replace(tzinfo=UTC)  # unreadable: treated as expired
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def _active(value: Any, now: datetime) -> list[str]:
+    found = value.get("secrets") if isinstance(value, dict) else None
+    if not isinstance(found, list):
+        return []
+    expires = value.get("expires_at") if isinstance(value.get("expires_at"), dict) else {}
+    active = []
+    for secret in found:
+        if not (isinstance(secret, str) and secret.startswith("whsec_")):
+            continue
+        until = expires.get(fingerprint(secret))
+        if until is not None and _expiry(until) <= now:
+            continue
+        active.append(secret)
+    return active
 
 
 def _not_found(exc: BaseException | None) -> bool:
@@ -50,12 +91,14 @@ class WebhookSecretStore:
         sm: Any | None = None,
         unknown_ttl_s: float = 0,
         clock: Callable[[], float] = time.monotonic,
+        wallclock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._prefix = prefix
         self._max_age_s = max_age_s
         self._sm = sm or client("secretsmanager")
         self._unknown_ttl_s = unknown_ttl_s
         self._clock = clock
+        self._wallclock = wallclock
         self._unknown: dict[str, float] = {}  # org id -> when it may be asked again
 
     @functools.cached_property
@@ -80,10 +123,7 @@ class WebhookSecretStore:
                 return None
             raise SecretStoreUnavailable(str(exc)) from exc
         self._unknown.pop(org_id, None)
-        found = value.get("secrets") if isinstance(value, dict) else None
-        if not isinstance(found, list):
-            return None
-        return [s for s in found if isinstance(s, str) and s.startswith("whsec_")] or None
+        return _active(value, self._wallclock()) or None
 
     def _remember_unknown(self, org_id: str, now: float) -> None:
         if self._unknown_ttl_s <= 0:
@@ -94,23 +134,36 @@ class WebhookSecretStore:
                 self._unknown.clear()
         self._unknown[org_id] = now + self._unknown_ttl_s
 
-    def rotate(self, org_id: str, *, keep_previous: int = 1) -> str:
-        """Create the org's secret, or add a new one in front keeping `keep_previous` old ones."""
+    def rotate(
+        self, org_id: str, *, keep_previous: int = 1, previous_valid_for: timedelta = PREVIOUS_VALID_FOR
+    ) -> str:
+        """Create the org's secret, or add a new one in front keeping the `keep_previous` newest
+        still-active old ones, each valid for `previous_valid_for` more at most (never longer
+        than it already was). keep_previous=0 revokes every previous secret."""
         name = self.name_for(org_id)
         new = new_webhook_secret()
         try:
-            current = json.loads(self._sm.get_secret_value(SecretId=name)["SecretString"]).get("secrets", [])
+            current = json.loads(self._sm.get_secret_value(SecretId=name)["SecretString"])
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ResourceNotFoundException":
                 raise
             self._sm.create_secret(
                 Name=name,
-                SecretString=json.dumps({"secrets": [new]}),
+                SecretString=json.dumps({"secrets": [new], "expires_at": {}}),
                 Description=f"slotguard webhook signing secrets of org {org_id}",
             )
             return new
-        kept = [s for s in current if isinstance(s, str)][: max(0, keep_previous)]
-        self._sm.put_secret_value(SecretId=name, SecretString=json.dumps({"secrets": [new, *kept]}))
+        now = self._wallclock()
+        kept = _active(current, now)[: max(0, keep_previous)]
+        old_expiry = current.get("expires_at") if isinstance(current.get("expires_at"), dict) else {}
+        expires_at = {}
+        for secret in kept:
+            until = now + previous_valid_for
+            if fingerprint(secret) in old_expiry:
+                until = min(until, _expiry(old_expiry[fingerprint(secret)]))
+            expires_at[fingerprint(secret)] = until.astimezone(UTC).isoformat()
+        value = {"secrets": [new, *kept], "expires_at": expires_at}
+        self._sm.put_secret_value(SecretId=name, SecretString=json.dumps(value))
         return new
 
 

@@ -58,7 +58,7 @@ class BookingRepository:
         """With a key, the request's fingerprint is stored beside it to tell a replay from a reuse."""
         stored_key = f"{key_scope}:{idempotency_key}" if idempotency_key is not None else None
         result: dict[str, Any] = self._call(
-            "SELECT slotguard.book_appointment_with_lock(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "SELECT slotguard.book_appointment_with_lock(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 org_id,
                 actor,
@@ -71,6 +71,7 @@ class BookingRepository:
                 stored_key,
                 request.fingerprint() if idempotency_key is not None else None,
                 self._lock_wait_ms,
+                request.backfill,
             ),
             # With a key, a repeat is a replay, never a second booking.
             retry_safe=idempotency_key is not None,
@@ -93,10 +94,11 @@ class BookingRepository:
         appointment_id: UUID,
         scheduled_at: datetime,
         duration_minutes: int | None,
+        backfill: bool = False,
     ) -> dict[str, Any]:
         result: dict[str, Any] = self._call(
-            "SELECT slotguard.reschedule_appointment(%s, %s, %s, %s, %s, %s)",
-            (org_id, actor, appointment_id, scheduled_at, duration_minutes, self._lock_wait_ms),
+            "SELECT slotguard.reschedule_appointment(%s, %s, %s, %s, %s, %s, %s)",
+            (org_id, actor, appointment_id, scheduled_at, duration_minutes, self._lock_wait_ms, backfill),
         )
         return result
 
@@ -125,9 +127,10 @@ class BookingRepository:
         )
         return result
 
-    def history(self, *, org_id: UUID, appointment_id: UUID) -> list[dict[str, Any]] | None:
-        result: list[dict[str, Any]] | None = self._call(
-            "SELECT slotguard.appointment_history(%s, %s)", (org_id, appointment_id), retry_safe=True
+    def history(self, *, org_id: UUID, appointment_id: UUID) -> dict[str, Any] | None:
+        """{entries (the oldest 100), entry_count, truncated}, or None for another org's id."""
+        result: dict[str, Any] | None = self._call(
+            "SELECT slotguard.appointment_history_bounded(%s, %s)", (org_id, appointment_id), retry_safe=True
         )
         return result
 
@@ -156,5 +159,27 @@ class BookingRepository:
             "SELECT slotguard.find_free_slots(%s, %s, %s, %s, %s, %s, %s)",
             (org_id, resource_id, start, end, duration_minutes, step_minutes, limit),
             retry_safe=True,
+        )
+        return result
+
+    def set_calendar_rules(
+        self, *, org_id: UUID, actor: str, resource_id: UUID | None, rules: dict[str, Any]
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "SELECT slotguard.set_calendar_rules(%s, %s, %s, %s, %s)",
+            (org_id, actor, resource_id, Jsonb(rules), self._lock_wait_ms),
+        )
+        return result
+
+    def get_calendar_rules(self, *, org_id: UUID, resource_id: UUID | None) -> dict[str, Any] | None:
+        result: dict[str, Any] | None = self._call(
+            "SELECT slotguard.get_calendar_rules(%s, %s)", (org_id, resource_id), retry_safe=True
+        )
+        return result
+
+    def calendar_rules_history(self, *, org_id: UUID, resource_id: UUID | None) -> dict[str, Any]:
+        """{entries (the newest versions within 2 MiB of rules, oldest first), entry_count, truncated}"""
+        result: dict[str, Any] = self._call(
+            "SELECT slotguard.calendar_rules_history(%s, %s)", (org_id, resource_id), retry_safe=True
         )
         return result

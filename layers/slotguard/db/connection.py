@@ -207,6 +207,12 @@ class Database:
             except psycopg.errors.QueryCanceled as exc:
                 # The role's statement_timeout: the database is overloaded, not the request wrong.
                 raise Busy("the database took too long to answer, retry shortly") from exc
+            except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
+                # A lock not granted within lock_timeout (or given up to break a deadlock) where the
+                # SQL function does not answer `busy` itself, such as an INSERT waiting on the
+                # exclusion constraint for another transaction's row: contention, not an outage.
+                # The statement's transaction is rolled back and the connection stays healthy.
+                raise Busy("the calendar is busy, retry shortly") from exc
             except psycopg.OperationalError as exc:
                 if self._in_transaction:
                     raise DatabaseUnavailable("the database is unavailable, retry shortly") from exc

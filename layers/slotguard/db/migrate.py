@@ -1,10 +1,22 @@
-"""Applies the numbered SQL files in `slotguard/migrations` once each, in order.
+"""Applies the database's SQL: the numbered migrations once each, then the function files.
 
-Kept small on purpose (see docs/decisions.md): plain SQL files, a table of applied
-versions with checksums, one transaction per file, and a session advisory lock so that
-two runners starting at once (two deploys, a deploy and a local stack) apply each file
-exactly once. The runner connects directly as the administrator, never through the
-application's RDS Proxy path, so its session lock pins nothing.
+Two kinds of files (see docs/decisions.md):
+
+- `slotguard/migrations/NNNN_name.sql`, versioned: applied once each, in version order, and never
+  edited after (a changed checksum is refused). Schema changes and data moves only; from 0013 on
+  they define no functions (0001-0012 did, and stay as deployed databases ran them).
+- `slotguard/sql/functions/*.sql`, repeatable (Flyway's `R__` files): each holds the *current*
+  definition of one SQL function or of a closely related group (`CREATE OR REPLACE`, with its
+  grants). A file is applied again whenever its checksum differs from the one recorded for it,
+  and every file is applied again whenever a versioned migration was, so a migration that drops
+  or replaces a function never leaves the database with another definition than the files'.
+  They are applied in the order of FUNCTION_FILES below, after the versioned migrations.
+
+Everything one run applies is one transaction: a deploy's new migrations and function files
+commit together or not at all. A table of applied versions and one of applied function files
+hold the checksums; a session advisory lock makes two runners starting at once (two deploys, a
+deploy and a local stack) apply each change exactly once. The runner connects directly as the
+administrator, never through the application's RDS Proxy path, so its session lock pins nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +35,30 @@ MIGRATION_LOCK_KEY = 0x510760A2D  # any constant; shared by every runner of this
 # does not answer (wrong security group, black-holed route, instance stuck in a reboot).
 CONNECT_TIMEOUT_S = 10
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+# The function files, in the order they are applied (a file may only use what an earlier file or
+# the schema defines: SQL-language bodies are checked when created). Helpers first, then the
+# booking API, then the webhook API, then the maintenance functions. A file in the folder that is
+# not listed here, or a listed one that is missing, is refused.
+FUNCTION_FILES = (
+    "tenancy.sql",
+    "calendar_locks.sql",
+    "calendar_hours.sql",
+    "calendar_rules.sql",
+    "appointment_json.sql",
+    "conflicts.sql",
+    "booking.sql",
+    "cancel.sql",
+    "reschedule.sql",
+    "appointment_reads.sql",
+    "availability.sql",
+    "webhook_claim.sql",
+    "webhook_outcome.sql",
+    "webhook_batch_claim.sql",
+    "webhook_dead_letter.sql",
+    "webhook_metrics.sql",
+    "webhook_redrive.sql",
+    "retention.sql",
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +70,24 @@ class Migration:
     @property
     def checksum(self) -> str:
         return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class FunctionFile:
+    name: str
+    text: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class MigrationRun:
+    """What one run applied: versioned migrations, and function files (in the order applied)."""
+
+    versions: list[int]
+    functions: list[str]
 
 
 class MigrationError(RuntimeError):
@@ -53,12 +107,29 @@ def load_migrations() -> list[Migration]:
     return found
 
 
-def migrations_digest(migrations: list[Migration] | None = None) -> str:
-    """One digest of the migration files (their versions, names and text): the deploy-time custom
-    resource carries it as a property, and its handler compares it with the files it holds."""
+def load_function_files() -> list[FunctionFile]:
+    folder = resources.files("slotguard").joinpath("sql", "functions")
+    present = {entry.name for entry in folder.iterdir() if entry.name.endswith(".sql")}
+    unlisted, missing = present - set(FUNCTION_FILES), set(FUNCTION_FILES) - present
+    if unlisted or missing:
+        raise MigrationError(
+            f"sql/functions and FUNCTION_FILES disagree: not listed {sorted(unlisted)},"
+            f" missing {sorted(missing)}"
+        )
+    return [FunctionFile(name, folder.joinpath(name).read_text(encoding="utf-8")) for name in FUNCTION_FILES]
+
+
+def migrations_digest(
+    migrations: list[Migration] | None = None, functions: list[FunctionFile] | None = None
+) -> str:
+    """One digest of the SQL files (the migrations' versions, names and text, and the function
+    files' names and text, in order): the deploy-time custom resource carries it as a property,
+    and its handler compares it with the files it holds."""
     digest = hashlib.sha256()
     for m in load_migrations() if migrations is None else migrations:
         digest.update(f"{m.version:04d}_{m.name}\0{m.checksum}\n".encode())
+    for f in load_function_files() if functions is None else functions:
+        digest.update(f"functions/{f.name}\0{f.checksum}\n".encode())
     return digest.hexdigest()
 
 
@@ -75,11 +146,27 @@ def applied_version(admin_url: str, *, connect_timeout_s: int = CONNECT_TIMEOUT_
 
 
 def migrate(
-    admin_url: str, migrations: list[Migration] | None = None, *, connect_timeout_s: int = CONNECT_TIMEOUT_S
+    admin_url: str,
+    migrations: list[Migration] | None = None,
+    functions: list[FunctionFile] | None = None,
+    *,
+    connect_timeout_s: int = CONNECT_TIMEOUT_S,
 ) -> list[int]:
     """Apply what is missing; return the versions this call applied."""
+    return run_migrations(admin_url, migrations, functions, connect_timeout_s=connect_timeout_s).versions
+
+
+def run_migrations(
+    admin_url: str,
+    migrations: list[Migration] | None = None,
+    functions: list[FunctionFile] | None = None,
+    *,
+    connect_timeout_s: int = CONNECT_TIMEOUT_S,
+) -> MigrationRun:
+    """Apply the missing migrations, then the function files that changed (all of them when a
+    migration was applied), in one transaction; return what this call applied."""
     migrations = load_migrations() if migrations is None else migrations
-    applied_now: list[int] = []
+    functions = load_function_files() if functions is None else functions
     with psycopg.connect(admin_url, autocommit=True, connect_timeout=connect_timeout_s) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
         try:
@@ -90,18 +177,32 @@ def migrate(
                        checksum text NOT NULL,
                        applied_at timestamptz NOT NULL DEFAULT now())"""
             )
+            conn.execute(
+                """CREATE TABLE IF NOT EXISTS public.slotguard_schema_functions (
+                       name text PRIMARY KEY,
+                       checksum text NOT NULL,
+                       applied_at timestamptz NOT NULL DEFAULT now())"""
+            )
             done = {
                 row[0]: row[1]
                 for row in conn.execute("SELECT version, checksum FROM public.slotguard_schema_migrations")
             }
             for migration in migrations:
-                if migration.version in done:
-                    if done[migration.version] != migration.checksum:
-                        raise MigrationError(
-                            f"migration {migration.version:04d}_{migration.name} changed after it was applied"
-                        )
-                    continue
-                with conn.transaction():
+                if migration.version in done and done[migration.version] != migration.checksum:
+                    raise MigrationError(
+                        f"migration {migration.version:04d}_{migration.name} changed after it was applied"
+                    )
+            pending = [m for m in migrations if m.version not in done]
+            recorded = {
+                row[0]: row[1]
+                for row in conn.execute("SELECT name, checksum FROM public.slotguard_schema_functions")
+            }
+            stale = [f for f in functions if pending or recorded.get(f.name) != f.checksum]
+            gone = sorted(set(recorded) - {f.name for f in functions})
+            if not (pending or stale or gone):
+                return MigrationRun([], [])
+            with conn.transaction():
+                for migration in pending:
                     conn.execute(sql.SQL(cast(LiteralString, migration.text)))
                     conn.execute("RESET ROLE")  # files may SET LOCAL ROLE slotguard_owner
                     conn.execute(
@@ -109,10 +210,21 @@ def migrate(
                         " VALUES (%s, %s, %s)",
                         (migration.version, migration.name, migration.checksum),
                     )
-                applied_now.append(migration.version)
+                for function_file in stale:
+                    conn.execute(sql.SQL(cast(LiteralString, function_file.text)))
+                    conn.execute("RESET ROLE")
+                    conn.execute(
+                        "INSERT INTO public.slotguard_schema_functions (name, checksum) VALUES (%s, %s)"
+                        " ON CONFLICT (name) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now()",
+                        (function_file.name, function_file.checksum),
+                    )
+                if gone:  # a file removed (its functions dropped by a migration): forget its checksum
+                    conn.execute(
+                        "DELETE FROM public.slotguard_schema_functions WHERE name = ANY(%s)", (gone,)
+                    )
+            return MigrationRun([m.version for m in pending], [f.name for f in stale])
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
-    return applied_now
 
 
 LOGIN_ROLES = ("slotguard_app", "slotguard_retention")

@@ -69,12 +69,14 @@ class WebhookRepository:
         dead: bool,
         processing_ms: int,
         outcome: str | None = None,
+        retry_after_s: int | None = None,
     ) -> bool:
-        """A failed attempt recorded (one spent); False when `token` no longer holds the claim."""
+        """A failed attempt recorded (one spent), retriable after `retry_after_s` (every copy of
+        the message is held back until then); False when `token` no longer holds the claim."""
         return bool(
             self._db.scalar(
-                "SELECT slotguard.fail_webhook_delivery(%s, %s, %s, %s, %s, %s, %s)",
-                (org_id, job_id, token, error, dead, processing_ms, outcome),
+                "SELECT slotguard.fail_webhook_delivery_with_backoff(%s, %s, %s, %s, %s, %s, %s, %s)",
+                (org_id, job_id, token, error, dead, processing_ms, outcome, retry_after_s),
             )
         )
 
@@ -140,15 +142,33 @@ class WebhookRepository:
         )
         return result
 
-    def redrive(
-        self, org_id: UUID, actor: str, job_ids: list[str] | None, retry_budget: int
+    def redrive_mark(
+        self,
+        org_id: UUID,
+        job_ids: list[str] | None,
+        after: int | None,
+        limit: int,
+        retry_budget: int,
+        unconfirmed_after_s: int,
     ) -> list[dict[str, Any]]:
-        """Must run inside Database.transaction(): the rows stay locked until the caller commits."""
+        """Up to `limit` rows back to `pending` under a redrive mark, in one short statement:
+        first rows an earlier redrive marked and never settled (`resend`), then dead letters
+        after `after`, in id order. No lock outlives the statement."""
         result: list[dict[str, Any]] = self._db.scalar(
-            "SELECT slotguard.redrive_webhook_deliveries(%s, %s, %s, %s)",
-            (org_id, actor, job_ids, retry_budget),
+            "SELECT slotguard.redrive_mark_webhook_deliveries(%s, %s, %s, %s, %s, %s)",
+            (org_id, job_ids, after, limit, retry_budget, unconfirmed_after_s),
         )
         return result
+
+    def redrive_settle(self, org_id: UUID, actor: str, sent: list[str], unsent: list[str]) -> int:
+        """The marked rows SQS took are redriven (audited); those it refused are dead letters again."""
+        return int(
+            self._db.scalar(
+                "SELECT slotguard.redrive_settle_webhook_deliveries(%s, %s, %s, %s)",
+                (org_id, actor, sent, unsent),
+                retry_safe=True,  # a repeat finds no mark left: a no-op
+            )
+        )
 
     def redrive_history(self, org_id: UUID, job_id: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._db.scalar(

@@ -10,7 +10,9 @@ from uuid import UUID
 
 from slotguard.db.booking_repository import BookingRepository
 from slotguard.errors import (
+    RULE_REFUSALS,
     Busy,
+    Forbidden,
     IdempotencyKeyReused,
     InvalidRequest,
     NotFound,
@@ -18,17 +20,23 @@ from slotguard.errors import (
     SlotConflict,
 )
 from slotguard.models import (
+    MAX_APPOINTMENT_JSON_BYTES,
+    MAX_PAGE_BYTES,
     Actor,
     Appointment,
     AppointmentPage,
     Availability,
     BookingResult,
     BookRequest,
+    CalendarRules,
+    CalendarRulesView,
     FreeSlots,
     History,
     HistoryEntry,
     RescheduleRequest,
     RescheduleResult,
+    RulesHistory,
+    SetRulesResult,
     Slot,
 )
 
@@ -42,8 +50,17 @@ MIN_SLOT_STEP_MINUTES = 5
 
 
 def _conflict(outcome: dict[str, Any]) -> SlotConflict:
+    """The 409: the first MAX_CONFLICTS_SHOWN overlaps (the database builds no more), and how many
+    there are."""
     conflicts = [Appointment.model_validate(c).model_dump(mode="json") for c in outcome["conflicts"]]
-    return SlotConflict("the slot overlaps an existing appointment", {"conflicts": conflicts})
+    return SlotConflict(
+        "the slot overlaps an existing appointment",
+        {
+            "conflicts": conflicts,
+            "conflict_count": outcome["conflict_count"],
+            "truncated": outcome["truncated"],
+        },
+    )
 
 
 def _refusal(outcome: dict[str, Any], appointment_id: UUID | None = None) -> Exception:
@@ -60,7 +77,19 @@ def _refusal(outcome: dict[str, Any], appointment_id: UUID | None = None) -> Exc
         return IdempotencyKeyReused("this Idempotency-Key was used with another request body")
     if status == "invalid":
         return InvalidRequest(outcome.get("message", "invalid request"))
+    if status == "rule_violation" and outcome.get("code") in RULE_REFUSALS:
+        return rule_refusal(outcome["code"], outcome["message"], outcome.get("rules_version"))
     return RuntimeError(f"unexpected outcome from the database: {status}")
+
+
+def rule_refusal(code: str, message: str, rules_version: int | None) -> Exception:
+    """A 422 per rule, shaped as every 422 is (`details.errors` names the field), with the version of
+    the calendar's rules it was checked against."""
+    field = "duration_minutes" if code == "duration_not_allowed" else "scheduled_at"
+    return RULE_REFUSALS[code](
+        message,
+        {"errors": [{"loc": ["body", field], "msg": message, "type": code}], "rules_version": rules_version},
+    )
 
 
 # A page cursor: the last row's position, `<scheduled_at in epoch microseconds>.<id as hex>`.
@@ -88,6 +117,8 @@ class BookingService:
         self._repo = repository
 
     def book(self, actor: Actor, request: BookRequest, idempotency_key: str | None = None) -> BookingResult:
+        if request.backfill and not actor.is_admin:
+            raise Forbidden("only an admin may backfill a past appointment")
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
             raise InvalidRequest(f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY_CHARS} characters")
         outcome = self._repo.book(
@@ -130,7 +161,17 @@ class BookingService:
             after=decode_cursor(cursor) if cursor else None,
         )
         items = [Appointment.model_validate(r) for r in rows[:limit]]
-        next_cursor = encode_cursor(items[-1]) if len(rows) > limit else None
+        more = len(rows) > limit
+        if limit * MAX_APPOINTMENT_JSON_BYTES > MAX_PAGE_BYTES:
+            # A page of large appointments could pass Lambda's response limit: it stops before
+            # MAX_PAGE_BYTES (at least one appointment), and next_cursor continues after it.
+            size = 0
+            for count, item in enumerate(items):
+                size += len(item.model_dump_json())
+                if size > MAX_PAGE_BYTES and count > 0:
+                    items, more = items[:count], True
+                    break
+        next_cursor = encode_cursor(items[-1]) if more else None
         return AppointmentPage(items=items, next_cursor=next_cursor)
 
     def cancel(self, actor: Actor, appointment_id: UUID, reason: str | None = None) -> Appointment:
@@ -142,22 +183,30 @@ class BookingService:
         raise _refusal(outcome, appointment_id)
 
     def reschedule(self, actor: Actor, appointment_id: UUID, request: RescheduleRequest) -> RescheduleResult:
+        if request.backfill and not actor.is_admin:
+            raise Forbidden("only an admin may move an appointment into the past")
         outcome = self._repo.reschedule(
             org_id=actor.org_id,
             actor=actor.label,
             appointment_id=appointment_id,
             scheduled_at=request.scheduled_at,
             duration_minutes=request.duration_minutes,
+            backfill=request.backfill,
         )
         if outcome["status"] == "rescheduled":
             return RescheduleResult.model_validate(outcome)
         raise _refusal(outcome, appointment_id)
 
     def history(self, actor: Actor, appointment_id: UUID) -> History:
-        rows = self._repo.history(org_id=actor.org_id, appointment_id=appointment_id)
-        if rows is None:
+        found = self._repo.history(org_id=actor.org_id, appointment_id=appointment_id)
+        if found is None:
             raise NotFound("appointment not found", {"id": str(appointment_id)})
-        return History(appointment_id=appointment_id, entries=[HistoryEntry.model_validate(r) for r in rows])
+        return History(
+            appointment_id=appointment_id,
+            entries=[HistoryEntry.model_validate(r) for r in found["entries"]],
+            entry_count=found["entry_count"],
+            truncated=found["truncated"],
+        )
 
     def check_availability(
         self, actor: Actor, *, start: datetime, duration_minutes: int, resource_id: UUID | None = None
@@ -213,3 +262,44 @@ class BookingService:
             searched_to=searched_to,
             next_from=next_from,
         )
+
+
+def calendar_resource(calendar_id: str) -> UUID | None:
+    """A calendar in a path: `default` (the org's default calendar, resource_id null) or a resource id."""
+    if calendar_id == "default":
+        return None
+    try:
+        return UUID(calendar_id)
+    except ValueError:
+        raise InvalidRequest("calendar_id must be `default` or a resource id (UUID)") from None
+
+
+class CalendarService:
+    """Calendars' rules: read by members, written by admins (the handler checks the role)."""
+
+    def __init__(self, repository: BookingRepository) -> None:
+        self._repo = repository
+
+    def set_rules(self, actor: Actor, calendar_id: str, rules: CalendarRules) -> SetRulesResult:
+        resource_id = calendar_resource(calendar_id)
+        outcome = self._repo.set_calendar_rules(
+            org_id=actor.org_id,
+            actor=actor.label,
+            resource_id=resource_id,
+            rules=rules.model_dump(mode="json"),
+        )
+        if outcome["status"] == "saved":
+            return SetRulesResult.model_validate(outcome)
+        raise _refusal(outcome)
+
+    def get_rules(self, actor: Actor, calendar_id: str) -> CalendarRulesView:
+        resource_id = calendar_resource(calendar_id)
+        found = self._repo.get_calendar_rules(org_id=actor.org_id, resource_id=resource_id)
+        if found is None:
+            return CalendarRulesView(resource_id=resource_id, version=0, rules=None)
+        return CalendarRulesView.model_validate(found)
+
+    def rules_history(self, actor: Actor, calendar_id: str) -> RulesHistory:
+        resource_id = calendar_resource(calendar_id)
+        found = self._repo.calendar_rules_history(org_id=actor.org_id, resource_id=resource_id)
+        return RulesHistory.model_validate({"resource_id": resource_id, **found})

@@ -15,11 +15,13 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from slotguard.aws.cloudwatch import QueueAgeMetric
-from slotguard.aws.sqs import QueueDepth, WebhookQueue
+from slotguard.aws.sqs import SEND_BATCH_MAX, OutgoingWebhook, QueueDepth, WebhookQueue
 from slotguard.aws.workers import WorkerState, WorkerStateSource
 from slotguard.db.connection import Database
 from slotguard.db.webhook_repository import WebhookRepository
+from slotguard.errors import UpstreamUnavailable
 from slotguard.models import Actor, JobId
+from slotguard.observability import logger
 
 Range = Literal["1h", "24h", "7d", "30d"]
 RANGES: dict[str, tuple[timedelta, timedelta]] = {  # range -> (span, trend bucket)
@@ -40,14 +42,49 @@ BACKLOG_DEGRADED = 1000
 QUEUE_HEALTH_CACHE_S = 5.0
 
 
+# The largest redrive body the request can need: 1000 job ids of 255 printable ASCII characters,
+# each spelled as a 6-byte \u escape (1.53 MB), with whitespace.
+MAX_REDRIVE_BODY_BYTES = 2 * 1024 * 1024
+# The redrive works in batches of one SendMessageBatch each, and stops starting new ones once
+# REDRIVE_TIME_BUDGET_S have passed, well within the API functions' timeout (topology.API_TIMEOUT_S).
+REDRIVE_BATCH = SEND_BATCH_MAX
+REDRIVE_TIME_BUDGET_S = 8.0
+REDRIVE_DEFAULT_LIMIT = 500
+# A redrive mark older than this belongs to a redrive that died between sending and settling
+# (more than the API's timeout): the next redrive sends those rows again.
+REDRIVE_UNCONFIRMED_AFTER_S = 120
+# SQS's reason for refusing a message, as the redrive answers it (its own text, cut: bounded answer).
+MAX_NOT_SENT_ERROR_CHARS = 500
+
+
 class RedriveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     job_ids: list[JobId] | None = Field(default=None, min_length=1, max_length=1000)
+    after: int | None = Field(
+        default=None,
+        ge=0,
+        description="`next_after` of the previous answer: continue after the rows it reached",
+    )
+    limit: int = Field(
+        default=REDRIVE_DEFAULT_LIMIT,
+        ge=1,
+        le=1000,
+        description="At most this many dead letters in this call (fewer if its time runs out)",
+    )
+
+
+class NotSent(BaseModel):
+    job_id: str
+    error: str = Field(description="SQS's reason for refusing the message; the row stays a dead letter")
 
 
 class RedriveResult(BaseModel):
     redriven: int
     job_ids: list[str]
+    not_sent: list[NotSent] = Field(description="Dead letters SQS refused: still dead letters, skipped")
+    next_after: int | None = Field(
+        description="More dead letters may be left: send this as `after` to continue. null: none left"
+    )
 
 
 class QueueView(BaseModel):
@@ -117,13 +154,21 @@ class TrendBucket(BaseModel):
     dead_letter: int
 
 
+# Per event type, an answer lists the busiest MAX_EVENT_TYPES_SHOWN (0014): a sender chooses its
+# types freely.
+MAX_EVENT_TYPES_SHOWN = 100
+_BY_TYPE = f"The {MAX_EVENT_TYPES_SHOWN} busiest event types of the range, by name"
+
+
 class DeliveryStats(BaseModel):
     range: Range
     bucket: str
     since: datetime
     until: datetime
     totals: DeliveryCounts
-    by_event_type: list[EventTypeDeliveryCounts]
+    by_event_type: list[EventTypeDeliveryCounts] = Field(description=_BY_TYPE)
+    event_type_count: int = Field(description="How many event types the range holds")
+    truncated: bool = Field(description="Whether by_event_type lists fewer than event_type_count")
     trend: list[TrendBucket]
 
 
@@ -144,7 +189,9 @@ class ProcessingTime(BaseModel):
     range: Range
     unit: Literal["ms"]
     overall: Percentiles
-    by_event_type: list[EventTypePercentiles]
+    by_event_type: list[EventTypePercentiles] = Field(description=_BY_TYPE)
+    event_type_count: int = Field(description="How many event types completed deliveries of the range have")
+    truncated: bool = Field(description="Whether by_event_type lists fewer than event_type_count")
 
 
 class Delivery(BaseModel):
@@ -159,14 +206,21 @@ class Delivery(BaseModel):
     last_attempt_at: datetime | None
     event_data: dict[str, Any] | None = Field(
         default=None,
-        description="The webhook's payload (personal data): present for admins only",
+        description="The webhook's payload (personal data): present for admins only, newest first"
+        " while the answer's payloads stay within 1 MiB",
+        exclude_if=lambda value: value is None,
+    )
+    event_data_omitted: bool | None = Field(
+        default=None,
+        description="Admins: `true` when this payload is left out, the newer ones of the answer having"
+        " reached 1 MiB",
         exclude_if=lambda value: value is None,
     )
 
 
 class DeliveryList(BaseModel):
     total: int
-    items: list[Delivery]
+    items: list[Delivery] = Field(description="The newest `limit`; texts cut to their bounds")
 
 
 def _count(n: int, noun: str) -> str:
@@ -306,17 +360,63 @@ class MetricsService:
         )
 
     def redrive(self, actor: Actor, request: RedriveRequest) -> RedriveResult:
-        """Back to 'pending' and onto the queue, atomically: if enqueueing fails, nothing changes."""
-        with self._db.transaction():
-            items = self._log.redrive(actor.org_id, actor.label, request.job_ids, self._retry_budget)
-            for item in items:
-                self._queue.send(
-                    json.dumps(item["event_data"]),
-                    org_id=str(actor.org_id),
-                    webhook_id=item["job_id"],
-                    event_type=item["event_type"],
-                )
-        return RedriveResult(redriven=len(items), job_ids=[i["job_id"] for i in items])
+        """Dead letters back to `pending` and onto the queue, in batches of one SendMessageBatch.
+
+        Each batch is three short steps and no transaction spans them: mark up to ten rows
+        `pending` (one statement), send them (no row locked meanwhile), settle (one statement:
+        the rows SQS took are audited, those it refused are dead letters again). So nothing stays
+        marked redriven that was not sent, and the processor never waits on a redrive.
+
+        Each dead letter is sent at least once and, but for two cases, exactly once: the SDK
+        retrying a SendMessageBatch whose answer was lost, and a redrive dying between sending and
+        settling (its rows are sent again by a redrive after REDRIVE_UNCONFIRMED_AFTER_S). A second
+        copy of a message is a duplicate the processor's claim acknowledges (applied once).
+
+        The call stops after `limit` dead letters or REDRIVE_TIME_BUDGET_S, and its answer's
+        `next_after` says where to continue. SQS failing as a whole answers 503 once the batch in
+        hand is back to dead letters; what earlier batches redrove stays redriven."""
+        started = time.monotonic()
+        org = actor.org_id
+        after = request.after
+        redriven: list[str] = []
+        not_sent: list[NotSent] = []
+        exhausted = False
+        while len(redriven) + len(not_sent) < request.limit:
+            if time.monotonic() - started > REDRIVE_TIME_BUDGET_S:
+                break
+            size = min(REDRIVE_BATCH, request.limit - len(redriven) - len(not_sent))
+            items = self._log.redrive_mark(
+                org, request.job_ids, after, size, self._retry_budget, REDRIVE_UNCONFIRMED_AFTER_S
+            )
+            if not items:
+                exhausted = True
+                break
+            messages = [
+                OutgoingWebhook(json.dumps(i["event_data"]), str(org), i["job_id"], i["event_type"])
+                for i in items
+            ]
+            try:
+                refusals = self._queue.send_batch(messages)
+            except Exception as exc:
+                logger.warning("redrive: SQS failed", extra={"error": type(exc).__name__})
+                self._log.redrive_settle(org, actor.label, [], [i["job_id"] for i in items])
+                raise UpstreamUnavailable(
+                    "the queue could not be reached; what is not listed was not redriven, retry shortly",
+                    {"redriven": len(redriven), "job_ids": redriven, "next_after": after},
+                ) from exc
+            sent = [i["job_id"] for i, why in zip(items, refusals, strict=True) if why is None]
+            refused = [(i["job_id"], why) for i, why in zip(items, refusals, strict=True) if why is not None]
+            self._log.redrive_settle(org, actor.label, sent, [job for job, _ in refused])
+            redriven += sent
+            not_sent += [NotSent(job_id=job, error=why[:MAX_NOT_SENT_ERROR_CHARS]) for job, why in refused]
+            after = max([after or 0, *(int(i["id"]) for i in items if not i["resend"])]) or after
+        return RedriveResult(
+            redriven=len(redriven),
+            job_ids=redriven,
+            not_sent=not_sent,
+            # not exhausted: more may be left, after `after` (0 if this call reached no dead letter)
+            next_after=None if exhausted else (after or 0),
+        )
 
     def redrive_history(self, org_id: UUID, job_id: str) -> list[dict[str, Any]]:
         return self._log.redrive_history(org_id, job_id)

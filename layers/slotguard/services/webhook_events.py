@@ -4,6 +4,7 @@ Outcome, or raises RetriableFailure / InvalidPayload."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -12,6 +13,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from slotguard.db.booking_repository import BookingRepository
+from slotguard.errors import field_errors
 from slotguard.models import MAX_REASON_CHARS, BookRequest, RescheduleRequest
 
 M = TypeVar("M", bound=BaseModel)
@@ -52,14 +54,32 @@ class EventContext:
         return f"webhook:{self.job_id}"
 
 
-def _parse(model: type[M], data: Any) -> M:
+MAX_ERROR_CHARS = 2000  # what the delivery log keeps of an error (fail_webhook_delivery)
+
+
+def _parse(model: type[M], data: Any, event_type: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        # Where and what kind, never pydantic's message: it can quote the sender's input, and
-        # members (not only admins) read error_message in the metrics API.
-        errors = [{"loc": list(e["loc"]), "type": e["type"]} for e in exc.errors()]
-        raise InvalidPayload(f"data is not valid for this event type: {errors}") from None
+        # The field errors the API answers for the same body (`details.errors`: loc, msg, type;
+        # never the input), located under the payload's `data`, as JSON.
+        errors = field_errors(exc.errors(), ("data",))
+        raise InvalidPayload(invalid_data_message(event_type, errors)) from None
+
+
+def invalid_data_message(event_type: str, errors: list[dict[str, Any]]) -> str:
+    """`data is not valid for <type>: <JSON list of field errors>`, within what the delivery log
+    keeps: errors that do not fit are counted in a last entry, so the JSON stays whole."""
+    prefix = f"data is not valid for {event_type}: "
+    for kept in range(len(errors), -1, -1):
+        shown = errors[:kept]
+        if kept < len(errors):
+            more = len(errors) - kept
+            shown = [*shown, {"loc": ["data"], "msg": f"{more} more error(s)", "type": "more_errors"}]
+        text = prefix + json.dumps(shown, ensure_ascii=False)
+        if len(text) <= MAX_ERROR_CHARS:
+            return text
+    return prefix + "[]"
 
 
 def _settle(outcome: dict[str, Any], applied: set[str]) -> Outcome:
@@ -75,11 +95,16 @@ def _settle(outcome: dict[str, Any], applied: set[str]) -> Outcome:
     detail: dict[str, Any] = {"status": status}
     if status == "conflict":
         detail["conflicts"] = [c["id"] for c in outcome.get("conflicts", [])]
+    if status == "rule_violation":  # the calendar's rules refused it (their code and version)
+        detail["code"] = outcome.get("code")
+        detail["rules_version"] = outcome.get("rules_version")
     return Outcome("rejected", detail)
 
 
 def book(ctx: EventContext, data: Any) -> Outcome:
-    request = _parse(BookRequest, data)
+    request = _parse(BookRequest, data, "appointment.book")
+    if request.backfill:  # an admin's flag: a webhook is no admin
+        return Outcome("rejected", {"status": "backfill_not_allowed"})
     # The webhook id is the idempotency key: a redelivery replays, never books twice.
     outcome = ctx.bookings.book(
         org_id=ctx.org_id, actor=ctx.actor, request=request, idempotency_key=ctx.job_id, key_scope="webhook"
@@ -88,7 +113,7 @@ def book(ctx: EventContext, data: Any) -> Outcome:
 
 
 def cancel(ctx: EventContext, data: Any) -> Outcome:
-    request = _parse(CancelData, data)
+    request = _parse(CancelData, data, "appointment.cancel")
     outcome = ctx.bookings.cancel(
         org_id=ctx.org_id, actor=ctx.actor, appointment_id=request.appointment_id, reason=request.reason
     )
@@ -96,7 +121,9 @@ def cancel(ctx: EventContext, data: Any) -> Outcome:
 
 
 def reschedule(ctx: EventContext, data: Any) -> Outcome:
-    request = _parse(RescheduleData, data)
+    request = _parse(RescheduleData, data, "appointment.reschedule")
+    if request.backfill:
+        return Outcome("rejected", {"status": "backfill_not_allowed"})
     outcome = ctx.bookings.reschedule(
         org_id=ctx.org_id,
         actor=ctx.actor,

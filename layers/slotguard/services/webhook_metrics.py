@@ -21,6 +21,7 @@ PROCESSED = "WebhookProcessed"  # dimension-free count of completed deliveries
 FAILED = "WebhookFailed"  # attempts that will be retried
 DEAD_LETTERED = "WebhookDeadLettered"  # service webhook_processor (gave up) or dlq_reconciler (redrive)
 DUPLICATE = "WebhookDuplicateSkipped"
+HANDED_BACK = "WebhookHandedBack"  # records the invocation had no time left for (no attempt spent)
 UNPARSABLE = "WebhookUnparsable"  # a dead-letter queue message the reconciler cannot read
 PROCESSING_TIME = "WebhookProcessingTime"  # milliseconds
 
@@ -52,7 +53,7 @@ def receiving() -> Iterator[None]:
 
 @contextmanager
 def processing() -> Iterator[Callable[[ProcessResult], ProcessResult]]:
-    from slotguard.services.webhook_processor import RecordFailed  # loaded by its only callers
+    from slotguard.services.webhook_processor import HandedBack, RecordFailed  # loaded by its only callers
 
     started = time.perf_counter()
 
@@ -67,6 +68,9 @@ def processing() -> Iterator[Callable[[ProcessResult], ProcessResult]]:
 
     try:
         yield track
+    except HandedBack:
+        _count(HANDED_BACK)
+        raise
     except RecordFailed:
         _count(FAILED)
         raise

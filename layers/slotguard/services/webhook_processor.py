@@ -54,6 +54,16 @@ class RecordFailed(Exception):
     """Report this record as a batch item failure (SQS redelivers it after its backoff)."""
 
 
+class HandedBack(RecordFailed):
+    """The invocation's remaining time could not cover this record: reported as a batch item
+    failure, visible again at once, its claim given back, no attempt spent."""
+
+
+# Releasing a handed-back record's claim is one short statement; below this much time left it
+# is not tried (the claim is then re-claimed once stale, still unspent).
+RELEASE_MIN_MS = 300
+
+
 @dataclass(frozen=True)
 class ProcessResult:
     status: str  # completed | skipped | failed | dead_letter
@@ -107,8 +117,13 @@ class WebhookProcessor:
         stale_after_s: int = 180,
         lock_wait_ms: int = 3000,
         handlers: Mapping[str, EventHandler] | None = None,
+        record_budget_ms: int | None = None,
     ) -> None:
         self._db = db
+        # The time one record may take: a lock wait plus its statements (ProcessorConfig).
+        self._record_budget_ms = lock_wait_ms + 1000 if record_budget_ms is None else record_budget_ms
+        self._started = 0  # records of this batch that went to the database
+        self._out_of_time = False
         self._log = WebhookRepository(db)
         self._bookings = BookingRepository(db, lock_wait_ms)
         self._retry = retry
@@ -155,6 +170,8 @@ class WebhookProcessor:
         record whose handler never reaches an outcome.
         """
         self._preclaimed.clear()
+        self._started = 0
+        self._out_of_time = False
         seen: set[tuple[UUID, str]] = set()
         handles: list[str] = []
         items: list[dict[str, Any]] = []
@@ -205,11 +222,23 @@ class WebhookProcessor:
             "processing_ms": int((time.perf_counter() - started) * 1000),
         }
 
-    def process(self, message: QueuedWebhook) -> ProcessResult:
+    def process(self, message: QueuedWebhook, remaining_ms: Callable[[], int] | None = None) -> ProcessResult:
+        """One record. `remaining_ms` (the Lambda context's get_remaining_time_in_millis): a record
+        that needs the database is only started while the invocation's remaining time covers a
+        lock wait plus its statements; once it does not, this record and every later one of the
+        batch are handed back (HandedBack). The batch's first such record always runs, so a batch
+        always makes progress."""
         claim = self._preclaimed.pop(message.receipt_handle, None)
         if claim is not None and claim["action"] == "completed":
             return ProcessResult("completed", claim["outcome"], int(claim["attempt"]))  # by the batch claim
         org_id, job_id, event_type = parse_identity(message)
+        if claim is None or claim["action"] == "process":  # this record goes to the database
+            if remaining_ms is not None and self._started > 0:
+                left = remaining_ms()
+                if self._out_of_time or left < self._record_budget_ms:
+                    self._out_of_time = True
+                    self._hand_back(message, org_id, job_id, claim, remaining_ms)
+            self._started += 1
         payload, unusable = parse_payload(message.body)
         claim = claim or self._claim(message, org_id, job_id, event_type, payload)
         if claim["action"] == "skip":
@@ -223,6 +252,11 @@ class WebhookProcessor:
                 )
             return ProcessResult("skipped", claim["status"], claim["attempt"])
         if claim["action"] == "in_progress":
+            if claim.get("status") == "backoff":
+                # A failed attempt's backoff is running (another copy of this message failed, in
+                # this batch or elsewhere): this copy waits for the rest of it too.
+                self._delay_retry(message.receipt_handle, int(claim["retry_after_s"]))
+                raise RecordFailed(f"{job_id} is backing off after a failed attempt")
             # Another worker holds it; do not delete the message while that one may still fail.
             raise RecordFailed(f"{job_id} is being processed by another worker")
         attempt = int(claim["attempt"])  # the attempt this run is, if it reaches an outcome
@@ -257,10 +291,13 @@ class WebhookProcessor:
         except Exception as exc:  # RetriableFailure, a handler's bug: retried within the budget
             dead = attempt >= max_attempts
             error = public_error(exc)
-            self._record_failure(message, org_id, job_id, token, attempt, error, started, dead=dead)
+            delay = backoff_seconds(attempt, self._retry)  # recorded in the row, for every copy
+            self._record_failure(
+                message, org_id, job_id, token, attempt, error, started, dead=dead, retry_after_s=delay
+            )
             if dead:
                 return ProcessResult("dead_letter", "gave_up", attempt)
-            self._delay_retry(message.receipt_handle, backoff_seconds(attempt, self._retry))
+            self._delay_retry(message.receipt_handle, delay)
             raise RecordFailed(error) from exc
         return ProcessResult("completed", outcome.result, attempt)
 
@@ -281,6 +318,28 @@ class WebhookProcessor:
             # is not hammered and the receive budget stretches over it.
             self._delay_retry(message.receipt_handle, self._outage_backoff(message))
             raise RecordFailed("database unavailable") from exc
+
+    def _hand_back(
+        self,
+        message: QueuedWebhook,
+        org_id: UUID,
+        job_id: str,
+        claim: dict[str, Any] | None,
+        remaining_ms: Callable[[], int],
+    ) -> None:
+        """Give the batch's claim on this record back (unspent, so a redelivery claims it at once)
+        and make its message visible again now; then report it as a batch item failure."""
+        if claim is not None and remaining_ms() >= RELEASE_MIN_MS:
+            self._release(org_id, job_id, UUID(claim["token"]))
+        try:
+            self._delay_retry(message.receipt_handle, 0)
+        except Exception as exc:  # it comes back after the queue's visibility timeout instead
+            logger.info(
+                "handed-back record stays hidden", extra={"job_id": job_id, "error": type(exc).__name__}
+            )
+        raise HandedBack(
+            f"{job_id} handed back: {remaining_ms()} ms left, a record may need {self._record_budget_ms} ms"
+        )
 
     def _outage_backoff(self, message: QueuedWebhook) -> int:
         """Database down: the delay grows with the receive count (not the attempts, which an
@@ -334,6 +393,7 @@ class WebhookProcessor:
         *,
         dead: bool,
         outcome: str | None = None,
+        retry_after_s: int | None = None,
     ) -> None:
         elapsed_ms = int((time.perf_counter() - started) * 1000)
         try:
@@ -345,6 +405,7 @@ class WebhookProcessor:
                 dead=dead,
                 processing_ms=elapsed_ms,
                 outcome=outcome,
+                retry_after_s=None if dead else retry_after_s,
             )
         except DatabaseUnavailable as exc:
             # Cannot record it now: leave the row 'processing' (re-claimed once stale, this

@@ -3,6 +3,7 @@ Touches no database."""
 
 from __future__ import annotations
 
+import base64
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,8 +13,14 @@ from pydantic import BaseModel
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from slotguard.aws.secrets import SecretStoreUnavailable, WebhookSecretStore
-from slotguard.aws.sqs import WebhookQueue
-from slotguard.errors import BadRequest, DatabaseUnavailable, PayloadTooLarge, Unauthorized
+from slotguard.aws.sqs import (
+    SQS_CHARACTERS,
+    MessageRefused,
+    WebhookQueue,
+    escape_for_sqs,
+    refused_character,
+)
+from slotguard.errors import BadRequest, PayloadTooLarge, Unauthorized, UpstreamUnavailable
 from slotguard.models import MAX_WEBHOOK_ID_CHARS, WEBHOOK_ID_RE, parse_json, storable
 from slotguard.observability import logger
 
@@ -24,10 +31,6 @@ class WebhookRejected(Unauthorized):
     def __init__(self, reason: str) -> None:
         super().__init__("the webhook could not be verified")
         self.reason = reason
-
-
-class UpstreamUnavailable(DatabaseUnavailable):
-    code = "upstream_unavailable"
 
 
 class Accepted(BaseModel):
@@ -41,9 +44,38 @@ class Verified:
     event_type: str
 
 
+SIGNATURE_BYTES = 32  # HMAC-SHA256
+
+
+def v1_signatures(header: str) -> list[str]:
+    """The `v1,<base64>` entries of a webhook-signature header, each parsed on its own.
+
+    Standard Webhooks: the header holds space-separated entries `<version>,<signature>`; a
+    receiver checks the versions it knows and ignores the rest. So an entry that does not parse
+    (no comma, two commas, bad base64, not 32 bytes, an empty entry from a double space) or of
+    another version is skipped: it never voids a valid signature beside it."""
+    kept = []
+    for entry in header.split():
+        version, comma, signature = entry.partition(",")
+        if version != "v1" or not comma or "," in signature:
+            continue
+        try:
+            if len(base64.b64decode(signature, validate=True)) != SIGNATURE_BYTES:
+                continue
+        except (ValueError, binascii.Error):
+            continue
+        kept.append(entry)
+    return kept
+
+
 def verify_signature(secrets: list[str], headers: Mapping[str, str], body: bytes) -> None:
     """Standard Webhooks verification (reference library: several signatures, constant-time
-    compare, +-5 minutes) against every active secret of the org."""
+    compare, +-5 minutes) against every active secret of the org, on the header's v1 entries
+    that parse (v1_signatures)."""
+    signatures = v1_signatures(headers.get("webhook-signature", ""))
+    if signatures:
+        headers = {**headers, "webhook-signature": " ".join(signatures)}
+    # else the header goes as it came: the library names the first problem (timestamp first)
     last = "bad_signature"
     for secret in secrets:
         try:
@@ -80,9 +112,17 @@ class WebhookReceiver:
             )
         verified = self._verify(org_id, headers, body)
         try:
+            # The same JSON, with any character SQS refuses (raw U+FFFE, U+FFFF in a string)
+            # written as its escape: any valid JSON travels.
             self._queue.send(
-                body.decode(), org_id=org_id, webhook_id=verified.webhook_id, event_type=verified.event_type
+                escape_for_sqs(body.decode()),
+                org_id=org_id,
+                webhook_id=verified.webhook_id,
+                event_type=verified.event_type,
             )
+        except MessageRefused as exc:  # for good: a 503 would have the sender retry in vain
+            logger.warning("the queue refused the webhook", extra={"error": str(exc)})
+            raise BadRequest(f"the queue refused this webhook ({exc})") from exc
         except Exception as exc:
             logger.exception("enqueue failed")
             raise UpstreamUnavailable("the webhook could not be queued, retry shortly") from exc
@@ -125,4 +165,12 @@ class WebhookReceiver:
         event_type = payload.get("type") if isinstance(payload, dict) else None
         if not isinstance(event_type, str) or not event_type.strip() or len(event_type) > 200:
             raise BadRequest("the payload needs a string 'type'")
+        refused = refused_character(event_type)
+        if refused is not None:
+            # The type travels as a message attribute, which SQS refuses such characters in.
+            raise BadRequest(
+                f"the payload's 'type' holds U+{ord(refused):04X}, a character SQS cannot carry"
+                f" (it takes {SQS_CHARACTERS})",
+                {"character": f"U+{ord(refused):04X}"},
+            )
         return Verified(webhook_id=webhook_id, event_type=event_type)

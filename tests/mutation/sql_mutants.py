@@ -1,0 +1,221 @@
+"""Mutation testing of the SQL contract (`make mutation-sql`): each mutant below is one deliberate
+fault in the SQL the database runs (a lock dropped, an overlap test weakened, a status swapped, a
+policy removed, ...). For each, a scratch copy of the repository gets that one change, and the
+database tests run against it; the mutant is killed when at least one test fails. A mutant that
+survives is a guarantee no test holds.
+
+    .venv/bin/python -m tests.mutation.sql_mutants [--only NAME] [--keep]
+
+Prints one line per mutant and a summary; exits 1 when a mutant survived or did not apply (its
+text is no longer in the SQL: the list must follow the code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SQL_DIRS = ("layers/slotguard/migrations", "layers/slotguard/sql")
+# The tests that speak to the database as the application role (the booking and webhook SQL API,
+# tenancy, retention, migrations): what must notice a fault in the SQL.
+DB_TESTS = (
+    "tests/test_booking_api.py",
+    "tests/test_booking_concurrency.py",
+    "tests/test_booking_validation_and_tenancy.py",
+    "tests/test_booking_window_property.py",
+    "tests/test_webhook_claims.py",
+    "tests/test_webhook_processor.py",
+    "tests/test_metrics_api.py",
+    "tests/test_cleanup.py",
+    "tests/test_hostile_input.py",
+)
+ALL_SQL = "layers/slotguard/**/*.sql"  # the versioned migrations and the function files alike
+IGNORED = (
+    ".git",
+    ".venv",
+    ".localstack-venv",
+    "node_modules",
+    "cdk.out",
+    ".local",
+    ".bench-cache",
+    "mutants",
+)
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    what: str
+    file: str  # a path below the repository, or a glob
+    pattern: str  # a regular expression (re.S | re.M); every match in the file is replaced
+    replacement: str
+
+
+MUTANTS: list[Mutant] = [
+    Mutant(
+        "no-advisory-lock",
+        "the booking takes no per-hour advisory lock (only the constraint is left)",
+        ALL_SQL,
+        r"PERFORM pg_advisory_xact_lock\(k\);",
+        "NULL;",
+    ),
+    Mutant(
+        "overlap-equals",
+        "the conflict probe's overlap test && becomes = (only identical ranges conflict)",
+        ALL_SQL,
+        r"\) && tstzrange\(",
+        ") = tstzrange(",
+    ),
+    Mutant(
+        "cancelled-still-blocks",
+        "the conflict probe counts cancelled appointments too",
+        ALL_SQL,
+        r"AND a\.status = 'scheduled'",
+        "AND a.status IN ('scheduled', 'cancelled')",
+    ),
+    Mutant(
+        "no-skip-locked",
+        "retention deletes wait for rows another transaction holds (FOR UPDATE SKIP LOCKED dropped)",
+        ALL_SQL,
+        r" FOR UPDATE SKIP LOCKED",
+        "",
+    ),
+    Mutant(
+        "claim-spends-no-attempt",
+        "a claim does not count its attempt",
+        ALL_SQL,
+        r"attempts = attempts \+ 1",
+        "attempts = attempts",
+    ),
+    Mutant(
+        "finished-rows-reprocessed",
+        "a completed or dead-lettered delivery is claimed again instead of skipped",
+        ALL_SQL,
+        r"IF v_row\.status IN \('completed', 'dead_letter'\) THEN",
+        "IF v_row.status IN ('dead_letter') THEN",
+    ),
+    Mutant(
+        "idempotency-body-unchecked",
+        "an Idempotency-Key reused with another body replays the first booking",
+        ALL_SQL,
+        r"IF v_key\.request_hash IS DISTINCT FROM p_request_hash THEN",
+        "IF false THEN",
+    ),
+    Mutant(
+        "idempotency-never-expires",
+        "an expired Idempotency-Key is still replayed",
+        ALL_SQL,
+        r"AND expires_at > now\(\)",
+        "",
+    ),
+    Mutant(
+        "no-rls-on-appointments",
+        "row-level security is not forced on appointments",
+        "layers/slotguard/migrations/0002_booking_schema.sql",
+        r"ALTER TABLE slotguard\.appointments FORCE ROW LEVEL SECURITY;",
+        "",
+    ),
+    Mutant(
+        "tenant-policy-open",
+        "the appointments' tenant policy lets every org's rows through",
+        "layers/slotguard/migrations/0002_booking_schema.sql",
+        r"(CREATE POLICY tenant_isolation ON slotguard\.appointments\s+USING \().*?(\)\s*WITH CHECK)",
+        r"\1true\2",
+    ),
+    Mutant(
+        "no-exclusion-constraint",
+        "the exclusion constraint is gone (only the lock prevents overlaps)",
+        ALL_SQL,
+        r",?\s*CONSTRAINT \w+\s+EXCLUDE USING gist.*?WHERE \(status = 'scheduled'\)",
+        "",
+    ),
+]
+
+
+def _copy_repository(target: Path) -> None:
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        return {n for n in names if n in IGNORED or n == "__pycache__"}
+
+    shutil.copytree(ROOT, target, ignore=ignore, symlinks=True)
+
+
+def _apply(mutant: Mutant, tree: Path) -> int:
+    """Apply the mutant to the copy; how many places it changed."""
+    changed = 0
+    for path in sorted(tree.glob(mutant.file)):
+        text = path.read_text()
+        new, n = re.subn(mutant.pattern, mutant.replacement, text, flags=re.S | re.M)
+        if n:
+            path.write_text(new)
+            changed += n
+    return changed
+
+
+def run(mutant: Mutant, keep: bool) -> tuple[str, float, str]:
+    started = time.monotonic()
+    scratch = Path(tempfile.mkdtemp(prefix=f"sqlmut-{mutant.name}-"))
+    tree = scratch / "repo"
+    try:
+        _copy_repository(tree)
+        if not _apply(mutant, tree):
+            return "NOT APPLIED", time.monotonic() - started, "its text is not in the SQL any more"
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(tree / "layers"), str(tree / "local"), str(tree)]),
+        }
+        env.pop("DATABASE_URL", None)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-x",
+                "-p",
+                "no:cacheprovider",
+                f"--basetemp={scratch / 'tmp'}",
+                *DB_TESTS,
+            ],
+            cwd=tree,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=3600,
+            check=False,
+        )
+        failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", done.stdout, re.M)
+        if done.returncode == 0:
+            return "SURVIVED", time.monotonic() - started, ""
+        return "killed", time.monotonic() - started, failed[0] if failed else done.stdout[-300:]
+    finally:
+        if not keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", action="append", help="run only this mutant (repeatable)")
+    parser.add_argument("--keep", action="store_true", help="keep each scratch copy")
+    args = parser.parse_args(argv)
+    chosen = [m for m in MUTANTS if not args.only or m.name in args.only]
+    results = []
+    for mutant in chosen:
+        outcome, seconds, detail = run(mutant, args.keep)
+        results.append(outcome)
+        print(f"{outcome:11} {mutant.name:28} {seconds:6.0f} s  {mutant.what}  [{detail}]", flush=True)
+    killed = results.count("killed")
+    print(f"\n{killed} of {len(results)} SQL mutants killed", flush=True)
+    return 0 if killed == len(results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,335 @@
+"""The dead-letter redrive (POST /webhook-metrics/dead-letter-queue/redrive) in bounded batches:
+many dead letters, a processor running meanwhile, and SQS failing under it. Real Postgres as the
+application role, SQS on moto's server."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import psycopg
+import pytest
+
+from slotguard_local.functions import load_function
+from tests.conftest import ApiClient
+from tests.webhook_support import Pipeline
+
+REDRIVE = "/webhook-metrics/dead-letter-queue/redrive"
+
+
+class SimulatedCrash(BaseException):
+    """The metrics function dying (a timeout, a killed container): nothing after it runs."""
+
+
+def seed_dead_letters(admin_url: str, org_id: str, n: int, event_type: str = "invoice.paid") -> list[str]:
+    with psycopg.connect(admin_url) as conn:
+        rows = conn.execute(
+            """INSERT INTO slotguard.webhook_delivery_log
+                 (org_id, job_id, event_type, event_data, status, attempts, max_attempts, created_at,
+                  last_attempt_at, error_message, outcome)
+               SELECT %s, 'dead_' || lpad(i::text, 5, '0'), %s,
+                      jsonb_build_object('type', %s::text, 'data', jsonb_build_object('n', i)),
+                      'dead_letter', 3, 3, now() - interval '1 hour', now() - interval '1 hour',
+                      'RetriableFailure: dependency down', 'gave_up'
+                 FROM generate_series(1, %s) AS i
+               RETURNING job_id""",
+            (org_id, event_type, event_type, n),
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def queued_ids(pipeline: Pipeline) -> Counter[str]:
+    """Every message on the main queue, by webhook id (received and deleted)."""
+    seen: Counter[str] = Counter()
+    while True:
+        got = pipeline.sqs.receive_message(
+            QueueUrl=pipeline.queues.main_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+        ).get("Messages", [])
+        if not got:
+            return seen
+        for m in got:
+            seen[m["MessageAttributes"]["webhook_id"]["StringValue"]] += 1
+        pipeline.sqs.delete_message_batch(
+            QueueUrl=pipeline.queues.main_url,
+            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)],
+        )
+
+
+def redrive_all(admin: ApiClient, body: dict[str, Any] | None = None) -> list[Any]:
+    """Call the redrive until its answer says there is nothing more, following next_after."""
+    answers = []
+    request = dict(body or {})
+    for _ in range(100):
+        started = time.monotonic()
+        res = admin.post(REDRIVE, json_body=request)
+        answers.append((res.status, res.body, time.monotonic() - started))
+        if res.status != 200 or res.body["next_after"] is None:
+            return answers
+        request = {**request, "after": res.body["next_after"]}
+    raise AssertionError("the redrive never finished")
+
+
+@pytest.fixture
+def metrics_fn(pipeline: Pipeline) -> Any:
+    return load_function("metrics")
+
+
+def test_2000_dead_letters_are_redriven_in_bounded_batches_each_once_processor_never_blocked(
+    pipeline: Pipeline, metrics_fn: Any
+) -> None:
+    # Given an org with 2,000 dead letters
+    org_id, _ = pipeline.new_org()
+    jobs = seed_dead_letters(pipeline.admin_url, org_id, 2000)
+    admin = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_id, "role": "admin"})
+    # And the processor running on the queue meanwhile, each invocation timed, each message noted
+    durations: list[float] = []
+    messages: dict[str, set[str]] = {}  # webhook id -> the SQS message ids that carried it
+
+    def timed_container() -> Any:
+        handler = pipeline.processor_container()
+
+        def invoke(event: Any, context: Any) -> Any:
+            for record in event["Records"]:
+                job = record["messageAttributes"]["webhook_id"]["stringValue"]
+                messages.setdefault(job, set()).add(record["messageId"])
+            started = time.monotonic()
+            try:
+                return handler(event, context)
+            finally:
+                durations.append(time.monotonic() - started)
+
+        return invoke
+
+    source = pipeline.event_source(batch_size=10, max_concurrency=2)
+    source._new_container = timed_container
+    source.start()
+    try:
+        # When an admin redrives all of them, following each answer's next_after
+        answers = redrive_all(admin)
+        # And the processor works through what was redriven
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if Counter(r["status"] for r in pipeline.rows(org_id)) == {"completed": 2000}:
+                break
+            time.sleep(0.2)
+    finally:
+        source.stop()
+    # Then every answer was a 200 within the API's time, each a bounded batch saying where to go on
+    assert [status for status, _, _ in answers] == [200] * len(answers)
+    assert len(answers) > 1
+    assert all(seconds < 15 for _, _, seconds in answers)
+    assert all(body["redriven"] <= 1000 for _, body, _ in answers)
+    assert answers[-1][1]["next_after"] is None
+    # And each dead letter was redriven exactly once: in one answer, audited once, one message,
+    # processed once
+    redriven = [job for _, body, _ in answers for job in body["job_ids"]]
+    assert sorted(redriven) == jobs
+    assert sum(body["redriven"] for _, body, _ in answers) == 2000
+    rows = pipeline.rows(org_id)
+    assert Counter((r["status"], r["attempts"], r["outcome"]) for r in rows) == {
+        ("completed", 4, "ignored"): 2000
+    }
+    assert all(r["redrive_marked_at"] is None for r in rows)
+    assert sorted(messages) == jobs
+    assert {len(ids) for ids in messages.values()} == {1}
+    assert source.stats.reported_failures == 0
+    with psycopg.connect(pipeline.admin_url) as conn:
+        audits = conn.execute(
+            "SELECT job_id, count(*) FROM slotguard.webhook_redrive_audit WHERE org_id = %s GROUP BY job_id",
+            (org_id,),
+        ).fetchall()
+    assert len(audits) == 2000
+    assert {n for _, n in audits} == {1}
+    # And the processor was never held up by the redrive: no record failed, and no invocation
+    # came near the 5 s statement timeout a claim waiting on a redrive's locked rows hits (the
+    # bound leaves room for a loaded machine; unblocked invocations take tens of milliseconds)
+    assert max(durations) < 4.5, sorted(durations)[-5:]
+    assert sorted(durations)[len(durations) // 2] < 0.5
+
+
+def test_no_transaction_is_open_while_the_redrive_calls_sqs(pipeline: Pipeline, metrics_fn: Any) -> None:
+    # Given 25 dead letters, and a look at the database each time the redrive calls SendMessageBatch
+    org_id, _ = pipeline.new_org()
+    seed_dead_letters(pipeline.admin_url, org_id, 25)
+    open_transactions: list[int] = []
+
+    def look(**_: Any) -> None:
+        with psycopg.connect(pipeline.admin_url) as conn:
+            [n] = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = 'slotguard_app'"
+                " AND state LIKE 'idle in transaction%%'"
+            ).fetchone()
+            open_transactions.append(n)
+            # and no row of the org is locked: a claim would not wait
+            conn.execute("SET lock_timeout = '100ms'")
+            conn.execute(
+                "SELECT 1 FROM slotguard.webhook_delivery_log WHERE org_id = %s FOR UPDATE", (org_id,)
+            )
+
+    metrics_fn.service._queue._sqs.meta.events.register("before-send.sqs.SendMessageBatch", look)
+    admin = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_id, "role": "admin"})
+    # When they are redriven
+    [(status, body, _)] = redrive_all(admin)
+    # Then they went in three batches of at most ten, none of them while a transaction was open
+    assert (status, body["redriven"]) == (200, 25)
+    assert open_transactions == [0, 0, 0]
+    assert sorted(queued_ids(pipeline).values()) == [1] * 25
+
+
+def test_an_explicit_list_and_a_limit_answer_where_to_continue(pipeline: Pipeline, metrics_fn: Any) -> None:
+    # Given 30 dead letters
+    org_id, _ = pipeline.new_org()
+    jobs = seed_dead_letters(pipeline.admin_url, org_id, 30)
+    admin = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_id, "role": "admin"})
+    # When an admin redrives at most 12 of them
+    first = admin.post(REDRIVE, json_body={"limit": 12})
+    # Then 12 are redriven, and the answer says where to continue
+    assert first.status == 200
+    assert (first.body["redriven"], first.body["job_ids"]) == (12, jobs[:12])
+    assert first.body["next_after"] is not None
+    # When the next call continues there
+    second = admin.post(REDRIVE, json_body={"limit": 100, "after": first.body["next_after"]})
+    assert (second.body["redriven"], second.body["job_ids"], second.body["next_after"]) == (
+        18,
+        jobs[12:],
+        None,
+    )
+    # And a list of ids redrives only those that are dead letters (others are not found)
+    with psycopg.connect(pipeline.admin_url) as conn:
+        conn.execute(
+            "UPDATE slotguard.webhook_delivery_log SET status = 'dead_letter'"
+            " WHERE org_id = %s AND job_id = ANY(%s)",
+            (org_id, jobs[:3]),
+        )
+    listed = admin.post(REDRIVE, json_body={"job_ids": [jobs[0], jobs[2], "no-such-job", jobs[5]]})
+    assert (listed.body["redriven"], listed.body["job_ids"], listed.body["next_after"]) == (
+        2,
+        [jobs[0], jobs[2]],
+        None,
+    )
+
+
+def test_sqs_failing_leaves_nothing_marked_redriven_and_a_retry_sends_each_once(
+    pipeline: Pipeline, metrics_fn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given 15 dead letters, and a metrics function whose queue does not exist (SQS refuses every call)
+    org_id, _ = pipeline.new_org()
+    jobs = seed_dead_letters(pipeline.admin_url, org_id, 15)
+    monkeypatch.setenv("WEBHOOK_QUEUE_URL", pipeline.queues.main_url + "-gone")
+    broken = ApiClient(load_function("metrics"), {"sub": "ops", "org_id": org_id, "role": "admin"})
+    # When an admin redrives them
+    res = broken.post(REDRIVE, json_body={})
+    # Then the answer is 503 (retry), and every row is still a dead letter, unmarked and unaudited
+    assert res.status == 503
+    assert res.body["error"]["code"] == "upstream_unavailable"
+    assert res.body["error"]["details"]["redriven"] == 0
+    rows = pipeline.rows(org_id)
+    assert {(r["status"], r["redrive_marked_at"], r["error_message"]) for r in rows} == {
+        ("dead_letter", None, "RetriableFailure: dependency down")
+    }
+    assert pipeline.queues.depth(pipeline.sqs) == 0
+    # When SQS is back and the admin retries
+    admin = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_id, "role": "admin"})
+    [(status, body, _)] = redrive_all(admin)
+    # Then each is sent once, pending, audited once
+    assert (status, body["redriven"], body["job_ids"]) == (200, 15, jobs)
+    assert queued_ids(pipeline) == Counter(dict.fromkeys(jobs, 1))
+    assert {(r["status"], r["error_message"]) for r in pipeline.rows(org_id)} == {("pending", None)}
+    assert [h["actor"] for h in metrics_fn.service.redrive_history(uuid.UUID(org_id), jobs[0])] == [
+        "user:ops"
+    ]
+
+
+def test_a_redrive_that_dies_after_sending_is_completed_by_the_next_one(
+    pipeline: Pipeline, metrics_fn: Any
+) -> None:
+    # Given 5 dead letters, and a metrics function that dies right after SQS took its batch
+    org_id, _ = pipeline.new_org()
+    jobs = seed_dead_letters(pipeline.admin_url, org_id, 5)
+    sqs = metrics_fn.service._queue._sqs
+    crash = {"on": True}
+
+    def die(**_: Any) -> None:
+        if crash["on"]:
+            raise SimulatedCrash
+
+    sqs.meta.events.register("after-call.sqs.SendMessageBatch", die)
+    admin = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_id, "role": "admin"})
+    with pytest.raises(SimulatedCrash):
+        admin.post(REDRIVE, json_body={})
+    # Then the rows are pending under the redrive's mark (SQS has their messages)
+    rows = pipeline.rows(org_id)
+    assert {r["status"] for r in rows} == {"pending"}
+    assert all(r["redrive_marked_at"] is not None for r in rows)
+    assert queued_ids(pipeline) == Counter(dict.fromkeys(jobs, 1))
+    # When another redrive runs at once, it leaves them to the one that marked them
+    crash["on"] = False
+    assert admin.post(REDRIVE, json_body={}).body["redriven"] == 0
+    # When one runs once the mark is old (that redrive is surely gone)
+    with psycopg.connect(pipeline.admin_url) as conn:
+        conn.execute(
+            "UPDATE slotguard.webhook_delivery_log SET redrive_marked_at = now() - interval '10 minutes'"
+            " WHERE org_id = %s",
+            (org_id,),
+        )
+    res = admin.post(REDRIVE, json_body={})
+    # Then it sends them again (whether SQS had them was unknown: the processor's claim acknowledges
+    # a second copy) and settles them
+    assert (res.status, res.body["redriven"], res.body["job_ids"]) == (200, 5, jobs)
+    assert queued_ids(pipeline) == Counter(dict.fromkeys(jobs, 1))
+    rows = pipeline.rows(org_id)
+    assert {(r["status"], r["redrive_marked_at"], r["error_message"]) for r in rows} == {
+        ("pending", None, None)
+    }
+
+
+def test_a_dead_letter_sqs_refuses_is_reported_and_passed_over(pipeline: Pipeline, metrics_fn: Any) -> None:
+    # Given 12 dead letters, one of which SQS refuses (its type holds U+FFFF, stored before the
+    # receiver refused such types)
+    org_id, _ = pipeline.new_org()
+    jobs = seed_dead_letters(pipeline.admin_url, org_id, 12)
+    with psycopg.connect(pipeline.admin_url) as conn:
+        conn.execute(
+            "UPDATE slotguard.webhook_delivery_log SET event_type = 'bad\uffff'"
+            " WHERE org_id = %s AND job_id = %s",
+            (org_id, jobs[3]),
+        )
+    admin = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_id, "role": "admin"})
+    # When they are redriven
+    answers = redrive_all(admin)
+    # Then the refused one is named with SQS's reason and stays a dead letter, and the others are redriven
+    [(status, body, _)] = answers
+    assert status == 200
+    assert body["job_ids"] == jobs[:3] + jobs[4:]
+    [refused] = body["not_sent"]
+    assert refused["job_id"] == jobs[3]
+    assert refused["error"].startswith("InvalidParameterValue: Invalid characters found")
+    rows = {r["job_id"]: r for r in pipeline.rows(org_id)}
+    assert (rows[jobs[3]]["status"], rows[jobs[3]]["redrive_marked_at"]) == ("dead_letter", None)
+    assert rows[jobs[3]]["error_message"] == "RetriableFailure: dependency down"
+    assert queued_ids(pipeline) == Counter(dict.fromkeys(jobs[:3] + jobs[4:], 1))
+    assert metrics_fn.service.redrive_history(uuid.UUID(org_id), jobs[3]) == []
+
+
+def test_a_call_spent_on_unsettled_rows_still_says_where_to_continue(
+    pipeline: Pipeline, metrics_fn: Any
+) -> None:
+    # Given 10 rows a dead redrive left marked long ago, and 5 dead letters after them
+    org_id, _ = pipeline.new_org()
+    jobs = seed_dead_letters(pipeline.admin_url, org_id, 15)
+    with psycopg.connect(pipeline.admin_url) as conn:
+        conn.execute(
+            "UPDATE slotguard.webhook_delivery_log SET status = 'pending',"
+            " redrive_marked_at = now() - interval '10 minutes' WHERE org_id = %s AND job_id = ANY(%s)",
+            (org_id, jobs[:10]),
+        )
+    admin = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_id, "role": "admin"})
+    # When a call with room for 10 spends it all on those
+    first = admin.post(REDRIVE, json_body={"limit": 10})
+    assert (first.status, first.body["job_ids"]) == (200, jobs[:10])
+    # Then it does not claim that nothing is left: following it redrives the dead letters
+    assert first.body["next_after"] is not None
+    second = admin.post(REDRIVE, json_body={"after": first.body["next_after"]})
+    assert (second.body["job_ids"], second.body["next_after"]) == (jobs[10:], None)
