@@ -11,6 +11,7 @@
 #> smoke            the end-to-end suite against a deployment (SLOTGUARD_API_URL, _TOKEN, _WEBHOOK_SECRET)
 #> lint             ruff check, ruff format --check, mypy
 #> bench            the benchmarks, each figure beside its same-run baseline and ratio
+#> layer-lock       regenerate layers/requirements.lock (every layer dependency pinned with its hash)
 #> load             locust, headless: the booking and webhook mix, then one contested slot
 #> venv             .venv with everything (make local alone installs less: the `local` extra)
 #> localstack-venv  LocalStack's runtime in .localstack-venv (Python 3.13)
@@ -42,7 +43,8 @@
 #= BENCH_BATCHES=100        make bench: webhook batches
 #= BENCH_REQUESTS=300       make bench: receiver requests
 #= BENCH_COLD_RUNS=9        make bench: cold imports per function
-#= BENCH_ONLY=booking,webhooks,cold  make bench: only these groups
+#= BENCH_LOG_REQUESTS=200   make bench: requests per function for the bytes logged per request
+#= BENCH_ONLY=booking,webhooks,cold,logs  make bench: only these groups
 #= BENCH_OUT=file           make bench: also write the table there
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -58,7 +60,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv test lint bench load local synth smoke clean localstack-venv test-localstack test-readme test-rollback mutation-sql
+.PHONY: help venv test lint bench load local synth smoke clean localstack-venv test-localstack test-readme test-rollback mutation-sql layer-lock
 
 help:
 	@echo "make TARGET [SWITCH=value ...]"
@@ -91,6 +93,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	for f in functions/*/handler.py; do $(BIN)/mypy "$$f" || exit 1; done
+
+# The Lambda layer's lock (layers/requirements.lock): every runtime dependency, transitive ones
+# included, pinned with its wheel's sha256 for the layer's platform (infra/layer_lock.py). Run it
+# after changing a runtime dependency in pyproject.toml (a test fails until the lock matches).
+layer-lock: $(STAMP)
+	$(BIN)/python -m infra.layer_lock
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
@@ -172,4 +180,4 @@ smoke: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider tests/e2e/test_local_stack.py
 
 clean:
-	rm -rf $(VENV) $(LS_VENV) .local cdk.out node_modules
+	rm -rf $(VENV) $(LS_VENV) .local cdk.out node_modules .layer-build

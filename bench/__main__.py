@@ -15,7 +15,7 @@ import sys
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
-from bench import booking, cold_start, webhooks
+from bench import booking, cold_start, log_volume, webhooks
 from bench.common import TABLE
 
 ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
@@ -29,6 +29,8 @@ def main() -> None:
             webhooks.main()
         if not ONLY or "cold" in ONLY:
             cold_start.main()
+        if not ONLY or "logs" in ONLY:
+            log_volume.main()
     table = TABLE.render()
     print(table)
     if out := os.environ.get("BENCH_OUT"):

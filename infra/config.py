@@ -145,9 +145,24 @@ def stage_config(node: Node, stage: str | None = None) -> StageConfig:
             f"context postgres_major must be one of {sorted(POSTGRES_VERSIONS)} (the majors checked "
             f"behind RDS Proxy with end-to-end IAM, see docs/decisions.md), not {major!r}"
         )
+    alarm_emails = _listed(node, "alarm_emails")
+    alarm_https_endpoint = str(node.try_get_context("alarm_https_endpoint") or "").strip() or None
+    if (
+        prod
+        and not (alarm_emails or alarm_https_endpoint)
+        and not _truthy(node.try_get_context("synth_only"))
+    ):
+        raise ValueError(
+            "a deployable prod stage needs someone to page: set the context value alarm_emails "
+            "(comma-separated addresses) or alarm_https_endpoint (PagerDuty, Opsgenie, a chat relay), "
+            "e.g. `-c alarm_emails=oncall@your-domain` (without one, the alarms notify a topic nobody "
+            "reads). To synthesize without one (checks, CI), pass -c synth_only=true."
+        )
     return StageConfig(
         stage=stage,
-        removal_policy=RemovalPolicy.RETAIN if prod else RemovalPolicy.DESTROY,
+        # Retained on update and delete, but deleted when the deploy that creates them fails
+        # (CloudFormation's RetainExceptOnCreate): a failed first deploy leaves nothing behind.
+        removal_policy=RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE if prod else RemovalPolicy.DESTROY,
         deletion_protection=prod,
         multi_az=prod,
         instance_type=ec2.InstanceType("m7g.large" if prod else "t4g.micro"),
@@ -161,8 +176,8 @@ def stage_config(node: Node, stage: str | None = None) -> StageConfig:
         jwt_audience=audience,
         postgres_major=int(major),
         cors_origins=_listed(node, "cors_origins"),
-        alarm_emails=_listed(node, "alarm_emails"),
-        alarm_https_endpoint=node.try_get_context("alarm_https_endpoint") or None,
+        alarm_emails=alarm_emails,
+        alarm_https_endpoint=alarm_https_endpoint,
         database_replacement="refuse"
         if prod and str(node.try_get_context("allow_database_replacement")).lower() != "true"
         else "migrate",

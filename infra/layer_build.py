@@ -1,7 +1,12 @@
-"""Builds the Lambda layer without Docker: pip downloads the manylinux aarch64 / CPython 3.13
-wheels of the runtime dependencies listed in pyproject.toml, the `slotguard` package is copied
-beside them, and everything is compiled to CPython 3.13 bytecode. Used by the CDK app through
-local bundling.
+"""Builds the Lambda layer without Docker: pip installs the manylinux aarch64 / CPython 3.13 wheels
+that layers/requirements.lock pins, each by its digest (`make layer-lock` writes it from the runtime
+dependencies of pyproject.toml, transitive ones included), the `slotguard` package is copied beside
+them, and everything is compiled to CPython 3.13 bytecode.
+
+The CDK app takes the built directory as the layer's asset, so the asset hash is the digest of the
+built contents themselves. A build is kept in .layer-build/<digest of its inputs> (the lock, the
+package, the build settings) and reused by the next synth; the inputs fix every byte (the wheels by
+their hashes, bytecode with hash-based invalidation), which a test checks by building twice.
 
 Bytecode: /opt is read-only in Lambda, so a layer without `.pyc` files makes every cold start
 compile boto3, pydantic and Powertools again. `.pyc` files are architecture-independent, so an
@@ -21,10 +26,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "layers" / "slotguard"
+LOCK = ROOT / "layers" / "requirements.lock"
+BUILD_CACHE = ROOT / ".layer-build"
 # Lambda's Python 3.13 runtime runs on Amazon Linux 2023 (glibc 2.34): any of these wheels load.
 PLATFORMS = ("manylinux_2_34_aarch64", "manylinux_2_28_aarch64", "manylinux2014_aarch64")
 PYTHON_VERSION = "3.13"
-BYTECODE = "compileall --invalidation-mode unchecked-hash"  # part of the asset hash
+# Part of the inputs' digest. `-d /opt/python`: the source path recorded in each .pyc is where Lambda
+# mounts the layer, not this machine's build directory (which made two builds differ, and put build
+# paths in tracebacks).
+LAYER_MOUNT = "/opt/python"
+BYTECODE = f"compileall --invalidation-mode unchecked-hash -d {LAYER_MOUNT}"
 
 
 def python313() -> str:
@@ -55,9 +66,9 @@ def runtime_requirements() -> list[str]:
 
 
 def source_hash() -> str:
-    """Changes whenever the layer's content would: the pinned requirements or the package."""
+    """The digest of the build's inputs: the lock (every wheel by its hash), the package, the settings."""
     digest = hashlib.sha256()
-    digest.update("\n".join(runtime_requirements()).encode())
+    digest.update(LOCK.read_bytes())
     digest.update(f"{PLATFORMS}/{PYTHON_VERSION}/{BYTECODE}".encode())
     for path in sorted(PACKAGE.rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts:
@@ -67,8 +78,12 @@ def source_hash() -> str:
 
 
 def install_packages(target: Path, platforms: list[str] | tuple[str, ...] = PLATFORMS) -> None:
-    """pip installs the pinned runtime requirements' CPython 3.13 wheels for `platforms` into
-    `target`, without compiling (the bytecode is compiled for 3.13 afterwards)."""
+    """pip installs the runtime requirements' CPython 3.13 wheels for `platforms` into `target`,
+    without compiling (the bytecode is compiled for 3.13 afterwards). For the layer's own platforms,
+    exactly the lock's wheels (--require-hashes, --no-deps); for another (the cold-import bench on
+    this machine), the pyproject pins, resolved by pip."""
+    locked = tuple(platforms) == PLATFORMS
+    requirements = ["--require-hashes", "--no-deps", "-r", str(LOCK)] if locked else runtime_requirements()
     subprocess.run(
         [
             sys.executable,
@@ -86,10 +101,36 @@ def install_packages(target: Path, platforms: list[str] | tuple[str, ...] = PLAT
             "--python-version",
             PYTHON_VERSION,
             "--only-binary=:all:",
-            *runtime_requirements(),
+            *requirements,
         ],
         check=True,
     )
+
+
+def built_layer() -> Path:
+    """The layer built from the current inputs: from .layer-build when built before, else built now
+    (into a temporary directory, renamed when complete)."""
+    done = BUILD_CACHE / source_hash()
+    if done.is_dir():
+        return done
+    BUILD_CACHE.mkdir(exist_ok=True)
+    partial = BUILD_CACHE / f"{done.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    build_layer(partial)
+    try:
+        partial.rename(done)
+    except OSError:  # another synth finished the same build first: same inputs, same contents
+        shutil.rmtree(partial, ignore_errors=True)
+    return done
+
+
+def content_digest(directory: Path) -> str:
+    """A digest of a directory's files (relative paths and bytes), as the asset hash covers them."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(directory)).encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def build_layer(output_dir: str | Path) -> None:
@@ -116,6 +157,8 @@ def compile_bytecode(target: Path) -> None:
             "0",
             "--invalidation-mode",
             "unchecked-hash",
+            "-d",
+            LAYER_MOUNT,
             str(target),
         ],
         check=True,

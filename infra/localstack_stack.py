@@ -18,7 +18,7 @@ from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from infra.config import StageConfig
-from infra.constructs.observability import Observability
+from infra.constructs.observability import DatabaseWatch, Observability
 from infra.constructs.schedule import cleanup_schedule
 from infra.constructs.webhooks import WebhookQueues
 from infra.names import Names
@@ -36,6 +36,7 @@ FUNCTIONS = (
 )
 # The HTTP API whose 5xx the Api5xx alarm counts: the local stack's front door stands in for it.
 LOCAL_API_ID = "local-front-door"
+LOCAL_DB_INSTANCE = "slotguard-localstack-database"
 
 
 class SlotguardLocalStackStack(Stack):
@@ -69,6 +70,9 @@ class SlotguardLocalStackStack(Stack):
             dlq=queues.dlq,
             functions=functions,
             http_api=apigw.HttpApi.from_http_api_attributes(self, "Api", http_api_id=LOCAL_API_ID),
+            # The database and its proxy, by the names they would have (the local stack's Postgres
+            # stands in for both): their alarms are deployed, and stay without data here.
+            database=DatabaseWatch(LOCAL_DB_INSTANCE, names.proxy),
         )
         CfnOutput(self, "WebhookQueueUrl", value=queues.queue.queue_url)
         CfnOutput(self, "WebhookDeadLetterQueueUrl", value=queues.dlq.queue_url)

@@ -11,10 +11,11 @@ from constructs import Construct
 from infra.config import StageConfig
 from infra.constructs.api import Api
 from infra.constructs.database import Database
+from infra.constructs.function_logs import FunctionLogs
 from infra.constructs.functions import Functions
 from infra.constructs.migrations import Migrations
 from infra.constructs.network import Network
-from infra.constructs.observability import Observability
+from infra.constructs.observability import DatabaseWatch, Observability
 from infra.constructs.schedule import cleanup_schedule
 from infra.constructs.webhooks import WebhookQueues
 from infra.nag import suppress
@@ -181,7 +182,10 @@ class SlotguardStack(Stack):
             dlq=queues.dlq,
             functions=all_functions,
             http_api=api.http_api,
+            database=DatabaseWatch(database.instance.instance_identifier, names.proxy),
         )
+
+        FunctionLogs(self, "FunctionLogs", config=config)  # last: after every helper function
 
         CfnOutput(self, "ApiUrl", value=api.url)
         CfnOutput(self, "WebhookQueueUrl", value=queues.queue.queue_url)

@@ -233,7 +233,8 @@ def test_auth_401_and_member_403_on_redrive(metrics_fn: Any, seeded: dict[str, A
 
 def test_queue_health_reports_queues_worker_and_org(metrics_fn: Any, pipeline: Pipeline) -> None:
     org_id, secret = pipeline.new_org()
-    api = ApiClient(metrics_fn, {"sub": "u", "org_id": org_id})
+    api = ApiClient(metrics_fn, {"sub": "u", "org_id": org_id, "role": "admin"})
+    metrics_fn.service.queue_health_cache_s = 0  # every answer read afresh here
     # Given no worker has ever reported
     cold = api.get("/webhook-metrics/queue-health").body
     assert cold["status"] == "unhealthy"
@@ -302,3 +303,108 @@ def test_admin_redrive_reprocesses_to_completed_and_is_audited(metrics_fn: Any, 
     assert datetime.fromisoformat(history[0]["at"]) > datetime.now(UTC) - timedelta(minutes=1)
     # A second redrive finds nothing left to redrive
     assert admin.post("/webhook-metrics/dead-letter-queue/redrive", json_body={}).body["redriven"] == 0
+
+
+def test_members_see_their_orgs_part_and_admins_the_shared_queues_too(
+    metrics_fn: Any, pipeline: Pipeline
+) -> None:
+    # Given a running worker and a message on the shared dead-letter queue (some org's)
+    org_id, _ = pipeline.new_org()
+    pipeline.event_source().write_state()
+    pipeline.sqs.send_message(QueueUrl=pipeline.queues.dlq_url, MessageBody="{}")
+    member = ApiClient(metrics_fn, {"sub": "m", "org_id": org_id}).get("/webhook-metrics/queue-health")
+    admin = ApiClient(metrics_fn, {"sub": "a", "org_id": org_id, "role": "admin"}).get(
+        "/webhook-metrics/queue-health"
+    )
+    # Then a member gets the status, the worker and the org's own deliveries, not the shared depths
+    assert member.status == admin.status == 200
+    assert member.body["queue"] is None and member.body["dead_letter_queue"] is None
+    assert member.body["org"] == admin.body["org"]
+    assert member.body["status"] == admin.body["status"] == "degraded"
+    assert "messages in the dead-letter queue" in member.body["reasons"]
+    assert "1 message in the dead-letter queue" not in member.body["reasons"]
+    # And an admin gets the queue depths as well
+    assert admin.body["dead_letter_queue"]["depth"] == 1
+    assert "1 message in the dead-letter queue" in admin.body["reasons"]
+
+
+class Counting:
+    """The real queue, counting the calls that reach SQS."""
+
+    def __init__(self, queue: Any) -> None:
+        self._queue, self.calls, self.url = queue, 0, queue.url
+
+    def depth(self) -> Any:
+        self.calls += 1
+        return self._queue.depth()
+
+
+def test_queue_health_reads_the_shared_state_at_most_once_every_few_seconds(
+    metrics_fn: Any, pipeline: Pipeline
+) -> None:
+    # Given the metrics function on real queues, and a clock
+    org_id, _ = pipeline.new_org()
+    service = metrics_fn.service
+    now = [1000.0]
+    service.clock = lambda: now[0]
+    queue = service._queue = Counting(service._queue)
+    api = ApiClient(metrics_fn, {"sub": "a", "org_id": org_id, "role": "admin"})
+    # When queue-health is asked for three times within its cache time
+    answers = [api.get("/webhook-metrics/queue-health") for _ in range(3)]
+    # Then SQS (and CloudWatch, the Lambda API) were asked once
+    assert [a.status for a in answers] == [200] * 3
+    assert queue.calls == 1
+    assert 1 <= service.queue_health_cache_s <= 10
+    # And once it has passed, again
+    now[0] += service.queue_health_cache_s + 0.1
+    api.get("/webhook-metrics/queue-health")
+    assert queue.calls == 2
+
+
+def test_a_throttled_lambda_api_does_not_call_the_system_unhealthy() -> None:
+    import boto3
+    from botocore.stub import Stubber
+
+    from slotguard.aws.workers import EventSourceMappingState
+
+    # Given the event source mapping's state read through Lambda's API, which throttles
+    lam = boto3.client("lambda", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    mapping = "00000000-0000-0000-0000-000000000001"
+    with Stubber(lam) as stub:
+        stub.add_client_error("get_event_source_mapping", "TooManyRequestsException", http_status_code=429)
+        stub.add_response(
+            "get_event_source_mapping",
+            {"UUID": mapping, "State": "Enabled", "BatchSize": 10, "LastProcessingResult": "OK"},
+            {"UUID": mapping},
+        )
+        stub.add_client_error("get_event_source_mapping", "TooManyRequestsException", http_status_code=429)
+        source = EventSourceMappingState(mapping, lam)
+        # When the first read is throttled: the state is unknown (not "Unavailable": nothing says the
+        # worker stopped)
+        first = source.read()
+        assert first.state == "Unknown"
+        assert first.last_processing_result == "TooManyRequestsException"
+        # And a later throttled read answers the last state read, saying so
+        assert source.read().state == "Enabled"
+        again = source.read()
+        assert again.state == "Enabled"
+        assert "TooManyRequestsException" in again.source
+
+
+def test_an_unknown_worker_state_degrades_the_health_and_a_stopped_one_makes_it_unhealthy(
+    metrics_fn: Any, pipeline: Pipeline
+) -> None:
+    from slotguard.aws.workers import WorkerState
+
+    org_id, _ = pipeline.new_org()
+    service = metrics_fn.service
+    service.queue_health_cache_s = 0
+    api = ApiClient(metrics_fn, {"sub": "a", "org_id": org_id, "role": "admin"})
+    for state, status in (("Unknown", "degraded"), ("Disabled", "unhealthy"), ("Unavailable", "unhealthy")):
+
+        class Fixed:
+            def read(self, state: str = state) -> WorkerState:
+                return WorkerState(state=state, source="lambda")
+
+        service._workers = Fixed()
+        assert api.get("/webhook-metrics/queue-health").body["status"] == status, state

@@ -16,6 +16,7 @@ from slotguard.db.webhook_repository import WebhookRepository
 from slotguard.observability import logger, metrics
 from slotguard.services import webhook_metrics
 from slotguard.services.reconciler import DeadLetterReconciler
+from slotguard.services.webhook_processor import MalformedMessage
 
 config = ReconcilerConfig.from_env()
 reconciler = DeadLetterReconciler(WebhookRepository(Database(config.database)), config.retry)
@@ -23,7 +24,11 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 
 
 def record_handler(record: SQSRecord) -> str:
-    status = reconciler.reconcile(queued_webhook(record))
+    try:
+        status = reconciler.reconcile(queued_webhook(record))
+    except MalformedMessage:
+        webhook_metrics.unparsable()  # ReconcilerUnparsable alarm: it stays on the queue
+        raise
     webhook_metrics.dead_lettered()
     return status
 

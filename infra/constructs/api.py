@@ -15,12 +15,15 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.config import StageConfig
+from infra.constructs.observability import BOOKING_ROUTE, UNAUTHORIZED_METRIC
 from infra.nag import suppress
 from infra.names import Names
 from slotguard.topology import API_THROTTLE, ROUTES, WEBHOOK_THROTTLE
 
+# One line per request. No requestTime: every CloudWatch Logs event has its own timestamp
+# (Logs Insights' @timestamp), so it cost 47 bytes a request for nothing (docs/cost.md).
 ACCESS_LOG_FORMAT = (
-    '{"requestId":"$context.requestId","ip":"$context.identity.sourceIp","requestTime":"$context.requestTime",'
+    '{"requestId":"$context.requestId","ip":"$context.identity.sourceIp",'
     '"routeKey":"$context.routeKey","status":"$context.status","latency":"$context.responseLatency",'
     '"integrationError":"$context.integrationErrorMessage","authorizerError":"$context.authorizer.error"}'
 )
@@ -84,7 +87,7 @@ class Api(Construct):
         )
         stage_resource = self.stage.node.default_child
         assert isinstance(stage_resource, apigw.CfnStage)
-        stage_resource.route_settings = {
+        route_settings: dict[str, object] = {
             route.route_key: {
                 "ThrottlingRateLimit": WEBHOOK_THROTTLE["rate_limit"],
                 "ThrottlingBurstLimit": WEBHOOK_THROTTLE["burst_limit"],
@@ -92,6 +95,28 @@ class Api(Construct):
             for route in ROUTES
             if not route.authorized
         }
+        # Per-route (detailed) metrics for the booking route alone: its API Gateway Latency is the
+        # booking time clients feel (the BookingLatency alarm); on every route they would cost
+        # six custom metrics a route (docs/cost.md).
+        route_settings[BOOKING_ROUTE] = {
+            "ThrottlingRateLimit": API_THROTTLE["rate_limit"],
+            "ThrottlingBurstLimit": API_THROTTLE["burst_limit"],
+            "DetailedMetricsEnabled": True,
+        }
+        stage_resource.route_settings = route_settings
+        # 401 answers of the JWT-authorized routes (the authorizer refusing tokens: a misconfigured
+        # identity provider locks every client out), counted from the access logs for the
+        # Unauthorized alarm. The webhook route's 401s are bad signatures: the receiver counts those.
+        [webhook_route] = [route.route_key for route in ROUTES if not route.authorized]
+        access_logs.add_metric_filter(
+            "Unauthorized",
+            metric_namespace=names.metrics_namespace,
+            metric_name=UNAUTHORIZED_METRIC,
+            metric_value="1",
+            filter_pattern=logs.FilterPattern.literal(
+                f'{{ $.status = "401" && $.routeKey != "{webhook_route}" }}'
+            ),
+        )
         jwt = authorizers.HttpJwtAuthorizer(
             "Jwt",
             jwt_issuer=config.jwt_issuer,
@@ -111,10 +136,11 @@ class Api(Construct):
                 integration=integration[route.function],
                 authorizer=jwt if route.authorized else apigw.HttpNoneAuthorizer(),
             )
+            if route.route_key in route_settings:
+                for r in added:  # the stage's RouteSettings name this route: it must exist first
+                    self.stage.node.add_dependency(r)
             if not route.authorized:
                 for r in added:
-                    # the stage's RouteSettings name this route: it must exist first
-                    self.stage.node.add_dependency(r)
                     suppress(
                         r,
                         [

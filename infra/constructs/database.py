@@ -62,19 +62,28 @@ class Database(Construct):
             enable_performance_insights=False,
             monitoring_interval=Duration.seconds(60),
         )
-        if config.removal_policy == RemovalPolicy.RETAIN:
+        if config.removal_policy != RemovalPolicy.DESTROY:
             # A retained instance still stands in its subnets and security group: were they deleted
-            # with the stack (a destroy, or the rollback of a failed first deploy), CloudFormation
-            # would fail on them (DependencyViolation) and leave the stack DELETE_FAILED or
-            # ROLLBACK_FAILED. So they, and the VPC that holds them, are retained with it.
-            network.vpc.apply_removal_policy(RemovalPolicy.RETAIN)
+            # with the stack (a destroy), CloudFormation would fail on them (DependencyViolation) and
+            # leave the stack DELETE_FAILED. So they, and the VPC that holds them, are retained with
+            # it, under the same policy (deleted too when the deploy that created them fails).
+            network.vpc.apply_removal_policy(config.removal_policy)
             for subnet in network.vpc.isolated_subnets:
-                subnet.apply_removal_policy(RemovalPolicy.RETAIN)
+                subnet.apply_removal_policy(config.removal_policy)
             for group in self.instance.connections.security_groups:
-                group.apply_removal_policy(RemovalPolicy.RETAIN)
+                group.apply_removal_policy(config.removal_policy)
+        # The proxy's own role, passed in (not found afterwards by the construct's internal id): with
+        # end-to-end IAM, the proxy itself logs in to PostgreSQL with IAM as each login user.
+        self.proxy_role = iam.Role(
+            self,
+            "ProxyRole",
+            assumed_by=iam.ServicePrincipal("rds.amazonaws.com"),
+            description="RDS Proxy: logs in to PostgreSQL with IAM as the login users",
+        )
         self.proxy = rds.DatabaseProxy(
             self,
             "Proxy",
+            role=self.proxy_role,
             proxy_target=rds.ProxyTarget.from_instance(self.instance),
             vpc=network.vpc,
             vpc_subnets=network.data_subnets,
@@ -89,10 +98,7 @@ class Database(Construct):
             borrow_timeout=Duration.seconds(PROXY_BORROW_TIMEOUT_S),
         )
         self.instance.connections.allow_default_port_from(self.proxy, "RDS Proxy to PostgreSQL")
-        # End-to-end IAM: the proxy itself logs in to PostgreSQL with IAM as each login user.
-        proxy_role = self.proxy.node.find_child("IAMRole")
-        assert isinstance(proxy_role, iam.Role)
-        proxy_role.add_to_policy(
+        self.proxy_role.add_to_policy(
             iam.PolicyStatement(
                 actions=["rds-db:connect"],
                 resources=[

@@ -4,25 +4,30 @@ role, log group, Powertools settings and X-Ray tracing."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import jsii
-from aws_cdk import AssetHashType, BundlingOptions, DockerImage, Duration, ILocalBundling
+from aws_cdk import Duration
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.config import StageConfig
 from infra.constructs.network import Network
-from infra.layer_build import ROOT, build_layer, source_hash
+from infra.layer_build import ROOT, built_layer
 from infra.names import Names
 
-
-@jsii.implements(ILocalBundling)
-class LocalLayerBundling:
-    def try_bundle(self, output_dir: str, options: Any) -> bool:  # jsii passes the options as one struct
-        build_layer(output_dir)
-        return True
+# X-Ray active tracing per function (Lambda samples 1 request a second and 5 % of the rest; its rate
+# cannot be configured: docs/cost.md). False: PassThrough, traced only when the caller was.
+TRACING = {
+    "booking": True,
+    "metrics": True,
+    # The busiest function (every webhook, junk included) does a signature check and one SQS send:
+    # its latency and errors show in API Gateway's metrics and its own logs, and its traces were the
+    # largest X-Ray line at load (docs/cost.md). Traced when a caller is.
+    "webhook_receiver": False,
+    "webhook_processor": True,
+    "dlq_reconciler": True,
+    "cleanup": True,
+    "migrations": True,
+}
 
 
 class Functions(Construct):
@@ -36,15 +41,8 @@ class Functions(Construct):
         self.layer = lambda_.LayerVersion(
             self,
             "SlotguardLayer",
-            code=lambda_.Code.from_asset(
-                str(ROOT / "layers"),
-                asset_hash_type=AssetHashType.CUSTOM,
-                asset_hash=source_hash(),
-                bundling=BundlingOptions(
-                    image=DockerImage.from_registry("public.ecr.aws/sam/build-python3.13"),  # never used
-                    local=LocalLayerBundling(),
-                ),
-            ),
+            # The built directory itself: its asset hash is the digest of the built contents.
+            code=lambda_.Code.from_asset(str(built_layer())),
             compatible_runtimes=[lambda_.Runtime.PYTHON_3_13],
             compatible_architectures=[lambda_.Architecture.ARM_64],
             description="slotguard package and its dependencies (manylinux aarch64, CPython 3.13)",
@@ -81,7 +79,7 @@ class Functions(Construct):
             reserved_concurrent_executions=reserved_concurrency,
             vpc=self._network.vpc if in_vpc else None,
             vpc_subnets=self._network.function_subnets if in_vpc else None,
-            tracing=lambda_.Tracing.ACTIVE,
+            tracing=lambda_.Tracing.ACTIVE if TRACING[name] else lambda_.Tracing.PASS_THROUGH,
             log_group=log_group,
             environment={
                 "POWERTOOLS_SERVICE_NAME": name,

@@ -163,7 +163,7 @@ def test_queue_health_degrades_as_under_moto_without_the_oldest_message_age(stac
         )
     )
     # When the queue health is asked for
-    status, health = http("GET", f"{api}/webhook-metrics/queue-health", token=org["token"])
+    status, health = http("GET", f"{api}/webhook-metrics/queue-health", token=org["admin_token"])
     # Then it answers, with no oldest-message age (LocalStack publishes no such metric), as under moto
     assert status == 200, health
     assert health["queue"]["oldest_message_age_s"] is None

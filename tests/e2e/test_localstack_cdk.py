@@ -152,6 +152,7 @@ def _alarm_shape(alarm: dict[str, Any]) -> dict[str, Any]:
         "threshold": float(alarm["Threshold"]),
         "comparison": alarm["ComparisonOperator"],
         "periods": int(alarm["EvaluationPeriods"]),
+        "datapoints": int(alarm["DatapointsToAlarm"]),
         "missing": alarm["TreatMissingData"],
         "metric": alarm.get("MetricName"),
         "namespace": alarm.get("Namespace"),
@@ -164,7 +165,26 @@ def _alarm_shape(alarm: dict[str, Any]) -> dict[str, Any]:
             if "MetricStat" in m
         ),
         "actions": len(alarm["AlarmActions"]),
+        "ok_actions": len(alarm["OKActions"]),
     }
+
+
+def _dimensions(alarm: dict[str, Any], resolve: Any = lambda value: value) -> list[Any]:
+    """Each metric an alarm reads with its dimensions, `resolve` turning a template's references
+    into the deployed values."""
+    metrics = (
+        [alarm]
+        if alarm.get("MetricName")
+        else [m["MetricStat"]["Metric"] for m in alarm["Metrics"] if "MetricStat" in m]
+    )
+    return sorted(
+        (
+            m["Namespace"],
+            m["MetricName"],
+            sorted((d["Name"], resolve(d["Value"])) for d in m.get("Dimensions", [])),
+        )
+        for m in metrics
+    )
 
 
 def test_the_deployed_alarms_match_the_synthesized_dev_stage(
@@ -176,13 +196,54 @@ def test_the_deployed_alarms_match_the_synthesized_dev_stage(
     cloudwatch = client(stack, "cloudwatch")
     dev_alarms = of_type(dev_template, "AWS::CloudWatch::Alarm")
     # Then the stage deployed every alarm of the dev stage, and no other
-    assert len(dev_alarms) == 13
+    assert len(dev_alarms) == 31
     assert set(physical) == set(dev_alarms)
     # And each deployed alarm decides as the synthesized one does, notifying the deployed topic
     for logical_id, synthesized in dev_alarms.items():
         [alarm] = cloudwatch.describe_alarms(AlarmNames=[physical[logical_id]])["MetricAlarms"]
         assert _alarm_shape(alarm) == _alarm_shape(synthesized), logical_id
-        assert alarm["AlarmActions"] == [outputs["AlarmTopicArn"]]
+        assert alarm["AlarmActions"] == alarm["OKActions"] == [outputs["AlarmTopicArn"]]
+
+
+def test_the_deployed_alarms_read_the_metrics_and_dimensions_the_stage_names(stack: StackProcess) -> None:
+    from infra.app import build_app
+
+    # Given the LocalStack stage as synthesized, and as deployed
+    app = build_app({"stage": "localstack"})
+    synthesized: dict[str, Any] = app.synth().get_stack_by_name(STACK_NAME).template
+    _, resources = deployed_resources(stack)
+
+    pseudo = {
+        "AWS::Partition": "aws",
+        "AWS::Region": stack.info["aws_region"],
+        "AWS::AccountId": "000000000000",  # LocalStack's default account
+        "AWS::URLSuffix": "amazonaws.com",
+    }
+
+    def resolve(value: Any) -> Any:
+        """A template's value as CloudFormation resolved it on deploy (references, and the intrinsic
+        functions that take an imported function's name out of its ARN)."""
+        if isinstance(value, str):
+            return value
+        [(function, argument)] = value.items()
+        if function == "Ref":
+            return pseudo.get(argument) or resources[argument][1]
+        if function == "Fn::GetAtt" and argument[1] == "QueueName":
+            return resources[argument[0]][1].rstrip("/").rsplit("/", 1)[-1]
+        if function == "Fn::Join":
+            return argument[0].join(str(resolve(part)) for part in argument[1])
+        if function == "Fn::Split":
+            return resolve(argument[1]).split(argument[0])
+        if function == "Fn::Select":
+            return resolve(argument[1])[int(argument[0])]
+        raise AssertionError(f"cannot resolve {value}")
+
+    cloudwatch = client(stack, "cloudwatch")
+    for logical_id, alarm in of_type(synthesized, "AWS::CloudWatch::Alarm").items():
+        [deployed_alarm] = cloudwatch.describe_alarms(AlarmNames=[resources[logical_id][1]])["MetricAlarms"]
+        # Then each deployed alarm reads the same namespace, metric and dimensions (not only the same
+        # shape): a swapped dimension fails here
+        assert _dimensions(deployed_alarm) == _dimensions(alarm, resolve), logical_id
 
 
 def test_the_deployed_cleanup_rule_matches_the_synthesized_dev_stage(
@@ -204,3 +265,198 @@ def test_the_deployed_cleanup_rule_matches_the_synthesized_dev_stage(
         == synthesized["Targets"][0]["RetryPolicy"]["MaximumRetryAttempts"]
     )
     assert target["Arn"].endswith(":function:slotguard-localstack-cleanup")
+
+
+# ---------------------------------------------------------------------------------------------
+# Alarms reach a person: an alarm driven by the metric data the system emits under a fault goes to
+# ALARM, and its notification arrives at a subscriber of the alarm topic (an SQS queue here).
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def inbox(stack: StackProcess) -> str:
+    """An SQS queue subscribed to the deployed alarm topic: what a pager would receive."""
+    outputs, _ = deployed(stack)
+    sqs, sns = client(stack, "sqs"), client(stack, "sns")
+    url: str = sqs.create_queue(QueueName=f"alarm-inbox-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=outputs["AlarmTopicArn"], Protocol="sqs", Endpoint=arn)
+    return url
+
+
+def notifications(stack: StackProcess, inbox: str) -> list[dict[str, Any]]:
+    """The alarm notifications (CloudWatch's JSON, inside SNS's envelope) that reached the inbox."""
+    sqs = client(stack, "sqs")
+    found = []
+    for message in sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
+        "Messages", []
+    ):
+        sqs.delete_message(QueueUrl=inbox, ReceiptHandle=message["ReceiptHandle"])
+        found.append(json.loads(json.loads(message["Body"])["Message"]))
+    return found
+
+
+class EmfForwarder:
+    """What CloudWatch Logs does with a function's EMF lines in AWS (extract them as metric data),
+    for the local stack's functions, which write them to <home>/metrics.jsonl: each record's values
+    are put to LocalStack's CloudWatch under its namespace, dimensions and timestamp."""
+
+    def __init__(self, stack: StackProcess) -> None:
+        self._path = stack.home / "metrics.jsonl"
+        self._offset = self._path.stat().st_size if self._path.exists() else 0
+        self._cloudwatch = client(stack, "cloudwatch")
+        self.sent: dict[tuple[str, str], float] = {}  # (service, metric) -> total forwarded
+
+    def forward(self) -> None:
+        from datetime import UTC, datetime
+
+        if not self._path.exists():
+            return
+        with open(self._path, "rb") as records:
+            records.seek(self._offset)
+            lines = records.read().splitlines(keepends=True)
+        complete = [line for line in lines if line.endswith(b"\n")]
+        self._offset += sum(len(line) for line in complete)
+        for line in complete:
+            record = json.loads(line)
+            when = datetime.fromtimestamp(record["_aws"]["Timestamp"] / 1000, UTC)
+            for directive in record["_aws"]["CloudWatchMetrics"]:
+                for dimension_set in directive["Dimensions"]:
+                    dimensions = [{"Name": d, "Value": str(record[d])} for d in dimension_set]
+                    data = []
+                    for metric in directive["Metrics"]:
+                        values = record[metric["Name"]]
+                        values = values if isinstance(values, list) else [values]
+                        data.append(
+                            {
+                                "MetricName": metric["Name"],
+                                "Dimensions": dimensions,
+                                "Timestamp": when,
+                                "Values": values,
+                                "Unit": metric["Unit"],
+                            }
+                        )
+                        key = (str(record.get("service")), metric["Name"])
+                        self.sent[key] = self.sent.get(key, 0) + sum(values)
+                    self._cloudwatch.put_metric_data(Namespace=directive["Namespace"], MetricData=data)
+
+
+def alarm_named(stack: StackProcess, construct: str) -> dict[str, Any]:
+    _, resources = deployed_resources(stack)
+    [name] = [
+        physical
+        for logical_id, (kind, physical) in resources.items()
+        if kind == "AWS::CloudWatch::Alarm"
+        and logical_id.startswith(f"Observability{construct}")
+        and len(logical_id) == len(f"Observability{construct}") + 8
+    ]
+    [alarm] = client(stack, "cloudwatch").describe_alarms(AlarmNames=[name])["MetricAlarms"]
+    return alarm
+
+
+def local_admin_url(stack: StackProcess) -> str:
+    import re
+
+    [port] = re.findall(r"embedded PostgreSQL on 127\.0\.0\.1:(\d+)", stack.log())[-1:]
+    return f"postgresql://postgres@127.0.0.1:{port}/slotguard"
+
+
+@pytest.mark.timeout(600)
+def test_a_database_outage_pages_through_the_topic_evaluated_by_localstack(
+    stack: StackProcess, inbox: str
+) -> None:
+    import time
+
+    import psycopg
+
+    # Given the DatabaseUnavailable alarm as deployed (a plain Sum: LocalStack evaluates it, every
+    # EvaluationPeriods x Period = 3 minutes) and the metric data the functions emit
+    alarm = alarm_named(stack, "DatabaseUnavailable")
+    assert (alarm["MetricName"], alarm["Statistic"]) == ("BookingDatabaseUnavailable", "Sum")
+    forwarder = EmfForwarder(stack)
+    api, org = stack.info["api_url"], stack.info["orgs"][0]
+    # When the database refuses the application's logins (a failover, a broken credential)
+    with psycopg.connect(local_admin_url(stack), autocommit=True) as admin:
+        admin.execute("ALTER ROLE slotguard_app NOLOGIN")
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'slotguard_app'"
+        )
+        try:
+            received: list[dict[str, Any]] = []
+            deadline = time.monotonic() + 480
+            while time.monotonic() < deadline and not received:
+                # and clients keep booking: each is answered 503 database_unavailable
+                body = {
+                    "contact_id": str(uuid.uuid4()),
+                    "scheduled_at": "2035-05-01T09:00:00Z",
+                    "duration_minutes": 30,
+                }
+                status, answer = http("POST", f"{api}/appointments", token=org["token"], body=body)
+                assert (status, answer["error"]["code"]) == (503, "database_unavailable"), answer
+                forwarder.forward()
+                received = [
+                    n
+                    for n in notifications(stack, inbox)
+                    if n["AlarmName"] == alarm["AlarmName"] and n["NewStateValue"] == "ALARM"
+                ]
+                time.sleep(5)
+        finally:
+            admin.execute("ALTER ROLE slotguard_app LOGIN")
+    # Then the booking function's own EMF counted the outage under the alarm's metric
+    assert forwarder.sent[("booking", "BookingDatabaseUnavailable")] >= 1
+    assert ("booking", "BookingBusy") not in forwarder.sent  # not lock contention
+    # And LocalStack's evaluation put the alarm in ALARM, whose notification reached the subscriber
+    assert received, f"no ALARM notification in time; forwarded {forwarder.sent}"
+    assert received[0]["Trigger"]["MetricName"] == "BookingDatabaseUnavailable"
+    assert alarm_named(stack, "DatabaseUnavailable")["StateValue"] == "ALARM"
+
+
+@pytest.mark.timeout(300)
+def test_dead_letters_from_invalid_webhooks_reach_the_alarms_metric_and_its_actions_reach_the_subscriber(
+    stack: StackProcess, inbox: str
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    # Given the DeadLetters alarm (metric math: LocalStack's open-source runtime evaluates only plain
+    # metric alarms, so its action path is shown with SetAlarmState below)
+    alarm = alarm_named(stack, "DeadLetters")
+    assert alarm["Threshold"] == 10 and "FILL(dp, 0) + FILL(dr, 0)" in json.dumps(alarm["Metrics"])
+    forwarder = EmfForwarder(stack)
+    api, org = stack.info["api_url"], stack.info["orgs"][0]
+    # When ten webhooks arrive that the processor finds invalid
+    for _ in range(10):
+        assert post_webhook(api, org, "appointment.book", {"contact_id": "not a uuid"})[0] == 202
+
+    def dead_lettered() -> float:
+        forwarder.forward()
+        return forwarder.sent.get(("webhook_processor", "WebhookDeadLettered"), 0)
+
+    # Then the processor's EMF counts ten dead letters under the alarm's input metric
+    wait_for(lambda: dead_lettered() >= 10, timeout_s=60)
+    [processor_input] = [m["MetricStat"]["Metric"] for m in alarm["Metrics"] if m["Id"] == "dp"]
+    now = datetime.now(UTC)
+    stats = client(stack, "cloudwatch").get_metric_statistics(
+        Namespace=processor_input["Namespace"],
+        MetricName=processor_input["MetricName"],
+        Dimensions=processor_input["Dimensions"],
+        StartTime=now - timedelta(hours=1),
+        EndTime=now + timedelta(minutes=1),
+        Period=3600,
+        Statistics=["Sum"],
+    )
+    assert sum(p["Sum"] for p in stats["Datapoints"]) >= alarm["Threshold"]
+    # And when the alarm goes to ALARM, and back to OK, the subscriber hears both
+    cloudwatch = client(stack, "cloudwatch")
+    cloudwatch.set_alarm_state(
+        AlarmName=alarm["AlarmName"], StateValue="ALARM", StateReason="10 invalid webhooks dead-lettered"
+    )
+    cloudwatch.set_alarm_state(AlarmName=alarm["AlarmName"], StateValue="OK", StateReason="redriven")
+    heard: list[str] = []
+
+    def both() -> bool:
+        heard.extend(
+            n["NewStateValue"] for n in notifications(stack, inbox) if n["AlarmName"] == alarm["AlarmName"]
+        )
+        return {"ALARM", "OK"} <= set(heard)
+
+    wait_for(both, timeout_s=30)

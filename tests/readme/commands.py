@@ -27,6 +27,7 @@ AS_TYPED: dict[str, str] = {
     "python -m slotguard.admin": "test_make_local_runs_the_walkthrough_and_stops_on_ctrl_c",
     "python -m infra.preflight": "test_make_local_on_localstack",
     "python -m slotguard_local.openapi": "test_the_openapi_command_writes_the_committed_document",
+    "make layer-lock": "test_make_layer_lock_writes_the_committed_lock",
     # what `make local` itself runs, named by the README as such: run by the tests of make local
     "python -m slotguard_local.container": "test_make_local_runs_the_walkthrough_and_stops_on_ctrl_c",
     "python -m localstack.runtime.main": "test_make_local_on_localstack",

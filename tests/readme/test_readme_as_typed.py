@@ -303,6 +303,7 @@ def test_make_bench_at_a_small_size() -> None:
             BENCH_BATCHES="4",
             BENCH_REQUESTS="20",
             BENCH_COLD_RUNS="1",
+            BENCH_LOG_REQUESTS="20",
         ),
         timeout_s=900,
     )
@@ -321,3 +322,15 @@ def test_the_openapi_command_writes_the_committed_document(tmp_path: Path) -> No
         assert (ROOT / "docs" / "openapi.json").read_bytes() == committed
     finally:
         (ROOT / "docs" / "openapi.json").write_bytes(committed)
+
+
+def test_make_layer_lock_writes_the_committed_lock() -> None:
+    # When the README's command regenerates the layer's lock, as typed
+    lock = ROOT / "layers" / "requirements.lock"
+    committed = lock.read_bytes()
+    try:
+        typed("make layer-lock", users_shell(), timeout_s=300)
+        # Then it writes exactly the committed lock: every dependency at its pinned version and hash
+        assert lock.read_bytes() == committed
+    finally:
+        lock.write_bytes(committed)

@@ -14,7 +14,7 @@ from slotguard.aws.clients import client
 
 
 class WorkerState(BaseModel):
-    state: str  # Enabled | Disabled | Creating | ... | Unavailable
+    state: str  # Enabled | Disabled | Creating | ... | Unavailable (stopped) | Unknown (not readable now)
     batch_size: int | None = None
     maximum_concurrency: int | None = None
     batching_window_s: float | None = None
@@ -27,18 +27,30 @@ class WorkerStateSource(Protocol):
 
 
 class EventSourceMappingState:
+    """The mapping's state from Lambda's control plane (GetEventSourceMapping). That API throttles
+    at a low rate: a failed read answers the last state read, saying so in `source`, or "Unknown"
+    before any succeeded (never "Unavailable": nothing says the worker stopped)."""
+
     def __init__(self, mapping_uuid: str, lambda_client: Any | None = None) -> None:
         self._uuid = mapping_uuid
-        self._lambda = lambda_client or client("lambda")
+        self._lambda_client = lambda_client
+        self._last: WorkerState | None = None
+
+    @property
+    def _lambda(self) -> Any:
+        if self._lambda_client is None:
+            self._lambda_client = client("lambda")
+        return self._lambda_client
 
     def read(self) -> WorkerState:
         try:
             m = self._lambda.get_event_source_mapping(UUID=self._uuid)
         except Exception as exc:
-            return WorkerState(
-                state="Unavailable", source=f"lambda:{self._uuid}", last_processing_result=type(exc).__name__
-            )
-        return WorkerState(
+            reason = getattr(exc, "response", {}).get("Error", {}).get("Code") or type(exc).__name__
+            if self._last is not None:
+                return self._last.model_copy(update={"source": f"lambda (last read; now {reason})"})
+            return WorkerState(state="Unknown", source=f"lambda:{self._uuid}", last_processing_result=reason)
+        self._last = WorkerState(
             state=m.get("State", "Unknown"),
             batch_size=m.get("BatchSize"),
             maximum_concurrency=(m.get("ScalingConfig") or {}).get("MaximumConcurrency"),
@@ -46,6 +58,7 @@ class EventSourceMappingState:
             last_processing_result=m.get("LastProcessingResult"),
             source="lambda",
         )
+        return self._last
 
 
 class PollerStateFile:

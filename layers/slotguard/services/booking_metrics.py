@@ -8,13 +8,14 @@ from contextlib import contextmanager
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from slotguard.errors import Busy, SlotConflict
+from slotguard.errors import Busy, DatabaseUnavailable, SlotConflict
 from slotguard.observability import metrics
 
 ATTEMPTED = "BookingAttempted"
 CREATED = "BookingCreated"
 CONFLICT = "BookingConflict"
-BUSY = "BookingBusy"  # lock not granted within the bound (or the database unavailable)
+BUSY = "BookingBusy"  # lock not granted within the bound (lock contention only)
+DATABASE_UNAVAILABLE = "BookingDatabaseUnavailable"  # answered 503 database_unavailable
 LATENCY = "BookingLatency"  # milliseconds, every attempt
 
 
@@ -26,6 +27,9 @@ def booking() -> Iterator[None]:
         yield
     except SlotConflict:
         metrics.add_metric(name=CONFLICT, unit=MetricUnit.Count, value=1)
+        raise
+    except DatabaseUnavailable:  # a Busy too (503, Retry-After), but not lock contention
+        metrics.add_metric(name=DATABASE_UNAVAILABLE, unit=MetricUnit.Count, value=1)
         raise
     except Busy:
         metrics.add_metric(name=BUSY, unit=MetricUnit.Count, value=1)

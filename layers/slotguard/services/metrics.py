@@ -1,11 +1,13 @@
 """The webhook metrics API: queue health, delivery stats, failures, dead letters and their
-redrive, processing-time percentiles. Everything is scoped to the caller's org, except the
-queue's own depth (one queue serves every org)."""
+redrive, processing-time percentiles. Everything is scoped to the caller's org; the queues' own
+depths (one queue serves every org) are shown to admins only."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
@@ -34,6 +36,10 @@ DLQ_UNHEALTHY = 10
 OLDEST_AGE_DEGRADED_S = 300
 OLDEST_AGE_UNHEALTHY_S = 900
 BACKLOG_DEGRADED = 1000
+# The shared part of queue-health (SQS depths, CloudWatch's oldest-message age, the Lambda API's
+# worker state) is read at most once in this many seconds per container: a dashboard polling every
+# second costs no more than this, and the Lambda control plane's low rate limit is not hit.
+QUEUE_HEALTH_CACHE_S = 5.0
 
 
 # The largest redrive body the request can need: 1000 job ids of 255 printable ASCII characters,
@@ -117,8 +123,12 @@ class HealthThresholds(BaseModel):
 class QueueHealth(BaseModel):
     status: Literal["healthy", "degraded", "unhealthy"]
     reasons: list[str]
-    queue: QueueView
-    dead_letter_queue: DeadLetterQueueView
+    queue: QueueView | None = Field(
+        description="The shared webhook queue's depths: admins only (null for members)"
+    )
+    dead_letter_queue: DeadLetterQueueView | None = Field(
+        description="The shared dead-letter queue's depths: admins only (null for members)"
+    )
     worker: WorkerState
     org: OrgDeliveries
     thresholds: HealthThresholds
@@ -223,6 +233,16 @@ def _depth(depth: QueueDepth) -> dict[str, int]:
     return {"waiting": depth.visible, "in_flight": depth.in_flight, "delayed": depth.delayed}
 
 
+@dataclass(frozen=True)
+class _Shared:
+    """What every org shares: read together, cached together."""
+
+    main: QueueDepth
+    dead: QueueDepth
+    oldest: float | None
+    worker: WorkerState
+
+
 class MetricsService:
     def __init__(
         self,
@@ -240,11 +260,29 @@ class MetricsService:
         self._ages = ages
         self._workers = workers
         self._retry_budget = retry_budget
+        self.queue_health_cache_s = QUEUE_HEALTH_CACHE_S
+        self.clock: Callable[[], float] = time.monotonic
+        self._shared: tuple[float, _Shared] | None = None
+
+    def _shared_state(self) -> _Shared:
+        now = self.clock()
+        if self._shared is not None and now < self._shared[0]:
+            return self._shared[1]
+        shared = _Shared(
+            main=self._queue.depth(),
+            dead=self._dlq.depth(),
+            oldest=self._ages.oldest_message_age_s(self._queue.url.rstrip("/").rsplit("/", 1)[-1]),
+            worker=self._workers.read(),
+        )
+        self._shared = (now + self.queue_health_cache_s, shared)
+        return shared
 
     def queue_health(self, actor: Actor) -> QueueHealth:
-        main, dead = self._queue.depth(), self._dlq.depth()
-        oldest = self._ages.oldest_message_age_s(self._queue.url.rstrip("/").rsplit("/", 1)[-1])
-        worker = self._workers.read()
+        """Members get the status, the worker and their org's deliveries, with reasons that name no
+        shared count; admins get the shared queues' depths as well."""
+        shared = self._shared_state()
+        main, dead, oldest, worker = shared.main, shared.dead, shared.oldest, shared.worker
+        admin = actor.is_admin
         counts = self._log.status_counts(actor.org_id)
         oldest_unfinished = counts.pop("oldest_unfinished_at")
         if oldest_unfinished is not None:
@@ -254,18 +292,32 @@ class MetricsService:
             counts["oldest_unfinished_age_s"] = None
         dlq_depth = dead.visible + dead.in_flight + dead.delayed
         unhealthy, degraded = [], []
-        if worker.state != "Enabled":
+        if worker.state == "Unknown":  # the Lambda API did not answer (throttled): not a stopped worker
+            degraded.append(f"worker state unknown ({worker.last_processing_result or 'unreadable'})")
+        elif worker.state != "Enabled":
             unhealthy.append(f"worker state is {worker.state}")
         if dlq_depth >= DLQ_UNHEALTHY:
-            unhealthy.append(f"{dlq_depth} messages in the dead-letter queue")
+            unhealthy.append(
+                f"{dlq_depth} messages in the dead-letter queue"
+                if admin
+                else "the dead-letter queue is filling up"
+            )
         elif dlq_depth > 0:
-            degraded.append(f"{_count(dlq_depth, 'message')} in the dead-letter queue")
+            degraded.append(
+                f"{_count(dlq_depth, 'message')} in the dead-letter queue"
+                if admin
+                else "messages in the dead-letter queue"
+            )
         if oldest is not None and oldest >= OLDEST_AGE_UNHEALTHY_S:
-            unhealthy.append(f"oldest message is {oldest:.0f}s old")
+            unhealthy.append(
+                f"oldest message is {oldest:.0f}s old" if admin else "webhooks wait in the queue"
+            )
         elif oldest is not None and oldest >= OLDEST_AGE_DEGRADED_S:
-            degraded.append(f"oldest message is {oldest:.0f}s old")
+            degraded.append(f"oldest message is {oldest:.0f}s old" if admin else "webhooks wait in the queue")
         if main.visible >= BACKLOG_DEGRADED:
-            degraded.append(f"{_count(main.visible, 'message')} waiting")
+            degraded.append(
+                f"{_count(main.visible, 'message')} waiting" if admin else "the queue is backed up"
+            )
         if counts["dead_letter"] > 0:
             n = counts["dead_letter"]
             degraded.append(f"{n} of this org's deliveries {'is' if n == 1 else 'are'} dead-lettered")
@@ -273,8 +325,8 @@ class MetricsService:
         return QueueHealth(
             status=status,
             reasons=unhealthy + degraded,
-            queue=QueueView(**_depth(main), oldest_message_age_s=oldest),
-            dead_letter_queue=DeadLetterQueueView(**_depth(dead), depth=dlq_depth),
+            queue=QueueView(**_depth(main), oldest_message_age_s=oldest) if admin else None,
+            dead_letter_queue=DeadLetterQueueView(**_depth(dead), depth=dlq_depth) if admin else None,
             worker=worker,
             org=OrgDeliveries.model_validate(counts),
             thresholds=HealthThresholds(

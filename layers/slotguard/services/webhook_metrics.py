@@ -22,6 +22,7 @@ FAILED = "WebhookFailed"  # attempts that will be retried
 DEAD_LETTERED = "WebhookDeadLettered"  # service webhook_processor (gave up) or dlq_reconciler (redrive)
 DUPLICATE = "WebhookDuplicateSkipped"
 HANDED_BACK = "WebhookHandedBack"  # records the invocation had no time left for (no attempt spent)
+UNPARSABLE = "WebhookUnparsable"  # a dead-letter queue message the reconciler cannot read
 PROCESSING_TIME = "WebhookProcessingTime"  # milliseconds
 
 
@@ -82,3 +83,9 @@ def processing() -> Iterator[Callable[[ProcessResult], ProcessResult]]:
 def dead_lettered() -> None:
     """Counted under the emitting function's service dimension, so alarms can add them up."""
     _count(DEAD_LETTERED)
+
+
+def unparsable() -> None:
+    """A dead-letter queue message without the identity attributes the reconciler records it by: it
+    stays on the queue (retried until the DLQ's retention drops it), so it is counted for an alarm."""
+    _count(UNPARSABLE)
