@@ -283,3 +283,13 @@ def test_forged_signatures_re_read_an_orgs_secrets_at_most_once_per_interval(pip
     # Then the secrets were read again once, and the other asks were refused without a read
     assert len(reads) == 2
     assert fresh[0] and fresh[1:] == [None] * 49
+
+
+def test_an_org_id_in_the_path_in_another_spelling_than_the_canonical_one_is_401(pipeline: Pipeline) -> None:
+    # Given an org with a secret, and a correctly signed webhook
+    org_id, secret = pipeline.new_org()
+    # When it is posted to the org's path in upper case (the JWT claim takes only the canonical form)
+    status, body = pipeline.post(org_id.upper(), BODY, signed_headers(secret, "msg_upper", BODY))
+    # Then it is refused like an unknown org, and nothing is queued
+    assert (status, body) == (401, REJECTED)
+    assert queued(pipeline) == []

@@ -49,7 +49,7 @@ config = BookingConfig.from_env()
 repository = BookingRepository(Database(config.database), config.booking_lock_wait_ms)
 service = BookingService(repository)
 calendars = CalendarService(repository)
-# A booking's body may need 64 KiB, a calendar's rules 64 KiB; every other route's fits the
+# A booking's body may need 64 KiB, a calendar's rules 1 MiB; every other route's fits the
 # default 16 KiB (models.py).
 app = create_resolver(
     body_limits={
@@ -215,7 +215,7 @@ CalendarId = Annotated[
             "The rules, saved as a new version, and the calendar's future appointments that break them"
             " (never changed: listed, at most 100, with their count)",
         ),
-        **error_docs(400, 401, 403, 415, 422, 503),
+        **error_docs(400, 401, 403, 413, 415, 422, 503),
     },
 )
 def set_calendar_rules(calendar_id: CalendarId, body: Annotated[CalendarRules, Body()]) -> Response[str]:
