@@ -53,6 +53,8 @@ DECLARE
     v_violation jsonb;
     v_from timestamptz;  -- the blocked time: [p_scheduled_at, v_end) padded by the buffers
     v_to timestamptz;
+    v_policy_key bigint;
+    v_exclusive boolean;  -- the org's contact_no_overlap policy
 BEGIN
     IF p_org IS NULL OR p_actor IS NULL OR p_contact_id IS NULL OR p_scheduled_at IS NULL THEN
         RETURN jsonb_build_object('status', 'invalid', 'message', 'org, actor, contact and start are required');
@@ -91,6 +93,19 @@ BEGIN
         END IF;
     END IF;
 
+    -- The org's policy, under its policy lock held shared (a policy change holds it exclusively);
+    -- under contact_no_overlap the contact's own lock too (slotguard._lock_policy() and
+    -- _lock_contact(), inlined for the common path).
+    v_policy_key := hashtextextended('policy:' || p_org::text, 0);
+    IF NOT pg_try_advisory_xact_lock_shared(v_policy_key) THEN
+        BEGIN
+            PERFORM pg_advisory_xact_lock_shared(v_policy_key);
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            RETURN jsonb_build_object('status', 'busy');
+        END;
+    END IF;
+    v_exclusive := coalesce((SELECT p.contact_no_overlap FROM slotguard.org_policies p WHERE p.org_id = p_org), false);
+
     -- The calendar's rules, under its rules lock held shared (calendar_rules_lock_key(), inlined).
     v_rules_key := hashtextextended('rules:' || p_org::text || ':' || coalesce(p_resource_id::text, '-'), 0);
     IF NOT pg_try_advisory_xact_lock_shared(v_rules_key) THEN
@@ -114,6 +129,16 @@ BEGIN
         END IF;
         v_from := p_scheduled_at - make_interval(mins => coalesce((v_rules->>'buffer_before_minutes')::integer, 0));
         v_to := v_end + make_interval(mins => coalesce((v_rules->>'buffer_after_minutes')::integer, 0));
+    END IF;
+
+    IF v_exclusive THEN
+        IF NOT slotguard._lock_contact(p_org, p_contact_id) THEN
+            RETURN jsonb_build_object('status', 'busy');
+        END IF;
+        v_conflicts := slotguard._contact_conflicts(p_org, p_contact_id, p_scheduled_at, v_end);
+        IF jsonb_array_length(v_conflicts) > 0 THEN
+            RETURN jsonb_build_object('status', 'contact_conflict', 'conflicts', v_conflicts);
+        END IF;
     END IF;
 
     -- The calendar's lock keys over the blocked time, as slotguard.calendar_lock_keys() derives
@@ -161,17 +186,23 @@ BEGIN
         END IF;
         INSERT INTO slotguard.appointments
             (org_id, contact_id, resource_id, scheduled_at, ends_at, duration_minutes, notes, metadata, created_by,
-             blocked_from, blocked_until, rules_version)
+             blocked_from, blocked_until, rules_version, contact_exclusive)
         VALUES
             (p_org, p_contact_id, p_resource_id, p_scheduled_at, v_end, p_duration_minutes, p_notes,
              coalesce(p_metadata, '{}'::jsonb), p_actor,
-             nullif(v_from, p_scheduled_at), nullif(v_to, v_end), v_version)
+             nullif(v_from, p_scheduled_at), nullif(v_to, v_end), v_version, v_exclusive)
         ON CONFLICT DO NOTHING  -- the exclusion constraint appointments_no_overlap: the slot is taken
         RETURNING * INTO v_appt;
         EXIT WHEN FOUND;
         v_conflicts := slotguard._conflicts(p_org, p_resource_id, v_from, v_to);
         IF jsonb_array_length(v_conflicts) > 0 THEN
             RETURN jsonb_build_object('status', 'conflict', 'conflicts', v_conflicts);
+        END IF;
+        IF v_exclusive THEN  -- refused by appointments_contact_no_overlap (a writer that skipped the lock)
+            v_conflicts := slotguard._contact_conflicts(p_org, p_contact_id, p_scheduled_at, v_end);
+            IF jsonb_array_length(v_conflicts) > 0 THEN
+                RETURN jsonb_build_object('status', 'contact_conflict', 'conflicts', v_conflicts);
+            END IF;
         END IF;
         -- The overlap was cancelled between the INSERT and the read: the slot is free, try again.
     END LOOP;
