@@ -73,6 +73,8 @@ def test_the_readme_walkthrough_runs_twice_in_a_row(stack: StackProcess) -> None
         assert re.search(r'"code": ?"slot_conflict"', out), out
         assert re.search(r'"status": ?"cancelled"', out), out
         assert re.search(r'"status": ?"queued"', out), out
+        assert re.search(r'"code": ?"outside_hours"', out), out
+        assert re.search(r'"local_start": ?"2030-01-07T11:00:00"', out), out
         assert "/appointments//" not in out + result.stderr
 
 
