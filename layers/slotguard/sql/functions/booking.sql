@@ -104,7 +104,6 @@ BEGIN
             RETURN jsonb_build_object('status', 'busy');
         END;
     END IF;
-    v_exclusive := coalesce((SELECT p.contact_no_overlap FROM slotguard.org_policies p WHERE p.org_id = p_org), false);
 
     -- The calendar's rules, under its rules lock held shared (calendar_rules_lock_key(), inlined).
     v_rules_key := hashtextextended('rules:' || p_org::text || ':' || coalesce(p_resource_id::text, '-'), 0);
@@ -115,8 +114,12 @@ BEGIN
             RETURN jsonb_build_object('status', 'busy');
         END;
     END IF;
-    SELECT r.rules, r.version INTO v_rules, v_version FROM slotguard.calendar_rules r
-     WHERE r.org_id = p_org
+    -- Policy and rules in one statement, both under their locks.
+    SELECT coalesce(p.contact_no_overlap, false), r.rules, r.version INTO v_exclusive, v_rules, v_version
+      FROM (SELECT) AS one
+      LEFT JOIN slotguard.org_policies p ON p.org_id = p_org
+      LEFT JOIN slotguard.calendar_rules r
+        ON r.org_id = p_org
        AND coalesce(r.resource_id, '00000000-0000-0000-0000-000000000000'::uuid)
            = coalesce(p_resource_id, '00000000-0000-0000-0000-000000000000'::uuid);
     v_from := p_scheduled_at;
