@@ -36,6 +36,7 @@ from slotguard.models import (
     FilterDatetime,
     FreeSlots,
     History,
+    OrgPolicy,
     RescheduleRequest,
     RescheduleResult,
     RulesHistory,
@@ -43,12 +44,19 @@ from slotguard.models import (
 )
 from slotguard.observability import inject_http_api_context, metrics
 from slotguard.services import booking_metrics
-from slotguard.services.booking import CURSOR_PATTERN, MIN_SLOT_STEP_MINUTES, BookingService, CalendarService
+from slotguard.services.booking import (
+    CURSOR_PATTERN,
+    MIN_SLOT_STEP_MINUTES,
+    BookingService,
+    CalendarService,
+    PolicyService,
+)
 
 config = BookingConfig.from_env()
 repository = BookingRepository(Database(config.database), config.booking_lock_wait_ms)
 service = BookingService(repository)
 calendars = CalendarService(repository)
+policies = PolicyService(repository)
 # A booking's body may need 64 KiB, a calendar's rules 1 MiB; every other route's fits the
 # default 16 KiB (models.py).
 app = create_resolver(
@@ -188,6 +196,13 @@ def free_slots(
     duration_minutes: Annotated[Minutes, Query()],
     step_minutes: Annotated[StepMinutes | None, Query()] = None,
     resource_id: Annotated[UUID | None, Query()] = None,
+    time_zone: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="IANA zone to show the slots' local wall times in (default: the calendar's)",
+        ),
+    ] = None,
 ) -> Response[str]:
     return json_response(
         service.free_slots(
@@ -197,6 +212,7 @@ def free_slots(
             duration_minutes=duration_minutes,
             step_minutes=step_minutes,
             resource_id=resource_id,
+            time_zone=time_zone,
         )
     )
 
@@ -244,6 +260,27 @@ def get_calendar_rules(calendar_id: CalendarId) -> Response[str]:
 )
 def calendar_rules_history(calendar_id: CalendarId) -> Response[str]:
     return json_response(calendars.rules_history(current_actor(app), calendar_id))
+
+
+@app.get(
+    "/org/policy",
+    responses={200: response_doc(OrgPolicy, "The org's booking policy"), **error_docs(401, 503)},
+)
+def get_org_policy() -> Response[str]:
+    return json_response(policies.get(current_actor(app)))
+
+
+@app.put(
+    "/org/policy",
+    responses={
+        200: response_doc(OrgPolicy, "The policy, saved"),
+        **error_docs(400, 401, 403, 409, 415, 422, 503),
+    },
+)
+def set_org_policy(body: Annotated[OrgPolicy, Body()]) -> Response[str]:
+    actor = current_actor(app)
+    require_admin(actor)
+    return json_response(policies.set(actor, body))
 
 
 @inject_http_api_context

@@ -141,6 +141,12 @@ class SlotConflict(DomainError):
     status_code, code = 409, "slot_conflict"
 
 
+class ContactConflict(DomainError):
+    """Under the org's contact_no_overlap policy: the contact already has an appointment then."""
+
+    status_code, code = 409, "contact_conflict"
+
+
 class NotSchedulable(DomainError):
     status_code, code = 409, "not_schedulable"
 

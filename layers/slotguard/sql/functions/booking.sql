@@ -53,6 +53,8 @@ DECLARE
     v_violation jsonb;
     v_from timestamptz;  -- the blocked time: [p_scheduled_at, v_end) padded by the buffers
     v_to timestamptz;
+    v_policy_key bigint;
+    v_exclusive boolean;  -- the org's contact_no_overlap policy
 BEGIN
     IF p_org IS NULL OR p_actor IS NULL OR p_contact_id IS NULL OR p_scheduled_at IS NULL THEN
         RETURN jsonb_build_object('status', 'invalid', 'message', 'org, actor, contact and start are required');
@@ -91,6 +93,18 @@ BEGIN
         END IF;
     END IF;
 
+    -- The org's policy, under its policy lock held shared (a policy change holds it exclusively);
+    -- under contact_no_overlap the contact's own lock too (slotguard._lock_policy() and
+    -- _lock_contact(), inlined for the common path).
+    v_policy_key := hashtextextended('policy:' || p_org::text, 0);
+    IF NOT pg_try_advisory_xact_lock_shared(v_policy_key) THEN
+        BEGIN
+            PERFORM pg_advisory_xact_lock_shared(v_policy_key);
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            RETURN jsonb_build_object('status', 'busy');
+        END;
+    END IF;
+
     -- The calendar's rules, under its rules lock held shared (calendar_rules_lock_key(), inlined).
     v_rules_key := hashtextextended('rules:' || p_org::text || ':'
         || coalesce(p_resource_id, '00000000-0000-0000-0000-000000000000'::uuid)::text, 0);
@@ -101,8 +115,12 @@ BEGIN
             RETURN jsonb_build_object('status', 'busy');
         END;
     END IF;
-    SELECT r.rules, r.version INTO v_rules, v_version FROM slotguard.calendar_rules r
-     WHERE r.org_id = p_org
+    -- Policy and rules in one statement, both under their locks.
+    SELECT coalesce(p.contact_no_overlap, false), r.rules, r.version INTO v_exclusive, v_rules, v_version
+      FROM (SELECT) AS one
+      LEFT JOIN slotguard.org_policies p ON p.org_id = p_org
+      LEFT JOIN slotguard.calendar_rules r
+        ON r.org_id = p_org
        AND coalesce(r.resource_id, '00000000-0000-0000-0000-000000000000'::uuid)
            = coalesce(p_resource_id, '00000000-0000-0000-0000-000000000000'::uuid);
     v_from := p_scheduled_at;
@@ -115,6 +133,16 @@ BEGIN
         END IF;
         v_from := p_scheduled_at - make_interval(mins => coalesce((v_rules->>'buffer_before_minutes')::integer, 0));
         v_to := v_end + make_interval(mins => coalesce((v_rules->>'buffer_after_minutes')::integer, 0));
+    END IF;
+
+    IF v_exclusive THEN
+        IF NOT slotguard._lock_contact(p_org, p_contact_id) THEN
+            RETURN jsonb_build_object('status', 'busy');
+        END IF;
+        v_conflicts := slotguard._contact_conflicts(p_org, p_contact_id, p_scheduled_at, v_end);
+        IF jsonb_array_length(v_conflicts) > 0 THEN
+            RETURN jsonb_build_object('status', 'contact_conflict', 'conflicts', v_conflicts);
+        END IF;
     END IF;
 
     -- The calendar's lock keys over the blocked time, as slotguard.calendar_lock_keys() derives
@@ -163,17 +191,23 @@ BEGIN
         END IF;
         INSERT INTO slotguard.appointments
             (org_id, contact_id, resource_id, scheduled_at, ends_at, duration_minutes, notes, metadata, created_by,
-             blocked_from, blocked_until, rules_version)
+             blocked_from, blocked_until, rules_version, contact_exclusive)
         VALUES
             (p_org, p_contact_id, p_resource_id, p_scheduled_at, v_end, p_duration_minutes, p_notes,
              coalesce(p_metadata, '{}'::jsonb), p_actor,
-             nullif(v_from, p_scheduled_at), nullif(v_to, v_end), v_version)
+             nullif(v_from, p_scheduled_at), nullif(v_to, v_end), v_version, v_exclusive)
         ON CONFLICT DO NOTHING  -- the exclusion constraint appointments_no_overlap: the slot is taken
         RETURNING * INTO v_appt;
         EXIT WHEN FOUND;
         v_conflicts := slotguard._conflicts(p_org, p_resource_id, v_from, v_to);
         IF (v_conflicts->>'conflict_count')::integer > 0 THEN
             RETURN jsonb_build_object('status', 'conflict') || v_conflicts;
+        END IF;
+        IF v_exclusive THEN  -- refused by appointments_contact_no_overlap (a writer that skipped the lock)
+            v_conflicts := slotguard._contact_conflicts(p_org, p_contact_id, p_scheduled_at, v_end);
+            IF jsonb_array_length(v_conflicts) > 0 THEN
+                RETURN jsonb_build_object('status', 'contact_conflict', 'conflicts', v_conflicts);
+            END IF;
         END IF;
         -- The overlap was cancelled between the INSERT and the read: the slot is free, try again.
     END LOOP;

@@ -24,9 +24,15 @@ DECLARE
     v_violation jsonb;
     v_from timestamptz;
     v_to timestamptz;
+    v_exclusive boolean;
 BEGIN
     PERFORM slotguard._set_tenant(p_org);
     PERFORM slotguard._set_lock_wait(p_lock_wait_ms);
+    -- The org's policy first (its lock before any row lock: a policy change updates rows).
+    v_exclusive := slotguard._lock_policy(p_org);
+    IF v_exclusive IS NULL THEN
+        RETURN jsonb_build_object('status', 'busy');
+    END IF;
     BEGIN
         SELECT * INTO v_old FROM slotguard.appointments WHERE id = p_id AND org_id = p_org FOR UPDATE;
         IF NOT FOUND THEN
@@ -60,6 +66,9 @@ BEGIN
             v_from := p_scheduled_at - make_interval(mins => coalesce((v_rules->>'buffer_before_minutes')::integer, 0));
             v_to := v_end + make_interval(mins => coalesce((v_rules->>'buffer_after_minutes')::integer, 0));
         END IF;
+        IF v_exclusive AND NOT slotguard._lock_contact(p_org, v_old.contact_id) THEN
+            RETURN jsonb_build_object('status', 'busy');
+        END IF;
         PERFORM slotguard._lock_calendar(p_org, v_old.resource_id, v_from, v_to);
     EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
         RETURN jsonb_build_object('status', 'busy');
@@ -69,6 +78,12 @@ BEGIN
     IF (v_conflicts->>'conflict_count')::integer > 0 THEN
         RETURN jsonb_build_object('status', 'conflict') || v_conflicts;
     END IF;
+    IF v_exclusive THEN
+        v_conflicts := slotguard._contact_conflicts(p_org, v_old.contact_id, p_scheduled_at, v_end, p_id);
+        IF jsonb_array_length(v_conflicts) > 0 THEN
+            RETURN jsonb_build_object('status', 'contact_conflict', 'conflicts', v_conflicts);
+        END IF;
+    END IF;
 
     BEGIN
         UPDATE slotguard.appointments
@@ -77,13 +92,17 @@ BEGIN
          WHERE id = p_id;
         INSERT INTO slotguard.appointments
             (org_id, contact_id, resource_id, scheduled_at, ends_at, duration_minutes, notes, metadata,
-             created_by, rescheduled_from, blocked_from, blocked_until, rules_version)
+             created_by, rescheduled_from, blocked_from, blocked_until, rules_version, contact_exclusive)
         VALUES
             (p_org, v_old.contact_id, v_old.resource_id, p_scheduled_at, v_end, v_duration, v_old.notes,
-             v_old.metadata, p_actor, p_id, nullif(v_from, p_scheduled_at), nullif(v_to, v_end), v_version)
+             v_old.metadata, p_actor, p_id, nullif(v_from, p_scheduled_at), nullif(v_to, v_end), v_version, v_exclusive)
         RETURNING * INTO v_new;
     EXCEPTION WHEN exclusion_violation THEN
         -- The subtransaction rollback restores the original appointment untouched.
+        IF v_exclusive AND (slotguard._conflicts(p_org, v_old.resource_id, v_from, v_to, p_id)->>'conflict_count')::integer = 0 THEN
+            RETURN jsonb_build_object('status', 'contact_conflict',
+                'conflicts', slotguard._contact_conflicts(p_org, v_old.contact_id, p_scheduled_at, v_end, p_id));
+        END IF;
         RETURN jsonb_build_object('status', 'conflict')
             || slotguard._conflicts(p_org, v_old.resource_id, v_from, v_to, p_id);
     END;
