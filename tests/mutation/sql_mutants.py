@@ -64,11 +64,11 @@ MUTANTS: list[Mutant] = [
         "NULL;",
     ),
     Mutant(
-        "no-rules-lock",
-        "a booking reads the calendar's rules without holding its rules lock (a rule change can pass it)",
+        "no-settings-lock",
+        "a booking reads the calendar's rules without the org's settings lock (a rule change can pass it)",
         "layers/slotguard/sql/functions/booking.sql",
-        r"PERFORM pg_advisory_xact_lock_shared\(v_rules_key\);",
-        "NULL;",
+        r"IF NOT pg_try_advisory_xact_lock_shared\(v_settings_key\) THEN",
+        "IF false THEN",
     ),
     Mutant(
         "overlap-equals",

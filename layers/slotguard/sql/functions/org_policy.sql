@@ -1,5 +1,5 @@
 -- The org's booking policy (issue 20, item 3b): contact_no_overlap. Bookings read it under the
--- org's policy lock held shared; a change holds it exclusively, so the two serialize.
+-- org's settings lock held shared; a change holds it exclusively, so the two serialize.
 SET LOCAL ROLE slotguard_owner;
 
 -- The contact's active appointments booked under the policy that overlap [p_start, p_end),
@@ -27,24 +27,23 @@ BEGIN
 END
 $$;
 
--- Under the org's policy lock (held shared; p_lock_wait_ms bounded, `busy` beyond): whether the
--- contact may not overlap itself, and then the contact's lock, held until the transaction ends.
--- NULL when the lock was not granted in time.
-CREATE OR REPLACE FUNCTION slotguard._lock_policy(p_org uuid) RETURNS boolean
+-- Takes the org's settings lock shared (lock_timeout bounded): true when granted, false when not
+-- in time. Held until the transaction ends.
+CREATE OR REPLACE FUNCTION slotguard._lock_settings_shared(p_org uuid) RETURNS boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, slotguard, pg_temp
 AS $$
 DECLARE
-    v_key bigint := hashtextextended('policy:' || p_org::text, 0);
+    v_key bigint := slotguard.settings_lock_key(p_org);
 BEGIN
     IF NOT pg_try_advisory_xact_lock_shared(v_key) THEN
         BEGIN
             PERFORM pg_advisory_xact_lock_shared(v_key);
         EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
-            RETURN NULL;
+            RETURN false;
         END;
     END IF;
-    RETURN coalesce((SELECT p.contact_no_overlap FROM slotguard.org_policies p WHERE p.org_id = p_org), false);
+    RETURN true;
 END
 $$;
 
@@ -96,7 +95,7 @@ BEGIN
     END IF;
     PERFORM slotguard._set_tenant(p_org), slotguard._set_lock_wait(p_lock_wait_ms);
     BEGIN
-        PERFORM pg_advisory_xact_lock(hashtextextended('policy:' || p_org::text, 0));
+        PERFORM pg_advisory_xact_lock(slotguard.settings_lock_key(p_org));
         UPDATE slotguard.appointments SET contact_exclusive = p_contact_no_overlap
          WHERE org_id = p_org AND contact_exclusive IS DISTINCT FROM p_contact_no_overlap
            AND (NOT p_contact_no_overlap OR (status = 'scheduled' AND ends_at > now()));
@@ -125,7 +124,7 @@ $$;
 
 REVOKE EXECUTE ON FUNCTION
     slotguard._contact_conflicts(uuid, uuid, timestamptz, timestamptz, uuid),
-    slotguard._lock_policy(uuid),
+    slotguard._lock_settings_shared(uuid),
     slotguard._lock_contact(uuid, uuid),
     slotguard.get_org_policy(uuid),
     slotguard.set_org_policy(uuid, text, boolean, integer)

@@ -1,6 +1,6 @@
 -- Rescheduling an appointment: the old one cancelled, a new one booked, in one transaction.
--- The new time is not in the past (unless p_backfill) and follows the calendar's current rules as a booking does (read under the rules lock
--- held shared; a refusal is `rule_violation` with the rule's code, and the new appointment
+-- The new time is not in the past (unless p_backfill) and follows the calendar's current rules
+-- as a booking does (read under the org's settings lock held shared; a refusal is `rule_violation` with the rule's code, and the new appointment
 -- records the rules' version and blocks its time padded by the current buffers).
 -- (Applied after the versioned migrations whenever this file changes: see slotguard/db/migrate.py.)
 SET LOCAL ROLE slotguard_owner;
@@ -28,11 +28,11 @@ DECLARE
 BEGIN
     PERFORM slotguard._set_tenant(p_org);
     PERFORM slotguard._set_lock_wait(p_lock_wait_ms);
-    -- The org's policy first (its lock before any row lock: a policy change updates rows).
-    v_exclusive := slotguard._lock_policy(p_org);
-    IF v_exclusive IS NULL THEN
+    -- The org's settings lock first (before any row lock: a policy change updates rows).
+    IF NOT slotguard._lock_settings_shared(p_org) THEN
         RETURN jsonb_build_object('status', 'busy');
     END IF;
+    v_exclusive := coalesce((SELECT p.contact_no_overlap FROM slotguard.org_policies p WHERE p.org_id = p_org), false);
     BEGIN
         SELECT * INTO v_old FROM slotguard.appointments WHERE id = p_id AND org_id = p_org FOR UPDATE;
         IF NOT FOUND THEN
@@ -50,7 +50,6 @@ BEGIN
             RETURN jsonb_build_object('status', 'rule_violation', 'code', 'in_the_past',
                                       'message', 'the appointment starts in the past');
         END IF;
-        PERFORM pg_advisory_xact_lock_shared(slotguard.calendar_rules_lock_key(p_org, v_old.resource_id));
         SELECT r.rules, r.version INTO v_rules, v_version FROM slotguard.calendar_rules r
          WHERE r.org_id = p_org
            AND coalesce(r.resource_id, '00000000-0000-0000-0000-000000000000'::uuid)
