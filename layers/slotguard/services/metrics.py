@@ -12,7 +12,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from slotguard.aws.cloudwatch import QueueAgeMetric
+from slotguard.aws.cloudwatch import BookingMetricSource, QueueAgeMetric
 from slotguard.aws.sqs import SEND_BATCH_MAX, OutgoingWebhook, QueueDepth, WebhookQueue
 from slotguard.aws.workers import WorkerState, WorkerStateSource
 from slotguard.db.connection import Database
@@ -175,6 +175,14 @@ class EventTypePercentiles(Percentiles):
     event_type: str
 
 
+class PercentileBucket(BaseModel):
+    bucket_start: datetime
+    count: int = Field(description="Completed deliveries created in the bucket (0: figures are 0)")
+    p50: float
+    p95: float
+    p99: float
+
+
 class ProcessingTime(BaseModel):
     range: Range
     unit: Literal["ms"]
@@ -182,6 +190,27 @@ class ProcessingTime(BaseModel):
     by_event_type: list[EventTypePercentiles] = Field(description=_BY_TYPE)
     event_type_count: int = Field(description="How many event types completed deliveries of the range have")
     truncated: bool = Field(description="Whether by_event_type lists fewer than event_type_count")
+    bucket: str = Field(description="The trend's bucket width, in seconds (e.g. `300s`)")
+    trend: list[PercentileBucket] = Field(description="P50/P95/P99 per bucket of creation, oldest first")
+
+
+# The booking thresholds of the operations console and the dashboard's alarms (README).
+BOOKING_LATENCY_THRESHOLD_MS = 200.0
+BUSY_RATE_THRESHOLD = 0.01
+
+
+class BookingMetrics(BaseModel):
+    range: Range
+    scope: Literal["deployment"] = Field(
+        description="The figures are the whole deployment's: booking metrics carry no org dimension"
+    )
+    attempted: int = Field(description="POST /appointments that reached the booking service")
+    created: int
+    conflicts: int = Field(description="409 slot_conflict answers")
+    busy: int = Field(description="503 busy: the calendar's lock not granted in time (lock contention)")
+    busy_rate: float = Field(description="busy / attempted (0 when none)")
+    avg_booking_ms: float | None = Field(description="Mean BookingLatency; null when no booking was timed")
+    thresholds: dict[str, float] = Field(description="avg_booking_ms and busy_rate: healthy below these")
 
 
 class Delivery(BaseModel):
@@ -230,7 +259,9 @@ class MetricsService:
         ages: QueueAgeMetric,
         workers: WorkerStateSource,
         retry_budget: int,
+        bookings: BookingMetricSource | None = None,
     ) -> None:
+        self._bookings = bookings
         self._db = db
         self._log = WebhookRepository(db)
         self._queue = queue
@@ -291,9 +322,38 @@ class MetricsService:
         )
 
     def processing_time(self, actor: Actor, range_: Range) -> ProcessingTime:
-        span, _ = RANGES[range_]
+        span, bucket = RANGES[range_]
         return ProcessingTime.model_validate(
-            {"range": range_, "unit": "ms", **self._log.processing_time(actor.org_id, span)}
+            {
+                "range": range_,
+                "unit": "ms",
+                **self._log.processing_time(actor.org_id, span),
+                "bucket": f"{int(bucket.total_seconds())}s",
+                "trend": self._log.processing_time_trend(actor.org_id, span, bucket),
+            }
+        )
+
+    def booking_metrics(self, range_: Range) -> BookingMetrics:
+        if self._bookings is None:
+            raise UpstreamUnavailable("booking metrics are not configured here", {})
+        span, _ = RANGES[range_]
+        try:
+            f = self._bookings.read(span)
+        except Exception as exc:
+            logger.warning("booking metrics: CloudWatch failed", extra={"error": type(exc).__name__})
+            raise UpstreamUnavailable("CloudWatch could not be read, retry shortly", {}) from exc
+        attempted = int(f["BookingAttempted"])
+        count = f["BookingLatency.count"]
+        return BookingMetrics(
+            range=range_,
+            scope="deployment",
+            attempted=attempted,
+            created=int(f["BookingCreated"]),
+            conflicts=int(f["BookingConflict"]),
+            busy=int(f["BookingBusy"]),
+            busy_rate=round(f["BookingBusy"] / attempted, 4) if attempted else 0.0,
+            avg_booking_ms=round(f["BookingLatency.sum"] / count, 2) if count else None,
+            thresholds={"avg_booking_ms": BOOKING_LATENCY_THRESHOLD_MS, "busy_rate": BUSY_RATE_THRESHOLD},
         )
 
     def recent_failures(self, actor: Actor, limit: int) -> DeliveryList:

@@ -114,6 +114,43 @@ BEGIN
 END
 $$;
 
+-- Processing-time percentiles (ms) of the org's completed deliveries in the range, per p_bucket-wide
+-- bucket of their creation (empty buckets included, oldest first; their figures 0 and count 0).
+CREATE OR REPLACE FUNCTION slotguard.webhook_processing_time_trend(p_org uuid, p_range interval, p_bucket interval)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, slotguard, pg_temp
+SET TimeZone = 'UTC'
+AS $$
+DECLARE
+    v_now timestamptz := now();
+    v_origin timestamptz := date_bin(p_bucket, now() - p_range, 'epoch'::timestamptz);
+BEGIN
+    PERFORM slotguard._set_tenant(p_org);
+    RETURN (
+        WITH rows AS (
+            SELECT date_bin(p_bucket, created_at, 'epoch'::timestamptz) AS bucket_start,
+                   processing_ms::double precision AS ms
+            FROM slotguard.webhook_delivery_log
+            WHERE org_id = p_org AND status = 'completed' AND processing_ms IS NOT NULL
+              AND created_at >= v_now - p_range AND created_at < v_now
+        ),
+        per_bucket AS (
+            SELECT bucket_start, count(*) AS n,
+                   round((percentile_cont(0.50) WITHIN GROUP (ORDER BY ms))::numeric, 2) AS p50,
+                   round((percentile_cont(0.95) WITHIN GROUP (ORDER BY ms))::numeric, 2) AS p95,
+                   round((percentile_cont(0.99) WITHIN GROUP (ORDER BY ms))::numeric, 2) AS p99
+            FROM rows GROUP BY bucket_start
+        )
+        SELECT coalesce(jsonb_agg(jsonb_build_object(
+                   'bucket_start', b, 'count', coalesce(p.n, 0), 'p50', coalesce(p.p50, 0),
+                   'p95', coalesce(p.p95, 0), 'p99', coalesce(p.p99, 0)) ORDER BY b), '[]'::jsonb)
+        FROM generate_series(v_origin, v_now, p_bucket) AS b
+        LEFT JOIN per_bucket p ON p.bucket_start = b
+    );
+END
+$$;
+
 -- Newest failed / dead-letter deliveries (p_with_payload adds the event data).
 CREATE OR REPLACE FUNCTION slotguard.webhook_failures(
     p_org uuid, p_statuses text[], p_limit integer, p_with_payload boolean
@@ -180,12 +217,14 @@ $$;
 REVOKE EXECUTE ON FUNCTION
     slotguard.webhook_delivery_stats(uuid, interval, interval),
     slotguard.webhook_processing_time(uuid, interval),
+    slotguard.webhook_processing_time_trend(uuid, interval, interval),
     slotguard.webhook_failures(uuid, text[], integer, boolean),
     slotguard.webhook_status_counts(uuid)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     slotguard.webhook_delivery_stats(uuid, interval, interval),
     slotguard.webhook_processing_time(uuid, interval),
+    slotguard.webhook_processing_time_trend(uuid, interval, interval),
     slotguard.webhook_failures(uuid, text[], integer, boolean),
     slotguard.webhook_status_counts(uuid)
 TO slotguard_app;
