@@ -22,11 +22,13 @@ from slotguard.aws.sqs import WebhookQueue
 from slotguard.aws.workers import worker_state_source
 from slotguard.config import MetricsConfig
 from slotguard.db.connection import Database
+from slotguard.models import WEBHOOK_ID_PATTERN
 from slotguard.observability import METRICS_NAMESPACE, inject_http_api_context, metrics, tracer
 from slotguard.services.metrics import (
     MAX_REDRIVE_BODY_BYTES,
     BookingMetrics,
     DeliveryList,
+    DeliveryLookup,
     DeliveryStats,
     MetricsService,
     ProcessingTime,
@@ -112,6 +114,30 @@ def redrive(body: Annotated[RedriveRequest, Body()] = REDRIVE_ALL) -> Response[s
 )
 def processing_time(range_: Annotated[Range, Query(alias="range")] = "24h") -> Response[str]:
     return json_response(service.processing_time(current_actor(app), range_))
+
+
+@app.get(
+    "/webhook-metrics/delivery",
+    responses={
+        200: response_doc(
+            DeliveryLookup,
+            "One webhook by its id: status, each attempt with its time and error, and its business"
+            " outcome (applied, refused with the reason, ignored, invalid); never the payload",
+        ),
+        **error_docs(401, 404, 422, 503),
+    },
+)
+def delivery(
+    webhook_id: Annotated[
+        str,
+        Query(
+            pattern=WEBHOOK_ID_PATTERN,
+            description="The webhook id the sender sent (`webhook-id` header): 1 to 255 printable ASCII"
+            " characters, so it travels as a query parameter, never as a path segment",
+        ),
+    ],
+) -> Response[str]:
+    return json_response(service.delivery(current_actor(app), webhook_id))
 
 
 @app.get(

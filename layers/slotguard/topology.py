@@ -42,6 +42,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/webhook-metrics/dead-letter-queue", "metrics"),
     Route("POST", "/webhook-metrics/dead-letter-queue/redrive", "metrics"),
     Route("GET", "/webhook-metrics/processing-time", "metrics"),
+    Route("GET", "/webhook-metrics/delivery", "metrics"),
     Route("GET", "/booking-metrics", "metrics"),
     Route("POST", "/webhooks/{org_id}", "webhook_receiver", authorized=False),
     # The operations console: static files only (the page calls the routes above with its token)

@@ -228,7 +228,7 @@
     const out = $("lookup-result");
     if (!id) return;
     try {
-      const d = await api("GET", "webhook-metrics/deliveries/" + encodeURIComponent(id));
+      const d = await api("GET", "webhook-metrics/delivery?webhook_id=" + encodeURIComponent(id));
       const dl = el("dl", null, "lookup");
       const add = (k, v) => dl.append(el("dt", k), el("dd", v === null || v === undefined ? "—" : v));
       add("Webhook id", d.job_id);
@@ -236,7 +236,12 @@
       add("Status", d.status);
       add("Outcome", d.outcome === null ? "none yet" : d.outcome);
       if (d.reason) add("Reason", d.reason);
-      if (d.outcome_detail) add("Detail", JSON.stringify(d.outcome_detail));
+      const detail = d.detail || {};
+      if (Array.isArray(detail.conflicts) && detail.conflicts.length) {
+        add("Conflicting appointments", detail.conflicts.join(", "));
+      }
+      if (detail.appointment_id) add("Appointment", detail.appointment_id);
+      if (d.outcome === "invalid" || d.status !== "completed") add("Error", d.error_message);
       add("Received", when(d.created_at));
       add("Attempts", `${d.attempts} / ${d.max_attempts}`);
       for (const a of d.attempt_history || []) {

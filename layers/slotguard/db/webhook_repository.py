@@ -146,6 +146,12 @@ class WebhookRepository:
         )
         return result
 
+    def delivery(self, org_id: UUID, job_id: str) -> dict[str, Any] | None:
+        result: dict[str, Any] | None = self._db.scalar(
+            "SELECT slotguard.webhook_delivery(%s, %s)", (org_id, job_id), retry_safe=True
+        )
+        return result
+
     def status_counts(self, org_id: UUID) -> dict[str, Any]:
         result: dict[str, Any] = self._db.scalar(
             "SELECT slotguard.webhook_status_counts(%s)", (org_id,), retry_safe=True

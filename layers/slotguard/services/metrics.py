@@ -17,7 +17,7 @@ from slotguard.aws.sqs import SEND_BATCH_MAX, OutgoingWebhook, QueueDepth, Webho
 from slotguard.aws.workers import WorkerState, WorkerStateSource
 from slotguard.db.connection import Database
 from slotguard.db.webhook_repository import WebhookRepository
-from slotguard.errors import UpstreamUnavailable
+from slotguard.errors import NotFound, UpstreamUnavailable
 from slotguard.models import Actor, JobId
 from slotguard.observability import logger
 
@@ -122,14 +122,27 @@ class QueueHealth(BaseModel):
     thresholds: HealthThresholds
 
 
+class OutcomeCounts(BaseModel):
+    applied: int = Field(description="Completed, and the event took effect (booked, cancelled, rescheduled)")
+    refused: int = Field(
+        description="Completed, and the business refused it (slot taken, no such appointment, …)"
+    )
+    ignored: int = Field(description="Completed with no effect: no handler for the event type")
+    invalid: int = Field(description="Dead-lettered at once: the payload can never succeed (field errors)")
+
+
 class DeliveryCounts(BaseModel):
     total: int
     completed: int
     failed: int
     dead_letter: int
     in_progress: int
-    success_rate: float
+    success_rate: float = Field(
+        description="completed / total (0 when empty): processed without error. A refused or ignored"
+        " webhook is processed without error, so it counts as a success: `outcomes` says what each did"
+    )
     avg_processing_ms: float | None
+    outcomes: OutcomeCounts
 
 
 class EventTypeDeliveryCounts(DeliveryCounts):
@@ -235,6 +248,76 @@ class Delivery(BaseModel):
         " reached 1 MiB",
         exclude_if=lambda value: value is None,
     )
+
+
+Outcome = Literal["applied", "refused", "ignored", "invalid"]
+# The delivery log's `outcome` (webhook_events.Outcome.result, the processor's) as the API names it.
+OUTCOMES: dict[str, Outcome] = {
+    "applied": "applied",
+    "rejected": "refused",
+    "ignored": "ignored",
+    "invalid_payload": "invalid",
+}
+
+
+class AttemptView(BaseModel):
+    attempt: int
+    at: datetime
+    result: Literal["completed", "failed", "dead_letter"]
+    error: str | None = Field(description="Its error (first 2,000 characters); null when it completed")
+    processing_ms: int | None
+
+
+class RedriveView(BaseModel):
+    at: datetime
+    attempts: int = Field(description="The attempts it had made when an admin redrove it")
+
+
+class DeliveryLookup(BaseModel):
+    job_id: str = Field(description="The webhook id (the sender's `webhook-id` header)")
+    event_type: str
+    status: Literal["pending", "processing", "completed", "failed", "dead_letter"]
+    outcome: Outcome | None = Field(
+        description="What the webhook did: `applied`, `refused` (see `reason`), `ignored` (unknown"
+        " type) or `invalid` (field errors in `error_message`); null while it has none (pending,"
+        " retrying, or given up after its attempts: see `status`)"
+    )
+    reason: str | None = Field(
+        description="Why it was refused or ignored: `slot_conflict` (the conflicting appointments in"
+        " `detail.conflicts`), `not_found`, a calendar rule's code, `backfill_not_allowed`,"
+        " `unknown_event_type`, …; `invalid_payload` when invalid; `gave_up` when dead-lettered after"
+        " its attempts"
+    )
+    detail: dict[str, Any] = Field(description="The outcome's detail as the processor recorded it")
+    attempts: int
+    max_attempts: int
+    created_at: datetime = Field(description="When the receiver accepted it")
+    last_attempt_at: datetime | None
+    completed_at: datetime | None
+    error_message: str | None = Field(description="The last attempt's error (first 2,000 characters)")
+    attempt_history: list[AttemptView] = Field(
+        description="Each attempt recorded, oldest first (the newest 100)"
+    )
+    redrives: list[RedriveView] = Field(
+        description="Each time an admin redrove it, oldest first (the newest 100)"
+    )
+
+
+def delivery_lookup(row: dict[str, Any]) -> DeliveryLookup:
+    raw = row.get("outcome")
+    detail: dict[str, Any] = row.get("outcome_detail") or {}
+    outcome = OUTCOMES.get(raw) if raw else None
+    reason: str | None = None
+    if outcome == "refused":
+        status = detail.get("status")
+        reason = "slot_conflict" if status == "conflict" else detail.get("code") or status
+    elif outcome == "ignored":
+        reason = "unknown_event_type"
+    elif outcome == "invalid":
+        reason = "invalid_payload"
+    elif raw:
+        reason = raw  # gave_up: dead-lettered after its attempts
+    return DeliveryLookup.model_validate({**row, "outcome": outcome, "reason": reason, "detail": detail})
 
 
 class DeliveryList(BaseModel):
@@ -355,6 +438,13 @@ class MetricsService:
             avg_booking_ms=round(f["BookingLatency.sum"] / count, 2) if count else None,
             thresholds={"avg_booking_ms": BOOKING_LATENCY_THRESHOLD_MS, "busy_rate": BUSY_RATE_THRESHOLD},
         )
+
+    def delivery(self, actor: Actor, job_id: str) -> DeliveryLookup:
+        """One webhook of the org by its id: status, attempts, outcome (never the payload)."""
+        row = self._log.delivery(actor.org_id, job_id)
+        if row is None:
+            raise NotFound("no webhook with this id in this org", {"webhook_id": job_id})
+        return delivery_lookup(row)
 
     def recent_failures(self, actor: Actor, limit: int) -> DeliveryList:
         return DeliveryList.model_validate(
