@@ -229,7 +229,7 @@ def test_alarms_and_dashboard(template: Any) -> None:
         "RDS Proxy pinned a session: some client SQL uses SET, locks or prepares",
     ):
         assert wanted in descriptions
-    assert sum("function errors" in d for d in descriptions) == 7
+    assert sum("function errors" in d for d in descriptions) == 8
     assert all(a["Properties"]["AlarmActions"] for a in alarms.values())
     [dashboard] = resources(template, "AWS::CloudWatch::Dashboard").values()
     body = json.dumps(dashboard["Properties"]["DashboardBody"])

@@ -315,7 +315,7 @@ def delivery_lookup(row: dict[str, Any]) -> DeliveryLookup:
         reason = "unknown_event_type"
     elif outcome == "invalid":
         reason = "invalid_payload"
-    elif raw:
+    elif raw and outcome is None:
         reason = raw  # gave_up: dead-lettered after its attempts
     return DeliveryLookup.model_validate({**row, "outcome": outcome, "reason": reason, "detail": detail})
 
