@@ -70,6 +70,7 @@ def test_each_outcome_is_answered_by_webhook_id_and_counted(pipeline: Pipeline, 
         "ignored",
         "unknown_event_type",
     )
+    assert [a["result"] for a in three["attempt_history"]] == ["completed"]  # completed by its claim
     four = lookup(api, invalid).body
     assert (four["status"], four["outcome"], four["reason"]) == ("dead_letter", "invalid", "invalid_payload")
     assert "appointment_id" in four["error_message"]
@@ -142,3 +143,24 @@ def test_any_printable_webhook_id_is_found_through_the_query(pipeline: Pipeline,
     found = lookup(ApiClient(metrics_fn, claims(org_id)), webhook_id)
     assert found.status == 200 and found.body["job_id"] == webhook_id
     assert quote(webhook_id, safe="") != webhook_id
+
+
+def test_a_deliverys_attempts_go_with_it_when_retention_deletes_it(
+    pipeline: Pipeline, admin_conn: Any
+) -> None:
+    # Given a processed webhook, its attempt recorded, completed long ago
+    org_id, secret = pipeline.new_org()
+    webhook_id = pipeline.send(org_id, secret, "invoice.paid", {})
+    pipeline.drain(pipeline.event_source(), settled(pipeline, org_id, 1))
+    count = "SELECT count(*) FROM slotguard.webhook_delivery_attempts WHERE org_id = %s"
+    assert admin_conn.execute(count, (org_id,)).fetchone()[0] == 1
+    admin_conn.execute(
+        "UPDATE slotguard.webhook_delivery_log SET completed_at = now() - interval '30 days'"
+        " WHERE org_id = %s AND job_id = %s",
+        (org_id, webhook_id),
+    )
+    # When the retention cleanup purges completed deliveries older than 7 days
+    admin_conn.execute("SELECT slotguard.purge_expired('completed', interval '7 days', 1000)")
+    # Then the delivery and its attempts are gone together
+    assert pipeline.rows(org_id) == []
+    assert admin_conn.execute(count, (org_id,)).fetchone()[0] == 0

@@ -82,6 +82,20 @@ def loaded_after(browser: Any, since_ms: float, timeout_s: float = 20) -> None:
     wait_for(rendered, timeout_s)
 
 
+def click_text(browser: Any, table: str, text: str) -> bool:
+    """Click the control showing `text` in a table (False while the refresh is redrawing it)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        for button in browser.find_elements("css selector", f"#{table} button.link"):
+            if button.text == text:
+                button.click()
+                return True
+    except StaleElementReferenceException:
+        pass
+    return False
+
+
 def now_ms() -> float:
     return time.time() * 1000
 
@@ -244,6 +258,10 @@ def test_a_dead_letter_appears_and_an_admin_redrives_it(stack: StackProcess, bro
     assert len(again["redrives"]) == 1
     assert [a["result"] for a in again["attempt_history"]] == ["dead_letter", "dead_letter"]
     assert again["outcome"] == "invalid"  # still invalid: it can never succeed
+    # And its id among the failures opens its attempt history on the page
+    wait_for(lambda: click_text(browser, "failures", webhook_id))
+    shown = wait_for(lambda: "Attempt 2" in (t := browser.find_element("id", "lookup-result").text) and t)
+    assert "Attempt 1" in shown and "invalid_payload" in shown
     assert severe(browser.get_log("browser")) == []
 
 

@@ -186,7 +186,17 @@
 
   // -- failures and dead letters --------------------------------------------------------------------
   function idCell(id) {
-    const td = el("td", id, "id");
+    // the id, as a control that looks the webhook up (its attempts, one by one, and its outcome)
+    const td = el("td", null, "id");
+    const link = el("button", id, "link");
+    link.type = "button";
+    link.title = "Show its attempts and outcome";
+    link.addEventListener("click", () => {
+      $("lookup-id").value = id;
+      lookup();
+      $("lookup").scrollIntoView();
+    });
+    td.append(link);
     return td;
   }
   function renderFailures(list) {

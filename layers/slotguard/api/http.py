@@ -294,6 +294,9 @@ def create_resolver(
         if exc.status_code == 422 and "errors" not in details:
             # Every 422 lists its problems in details.errors, as a request validation does.
             details = {**details, **errors_details([{"loc": [], "msg": exc.message, "type": exc.code}])}
+        elif exc.status_code == 422 and "error_count" not in details:
+            # ... with their count and `truncated` (a calendar rule's refusal names its field)
+            details = {**details, **errors_details(list(details["errors"]))}
         return error_response(exc.status_code, exc.code, exc.message, details, exc.headers())
 
     @app.exception_handler(RequestValidationError)

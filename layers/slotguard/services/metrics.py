@@ -57,11 +57,13 @@ class RedriveRequest(BaseModel):
     after: int | None = Field(
         default=None,
         ge=0,
+        strict=True,  # an integer, never a boolean read as 0 or 1
         description="`next_after` of the previous answer: continue after the rows it reached",
     )
     limit: int = Field(
         default=REDRIVE_DEFAULT_LIMIT,
         ge=1,
+        strict=True,
         le=1000,
         description="At most this many dead letters in this call (fewer if its time runs out)",
     )
