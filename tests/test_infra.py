@@ -991,3 +991,42 @@ def test_preflight_reads_what_the_stages_existing_functions_reserve(aws: str) ->
     found = reserved_now(lam, [name, f"slotguard-preflight-{os.getpid()}-metrics"])
     # Then it counts the existing reservation (given back when the stack changes it) and skips the other
     assert found == {name: 7}
+
+
+def test_the_console_function_serves_files_with_no_privilege_beyond_logs_and_traces(template: Any) -> None:
+    # Given the operations console's function
+    [(logical_id, console)] = [
+        (k, f)
+        for k, f in our_functions(template).items()
+        if f["Properties"]["FunctionName"].endswith("-console")
+    ]
+    props = console["Properties"]
+    role = props["Role"]["Fn::GetAtt"][0]
+    # Then it runs outside the VPC, with no database or AWS setting in its environment
+    assert "VpcConfig" not in props
+    assert set(props["Environment"]["Variables"]) == {
+        "POWERTOOLS_SERVICE_NAME",
+        "POWERTOOLS_METRICS_NAMESPACE",
+        "POWERTOOLS_LOG_LEVEL",
+    }
+    # And its role may write traces only (its logs through the AWS-managed basic execution policy)
+    actions = {
+        action
+        for policy in resources(template, "AWS::IAM::Policy").values()
+        if {"Ref": role} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])
+    }
+    assert actions == {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+    managed = json.dumps(resources(template, "AWS::IAM::Role")[role]["Properties"]["ManagedPolicyArns"])
+    assert "AWSLambdaBasicExecutionRole" in managed and "VPCAccess" not in managed
+    # And the API serves its two routes without an authorizer, each with the public routes' throttle
+    routes = {
+        r["Properties"]["RouteKey"]: r["Properties"]
+        for r in resources(template, "AWS::ApiGatewayV2::Route").values()
+        if "/console" in r["Properties"]["RouteKey"]
+    }
+    assert set(routes) == {"GET /console", "GET /console/{asset}"}
+    [stage] = resources(template, "AWS::ApiGatewayV2::Stage").values()
+    for key in routes:
+        assert stage["Properties"]["RouteSettings"][key]["ThrottlingRateLimit"] > 0
