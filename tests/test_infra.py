@@ -995,10 +995,8 @@ def test_preflight_reads_what_the_stages_existing_functions_reserve(aws: str) ->
 
 def test_the_console_function_serves_files_with_no_privilege_beyond_logs_and_traces(template: Any) -> None:
     # Given the operations console's function
-    [(logical_id, console)] = [
-        (k, f)
-        for k, f in our_functions(template).items()
-        if f["Properties"]["FunctionName"].endswith("-console")
+    [console] = [
+        f for f in our_functions(template).values() if f["Properties"]["FunctionName"].endswith("-console")
     ]
     props = console["Properties"]
     role = props["Role"]["Fn::GetAtt"][0]
