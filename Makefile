@@ -13,6 +13,7 @@
 #> bench            the benchmarks, each figure beside its same-run baseline and ratio
 #> layer-lock       regenerate layers/requirements.lock (every layer dependency pinned with its hash)
 #> load             locust, headless: the booking and webhook mix, then one contested slot
+#> console-vendor   copy the charting library (Chart.js, pinned in package-lock.json) into the console's files
 #> venv             .venv with everything (make local alone installs less: the `local` extra)
 #> localstack-venv  LocalStack's runtime in .localstack-venv (Python 3.13)
 #> clean            remove .venv, .localstack-venv, .local, cdk.out, node_modules
@@ -61,7 +62,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv test lint bench load local synth smoke clean localstack-venv test-localstack test-readme test-rollback mutation-sql layer-lock
+.PHONY: console-vendor help venv test lint bench load local synth smoke clean localstack-venv test-localstack test-readme test-rollback mutation-sql layer-lock
 
 help:
 	@echo "make TARGET [SWITCH=value ...]"
@@ -85,6 +86,12 @@ venv: $(STAMP)
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
+
+# The console ships Chart.js as a committed file, copied from the pinned npm package (no CDN, no build
+# step for a user); tests/test_console.py checks the committed copy is the locked version's.
+CONSOLE_VENDOR := functions/console/static/chart.umd.min.js
+console-vendor: $(NODE_STAMP)
+	cp node_modules/chart.js/dist/chart.umd.min.js $(CONSOLE_VENDOR)
 
 test: lint synth
 	$(BIN)/pytest -q

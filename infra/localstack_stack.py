@@ -29,6 +29,7 @@ FUNCTIONS = (
     "booking",
     "metrics",
     "webhook_receiver",
+    "console",
     "webhook_processor",
     "dlq_reconciler",
     "cleanup",

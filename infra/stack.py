@@ -117,6 +117,10 @@ class SlotguardStack(Stack):
             },
         )
 
+        # The operations console: static files from its own bundle; no VPC, no data, no AWS call
+        # (its role holds only the logs and X-Ray every function has). docs/decisions.md.
+        console = functions.create("console", in_vpc=False, memory_mb=256)
+
         # Least privilege, function by function.
         for fn in (booking, processor, reconciler, cleanup, metrics):
             database.proxy.grant_connect(fn, RETENTION_DB_USER if fn is cleanup else APP_DB_USER)
@@ -161,13 +165,19 @@ class SlotguardStack(Stack):
             "Api",
             config=config,
             names=names,
-            functions={"booking": booking, "metrics": metrics, "webhook_receiver": receiver},
+            functions={
+                "booking": booking,
+                "metrics": metrics,
+                "webhook_receiver": receiver,
+                "console": console,
+            },
         )
         cleanup_schedule(self, cleanup)
         all_functions: dict[str, lambda_.IFunction] = {
             "booking": booking,
             "metrics": metrics,
             "webhook_receiver": receiver,
+            "console": console,
             "webhook_processor": processor,
             "dlq_reconciler": reconciler,
             "cleanup": cleanup,
@@ -217,14 +227,14 @@ class SlotguardStack(Stack):
                     "GetMetricStatistics) support no resource-level permissions: AWS requires *.",
                 ),
             ]
-            if name != "webhook_receiver":
+            if name not in ("webhook_receiver", "console"):
                 rules.append(
                     (
                         f"AwsSolutions-IAM4[Policy::{vpc}]",
                         "AWS-maintained minimum for the network interfaces of a function in a VPC.",
                     )
                 )
-            else:
+            elif name == "webhook_receiver":
                 rules.append(
                     (
                         f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:"

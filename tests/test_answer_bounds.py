@@ -468,6 +468,21 @@ def envelope(code: str, message: str, details: dict[str, Any]) -> dict[str, Any]
     return {"error": {"code": code, "message": message, "details": details}}
 
 
+def console_assets() -> list[str]:
+    from slotguard_local.functions import load_function
+
+    return sorted(load_function("console", fresh=False).FILES)
+
+
+def console_answer(asset: str | None) -> dict[str, Any]:
+    from slotguard_local.functions import load_function
+
+    handler = load_function("console", fresh=False).lambda_handler
+    answer: dict[str, Any] = handler({"pathParameters": {"asset": asset} if asset else None}, None)
+    assert answer["statusCode"] == 200
+    return answer
+
+
 def largest_answers() -> dict[str, list[dict[str, Any]]]:
     from slotguard.errors import MAX_ERROR_MSG_CHARS, MAX_FIELD_ERRORS, MAX_LOC_PART_CHARS, MAX_LOC_PARTS
     from slotguard.models import (
@@ -540,6 +555,7 @@ def largest_answers() -> dict[str, list[dict[str, Any]]]:
         "in_progress": 2**62,
         "success_rate": 0.1234,
         "avg_processing_ms": 123456789.12,
+        "outcomes": m.OutcomeCounts(applied=2**62, refused=2**62, ignored=2**62, invalid=2**62),
     }
     stats = m.DeliveryStats(
         range="30d",
@@ -563,6 +579,46 @@ def largest_answers() -> dict[str, list[dict[str, Any]]]:
         by_event_type=[m.EventTypePercentiles(event_type=event_type, **pct)] * m.MAX_EVENT_TYPES_SHOWN,
         event_type_count=10**9,
         truncated=True,
+        bucket="86400s",
+        trend=[m.PercentileBucket(bucket_start=STAMP, count=2**62, p50=1e9, p95=1e9, p99=1e9)] * 32,
+    )
+    # one webhook: its texts at their bounds, 100 attempts and 100 redrives (the newest kept), and
+    # the largest outcome detail the processor records (a conflict: at most 50 appointment ids)
+    lookup = m.DeliveryLookup(
+        job_id='"' * 255,
+        event_type=event_type,
+        status="dead_letter",
+        outcome="refused",
+        reason="x" * 200,
+        detail={"status": "conflict", "conflicts": [str(UUID0)] * MAX_CONFLICTS_SHOWN},
+        attempts=2**31,
+        max_attempts=2**31,
+        created_at=STAMP,
+        last_attempt_at=STAMP,
+        completed_at=STAMP,
+        error_message=WORST_TEXT_CHAR * 2000,
+        attempt_history=[
+            m.AttemptView(
+                attempt=2**31,
+                at=STAMP,
+                result="dead_letter",
+                error=WORST_TEXT_CHAR * 2000,
+                processing_ms=2**31,
+            )
+        ]
+        * 100,
+        redrives=[m.RedriveView(at=STAMP, attempts=2**31)] * 100,
+    )
+    bookings = m.BookingMetrics(
+        range="30d",
+        scope="deployment",
+        attempted=2**62,
+        created=2**62,
+        conflicts=2**62,
+        busy=2**62,
+        busy_rate=1.0,
+        avg_booking_ms=1e9,
+        thresholds={"avg_booking_ms": 200.0, "busy_rate": 0.01},
     )
 
     def deliveries(with_payload: bool) -> dict[str, Any]:
@@ -666,6 +722,11 @@ def largest_answers() -> dict[str, list[dict[str, Any]]]:
         "GET /webhook-metrics/recent-failures": [deliveries(with_payload=False)],
         "GET /webhook-metrics/dead-letter-queue": [deliveries(with_payload=True)],
         "GET /webhook-metrics/processing-time": [proxy(200, timing)],
+        "GET /booking-metrics": [proxy(200, bookings)],
+        "GET /webhook-metrics/delivery": [proxy(200, lookup)],
+        # the console's files: each is answered whole
+        "GET /console": [console_answer(None)],
+        "GET /console/{asset}": [console_answer(name) for name in console_assets()],
         "POST /webhooks/{org_id}": [proxy(202, Accepted(id='"' * 255)), too_large],
         "GET /org/policy": [proxy(200, {"contact_no_overlap": True})],
         "PUT /org/policy": [

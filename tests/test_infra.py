@@ -201,6 +201,7 @@ def test_every_function_is_arm64_python313_with_the_layer_and_tracing(template: 
             "booking",
             "metrics",
             "webhook-receiver",
+            "console",
             "webhook-processor",
             "dlq-reconciler",
             "cleanup",
@@ -214,8 +215,9 @@ def test_every_function_is_arm64_python313_with_the_layer_and_tracing(template: 
         assert props["Architectures"] == ["arm64"]
         assert props["Layers"] == [{"Ref": layer_id}]
         # X-Ray: every function but the receiver (its traces were the largest X-Ray line at load)
-        receiving = props["FunctionName"].endswith("-webhook-receiver")
-        assert props["TracingConfig"] == {"Mode": "PassThrough" if receiving else "Active"}
+        # and the console's static files
+        untraced = props["FunctionName"].endswith(("-webhook-receiver", "-console"))
+        assert props["TracingConfig"] == {"Mode": "PassThrough" if untraced else "Active"}
         assert props["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"]
     receiver = next(
         f for f in functions.values() if f["Properties"]["FunctionName"] == "slotguard-dev-webhook-receiver"
@@ -582,7 +584,7 @@ def test_the_public_webhook_route_has_its_own_throttle(template: Any) -> None:
     [stage] = resources(template, "AWS::ApiGatewayV2::Stage").values()
     defaults = stage["Properties"]["DefaultRouteSettings"]
     assert defaults["ThrottlingRateLimit"] == API_THROTTLE["rate_limit"]
-    [webhook_route] = [r for r in ROUTES if not r.authorized]
+    [webhook_route] = [r for r in ROUTES if r.function == "webhook_receiver"]
     # Then junk on the unauthenticated webhook route cannot use up the authenticated routes' budget
     webhook = stage["Properties"]["RouteSettings"][webhook_route.route_key]
     assert webhook["ThrottlingRateLimit"] == WEBHOOK_THROTTLE["rate_limit"]
@@ -1057,7 +1059,7 @@ def test_no_configured_limit_is_the_first_bottleneck_below_the_promised_load(
         load = PROMISED_LOAD[stage]
         [api_stage] = resources(template, "AWS::ApiGatewayV2::Stage").values()
         settings = api_stage["Properties"]
-        [webhook_route] = [r.route_key for r in ROUTES if not r.authorized]
+        [webhook_route] = [r.route_key for r in ROUTES if r.function == "webhook_receiver"]
         # Given the load the stage promises (docs/capacity.md), with the model's headroom
         headroom = CAPACITY.headroom
         # Then API Gateway's stage throttle holds the JWT routes' requests (bookings and reads)
@@ -1113,3 +1115,40 @@ def test_the_access_log_keeps_what_on_call_reads_and_no_more(template: Any) -> N
     }
     # And not when: every log event carries its own timestamp (47 bytes a request saved)
     assert len(access_log_line().encode()) <= 185
+
+
+def test_the_console_function_serves_files_with_no_privilege_beyond_logs_and_traces(template: Any) -> None:
+    # Given the operations console's function
+    [console] = [
+        f for f in our_functions(template).values() if f["Properties"]["FunctionName"].endswith("-console")
+    ]
+    props = console["Properties"]
+    role = props["Role"]["Fn::GetAtt"][0]
+    # Then it runs outside the VPC, with no database or AWS setting in its environment
+    assert "VpcConfig" not in props
+    assert set(props["Environment"]["Variables"]) == {
+        "POWERTOOLS_SERVICE_NAME",
+        "POWERTOOLS_METRICS_NAMESPACE",
+        "POWERTOOLS_LOG_LEVEL",
+    }
+    # And its role may write traces only (its logs through the AWS-managed basic execution policy)
+    actions = {
+        action
+        for policy in resources(template, "AWS::IAM::Policy").values()
+        if {"Ref": role} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])
+    }
+    assert actions == {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+    managed = json.dumps(resources(template, "AWS::IAM::Role")[role]["Properties"]["ManagedPolicyArns"])
+    assert "AWSLambdaBasicExecutionRole" in managed and "VPCAccess" not in managed
+    # And the API serves its two routes without an authorizer, each with the public routes' throttle
+    routes = {
+        r["Properties"]["RouteKey"]: r["Properties"]
+        for r in resources(template, "AWS::ApiGatewayV2::Route").values()
+        if "/console" in r["Properties"]["RouteKey"]
+    }
+    assert set(routes) == {"GET /console", "GET /console/{asset}"}
+    [stage] = resources(template, "AWS::ApiGatewayV2::Stage").values()
+    for key in routes:
+        assert stage["Properties"]["RouteSettings"][key]["ThrottlingRateLimit"] > 0

@@ -199,6 +199,7 @@ def test_empty_org_answers_zeros(metrics_fn: Any) -> None:
         "in_progress": 0,
         "success_rate": 0,
         "avg_processing_ms": 0,
+        "outcomes": {"applied": 0, "refused": 0, "ignored": 0, "invalid": 0},
     }
     assert stats["by_event_type"] == []
     assert all(b["total"] == 0 for b in stats["trend"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response
@@ -16,15 +17,18 @@ from slotguard.api.http import (
     require_admin,
     response_doc,
 )
-from slotguard.aws.cloudwatch import QueueAgeMetric
+from slotguard.aws.cloudwatch import BookingMetricSource, QueueAgeMetric
 from slotguard.aws.sqs import WebhookQueue
 from slotguard.aws.workers import worker_state_source
 from slotguard.config import MetricsConfig
 from slotguard.db.connection import Database
-from slotguard.observability import inject_http_api_context, metrics, tracer
+from slotguard.models import WEBHOOK_ID_PATTERN
+from slotguard.observability import METRICS_NAMESPACE, inject_http_api_context, metrics, tracer
 from slotguard.services.metrics import (
     MAX_REDRIVE_BODY_BYTES,
+    BookingMetrics,
     DeliveryList,
+    DeliveryLookup,
     DeliveryStats,
     MetricsService,
     ProcessingTime,
@@ -42,6 +46,7 @@ service = MetricsService(
     QueueAgeMetric(),
     worker_state_source(config.worker_state_source),
     config.retry.webhook_max_attempts,
+    BookingMetricSource(os.environ.get("POWERTOOLS_METRICS_NAMESPACE", METRICS_NAMESPACE)),
 )
 app = create_resolver(
     body_limits={("POST", "/webhook-metrics/dead-letter-queue/redrive"): MAX_REDRIVE_BODY_BYTES}
@@ -109,6 +114,46 @@ def redrive(body: Annotated[RedriveRequest, Body()] = REDRIVE_ALL) -> Response[s
 )
 def processing_time(range_: Annotated[Range, Query(alias="range")] = "24h") -> Response[str]:
     return json_response(service.processing_time(current_actor(app), range_))
+
+
+@app.get(
+    "/webhook-metrics/delivery",
+    responses={
+        200: response_doc(
+            DeliveryLookup,
+            "One webhook by its id: status, each attempt with its time and error, and its business"
+            " outcome (applied, refused with the reason, ignored, invalid); never the payload",
+        ),
+        **error_docs(401, 404, 422, 503),
+    },
+)
+def delivery(
+    webhook_id: Annotated[
+        str,
+        Query(
+            pattern=WEBHOOK_ID_PATTERN,
+            description="The webhook id the sender sent (`webhook-id` header): 1 to 255 printable ASCII"
+            " characters, so it travels as a query parameter, never as a path segment",
+        ),
+    ],
+) -> Response[str]:
+    return json_response(service.delivery(current_actor(app), webhook_id))
+
+
+@app.get(
+    "/booking-metrics",
+    responses={
+        200: response_doc(
+            BookingMetrics,
+            "The deployment's booking figures over the range (CloudWatch): attempts, conflicts,"
+            " lock-contention refusals (busy) and the mean booking time",
+        ),
+        **error_docs(401, 422, 503),
+    },
+)
+def booking_metrics(range_: Annotated[Range, Query(alias="range")] = "24h") -> Response[str]:
+    current_actor(app)
+    return json_response(service.booking_metrics(range_))
 
 
 @inject_http_api_context

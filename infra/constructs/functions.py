@@ -27,6 +27,8 @@ TRACING = {
     "dlq_reconciler": True,
     "cleanup": True,
     "migrations": True,
+    # Static files of the operations console: nothing to trace beyond what a caller already traces.
+    "console": False,
 }
 
 

@@ -15,6 +15,11 @@ class Route:
     authorized: bool = True  # behind the JWT authorizer
 
     @property
+    def is_api(self) -> bool:
+        """A JSON API route (documented in the OpenAPI document); the console's serve static files."""
+        return self.function != "console"
+
+    @property
     def route_key(self) -> str:
         return f"{self.method} {self.path}"
 
@@ -39,8 +44,14 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/webhook-metrics/dead-letter-queue", "metrics"),
     Route("POST", "/webhook-metrics/dead-letter-queue/redrive", "metrics"),
     Route("GET", "/webhook-metrics/processing-time", "metrics"),
+    Route("GET", "/webhook-metrics/delivery", "metrics"),
+    Route("GET", "/booking-metrics", "metrics"),
     Route("POST", "/webhooks/{org_id}", "webhook_receiver", authorized=False),
+    # The operations console: static files only (the page calls the routes above with its token)
+    Route("GET", "/console", "console", authorized=False),
+    Route("GET", "/console/{asset}", "console", authorized=False),
 )
+API_ROUTES: tuple[Route, ...] = tuple(r for r in ROUTES if r.is_api)
 
 
 RECEIVE_BUDGET_FACTOR = 10

@@ -20,6 +20,7 @@ import io
 import json
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -76,3 +77,66 @@ def send_emf_to(path: Path) -> None:
 
     provider.flush_metrics = flush_metrics
     sys.stdout = _EmfLinesToFile(sys.stdout, path)
+
+
+class EmfToCloudWatch:
+    """What CloudWatch does with a Lambda function's EMF log lines, for the local stack: a thread
+    follows `metrics.jsonl` from where it ends at start and puts each record's metrics into the
+    AWS emulator's CloudWatch (PutMetricData: the record's namespace, dimensions, timestamp, unit,
+    values). So what reads CloudWatch (GET /booking-metrics) reads the figures locally too."""
+
+    def __init__(self, path: Path, cloudwatch: Any, stop: Any, every_s: float = 0.5) -> None:
+        self._path = path
+        self._cw = cloudwatch
+        self._stop = stop
+        self._every_s = every_s
+        self._offset = path.stat().st_size if path.exists() else 0
+
+    def forward_once(self) -> int:
+        """Put the records appended since the last call; how many metric values went."""
+        if not self._path.exists():
+            return 0
+        with self._path.open("rb") as f:
+            f.seek(self._offset)
+            chunk = f.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self._offset += len(complete)
+        sent = 0
+        for line in complete.decode("utf-8", "replace").splitlines():
+            try:
+                sent += self._put(json.loads(line))
+            except Exception as exc:  # a record the emulator refuses is skipped, as CloudWatch would
+                sys.stderr.write(f"[slotguard] metrics record not forwarded: {type(exc).__name__}\n")
+        return sent
+
+    def _put(self, record: dict[str, Any]) -> int:
+        aws = record["_aws"]
+        timestamp = datetime.fromtimestamp(aws["Timestamp"] / 1000, UTC)
+        sent = 0
+        for directive in aws["CloudWatchMetrics"]:
+            for dimension_set in directive.get("Dimensions") or [[]]:
+                dimensions = [{"Name": d, "Value": str(record[d])} for d in dimension_set]
+                data = []
+                for metric in directive["Metrics"]:
+                    raw: Any = record[metric["Name"]]
+                    values: list[Any] = raw if isinstance(raw, list) else [raw]
+                    data.append(
+                        {
+                            "MetricName": metric["Name"],
+                            "Dimensions": dimensions,
+                            "Timestamp": timestamp,
+                            "Values": [float(v) for v in values],
+                            "Unit": metric.get("Unit", "None"),
+                        }
+                    )
+                    sent += len(values)
+                for i in range(0, len(data), 20):
+                    self._cw.put_metric_data(Namespace=directive["Namespace"], MetricData=data[i : i + 20])
+        return sent
+
+    def run(self) -> None:
+        while not self._stop.wait(self._every_s):
+            try:
+                self.forward_once()
+            except Exception as exc:
+                sys.stderr.write(f"[slotguard] metrics forwarding: {type(exc).__name__}\n")

@@ -34,6 +34,7 @@ from slotguard.topology import (
 )
 from slotguard_local import cdklocal
 from slotguard_local.containers import ColdStarts, ContainerPool
+from slotguard_local.emf import EmfToCloudWatch
 from slotguard_local.files import write_private
 from slotguard_local.frontdoor import FrontDoor, JwtAuthorizer, JwtSettings
 from slotguard_local.functions import ROOT, concurrency, function_environment, handler_path
@@ -85,6 +86,12 @@ def max_containers() -> int | None:
 
 class StartRefused(RuntimeError):
     """The stack will not start, for a reason the message explains; nothing was started."""
+
+
+def console_link(api_url: str, token: str) -> str:
+    """The operations console with a token in the URL fragment: the browser never sends a
+    fragment, and the page moves it to sessionStorage and clears it from the address bar."""
+    return f"{api_url}/console#token={token}"
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -194,6 +201,7 @@ class LocalStack:
         self._start_workers(sqs, queue_url, dlq_url)
         self._start_front_door(state["jwt_secret"])
         self._start_cleanup()
+        self._start_metrics_forwarding()
         self._write_stack_json(state)
         _say(f"ready in {time.monotonic() - started:.1f}s")
         return self
@@ -434,6 +442,10 @@ class LocalStack:
         )
         self._door.start()
 
+    def _start_metrics_forwarding(self) -> None:
+        forwarder = EmfToCloudWatch(self.home / "metrics.jsonl", boto3.client("cloudwatch"), self._stop)
+        threading.Thread(target=forwarder.run, name="emf-to-cloudwatch", daemon=True).start()
+
     def _start_cleanup(self) -> None:
         cleanup = self._pools["cleanup"]
 
@@ -486,6 +498,10 @@ class LocalStack:
         write_private(path, json.dumps(contents, indent=2))
         _say(f"API: {api_url}  (OpenAPI: {api_url}/openapi.json)")
         _say(f"orgs, tokens (valid {TOKEN_LIFETIME_S // 86400} days) and webhook secrets: {path}")
+        _say(
+            f"console: {console_link(api_url, orgs[0]['admin_token'])}  (the first org's admin;"
+            " the token is in the fragment, never sent to a server)"
+        )
         _say("try it: the walkthrough in README.md, section 'Try it', from the repository root")
         if self.home != ROOT / ".local":
             _say(f"        (in a shell with SLOTGUARD_HOME={self.home})")

@@ -23,6 +23,7 @@ AS_TYPED: dict[str, str] = {
     "make load": "test_make_local_runs_the_walkthrough_and_stops_on_ctrl_c",
     "make bench": "test_make_bench_at_a_small_size",
     "make help": "test_make_help_lists_every_target",
+    "make console-vendor": "test_make_console_vendor_copies_the_locked_chart_library",
     "python -m slotguard_local.sign": "test_make_local_runs_the_walkthrough_and_stops_on_ctrl_c",
     "python -m slotguard.admin": "test_make_local_runs_the_walkthrough_and_stops_on_ctrl_c",
     "python -m infra.preflight": "test_make_local_on_localstack",

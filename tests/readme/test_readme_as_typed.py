@@ -173,6 +173,19 @@ def test_make_help_lists_every_target() -> None:
     assert set(phony.group(1).split()) <= listed
 
 
+def test_make_console_vendor_copies_the_locked_chart_library() -> None:
+    shipped = ROOT / "functions" / "console" / "static" / "chart.umd.min.js"
+    before = shipped.read_bytes()
+    # When `make console-vendor` runs as typed
+    typed("make console-vendor", users_shell(), timeout_s=300)
+    # Then the console's copy is the locked npm package's file, unchanged from the committed one
+    assert (
+        shipped.read_bytes()
+        == (ROOT / "node_modules" / "chart.js" / "dist" / "chart.umd.min.js").read_bytes()
+    )
+    assert shipped.read_bytes() == before
+
+
 def test_make_local_runs_the_walkthrough_and_stops_on_ctrl_c(tmp_path: Path, curl_bin: Path) -> None:
     stack = MakeLocal("make local", tmp_path / "moto" / ".local")
     try:

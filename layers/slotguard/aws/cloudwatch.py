@@ -29,3 +29,46 @@ class QueueAgeMetric:
             return None
         points = sorted(answer.get("Datapoints", []), key=lambda p: p["Timestamp"])
         return float(points[-1]["Maximum"]) if points else None
+
+
+# The booking function's metrics (slotguard.services.booking_metrics), as CloudWatch holds them:
+# Powertools' EMF records, dimension `service` = the function's name.
+BOOKING_COUNTS = ("BookingAttempted", "BookingCreated", "BookingConflict", "BookingBusy")
+BOOKING_LATENCY = "BookingLatency"
+
+
+class BookingMetricSource:
+    """Sums of the booking counts and the mean booking latency over a range, read from CloudWatch
+    (GetMetricStatistics, one period spanning the range). They are the deployment's figures: the
+    booking metrics carry no org dimension (one custom metric per org would cost per org)."""
+
+    def __init__(self, namespace: str, cloudwatch: Any | None = None, service: str = "booking") -> None:
+        self._cw = cloudwatch or client("cloudwatch")
+        self._namespace = namespace
+        self._dimensions = [{"Name": "service", "Value": service}]
+
+    def _statistics(self, name: str, span: timedelta, statistics: list[str]) -> dict[str, float]:
+        now = datetime.now(UTC)
+        answer = self._cw.get_metric_statistics(
+            Namespace=self._namespace,
+            MetricName=name,
+            Dimensions=self._dimensions,
+            StartTime=now - span,
+            EndTime=now,
+            Period=int(span.total_seconds()),
+            Statistics=statistics,
+        )
+        totals = dict.fromkeys(statistics, 0.0)
+        for point in answer.get("Datapoints", []):
+            for statistic in statistics:
+                totals[statistic] += float(point.get(statistic, 0.0))
+        return totals
+
+    def read(self, span: timedelta) -> dict[str, float]:
+        """{BookingAttempted: sum, …, BookingLatency.sum, BookingLatency.count}; raises when
+        CloudWatch cannot be read."""
+        figures = {name: self._statistics(name, span, ["Sum"])["Sum"] for name in BOOKING_COUNTS}
+        latency = self._statistics(BOOKING_LATENCY, span, ["Sum", "SampleCount"])
+        figures[f"{BOOKING_LATENCY}.sum"] = latency["Sum"]
+        figures[f"{BOOKING_LATENCY}.count"] = latency["SampleCount"]
+        return figures

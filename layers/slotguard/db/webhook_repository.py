@@ -128,11 +128,27 @@ class WebhookRepository:
         )
         return result
 
+    def processing_time_trend(
+        self, org_id: UUID, range_: timedelta, bucket: timedelta
+    ) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._db.scalar(
+            "SELECT slotguard.webhook_processing_time_trend(%s, %s, %s)",
+            (org_id, range_, bucket),
+            retry_safe=True,
+        )
+        return result
+
     def failures(self, org_id: UUID, statuses: list[str], limit: int, with_payload: bool) -> dict[str, Any]:
         result: dict[str, Any] = self._db.scalar(
             "SELECT slotguard.webhook_failures(%s, %s, %s, %s)",
             (org_id, statuses, limit, with_payload),
             retry_safe=True,
+        )
+        return result
+
+    def delivery(self, org_id: UUID, job_id: str) -> dict[str, Any] | None:
+        result: dict[str, Any] | None = self._db.scalar(
+            "SELECT slotguard.webhook_delivery(%s, %s)", (org_id, job_id), retry_safe=True
         )
         return result
 

@@ -14,12 +14,12 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from slotguard.aws.cloudwatch import QueueAgeMetric
+from slotguard.aws.cloudwatch import BookingMetricSource, QueueAgeMetric
 from slotguard.aws.sqs import SEND_BATCH_MAX, OutgoingWebhook, QueueDepth, WebhookQueue
 from slotguard.aws.workers import WorkerState, WorkerStateSource
 from slotguard.db.connection import Database
 from slotguard.db.webhook_repository import WebhookRepository
-from slotguard.errors import UpstreamUnavailable
+from slotguard.errors import NotFound, UpstreamUnavailable
 from slotguard.models import Actor, JobId
 from slotguard.observability import logger
 
@@ -63,7 +63,7 @@ class RedriveRequest(BaseModel):
     after: int | None = Field(
         default=None,
         ge=0,
-        strict=True,
+        strict=True,  # an integer, never a boolean read as 0 or 1
         description="`next_after` of the previous answer: continue after the rows it reached",
     )
     limit: int = Field(
@@ -134,14 +134,27 @@ class QueueHealth(BaseModel):
     thresholds: HealthThresholds
 
 
+class OutcomeCounts(BaseModel):
+    applied: int = Field(description="Completed, and the event took effect (booked, cancelled, rescheduled)")
+    refused: int = Field(
+        description="Completed, and the business refused it (slot taken, no such appointment, …)"
+    )
+    ignored: int = Field(description="Completed with no effect: no handler for the event type")
+    invalid: int = Field(description="Dead-lettered at once: the payload can never succeed (field errors)")
+
+
 class DeliveryCounts(BaseModel):
     total: int
     completed: int
     failed: int
     dead_letter: int
     in_progress: int
-    success_rate: float
+    success_rate: float = Field(
+        description="completed / total (0 when empty): processed without error. A refused or ignored"
+        " webhook is processed without error, so it counts as a success: `outcomes` says what each did"
+    )
     avg_processing_ms: float | None
+    outcomes: OutcomeCounts
 
 
 class EventTypeDeliveryCounts(DeliveryCounts):
@@ -187,6 +200,14 @@ class EventTypePercentiles(Percentiles):
     event_type: str
 
 
+class PercentileBucket(BaseModel):
+    bucket_start: datetime
+    count: int = Field(description="Completed deliveries created in the bucket (0: figures are 0)")
+    p50: float
+    p95: float
+    p99: float
+
+
 class ProcessingTime(BaseModel):
     range: Range
     unit: Literal["ms"]
@@ -194,6 +215,27 @@ class ProcessingTime(BaseModel):
     by_event_type: list[EventTypePercentiles] = Field(description=_BY_TYPE)
     event_type_count: int = Field(description="How many event types completed deliveries of the range have")
     truncated: bool = Field(description="Whether by_event_type lists fewer than event_type_count")
+    bucket: str = Field(description="The trend's bucket width, in seconds (e.g. `300s`)")
+    trend: list[PercentileBucket] = Field(description="P50/P95/P99 per bucket of creation, oldest first")
+
+
+# The booking thresholds of the operations console and the dashboard's alarms (README).
+BOOKING_LATENCY_THRESHOLD_MS = 200.0
+BUSY_RATE_THRESHOLD = 0.01
+
+
+class BookingMetrics(BaseModel):
+    range: Range
+    scope: Literal["deployment"] = Field(
+        description="The figures are the whole deployment's: booking metrics carry no org dimension"
+    )
+    attempted: int = Field(description="POST /appointments that reached the booking service")
+    created: int
+    conflicts: int = Field(description="409 slot_conflict answers")
+    busy: int = Field(description="503 busy: the calendar's lock not granted in time (lock contention)")
+    busy_rate: float = Field(description="busy / attempted (0 when none)")
+    avg_booking_ms: float | None = Field(description="Mean BookingLatency; null when no booking was timed")
+    thresholds: dict[str, float] = Field(description="avg_booking_ms and busy_rate: healthy below these")
 
 
 class Delivery(BaseModel):
@@ -218,6 +260,76 @@ class Delivery(BaseModel):
         " reached 1 MiB",
         exclude_if=lambda value: value is None,
     )
+
+
+Outcome = Literal["applied", "refused", "ignored", "invalid"]
+# The delivery log's `outcome` (webhook_events.Outcome.result, the processor's) as the API names it.
+OUTCOMES: dict[str, Outcome] = {
+    "applied": "applied",
+    "rejected": "refused",
+    "ignored": "ignored",
+    "invalid_payload": "invalid",
+}
+
+
+class AttemptView(BaseModel):
+    attempt: int
+    at: datetime
+    result: Literal["completed", "failed", "dead_letter"]
+    error: str | None = Field(description="Its error (first 2,000 characters); null when it completed")
+    processing_ms: int | None
+
+
+class RedriveView(BaseModel):
+    at: datetime
+    attempts: int = Field(description="The attempts it had made when an admin redrove it")
+
+
+class DeliveryLookup(BaseModel):
+    job_id: str = Field(description="The webhook id (the sender's `webhook-id` header)")
+    event_type: str
+    status: Literal["pending", "processing", "completed", "failed", "dead_letter"]
+    outcome: Outcome | None = Field(
+        description="What the webhook did: `applied`, `refused` (see `reason`), `ignored` (unknown"
+        " type) or `invalid` (field errors in `error_message`); null while it has none (pending,"
+        " retrying, or given up after its attempts: see `status`)"
+    )
+    reason: str | None = Field(
+        description="Why it was refused or ignored: `slot_conflict` (the conflicting appointments in"
+        " `detail.conflicts`), `not_found`, a calendar rule's code, `backfill_not_allowed`,"
+        " `unknown_event_type`, …; `invalid_payload` when invalid; `gave_up` when dead-lettered after"
+        " its attempts"
+    )
+    detail: dict[str, Any] = Field(description="The outcome's detail as the processor recorded it")
+    attempts: int
+    max_attempts: int
+    created_at: datetime = Field(description="When the receiver accepted it")
+    last_attempt_at: datetime | None
+    completed_at: datetime | None
+    error_message: str | None = Field(description="The last attempt's error (first 2,000 characters)")
+    attempt_history: list[AttemptView] = Field(
+        description="Each attempt recorded, oldest first (the newest 100)"
+    )
+    redrives: list[RedriveView] = Field(
+        description="Each time an admin redrove it, oldest first (the newest 100)"
+    )
+
+
+def delivery_lookup(row: dict[str, Any]) -> DeliveryLookup:
+    raw = row.get("outcome")
+    detail: dict[str, Any] = row.get("outcome_detail") or {}
+    outcome = OUTCOMES.get(raw) if raw else None
+    reason: str | None = None
+    if outcome == "refused":
+        status = detail.get("status")
+        reason = "slot_conflict" if status == "conflict" else detail.get("code") or status
+    elif outcome == "ignored":
+        reason = "unknown_event_type"
+    elif outcome == "invalid":
+        reason = "invalid_payload"
+    elif raw and outcome is None:
+        reason = raw  # gave_up: dead-lettered after its attempts
+    return DeliveryLookup.model_validate({**row, "outcome": outcome, "reason": reason, "detail": detail})
 
 
 class DeliveryList(BaseModel):
@@ -252,7 +364,9 @@ class MetricsService:
         ages: QueueAgeMetric,
         workers: WorkerStateSource,
         retry_budget: int,
+        bookings: BookingMetricSource | None = None,
     ) -> None:
+        self._bookings = bookings
         self._db = db
         self._log = WebhookRepository(db)
         self._queue = queue
@@ -345,10 +459,46 @@ class MetricsService:
         )
 
     def processing_time(self, actor: Actor, range_: Range) -> ProcessingTime:
-        span, _ = RANGES[range_]
+        span, bucket = RANGES[range_]
         return ProcessingTime.model_validate(
-            {"range": range_, "unit": "ms", **self._log.processing_time(actor.org_id, span)}
+            {
+                "range": range_,
+                "unit": "ms",
+                **self._log.processing_time(actor.org_id, span),
+                "bucket": f"{int(bucket.total_seconds())}s",
+                "trend": self._log.processing_time_trend(actor.org_id, span, bucket),
+            }
         )
+
+    def booking_metrics(self, range_: Range) -> BookingMetrics:
+        if self._bookings is None:
+            raise UpstreamUnavailable("booking metrics are not configured here", {})
+        span, _ = RANGES[range_]
+        try:
+            f = self._bookings.read(span)
+        except Exception as exc:
+            logger.warning("booking metrics: CloudWatch failed", extra={"error": type(exc).__name__})
+            raise UpstreamUnavailable("CloudWatch could not be read, retry shortly", {}) from exc
+        attempted = int(f["BookingAttempted"])
+        count = f["BookingLatency.count"]
+        return BookingMetrics(
+            range=range_,
+            scope="deployment",
+            attempted=attempted,
+            created=int(f["BookingCreated"]),
+            conflicts=int(f["BookingConflict"]),
+            busy=int(f["BookingBusy"]),
+            busy_rate=round(f["BookingBusy"] / attempted, 4) if attempted else 0.0,
+            avg_booking_ms=round(f["BookingLatency.sum"] / count, 2) if count else None,
+            thresholds={"avg_booking_ms": BOOKING_LATENCY_THRESHOLD_MS, "busy_rate": BUSY_RATE_THRESHOLD},
+        )
+
+    def delivery(self, actor: Actor, job_id: str) -> DeliveryLookup:
+        """One webhook of the org by its id: status, attempts, outcome (never the payload)."""
+        row = self._log.delivery(actor.org_id, job_id)
+        if row is None:
+            raise NotFound("no webhook with this id in this org", {"webhook_id": job_id})
+        return delivery_lookup(row)
 
     def recent_failures(self, actor: Actor, limit: int) -> DeliveryList:
         return DeliveryList.model_validate(

@@ -18,6 +18,7 @@ DECLARE
     v_org uuid;
     v_tenant uuid;  -- the org the transaction's tenant is set to
     v_now timestamptz;
+    v_id bigint;
     v_out jsonb := '[]'::jsonb;
 BEGIN
     IF jsonb_typeof(p_items) IS DISTINCT FROM 'array' OR jsonb_array_length(p_items) > 100 THEN
@@ -44,8 +45,12 @@ BEGIN
         VALUES (v_org, v_item->>'job_id', v_item->>'event_type', v_item->'event_data', 'completed', 1,
                 p_max_attempts, v_now, v_now, v_done->>'outcome', coalesce(v_done->'detail', '{}'::jsonb),
                 greatest(coalesce((v_done->>'processing_ms')::integer, 0), 0))
-        ON CONFLICT ON CONSTRAINT webhook_delivery_log_job DO NOTHING;
+        ON CONFLICT ON CONSTRAINT webhook_delivery_log_job DO NOTHING
+        RETURNING id INTO v_id;
         IF FOUND THEN
+            -- its one attempt, as complete_webhook_delivery() records one
+            INSERT INTO slotguard.webhook_delivery_attempts (delivery_id, org_id, attempt, at, result, processing_ms)
+            VALUES (v_id, v_org, 1, v_now, 'completed', greatest(coalesce((v_done->>'processing_ms')::integer, 0), 0));
             v_out := v_out || jsonb_build_array(jsonb_build_object(
                 'action', 'completed', 'attempt', 1, 'outcome', v_done->>'outcome'));
             CONTINUE;

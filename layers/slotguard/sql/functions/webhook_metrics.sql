@@ -19,7 +19,7 @@ BEGIN
     PERFORM slotguard._set_tenant(p_org);
     RETURN (
         WITH rows AS (
-            SELECT event_type, status, processing_ms, created_at
+            SELECT event_type, status, processing_ms, created_at, outcome
             FROM slotguard.webhook_delivery_log
             WHERE org_id = p_org AND created_at >= v_since AND created_at < v_now
         ),
@@ -35,7 +35,13 @@ BEGIN
                        'success_rate', CASE WHEN count(*) = 0 THEN 0
                            ELSE round((count(*) FILTER (WHERE status = 'completed'))::numeric / count(*), 4) END,
                        'avg_processing_ms',
-                           coalesce(round(avg(processing_ms) FILTER (WHERE status = 'completed'), 2), 0)
+                           coalesce(round(avg(processing_ms) FILTER (WHERE status = 'completed'), 2), 0),
+                       -- the business outcomes (README, "A webhook's outcome")
+                       'outcomes', jsonb_build_object(
+                           'applied', count(*) FILTER (WHERE outcome = 'applied'),
+                           'refused', count(*) FILTER (WHERE outcome = 'rejected'),
+                           'ignored', count(*) FILTER (WHERE outcome = 'ignored'),
+                           'invalid', count(*) FILTER (WHERE outcome = 'invalid_payload'))
                    ) AS stats
             FROM rows GROUP BY GROUPING SETS ((), (event_type))
         ),
@@ -114,6 +120,43 @@ BEGIN
 END
 $$;
 
+-- Processing-time percentiles (ms) of the org's completed deliveries in the range, per p_bucket-wide
+-- bucket of their creation (empty buckets included, oldest first; their figures 0 and count 0).
+CREATE OR REPLACE FUNCTION slotguard.webhook_processing_time_trend(p_org uuid, p_range interval, p_bucket interval)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, slotguard, pg_temp
+SET TimeZone = 'UTC'
+AS $$
+DECLARE
+    v_now timestamptz := now();
+    v_origin timestamptz := date_bin(p_bucket, now() - p_range, 'epoch'::timestamptz);
+BEGIN
+    PERFORM slotguard._set_tenant(p_org);
+    RETURN (
+        WITH rows AS (
+            SELECT date_bin(p_bucket, created_at, 'epoch'::timestamptz) AS bucket_start,
+                   processing_ms::double precision AS ms
+            FROM slotguard.webhook_delivery_log
+            WHERE org_id = p_org AND status = 'completed' AND processing_ms IS NOT NULL
+              AND created_at >= v_now - p_range AND created_at < v_now
+        ),
+        per_bucket AS (
+            SELECT bucket_start, count(*) AS n,
+                   round((percentile_cont(0.50) WITHIN GROUP (ORDER BY ms))::numeric, 2) AS p50,
+                   round((percentile_cont(0.95) WITHIN GROUP (ORDER BY ms))::numeric, 2) AS p95,
+                   round((percentile_cont(0.99) WITHIN GROUP (ORDER BY ms))::numeric, 2) AS p99
+            FROM rows GROUP BY bucket_start
+        )
+        SELECT coalesce(jsonb_agg(jsonb_build_object(
+                   'bucket_start', b, 'count', coalesce(p.n, 0), 'p50', coalesce(p.p50, 0),
+                   'p95', coalesce(p.p95, 0), 'p99', coalesce(p.p99, 0)) ORDER BY b), '[]'::jsonb)
+        FROM generate_series(v_origin, v_now, p_bucket) AS b
+        LEFT JOIN per_bucket p ON p.bucket_start = b
+    );
+END
+$$;
+
 -- Newest failed / dead-letter deliveries (p_with_payload adds the event data).
 CREATE OR REPLACE FUNCTION slotguard.webhook_failures(
     p_org uuid, p_statuses text[], p_limit integer, p_with_payload boolean
@@ -157,6 +200,39 @@ BEGIN
 END
 $$;
 
+-- One delivery of the org by its webhook id: what the log holds (never the payload), each
+-- attempt recorded (webhook_delivery_attempts, oldest first, at most the 100 newest) and the
+-- redrives of it. NULL when the org has no such webhook.
+CREATE OR REPLACE FUNCTION slotguard.webhook_delivery(p_org uuid, p_job_id text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, slotguard, pg_temp
+SET TimeZone = 'UTC'
+AS $$
+BEGIN
+    PERFORM slotguard._set_tenant(p_org);
+    RETURN (
+        SELECT jsonb_build_object(
+            'job_id', l.job_id, 'event_type', left(l.event_type, 200), 'status', l.status,
+            'attempts', l.attempts, 'max_attempts', l.max_attempts,
+            'created_at', l.created_at, 'last_attempt_at', l.last_attempt_at, 'completed_at', l.completed_at,
+            'error_message', left(l.error_message, 2000), 'outcome', left(l.outcome, 200),
+            'outcome_detail', l.outcome_detail, 'processing_ms', l.processing_ms,
+            'attempt_history', coalesce((
+                SELECT jsonb_agg(jsonb_build_object(
+                           'attempt', a.attempt, 'at', a.at, 'result', a.result,
+                           'error', a.error_message, 'processing_ms', a.processing_ms) ORDER BY a.id)
+                FROM (SELECT * FROM slotguard.webhook_delivery_attempts
+                      WHERE delivery_id = l.id ORDER BY id DESC LIMIT 100) a), '[]'::jsonb),
+            'redrives', coalesce((
+                SELECT jsonb_agg(jsonb_build_object('at', r.at, 'attempts', r.attempts) ORDER BY r.id)
+                FROM (SELECT * FROM slotguard.webhook_redrive_audit
+                      WHERE org_id = p_org AND job_id = p_job_id ORDER BY id DESC LIMIT 100) r), '[]'::jsonb))
+        FROM slotguard.webhook_delivery_log l
+        WHERE l.org_id = p_org AND l.job_id = p_job_id
+    );
+END
+$$;
+
 -- The org's delivery counts by status (queue health).
 CREATE OR REPLACE FUNCTION slotguard.webhook_status_counts(p_org uuid) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
@@ -180,12 +256,16 @@ $$;
 REVOKE EXECUTE ON FUNCTION
     slotguard.webhook_delivery_stats(uuid, interval, interval),
     slotguard.webhook_processing_time(uuid, interval),
+    slotguard.webhook_processing_time_trend(uuid, interval, interval),
     slotguard.webhook_failures(uuid, text[], integer, boolean),
-    slotguard.webhook_status_counts(uuid)
+    slotguard.webhook_status_counts(uuid),
+    slotguard.webhook_delivery(uuid, text)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     slotguard.webhook_delivery_stats(uuid, interval, interval),
     slotguard.webhook_processing_time(uuid, interval),
+    slotguard.webhook_processing_time_trend(uuid, interval, interval),
     slotguard.webhook_failures(uuid, text[], integer, boolean),
-    slotguard.webhook_status_counts(uuid)
+    slotguard.webhook_status_counts(uuid),
+    slotguard.webhook_delivery(uuid, text)
 TO slotguard_app;

@@ -11,14 +11,23 @@ CREATE OR REPLACE FUNCTION slotguard.complete_webhook_delivery(
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, slotguard, pg_temp
 AS $$
+DECLARE
+    v_id bigint;
+    v_attempt integer;
 BEGIN
     PERFORM slotguard._set_tenant(p_org);
     UPDATE slotguard.webhook_delivery_log
        SET status = 'completed', attempts = attempts + 1, claim_token = NULL,
            completed_at = clock_timestamp(), outcome = p_outcome, outcome_detail = p_detail,
            processing_ms = greatest(p_processing_ms, 0), error_message = NULL
-     WHERE org_id = p_org AND job_id = p_job_id AND status = 'processing' AND claim_token = p_token;
-    RETURN FOUND;
+     WHERE org_id = p_org AND job_id = p_job_id AND status = 'processing' AND claim_token = p_token
+    RETURNING id, attempts INTO v_id, v_attempt;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    INSERT INTO slotguard.webhook_delivery_attempts (delivery_id, org_id, attempt, result, processing_ms)
+    VALUES (v_id, p_org, v_attempt, 'completed', greatest(p_processing_ms, 0));
+    RETURN true;
 END
 $$;
 
@@ -31,6 +40,9 @@ CREATE OR REPLACE FUNCTION slotguard.fail_webhook_delivery(
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, slotguard, pg_temp
 AS $$
+DECLARE
+    v_id bigint;
+    v_attempt integer;
 BEGIN
     PERFORM slotguard._set_tenant(p_org);
     UPDATE slotguard.webhook_delivery_log
@@ -38,8 +50,16 @@ BEGIN
            attempts = attempts + 1, claim_token = NULL,
            error_message = left(p_error, 2000), processing_ms = greatest(p_processing_ms, 0),
            outcome = coalesce(p_outcome, CASE WHEN p_dead THEN 'gave_up' END)
-     WHERE org_id = p_org AND job_id = p_job_id AND status = 'processing' AND claim_token = p_token;
-    RETURN FOUND;
+     WHERE org_id = p_org AND job_id = p_job_id AND status = 'processing' AND claim_token = p_token
+    RETURNING id, attempts INTO v_id, v_attempt;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    INSERT INTO slotguard.webhook_delivery_attempts
+        (delivery_id, org_id, attempt, result, error_message, processing_ms)
+    VALUES (v_id, p_org, v_attempt, CASE WHEN p_dead THEN 'dead_letter' ELSE 'failed' END,
+            left(p_error, 2000), greatest(p_processing_ms, 0));
+    RETURN true;
 END
 $$;
 
@@ -53,6 +73,9 @@ CREATE OR REPLACE FUNCTION slotguard.fail_webhook_delivery_with_backoff(
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, slotguard, pg_temp
 AS $$
+DECLARE
+    v_id bigint;
+    v_attempt integer;
 BEGIN
     PERFORM slotguard._set_tenant(p_org);
     UPDATE slotguard.webhook_delivery_log
@@ -62,8 +85,17 @@ BEGIN
            outcome = coalesce(p_outcome, CASE WHEN p_dead THEN 'gave_up' END),
            retry_at = CASE WHEN p_dead OR p_retry_after_s IS NULL THEN NULL
                            ELSE clock_timestamp() + make_interval(secs => greatest(p_retry_after_s, 0)) END
-     WHERE org_id = p_org AND job_id = p_job_id AND status = 'processing' AND claim_token = p_token;
-    RETURN FOUND;
+     WHERE org_id = p_org AND job_id = p_job_id AND status = 'processing' AND claim_token = p_token
+    RETURNING id, attempts INTO v_id, v_attempt;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    -- Each attempt's own row (the webhook lookup's history: 0030).
+    INSERT INTO slotguard.webhook_delivery_attempts
+        (delivery_id, org_id, attempt, result, error_message, processing_ms)
+    VALUES (v_id, p_org, v_attempt, CASE WHEN p_dead THEN 'dead_letter' ELSE 'failed' END,
+            left(p_error, 2000), greatest(p_processing_ms, 0));
+    RETURN true;
 END
 $$;
 
