@@ -225,6 +225,8 @@ def test_sqs_failing_leaves_nothing_marked_redriven_and_a_retry_sends_each_once(
     assert res.status == 503
     assert res.body["error"]["code"] == "upstream_unavailable"
     assert res.body["error"]["details"]["redriven"] == 0
+    # and says where to continue: from the start (null would say nothing is left)
+    assert res.body["error"]["details"]["next_after"] == 0
     rows = pipeline.rows(org_id)
     assert {(r["status"], r["redrive_marked_at"], r["error_message"]) for r in rows} == {
         ("dead_letter", None, "RetriableFailure: dependency down")
@@ -333,3 +335,76 @@ def test_a_call_spent_on_unsettled_rows_still_says_where_to_continue(
     assert first.body["next_after"] is not None
     second = admin.post(REDRIVE, json_body={"after": first.body["next_after"]})
     assert (second.body["job_ids"], second.body["next_after"]) == (jobs[10:], None)
+
+
+def make_large(admin_url: str, org_id: str, job_ids: list[str], chars: int) -> None:
+    """Give these dead letters a payload of about `chars` bytes (a string of that many x)."""
+    with psycopg.connect(admin_url) as conn:
+        conn.execute(
+            "UPDATE slotguard.webhook_delivery_log"
+            " SET event_data = jsonb_build_object('type', event_type, 'data', repeat('x', %s))"
+            " WHERE org_id = %s AND job_id = ANY(%s)",
+            (chars, org_id, job_ids),
+        )
+
+
+def test_large_dead_letters_are_sent_in_batches_filled_by_bytes(pipeline: Pipeline, metrics_fn: Any) -> None:
+    # Given ten dead letters of about 200 KB each: together over SendMessageBatch's 1 MiB
+    org_id, _ = pipeline.new_org()
+    jobs = seed_dead_letters(pipeline.admin_url, org_id, 10)
+    make_large(pipeline.admin_url, org_id, jobs, 200_000)
+    admin = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_id, "role": "admin"})
+    # When an admin redrives all of them
+    answers = redrive_all(admin)
+    # Then each is redriven once (no 503: SQS never saw a batch over its limit)
+    assert [status for status, _, _ in answers] == [200] * len(answers), answers[-1][:2]
+    assert [job for _, body, _ in answers for job in body["job_ids"]] == jobs
+    assert answers[-1][1]["next_after"] is None
+    assert queued_ids(pipeline) == Counter(dict.fromkeys(jobs, 1))
+    assert {r["status"] for r in pipeline.rows(org_id)} == {"pending"}
+
+
+def test_a_dead_letter_too_large_for_sqs_is_not_sent_and_passed_over(
+    pipeline: Pipeline, metrics_fn: Any
+) -> None:
+    # Given 12 dead letters, one of them larger than SQS takes in one message (1 MiB)
+    org_id, _ = pipeline.new_org()
+    jobs = seed_dead_letters(pipeline.admin_url, org_id, 12)
+    make_large(pipeline.admin_url, org_id, [jobs[4]], 1_100_000)
+    admin = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_id, "role": "admin"})
+    # When an admin redrives all of them
+    answers = redrive_all(admin)
+    # Then the others are redriven, the large one is named with the reason and stays a dead letter
+    assert [status for status, _, _ in answers] == [200] * len(answers), answers[-1][:2]
+    assert [job for _, body, _ in answers for job in body["job_ids"]] == jobs[:4] + jobs[5:]
+    [refused] = [n for _, body, _ in answers for n in body["not_sent"]]
+    assert refused["job_id"] == jobs[4]
+    assert refused["error"].startswith("MessageTooLong: ")
+    assert answers[-1][1]["next_after"] is None
+    rows = {r["job_id"]: r for r in pipeline.rows(org_id)}
+    assert (rows[jobs[4]]["status"], rows[jobs[4]]["redrive_marked_at"]) == ("dead_letter", None)
+    assert queued_ids(pipeline) == Counter(dict.fromkeys(jobs[:4] + jobs[5:], 1))
+
+
+def test_a_batch_sqs_refuses_as_too_long_is_sent_message_by_message(
+    pipeline: Pipeline, metrics_fn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given 3 dead letters, and a queue whose own limit is smaller than the redrive assumes (a
+    # queue created with MaximumMessageSize 256 KiB): SQS refuses their batch as a whole
+    org_id, _ = pipeline.new_org()
+    jobs = seed_dead_letters(pipeline.admin_url, org_id, 3)
+    make_large(pipeline.admin_url, org_id, [jobs[1]], 300_000)
+    pipeline.sqs.set_queue_attributes(
+        QueueUrl=pipeline.queues.main_url, Attributes={"MaximumMessageSize": str(256 * 1024)}
+    )
+    admin = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_id, "role": "admin"})
+    # When an admin redrives them
+    [(status, body, _)] = redrive_all(admin)
+    # Then the two SQS takes are redriven and the one it refuses is named with SQS's reason
+    assert status == 200, body
+    assert body["job_ids"] == [jobs[0], jobs[2]]
+    [refused] = body["not_sent"]
+    assert refused["job_id"] == jobs[1]
+    assert refused["error"].startswith("InvalidParameterValue: ")
+    assert body["next_after"] is None
+    assert queued_ids(pipeline) == Counter(dict.fromkeys([jobs[0], jobs[2]], 1))

@@ -15,7 +15,13 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from slotguard.aws.cloudwatch import QueueAgeMetric
-from slotguard.aws.sqs import SEND_BATCH_MAX, OutgoingWebhook, QueueDepth, WebhookQueue
+from slotguard.aws.sqs import (
+    SEND_BATCH_MAX,
+    OutgoingWebhook,
+    QueueDepth,
+    SendInterrupted,
+    WebhookQueue,
+)
 from slotguard.aws.workers import WorkerState, WorkerStateSource
 from slotguard.db.connection import Database
 from slotguard.db.webhook_repository import WebhookRepository
@@ -83,7 +89,10 @@ class NotSent(BaseModel):
 class RedriveResult(BaseModel):
     redriven: int
     job_ids: list[str]
-    not_sent: list[NotSent] = Field(description="Dead letters SQS refused: still dead letters, skipped")
+    not_sent: list[NotSent] = Field(
+        description="Dead letters SQS refused or that are too large for one SQS message (1 MiB):"
+        " still dead letters, passed over"
+    )
     next_after: int | None = Field(
         description="More dead letters may be left: send this as `after` to continue. null: none left"
     )
@@ -374,9 +383,15 @@ class MetricsService:
         settling (its rows are sent again by a redrive after REDRIVE_UNCONFIRMED_AFTER_S). A second
         copy of a message is a duplicate the processor's claim acknowledges (applied once).
 
+        The rows of a batch go in SendMessageBatch calls filled by bytes within SQS's limits
+        (WebhookQueue.send_many): a dead letter too large for one SQS message, or one SQS refuses,
+        is listed in `not_sent` with the reason, stays a dead letter and is passed over (the cursor
+        moves past it); a batch refused as too long is sent message by message.
+
         The call stops after `limit` dead letters or REDRIVE_TIME_BUDGET_S, and its answer's
-        `next_after` says where to continue. SQS failing as a whole answers 503 once the batch in
-        hand is back to dead letters; what earlier batches redrove stays redriven."""
+        `next_after` says where to continue. SQS failing as a whole answers 503 once the rows in
+        hand it did not take are back to dead letters; what it took stays redriven, and the 503's
+        `next_after` is where to retry from (0: the start)."""
         started = time.monotonic()
         org = actor.org_id
         after = request.after
@@ -394,18 +409,32 @@ class MetricsService:
                 exhausted = True
                 break
             messages = [
-                OutgoingWebhook(json.dumps(i["event_data"]), str(org), i["job_id"], i["event_type"])
+                OutgoingWebhook(
+                    # compact, ASCII only (so only characters SQS takes): the payload as the
+                    # receiver bounds it (stored_json_bytes)
+                    json.dumps(i["event_data"], separators=(",", ":")),
+                    str(org),
+                    i["job_id"],
+                    i["event_type"],
+                )
                 for i in items
             ]
             try:
-                refusals = self._queue.send_batch(messages)
-            except Exception as exc:
-                logger.warning("redrive: SQS failed", extra={"error": type(exc).__name__})
-                self._log.redrive_settle(org, actor.label, [], [i["job_id"] for i in items])
+                refusals = self._queue.send_many(messages)
+            except SendInterrupted as exc:
+                # SQS failed as a whole: what it answered before stays answered, the rest of the
+                # marked rows are dead letters again, and the caller retries from `after`
+                logger.warning("redrive: SQS failed", extra={"error": type(exc.cause).__name__})
+                done = list(zip(items, exc.results, strict=False))
+                sent = [i["job_id"] for i, why in done if why is None]
+                self._log.redrive_settle(
+                    org, actor.label, sent, [i["job_id"] for i in items if i["job_id"] not in set(sent)]
+                )
+                redriven += sent
                 raise UpstreamUnavailable(
                     "the queue could not be reached; what is not listed was not redriven, retry shortly",
-                    {"redriven": len(redriven), "job_ids": redriven, "next_after": after},
-                ) from exc
+                    {"redriven": len(redriven), "job_ids": redriven, "next_after": after or 0},
+                ) from exc.cause
             sent = [i["job_id"] for i, why in zip(items, refusals, strict=True) if why is None]
             refused = [(i["job_id"], why) for i, why in zip(items, refusals, strict=True) if why is not None]
             self._log.redrive_settle(org, actor.label, sent, [job for job, _ in refused])
