@@ -21,6 +21,7 @@ from slotguard.aws.sqs import (
     QueueDepth,
     SendInterrupted,
     WebhookQueue,
+    escape_for_sqs,
 )
 from slotguard.aws.workers import WorkerState, WorkerStateSource
 from slotguard.db.connection import Database
@@ -218,13 +219,13 @@ class Delivery(BaseModel):
     event_data: dict[str, Any] | None = Field(
         default=None,
         description="The webhook's payload (personal data): present for admins only, newest first"
-        " while the answer's payloads stay within 1 MiB",
+        " while the payloads shown stay within 1 MiB",
         exclude_if=lambda value: value is None,
     )
     event_data_omitted: bool | None = Field(
         default=None,
-        description="Admins: `true` when this payload is left out, the newer ones of the answer having"
-        " reached 1 MiB",
+        description="Admins: `true` when this payload is left out, being larger than what the newer"
+        " payloads shown left of the answer's 1 MiB",
         exclude_if=lambda value: value is None,
     )
 
@@ -410,9 +411,9 @@ class MetricsService:
                 break
             messages = [
                 OutgoingWebhook(
-                    # compact, ASCII only (so only characters SQS takes): the payload as the
-                    # receiver bounds it (stored_json_bytes)
-                    json.dumps(i["event_data"], separators=(",", ":")),
+                    # compact, UTF-8 as stored: the payload as the receiver bounds it
+                    # (stored_json_bytes), characters SQS refuses escaped (the same JSON)
+                    escape_for_sqs(json.dumps(i["event_data"], separators=(",", ":"), ensure_ascii=False)),
                     str(org),
                     i["job_id"],
                     i["event_type"],
