@@ -58,12 +58,18 @@ def queued_ids(pipeline: Pipeline) -> Counter[str]:
 
 
 def redrive_all(admin: ApiClient, body: dict[str, Any] | None = None) -> list[Any]:
-    """Call the redrive until its answer says there is nothing more, following next_after."""
+    """Call the redrive until its answer says there is nothing more, following next_after. A 429
+    (the org's redriven deliveries at their cap) is waited out, polling sooner than its
+    Retry-After, and not listed."""
     answers = []
     request = dict(body or {})
-    for _ in range(100):
+    deadline = time.monotonic() + 120
+    for _ in range(1000):
         started = time.monotonic()
         res = admin.post(REDRIVE, json_body=request)
+        if res.status == 429 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            continue
         answers.append((res.status, res.body, time.monotonic() - started))
         if res.status != 200 or res.body["next_after"] is None:
             return answers
@@ -408,3 +414,50 @@ def test_a_batch_sqs_refuses_as_too_long_is_sent_message_by_message(
     assert refused["error"].startswith("InvalidParameterValue: ")
     assert body["next_after"] is None
     assert queued_ids(pipeline) == Counter(dict.fromkeys([jobs[0], jobs[2]], 1))
+
+
+def test_an_org_with_1000_redriven_deliveries_pending_is_refused_and_another_org_is_not(
+    pipeline: Pipeline, metrics_fn: Any
+) -> None:
+    # Given an org with 1,200 dead letters (its own sender can make them at will), and no
+    # processor running: what is redriven stays pending on the shared queue
+    org_a, _ = pipeline.new_org()
+    jobs_a = seed_dead_letters(pipeline.admin_url, org_a, 1200)
+    admin_a = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_a, "role": "admin"})
+    # When its admin redrives, following next_after, until 1,000 are redriven or a call is refused
+    redriven, request, last = 0, {"limit": 1000}, None
+    for _ in range(20):
+        last = admin_a.post(REDRIVE, json_body=request)
+        if last.status != 200:
+            break
+        redriven += last.body["redriven"]
+        if last.body["next_after"] is None:
+            break
+        request = {"limit": 1000, "after": last.body["next_after"]}
+    # Then no more than 1,000 were put on the queue: the call after is refused, with its own code
+    # and when to try again, and sends nothing
+    assert redriven == 1000
+    assert last is not None and last.status == 429, last.body
+    assert last.body["error"]["code"] == "redrive_backlog"
+    assert last.body["error"]["details"] == {"pending_redriven": 1000, "max_pending_redriven": 1000}
+    assert int(last.headers["Retry-After"]) > 0
+    assert pipeline.queues.depth(pipeline.sqs) == 1000
+    assert Counter(r["status"] for r in pipeline.rows(org_a)) == {"pending": 1000, "dead_letter": 200}
+    # And another org's redrive is unaffected
+    org_b, _ = pipeline.new_org()
+    jobs_b = seed_dead_letters(pipeline.admin_url, org_b, 5)
+    admin_b = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_b, "role": "admin"})
+    other = admin_b.post(REDRIVE, json_body={})
+    assert (other.status, other.body["job_ids"], other.body["next_after"]) == (200, jobs_b, None)
+    # When 100 of the first org's redriven deliveries are done, its redrive takes only that room
+    with psycopg.connect(pipeline.admin_url) as conn:
+        conn.execute(
+            "UPDATE slotguard.webhook_delivery_log SET status = 'completed', completed_at = now()"
+            " WHERE org_id = %s AND job_id = ANY(%s)",
+            (org_a, jobs_a[:100]),
+        )
+    res = admin_a.post(REDRIVE, json_body={"limit": 1000, "after": request.get("after", 0)})
+    assert res.status == 200, res.body
+    assert res.body["job_ids"] == jobs_a[1000:1100]
+    assert res.body["next_after"] is not None
+    assert admin_a.post(REDRIVE, json_body={"after": res.body["next_after"]}).status == 429

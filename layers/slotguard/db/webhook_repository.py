@@ -160,6 +160,17 @@ class WebhookRepository:
         )
         return result
 
+    def redrive_pending_count(self, org_id: UUID, cap: int, unconfirmed_after_s: int) -> int:
+        """The org's redriven deliveries not finished yet (a live redrive's marked rows included),
+        counted up to cap + 1."""
+        return int(
+            self._db.scalar(
+                "SELECT slotguard.redrive_pending_count(%s, %s, %s)",
+                (org_id, cap, unconfirmed_after_s),
+                retry_safe=True,
+            )
+        )
+
     def redrive_settle(self, org_id: UUID, actor: str, sent: list[str], unsent: list[str]) -> int:
         """The marked rows SQS took are redriven (audited); those it refused are dead letters again."""
         return int(

@@ -26,7 +26,7 @@ from slotguard.aws.sqs import (
 from slotguard.aws.workers import WorkerState, WorkerStateSource
 from slotguard.db.connection import Database
 from slotguard.db.webhook_repository import WebhookRepository
-from slotguard.errors import UpstreamUnavailable
+from slotguard.errors import RedriveBacklog, UpstreamUnavailable
 from slotguard.models import Actor, JobId
 from slotguard.observability import logger
 
@@ -60,6 +60,10 @@ REDRIVE_DEFAULT_LIMIT = 500
 # A redrive mark older than this belongs to a redrive that died between sending and settling
 # (more than the API's timeout): the next redrive sends those rows again.
 REDRIVE_UNCONFIRMED_AFTER_S = 120
+# One org's redriven deliveries not finished yet (pending, processing, failed) are at most this
+# many: the queue is shared, and an org's sender can make dead letters at will. A redrive that
+# would go past it redrives only up to it; one at it is refused (429 redrive_backlog).
+REDRIVE_MAX_PENDING = 1000
 # SQS's reason for refusing a message, as the redrive answers it (its own text, cut: bounded answer).
 MAX_NOT_SENT_ERROR_CHARS = 500
 
@@ -271,6 +275,7 @@ class MetricsService:
         self._workers = workers
         self._retry_budget = retry_budget
         self.queue_health_cache_s = QUEUE_HEALTH_CACHE_S
+        self.redrive_max_pending = REDRIVE_MAX_PENDING
         self.clock: Callable[[], float] = time.monotonic
         self._shared: tuple[float, _Shared] | None = None
 
@@ -389,20 +394,31 @@ class MetricsService:
         is listed in `not_sent` with the reason, stays a dead letter and is passed over (the cursor
         moves past it); a batch refused as too long is sent message by message.
 
+        The org may have at most REDRIVE_MAX_PENDING redriven deliveries unfinished: a call
+        redrives only up to that, and one made at it is refused (RedriveBacklog, 429).
+
         The call stops after `limit` dead letters or REDRIVE_TIME_BUDGET_S, and its answer's
         `next_after` says where to continue. SQS failing as a whole answers 503 once the rows in
         hand it did not take are back to dead letters; what it took stays redriven, and the 503's
         `next_after` is where to retry from (0: the start)."""
         started = time.monotonic()
         org = actor.org_id
+        pending = self._log.redrive_pending_count(org, self.redrive_max_pending, REDRIVE_UNCONFIRMED_AFTER_S)
+        if pending >= self.redrive_max_pending:
+            raise RedriveBacklog(
+                f"{self.redrive_max_pending} or more redriven deliveries of this org are not processed"
+                " yet: redrive more once they are",
+                {"pending_redriven": pending, "max_pending_redriven": self.redrive_max_pending},
+            )
+        limit = min(request.limit, self.redrive_max_pending - pending)
         after = request.after
         redriven: list[str] = []
         not_sent: list[NotSent] = []
         exhausted = False
-        while len(redriven) + len(not_sent) < request.limit:
+        while len(redriven) + len(not_sent) < limit:
             if time.monotonic() - started > REDRIVE_TIME_BUDGET_S:
                 break
-            size = min(REDRIVE_BATCH, request.limit - len(redriven) - len(not_sent))
+            size = min(REDRIVE_BATCH, limit - len(redriven) - len(not_sent))
             items = self._log.redrive_mark(
                 org, request.job_ids, after, size, self._retry_budget, REDRIVE_UNCONFIRMED_AFTER_S
             )
