@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from slotguard_local.events import LambdaContext
 from slotguard_local.functions import load_function
 from tests.conftest import ApiClient
 from tests.webhook_support import Pipeline
@@ -461,3 +462,34 @@ def test_an_org_with_1000_redriven_deliveries_pending_is_refused_and_another_org
     assert res.body["job_ids"] == jobs_a[1000:1100]
     assert res.body["next_after"] is not None
     assert admin_a.post(REDRIVE, json_body={"after": res.body["next_after"]}).status == 429
+
+
+def test_the_cleanup_settles_the_marks_of_a_redrive_that_died(pipeline: Pipeline, metrics_fn: Any) -> None:
+    # Given 6 rows a redrive marked and then died before sending (no message on the queue): 4 of
+    # them marked 10 minutes ago, 2 just now (a redrive that may still be running)
+    org_id, _ = pipeline.new_org()
+    jobs = seed_dead_letters(pipeline.admin_url, org_id, 6)
+    with psycopg.connect(pipeline.admin_url) as conn:
+        conn.execute(
+            "UPDATE slotguard.webhook_delivery_log SET status = 'pending', redrive_marked_at = now()"
+            " - CASE WHEN job_id = ANY(%s) THEN interval '10 minutes' ELSE interval '0' END"
+            " WHERE org_id = %s",
+            (jobs[:4], org_id),
+        )
+    # When the scheduled cleanup runs (no redrive of the org has run since)
+    cleanup = load_function("cleanup")
+    report = cleanup.lambda_handler(
+        {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}},
+        LambdaContext(function_name="cleanup"),
+    )
+    # Then the old marks are settled: those rows are dead letters again, as before the redrive,
+    # listed and redrivable; the fresh ones are left to the redrive that holds them
+    assert report["stale_redrive_marks_settled"] == 4
+    rows = {r["job_id"]: r for r in pipeline.rows(org_id)}
+    assert [(rows[j]["status"], rows[j]["redrive_marked_at"]) for j in jobs[:4]] == [
+        ("dead_letter", None)
+    ] * 4
+    assert {rows[j]["status"] for j in jobs[4:]} == {"pending"}
+    assert all(rows[j]["redrive_marked_at"] is not None for j in jobs[4:])
+    admin = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_id, "role": "admin"})
+    assert admin.post(REDRIVE, json_body={}).body["job_ids"] == jobs[:4]

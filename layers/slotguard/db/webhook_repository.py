@@ -115,6 +115,13 @@ class WebhookRepository:
             )
         )
 
+    def settle_stale_redrive_marks(self, older_than_s: int, batch: int) -> int:
+        return int(
+            self._db.scalar(
+                "SELECT slotguard.settle_stale_redrive_marks(%s, %s)", (older_than_s, batch), retry_safe=True
+            )
+        )
+
     # -- metrics ------------------------------------------------------------------------------
     def delivery_stats(self, org_id: UUID, range_: timedelta, bucket: timedelta) -> dict[str, Any]:
         result: dict[str, Any] = self._db.scalar(
