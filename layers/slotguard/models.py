@@ -169,6 +169,10 @@ def stored_json_bytes(value: Any, *, utf8: bool = False) -> int:
         return len(format(Decimal(repr(value)), "f"))
     if utf8 and isinstance(value, str):
         return len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
+    if value is None or isinstance(value, bool):
+        return 4 if value in (None, True) else 5
+    if isinstance(value, int):
+        return len(str(value))
     return len(json.dumps(value))
 
 
