@@ -44,7 +44,8 @@
 #= BENCH_REQUESTS=300       make bench: receiver requests
 #= BENCH_COLD_RUNS=9        make bench: cold imports per function
 #= BENCH_LOG_REQUESTS=200   make bench: requests per function for the bytes logged per request
-#= BENCH_ONLY=booking,webhooks,cold,logs  make bench: only these groups
+#= BENCH_SEARCHES=50        make bench: month-long slot searches of the rules figure
+#= BENCH_ONLY=booking,rules,webhooks,cold,logs  make bench: only these groups
 #= BENCH_OUT=file           make bench: also write the table there
 SHELL := /bin/bash
 PYTHON ?= python3

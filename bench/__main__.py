@@ -15,7 +15,7 @@ import sys
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
-from bench import booking, cold_start, log_volume, webhooks
+from bench import booking, calendar_rules, cold_start, log_volume, webhooks
 from bench.common import TABLE
 
 ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
@@ -25,6 +25,8 @@ def main() -> None:
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
         if not ONLY or "booking" in ONLY:
             booking.main()
+        if not ONLY or "rules" in ONLY:
+            calendar_rules.main()
         if not ONLY or "webhooks" in ONLY:
             webhooks.main()
         if not ONLY or "cold" in ONLY:

@@ -223,6 +223,11 @@ def install_reference(db: BenchDb) -> None:
     text = (ROOT / "layers/slotguard/migrations/0003_booking_functions.sql").read_text()
     fn = text[text.index(REFERENCE_START) : text.index("CREATE FUNCTION slotguard.cancel_appointment(")]
     fn = fn.replace(REFERENCE_START, "CREATE FUNCTION slotguard.bench_book_0003(", 1)
+    # Adapted to one thing only: today's _conflicts(), which it calls, answers a bounded object
+    # ({conflicts, conflict_count, truncated}) rather than the array 0003's answered.
+    fn = fn.replace(
+        "IF jsonb_array_length(v_conflicts) > 0 THEN", "IF (v_conflicts->>'conflict_count')::integer > 0 THEN"
+    )
     with psycopg.connect(db.admin_url, autocommit=True) as admin, admin.transaction():
         admin.execute("SET LOCAL ROLE slotguard_owner")
         admin.execute(fn.encode())

@@ -470,9 +470,8 @@ def envelope(code: str, message: str, details: dict[str, Any]) -> dict[str, Any]
 
 
 def largest_answers() -> dict[str, list[dict[str, Any]]]:
-    from slotguard.errors import MAX_FIELD_ERRORS
+    from slotguard.errors import MAX_ERROR_MSG_CHARS, MAX_FIELD_ERRORS, MAX_LOC_PART_CHARS, MAX_LOC_PARTS
     from slotguard.models import (
-        JSON_CHAR_MAX_BYTES,
         MAX_BOOK_BODY_BYTES,
         MAX_CONFLICTS_SHOWN,
         MAX_HISTORY_ENTRIES,
@@ -502,11 +501,13 @@ def largest_answers() -> dict[str, list[dict[str, Any]]]:
     )
 
     def validation_422(body_bound: int) -> dict[str, Any]:
-        # Field names come from the body: together no longer than it (each character as its
-        # escape, 6 bytes there); the messages and types are ours.
-        name = WORST_TEXT_CHAR * (body_bound // JSON_CHAR_MAX_BYTES * 2 // MAX_FIELD_ERRORS)
+        # Field names come from the body (a dict's keys may repeat in every error under them):
+        # each error is cut to MAX_LOC_PARTS parts of MAX_LOC_PART_CHARS characters and a message
+        # of MAX_ERROR_MSG_CHARS, whatever the body's bound
+        assert body_bound > 0
+        part = WORST_TEXT_CHAR * MAX_LOC_PART_CHARS
         errors = [
-            {"loc": ["body", name], "msg": "Extra inputs are not permitted", "type": "extra_forbidden"}
+            {"loc": [part] * MAX_LOC_PARTS, "msg": WORST_TEXT_CHAR * MAX_ERROR_MSG_CHARS, "type": part}
         ] * MAX_FIELD_ERRORS
         details = {"errors": errors, "error_count": 10**6, "truncated": True}
         return proxy(422, envelope("validation_error", "the request is not valid", details))
@@ -821,3 +822,16 @@ def test_the_dead_letter_list_does_not_write_out_payloads_it_does_not_show(
     assert res.status == 200
     assert [i.get("event_data_omitted") for i in res.body["items"]] == [True] * 40
     assert took < 1.0, took
+
+
+def test_a_422_naming_a_huge_key_of_the_body_stays_small(booking_fn: Any, org: Org) -> None:
+    # Given a rules body whose dict key is 900 KB long, under which 25 errors are found (as a
+    # member: the body is validated before the role is checked)
+    body = json.dumps({"date_overrides": {"k" * 900_000: [{}] * 25}})
+    # When it is sent
+    answer = ApiClient(booking_fn, org.member).request("PUT", "/calendars/default/rules", raw_body=body)
+    # Then it is a 422 whose answer is small: each error's location is cut (it was 45 MB)
+    assert answer.status == 422
+    size = len(json.dumps(answer.body))
+    assert size < 100_000, size
+    assert answer.body["error"]["details"]["error_count"] >= 25

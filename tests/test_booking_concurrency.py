@@ -3,6 +3,7 @@ and never rejects a free slot because of lock contention."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 import uuid
@@ -304,3 +305,49 @@ def test_a_taken_slot_is_a_conflict_even_while_its_hour_is_locked(pg: Any) -> No
     finally:
         holder.rollback()
         holder.close()
+
+
+def test_500_random_attempts_on_a_calendar_with_buffers_store_no_overlapping_buffers(
+    pool: ServicePool, admin_conn: Any, pg: Any
+) -> None:
+    import json
+
+    # Given a calendar whose appointments are padded by 10 minutes before and 15 after
+    who = actor()
+    with psycopg.connect(pg.app_url, autocommit=True) as conn:
+        conn.execute(
+            "SELECT slotguard.set_calendar_rules(%s, 'user:rules', NULL, %s)",
+            (who.org_id, json.dumps({"buffer_before_minutes": 10, "buffer_after_minutes": 15})),
+        )
+    rng = random.Random(20)
+    jobs = [
+        (who, BASE + timedelta(minutes=5 * rng.randrange(0, 288)), rng.choice([15, 30, 45]))
+        for _ in range(500)
+    ]
+    # When 500 random attempts race over 50 connections
+    results = run_all(pool, jobs)
+    outcomes = Counter(kind for kind, _ in results)
+    assert set(outcomes) <= {"created", "conflict"} and outcomes["created"] > 0
+    # Then no two stored appointments' padded times overlap, each padded by exactly its buffers
+    rows = admin_conn.execute(
+        "SELECT scheduled_at, ends_at, blocked_from, blocked_until FROM slotguard.appointments"
+        " WHERE org_id = %s AND status = 'scheduled' ORDER BY blocked_from",
+        (who.org_id,),
+    ).fetchall()
+    assert len(rows) == outcomes["created"]
+    for start, end, blocked_from, blocked_until in rows:
+        assert (start - blocked_from, blocked_until - end) == (timedelta(minutes=10), timedelta(minutes=15))
+    for (_, _, _, until), (_, _, next_from, _) in itertools.pairwise(rows):
+        assert until <= next_from
+    # And every refusal named appointments whose padded time meets the attempt's
+    before, after = timedelta(minutes=10), timedelta(minutes=15)
+    for (_, start, minutes), (kind, value) in zip(jobs, results, strict=True):
+        if kind == "conflict":
+            assert value, "a 409 names its conflicts"
+            for c in value:
+                c_start, c_end = (
+                    datetime.fromisoformat(c["scheduled_at"]),
+                    datetime.fromisoformat(c["ends_at"]),
+                )
+                assert c_start - before < start + timedelta(minutes=minutes) + after
+                assert start - before < c_end + after

@@ -386,3 +386,27 @@ def test_availability_and_slots_follow_hours_buffers_and_notice(admin: ApiClient
     assert api.get("/availability/check", query={"start": f"{day}T11:00:00Z", "duration_minutes": 30}).body[
         "available"
     ]
+
+
+def test_an_appointment_across_two_touching_intervals_is_inside_the_hours(
+    admin: ApiClient, api: ApiClient
+) -> None:
+    # Given hours 09:00-12:00 and 12:00-17:00 (Berlin), and 13:00-14:00 on their own
+    put_rules(
+        admin,
+        {
+            "time_zone": "Europe/Berlin",
+            "weekly_hours": {
+                day: [
+                    {"start": "09:00", "end": "12:00"},
+                    {"start": "12:00", "end": "13:00"},
+                    {"start": "13:30", "end": "17:00"},
+                ]
+                for day in WEEKDAYS
+            },
+        },
+    )
+    # Then 11:30-12:30 spans the touching intervals and books; 12:45-13:45 spans the gap and does not
+    assert book(api, next_weekday(2, "11:30", "Europe/Berlin"), 60).status == 201
+    res = book(api, next_weekday(2, "12:45", "Europe/Berlin"), 60)
+    assert res.status == 422 and res.body["error"]["code"] == "outside_hours"

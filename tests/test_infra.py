@@ -573,6 +573,7 @@ def test_cors_origins_come_from_context() -> None:
     cors = api["Properties"]["CorsConfiguration"]
     assert cors["AllowOrigins"] == ["https://app.slotguard.dev", "https://admin.slotguard.dev"]
     assert "authorization" in [h.lower() for h in cors["AllowHeaders"]]
+    assert sorted(cors["AllowMethods"]) == ["GET", "POST", "PUT"]
 
 
 def test_the_public_webhook_route_has_its_own_throttle(template: Any) -> None:

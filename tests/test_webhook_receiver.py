@@ -299,10 +299,20 @@ def test_a_payload_larger_as_stored_than_the_body_limit_is_400(pipeline: Pipelin
     assert "as stored" in answer["error"]["message"]
     assert answer["error"]["details"]["max_bytes"] == 256 * 1024
     assert pipeline.queues.depth(pipeline.sqs) == 0
-    # And the same numbers written as jsonb stores them, within the limit, are accepted as before
+    # And fewer such numbers, within the limit as stored, are accepted as before
     small = '{"type":"note","data":[' + ",".join(["1e30"] * 1_000) + "]}"
     assert pipeline.post(org_id, small, signed_headers(secret, "fewer", small))[0] == 202
     # And a body of non-ASCII text near the limit is accepted (stored as UTF-8, as sent)
     text = json.dumps({"type": "note", "data": "é" * 120_000}, ensure_ascii=False)
     assert len(text.encode()) < 256 * 1024
     assert pipeline.post(org_id, text, signed_headers(secret, "accents", text))[0] == 202
+
+
+def test_an_org_id_in_the_path_in_another_spelling_than_the_canonical_one_is_401(pipeline: Pipeline) -> None:
+    # Given an org with a secret, and a correctly signed webhook
+    org_id, secret = pipeline.new_org()
+    # When it is posted to the org's path in upper case (the JWT claim takes only the canonical form)
+    status, body = pipeline.post(org_id.upper(), BODY, signed_headers(secret, "msg_upper", BODY))
+    # Then it is refused like an unknown org, and nothing is queued
+    assert (status, body) == (401, REJECTED)
+    assert queued(pipeline) == []

@@ -36,6 +36,7 @@ from slotguard.models import (
     FilterDatetime,
     FreeSlots,
     History,
+    OrgPolicy,
     RescheduleRequest,
     RescheduleResult,
     RulesHistory,
@@ -43,13 +44,20 @@ from slotguard.models import (
 )
 from slotguard.observability import inject_http_api_context, metrics
 from slotguard.services import booking_metrics
-from slotguard.services.booking import CURSOR_PATTERN, MIN_SLOT_STEP_MINUTES, BookingService, CalendarService
+from slotguard.services.booking import (
+    CURSOR_PATTERN,
+    MIN_SLOT_STEP_MINUTES,
+    BookingService,
+    CalendarService,
+    PolicyService,
+)
 
 config = BookingConfig.from_env()
 repository = BookingRepository(Database(config.database), config.booking_lock_wait_ms)
 service = BookingService(repository)
 calendars = CalendarService(repository)
-# A booking's body may need 64 KiB, a calendar's rules 64 KiB; every other route's fits the
+policies = PolicyService(repository)
+# A booking's body may need 64 KiB, a calendar's rules 1 MiB; every other route's fits the
 # default 16 KiB (models.py).
 app = create_resolver(
     body_limits={
@@ -188,6 +196,13 @@ def free_slots(
     duration_minutes: Annotated[Minutes, Query()],
     step_minutes: Annotated[StepMinutes | None, Query()] = None,
     resource_id: Annotated[UUID | None, Query()] = None,
+    time_zone: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="IANA zone to show the slots' local wall times in (default: the calendar's)",
+        ),
+    ] = None,
 ) -> Response[str]:
     return json_response(
         service.free_slots(
@@ -197,6 +212,7 @@ def free_slots(
             duration_minutes=duration_minutes,
             step_minutes=step_minutes,
             resource_id=resource_id,
+            time_zone=time_zone,
         )
     )
 
@@ -215,7 +231,7 @@ CalendarId = Annotated[
             "The rules, saved as a new version, and the calendar's future appointments that break them"
             " (never changed: listed, at most 100, with their count)",
         ),
-        **error_docs(400, 401, 403, 415, 422, 503),
+        **error_docs(400, 401, 403, 413, 415, 422, 503),
     },
 )
 def set_calendar_rules(calendar_id: CalendarId, body: Annotated[CalendarRules, Body()]) -> Response[str]:
@@ -244,6 +260,27 @@ def get_calendar_rules(calendar_id: CalendarId) -> Response[str]:
 )
 def calendar_rules_history(calendar_id: CalendarId) -> Response[str]:
     return json_response(calendars.rules_history(current_actor(app), calendar_id))
+
+
+@app.get(
+    "/org/policy",
+    responses={200: response_doc(OrgPolicy, "The org's booking policy"), **error_docs(401, 503)},
+)
+def get_org_policy() -> Response[str]:
+    return json_response(policies.get(current_actor(app)))
+
+
+@app.put(
+    "/org/policy",
+    responses={
+        200: response_doc(OrgPolicy, "The policy, saved"),
+        **error_docs(400, 401, 403, 409, 415, 422, 503),
+    },
+)
+def set_org_policy(body: Annotated[OrgPolicy, Body()]) -> Response[str]:
+    actor = current_actor(app)
+    require_admin(actor)
+    return json_response(policies.set(actor, body))
 
 
 @inject_http_api_context

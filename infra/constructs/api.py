@@ -58,7 +58,8 @@ class Api(Construct):
         cors = (
             apigw.CorsPreflightOptions(
                 allow_origins=list(config.cors_origins),
-                allow_methods=[apigw.CorsHttpMethod.GET, apigw.CorsHttpMethod.POST],
+                # every method a route has (GET, POST, and PUT for calendar rules and the org policy)
+                allow_methods=[apigw.CorsHttpMethod(m) for m in sorted({r.method for r in ROUTES})],
                 allow_headers=["authorization", "content-type", "idempotency-key"],
                 expose_headers=["retry-after", "idempotent-replayed"],
                 max_age=Duration.hours(1),

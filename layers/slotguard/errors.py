@@ -27,13 +27,32 @@ class FieldError(BaseModel):
     type: str
 
 
+# Each field error is bounded too: a `loc` names keys the request chose (a dict's keys), so one
+# 900 KB key under 50 errors made a 45 MB 422. At most this many parts, each cut to this length.
+MAX_LOC_PARTS = 16
+MAX_LOC_PART_CHARS = 200
+MAX_ERROR_MSG_CHARS = 500
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 def field_errors(errors: Any, prefix: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """Pydantic's errors as the API answers them (`details.errors`): where (`loc`, under
-    `prefix`), what (`msg`), which kind (`type`); never the input itself."""
+    `prefix`), what (`msg`), which kind (`type`); never the input itself, and each bounded (a
+    `loc` of at most MAX_LOC_PARTS parts of at most MAX_LOC_PART_CHARS characters)."""
     out = []
     for err in errors:
-        loc = [part for part in err.get("loc", ()) if isinstance(part, str | int)]
-        out.append({"loc": [*prefix, *loc], "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))})
+        loc: list[str | int] = [*prefix, *(p for p in err.get("loc", ()) if isinstance(p, str | int))]
+        loc = [_cut(p, MAX_LOC_PART_CHARS) if isinstance(p, str) else p for p in loc[:MAX_LOC_PARTS]]
+        out.append(
+            {
+                "loc": loc,
+                "msg": _cut(str(err.get("msg", "")), MAX_ERROR_MSG_CHARS),
+                "type": _cut(str(err.get("type", "")), MAX_LOC_PART_CHARS),
+            }
+        )
     return out
 
 
@@ -120,6 +139,12 @@ class NotFound(DomainError):
 
 class SlotConflict(DomainError):
     status_code, code = 409, "slot_conflict"
+
+
+class ContactConflict(DomainError):
+    """Under the org's contact_no_overlap policy: the contact already has an appointment then."""
+
+    status_code, code = 409, "contact_conflict"
 
 
 class NotSchedulable(DomainError):

@@ -18,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     WithJsonSchema,
     field_validator,
@@ -229,7 +230,7 @@ class BookRequest(_Request):
     resource_id: UUID | None = None
     notes: StoredText | None = Field(default=None, max_length=MAX_NOTES_CHARS)
     metadata: dict[str, Any] = Field(default_factory=dict)
-    backfill: bool = Field(
+    backfill: StrictBool = Field(
         default=False,
         description="Admins only: record an appointment that starts in the past (the audit trail says so)",
     )
@@ -262,7 +263,7 @@ class CancelRequest(_Request):
 class RescheduleRequest(_Request):
     scheduled_at: WindowDatetime
     duration_minutes: DurationMinutes | None = None
-    backfill: bool = Field(default=False, description="Admins only: move the appointment into the past")
+    backfill: StrictBool = Field(default=False, description="Admins only: move the appointment into the past")
 
 
 class Appointment(BaseModel):
@@ -392,6 +393,12 @@ class Availability(BaseModel):
 class Slot(BaseModel):
     start: datetime
     end: datetime
+    local_start: str | None = Field(
+        default=None,
+        description="`start` as a local wall time of `display_time_zone`, without an offset"
+        " (`2030-06-02T23:15:00`)",
+    )
+    local_end: str | None = Field(default=None, description="`end` as a wall time of `display_time_zone`")
 
 
 class FreeSlots(BaseModel):
@@ -404,6 +411,13 @@ class FreeSlots(BaseModel):
     )
     next_from: datetime | None = Field(
         description="Where to continue when the search stopped before `to` (else null)"
+    )
+    time_zone: str = Field(
+        default="UTC", description="The calendar's time zone (of its rules; UTC for a calendar without)"
+    )
+    display_time_zone: str = Field(
+        default="UTC",
+        description="The zone of `local_start` / `local_end`: the `time_zone` asked for, else the calendar's",
     )
 
 
@@ -468,7 +482,7 @@ def _disjoint(intervals: list[OpeningInterval], where: str) -> list[OpeningInter
     return ordered
 
 
-def _known_time_zone(value: str) -> str:
+def known_time_zone(value: str) -> str:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     try:
@@ -484,7 +498,7 @@ class CalendarRules(_Request):
     """A calendar's rules. Every field is optional: an empty object is a calendar without
     restrictions (today's behaviour, apart from no bookings in the past)."""
 
-    time_zone: Annotated[str, Field(max_length=64), AfterValidator(_known_time_zone)] = Field(
+    time_zone: Annotated[str, Field(max_length=64), AfterValidator(known_time_zone)] = Field(
         default="UTC", description="IANA time zone the hours are local to"
     )
     weekly_hours: dict[Weekday, list[OpeningInterval]] | None = Field(
@@ -583,3 +597,12 @@ class RulesHistory(BaseModel):
     )
     entry_count: int = Field(description="How many versions the calendar's rules have had")
     truncated: bool = Field(description="Whether entries lists fewer than entry_count")
+
+
+class OrgPolicy(_Request):
+    """The org's booking policy."""
+
+    contact_no_overlap: StrictBool = Field(
+        default=False,
+        description="A contact's active appointments never overlap across the org's calendars",
+    )

@@ -31,6 +31,8 @@ ROUTES: tuple[Route, ...] = (
     Route("PUT", "/calendars/{calendar_id}/rules", "booking"),
     Route("GET", "/calendars/{calendar_id}/rules", "booking"),
     Route("GET", "/calendars/{calendar_id}/rules/history", "booking"),
+    Route("GET", "/org/policy", "booking"),
+    Route("PUT", "/org/policy", "booking"),
     Route("GET", "/webhook-metrics/queue-health", "metrics"),
     Route("GET", "/webhook-metrics/delivery-stats", "metrics"),
     Route("GET", "/webhook-metrics/recent-failures", "metrics"),

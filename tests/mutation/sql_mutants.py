@@ -44,16 +44,6 @@ DB_TESTS = (
     "tests/test_booking_lock_timeouts.py",
 )
 ALL_SQL = "layers/slotguard/**/*.sql"  # the versioned migrations and the function files alike
-IGNORED = (
-    ".git",
-    ".venv",
-    ".localstack-venv",
-    "node_modules",
-    "cdk.out",
-    ".local",
-    ".bench-cache",
-    "mutants",
-)
 
 
 @dataclass(frozen=True)
@@ -74,11 +64,11 @@ MUTANTS: list[Mutant] = [
         "NULL;",
     ),
     Mutant(
-        "no-rules-lock",
-        "a booking reads the calendar's rules without holding its rules lock (a rule change can pass it)",
+        "no-settings-lock",
+        "a booking reads the calendar's rules without the org's settings lock (a rule change can pass it)",
         "layers/slotguard/sql/functions/booking.sql",
-        r"PERFORM pg_advisory_xact_lock_shared\(v_rules_key\);",
-        "NULL;",
+        r"IF NOT pg_try_advisory_xact_lock_shared\(v_settings_key\) THEN",
+        "IF false THEN",
     ),
     Mutant(
         "overlap-equals",
@@ -197,11 +187,11 @@ MUTANTS: list[Mutant] = [
 ]
 
 
-def _copy_repository(target: Path) -> None:
-    def ignore(folder: str, names: list[str]) -> set[str]:
-        return {n for n in names if n in IGNORED or n == "__pycache__"}
-
-    shutil.copytree(ROOT, target, ignore=ignore, symlinks=True)
+def _copy_repository(target: Path, commit: str) -> None:
+    """The committed tree of `commit` (never a working tree someone is editing)."""
+    target.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", commit], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
 
 
 def _apply(mutant: Mutant, tree: Path) -> int:
@@ -216,12 +206,12 @@ def _apply(mutant: Mutant, tree: Path) -> int:
     return changed
 
 
-def run(mutant: Mutant, keep: bool) -> tuple[str, float, str]:
+def run(mutant: Mutant, keep: bool, commit: str) -> tuple[str, float, str]:
     started = time.monotonic()
     scratch = Path(tempfile.mkdtemp(prefix=f"sqlmut-{mutant.name}-"))
     tree = scratch / "repo"
     try:
-        _copy_repository(tree)
+        _copy_repository(tree, commit)
         if not _apply(mutant, tree):
             return "NOT APPLIED", time.monotonic() - started, "its text is not in the SQL any more"
         env = {
@@ -248,10 +238,12 @@ def run(mutant: Mutant, keep: bool) -> tuple[str, float, str]:
             timeout=3600,
             check=False,
         )
-        failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", done.stdout, re.M)
+        failed = re.findall(r"^FAILED (\S+)", done.stdout, re.M)
         if done.returncode == 0:
             return "SURVIVED", time.monotonic() - started, ""
-        return "killed", time.monotonic() - started, failed[0] if failed else done.stdout[-300:]
+        if not failed:  # an error before any test could fail (the copy broken, not the mutant killed)
+            return "BROKEN", time.monotonic() - started, done.stdout[-500:]
+        return "killed", time.monotonic() - started, failed[0]
     finally:
         if not keep:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -263,9 +255,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep each scratch copy")
     args = parser.parse_args(argv)
     chosen = [m for m in MUTANTS if not args.only or m.name in args.only]
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    print(f"SQL mutants of commit {commit[:12]}", flush=True)
     results = []
     for mutant in chosen:
-        outcome, seconds, detail = run(mutant, args.keep)
+        outcome, seconds, detail = run(mutant, args.keep, commit)
         results.append(outcome)
         print(f"{outcome:11} {mutant.name:28} {seconds:6.0f} s  {mutant.what}  [{detail}]", flush=True)
     killed = results.count("killed")

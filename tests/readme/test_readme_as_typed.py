@@ -304,6 +304,7 @@ def test_make_bench_at_a_small_size() -> None:
             BENCH_REQUESTS="20",
             BENCH_COLD_RUNS="1",
             BENCH_LOG_REQUESTS="20",
+            BENCH_SEARCHES="3",
         ),
         timeout_s=900,
     )

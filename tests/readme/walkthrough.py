@@ -144,6 +144,24 @@ def check_walkthrough(answers: list[Answer], stdout: str) -> None:
     starts = [s["start"] for s in slots["slots"]]
     assert starts[0] == "2030-01-07T08:00:00Z" and "2030-01-07T10:00:00Z" in starts, starts
     assert "2030-01-07T14:00:00Z" in starts, starts
+    # an admin opens a new room's calendar (Berlin, weekdays 09:00-17:00, 15 minutes' buffer after)
+    opened = steps.next("PUT", f"/calendars/{UUID}/rules", 200)
+    room = opened["calendar"]["resource_id"]
+    assert opened["calendar"]["version"] == 1 and opened["calendar"]["rules"]["time_zone"] == "Europe/Berlin"
+    assert opened["violations"]["count"] == 0
+    # inside the hours: 201; 08:00 Berlin (07:00Z) is 422 outside_hours
+    inside = steps.next("POST", "/appointments", 201)
+    assert (inside["resource_id"], inside["scheduled_at"]) == (room, "2030-01-07T09:00:00Z")
+    outside = steps.next("POST", "/appointments", 422)
+    assert outside["error"]["code"] == "outside_hours"
+    # the room's slots that day, in UTC and as Berlin wall times, the buffer after 09:00-09:45 kept
+    local = steps.next("GET", "/availability/slots", 200)
+    assert local["time_zone"] == "Europe/Berlin"
+    assert [(s["start"], s["local_start"]) for s in local["slots"]] == [
+        ("2030-01-07T08:00:00Z", "2030-01-07T09:00:00"),
+        ("2030-01-07T10:00:00Z", "2030-01-07T11:00:00"),
+        ("2030-01-07T10:30:00Z", "2030-01-07T11:30:00"),
+    ], local["slots"]
     # a signed webhook booked 2030-01-08 09:00 (the signer's 202 is on stdout), then cancelled it
     assert re.search(r'"status": ?"queued"', stdout), stdout
     hooked = steps.next("GET", "/appointments", 200, polled=True)

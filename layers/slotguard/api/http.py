@@ -95,7 +95,9 @@ ERROR_DOCS: dict[int, tuple[Any, str]] = {
     409: (
         ConflictBody,
         "`slot_conflict`: the slot overlaps active appointments, listed in `details.conflicts`;"
-        " `not_schedulable`: the appointment is not scheduled any more",
+        " `contact_conflict`: under the org's contact_no_overlap policy the contact already has an"
+        " appointment then (`details.conflicts`); `not_schedulable`: the appointment is not scheduled"
+        " any more",
     ),
     422: (
         ValidationErrorBody,

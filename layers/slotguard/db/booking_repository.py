@@ -183,3 +183,15 @@ class BookingRepository:
             "SELECT slotguard.calendar_rules_history(%s, %s)", (org_id, resource_id), retry_safe=True
         )
         return result
+
+    def get_org_policy(self, *, org_id: UUID) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("SELECT slotguard.get_org_policy(%s)", (org_id,), retry_safe=True)
+        return result
+
+    def set_org_policy(self, *, org_id: UUID, actor: str, contact_no_overlap: bool) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "SELECT slotguard.set_org_policy(%s, %s, %s, %s)",
+            (org_id, actor, contact_no_overlap, self._lock_wait_ms),
+            retry_safe=True,  # setting the policy again leaves it as it is
+        )
+        return result

@@ -46,6 +46,7 @@ FUNCTION_FILES = (
     "calendar_rules.sql",
     "appointment_json.sql",
     "conflicts.sql",
+    "org_policy.sql",
     "booking.sql",
     "cancel.sql",
     "reschedule.sql",

@@ -7,11 +7,13 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 from slotguard.db.booking_repository import BookingRepository
 from slotguard.errors import (
     RULE_REFUSALS,
     Busy,
+    ContactConflict,
     Forbidden,
     IdempotencyKeyReused,
     InvalidRequest,
@@ -34,11 +36,13 @@ from slotguard.models import (
     FreeSlots,
     History,
     HistoryEntry,
+    OrgPolicy,
     RescheduleRequest,
     RescheduleResult,
     RulesHistory,
     SetRulesResult,
     Slot,
+    known_time_zone,
 )
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -68,6 +72,11 @@ def _refusal(outcome: dict[str, Any], appointment_id: UUID | None = None) -> Exc
     status = outcome["status"]
     if status == "conflict":
         return _conflict(outcome)
+    if status == "contact_conflict":
+        conflicts = [Appointment.model_validate(c).model_dump(mode="json") for c in outcome["conflicts"]]
+        return ContactConflict(
+            "the contact already has an appointment at that time", {"conflicts": conflicts}
+        )
     if status == "busy":
         return Busy("the calendar is busy, retry shortly")
     if status == "not_found":
@@ -225,10 +234,27 @@ class BookingService:
         step_minutes: int | None = None,
         resource_id: UUID | None = None,
         limit: int = 1000,
+        time_zone: str | None = None,
     ) -> FreeSlots:
         # The work is bounded, never refused: at most 31 days and MAX_SLOT_CANDIDATES start
         # times are searched; the answer says where to continue.
-        step = step_minutes or max(duration_minutes, MIN_SLOT_STEP_MINUTES)
+        if time_zone is not None:
+            try:
+                known_time_zone(time_zone)
+            except ValueError as exc:
+                raise InvalidRequest(
+                    str(exc),
+                    {"errors": [{"loc": ["query", "time_zone"], "msg": str(exc), "type": "value_error"}]},
+                ) from None
+        found = self._repo.get_calendar_rules(org_id=actor.org_id, resource_id=resource_id)
+        rules = CalendarRules.model_validate(found["rules"]) if found else None
+        calendar_zone = rules.time_zone if rules else "UTC"
+        shown = ZoneInfo(time_zone or calendar_zone)
+        step = (
+            step_minutes
+            or (rules.slot_step_minutes if rules else None)
+            or max(duration_minutes, MIN_SLOT_STEP_MINUTES)
+        )
         if step < MIN_SLOT_STEP_MINUTES:
             raise InvalidRequest(f"step_minutes must be at least {MIN_SLOT_STEP_MINUTES}")
         start, end = start.astimezone(UTC), end.astimezone(UTC)  # answers write UTC ("Z")
@@ -244,6 +270,8 @@ class BookingService:
                 step_minutes=step,
                 searched_to=max(start, searched_to),
                 next_from=None,
+                time_zone=calendar_zone,
+                display_time_zone=time_zone or calendar_zone,
             )
         rows = self._repo.free_slots(
             org_id=actor.org_id,
@@ -254,12 +282,21 @@ class BookingService:
             step_minutes=step,
             limit=limit,
         )
+        slots = []
+        for row in rows:
+            slot = Slot.model_validate(row)
+            # wall times without an offset: every timestamp the API answers is UTC with Z
+            slot.local_start = slot.start.astimezone(shown).replace(tzinfo=None).isoformat()
+            slot.local_end = slot.end.astimezone(shown).replace(tzinfo=None).isoformat()
+            slots.append(slot)
         return FreeSlots(
-            slots=[Slot.model_validate(r) for r in rows],
+            slots=slots,
             duration_minutes=duration_minutes,
             step_minutes=step,
             searched_to=searched_to,
             next_from=next_from,
+            time_zone=calendar_zone,
+            display_time_zone=time_zone or calendar_zone,
         )
 
 
@@ -302,3 +339,26 @@ class CalendarService:
         resource_id = calendar_resource(calendar_id)
         found = self._repo.calendar_rules_history(org_id=actor.org_id, resource_id=resource_id)
         return RulesHistory.model_validate({"resource_id": resource_id, **found})
+
+
+class PolicyService:
+    """The org's booking policy: read by members, written by admins (the handler checks the role)."""
+
+    def __init__(self, repository: BookingRepository) -> None:
+        self._repo = repository
+
+    def get(self, actor: Actor) -> OrgPolicy:
+        return OrgPolicy.model_validate(self._repo.get_org_policy(org_id=actor.org_id))
+
+    def set(self, actor: Actor, policy: OrgPolicy) -> OrgPolicy:
+        outcome = self._repo.set_org_policy(
+            org_id=actor.org_id, actor=actor.label, contact_no_overlap=policy.contact_no_overlap
+        )
+        if outcome["status"] == "saved":
+            return OrgPolicy.model_validate(outcome["policy"])
+        if outcome["status"] == "contact_conflict":
+            conflicts = [Appointment.model_validate(c).model_dump(mode="json") for c in outcome["conflicts"]]
+            raise ContactConflict(
+                "contacts already hold overlapping appointments: resolve them first", {"conflicts": conflicts}
+            )
+        raise _refusal(outcome)

@@ -93,7 +93,7 @@ def _settle(outcome: dict[str, Any], applied: set[str]) -> Outcome:
         raise InvalidPayload(outcome.get("message", "invalid"))
     # A business refusal (slot taken, no such appointment, ...) is a completed delivery.
     detail: dict[str, Any] = {"status": status}
-    if status == "conflict":
+    if status in ("conflict", "contact_conflict"):
         detail["conflicts"] = [c["id"] for c in outcome.get("conflicts", [])]
     if status == "rule_violation":  # the calendar's rules refused it (their code and version)
         detail["code"] = outcome.get("code")

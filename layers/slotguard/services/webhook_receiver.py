@@ -135,7 +135,7 @@ class WebhookReceiver:
             canonical_org = str(UUID(org_id))
         except ValueError:
             raise WebhookRejected("unknown_org") from None
-        if canonical_org != org_id.lower():
+        if canonical_org != org_id:  # the canonical spelling only, as in the JWT claim
             raise WebhookRejected("unknown_org")
         webhook_id = lowered.get("webhook-id", "")
         if not (lowered.get("webhook-signature") and lowered.get("webhook-timestamp") and webhook_id):

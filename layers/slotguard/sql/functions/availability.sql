@@ -93,12 +93,20 @@ BEGIN
         SELECT coalesce(jsonb_agg(jsonb_build_object('start', s.start, 'end', s.start + v_len) ORDER BY s.start),
                         '[]'::jsonb)
         FROM (
-            SELECT g.start FROM generate_series(p_from, p_to - v_len, v_step) AS g(start)
-            WHERE NOT v_busy && tstzrange(g.start - v_before, g.start + v_len + v_after, '[)')
+            -- Candidates every step from the start of each open stretch (a calendar's local opening
+            -- time, so a local 09:00 is offered whatever the offset that day), or from p_from
+            -- where the calendar is open since before it (or has no hours).
+            SELECT DISTINCT g.start
+            FROM unnest(v_open) AS o(r),
+                 LATERAL (SELECT CASE WHEN lower_inf(o.r) OR lower(o.r) >= p_from THEN coalesce(lower(o.r), p_from)
+                                      ELSE lower(o.r) + v_step * ceil(extract(epoch FROM (p_from - lower(o.r)))
+                                                                      / extract(epoch FROM v_step)) END AS first) f,
+                 LATERAL generate_series(greatest(f.first, p_from), least(upper(o.r), p_to) - v_len, v_step) AS g(start)
+            WHERE o.r && tstzrange(p_from, p_to, '[)')
+              AND NOT v_busy && tstzrange(g.start - v_before, g.start + v_len + v_after, '[)')
               AND g.start >= now()  -- no bookings in the past, for every calendar
               AND (v_rules IS NULL OR (
-                       v_open @> tstzrange(g.start, g.start + v_len, '[)')
-                       AND g.start >= v_earliest
+                       g.start >= v_earliest
                        AND (v_latest IS NULL OR g.start <= v_latest)))
             ORDER BY g.start
             LIMIT greatest(1, least(coalesce(p_limit, 1000), 5000))

@@ -1,12 +1,15 @@
 -- Booking: book_appointment_with_lock(), one call = one transaction = one round trip.
 --
 -- No appointment starts in the past (`rule_violation` in_the_past) unless p_backfill (an admin
--- recording one; the API checks the role, the audit row records the flag). Then the calendar's rules, read under its rules lock held shared (a rule change holds it
--- exclusively: the two serialize): a booking that breaks them is refused with the rule's code
--- (`rule_violation`), one that keeps them records their version and blocks its time padded by
--- the buffers (blocked_from, blocked_until), which the exclusion constraint covers.
--- Under the calendar's hour-striped advisory locks (over the padded time) (keys as calendar_lock_keys() derives them,
--- taken in ascending order; the single-hour key is derived inline) it inserts with ON CONFLICT
+-- recording one; the API checks the role, the audit row records the flag). Then the org's policy
+-- and the calendar's rules, read under the org's settings lock held shared (a rule or policy
+-- change holds it exclusively: they serialize): a booking that breaks the rules is refused with
+-- the rule's code (`rule_violation`), one that keeps them records their version and blocks its
+-- time padded by the buffers (blocked_from, blocked_until), which the exclusion constraint
+-- covers; under contact_no_overlap the contact is locked and its overlaps refused
+-- (`contact_conflict`). Under the calendar's hour-striped advisory locks over the padded time
+-- (keys as calendar_lock_keys() derives them, taken in ascending order; the single-hour key is
+-- derived inline) it inserts with ON CONFLICT
 -- DO NOTHING, which the exclusion constraint appointments_no_overlap answers; only a refused
 -- INSERT reads the overlaps (the 409's list). A booking whose lock is held by another first
 -- reads the committed overlaps (a taken slot answers 409 at once), and after waiting reads
@@ -47,12 +50,13 @@ DECLARE
     v_i integer;
     v_j integer;
     v_waited boolean := false;
-    v_rules_key bigint;
     v_rules jsonb;
     v_version integer;
     v_violation jsonb;
     v_from timestamptz;  -- the blocked time: [p_scheduled_at, v_end) padded by the buffers
     v_to timestamptz;
+    v_settings_key bigint;
+    v_exclusive boolean;  -- the org's contact_no_overlap policy
 BEGIN
     IF p_org IS NULL OR p_actor IS NULL OR p_contact_id IS NULL OR p_scheduled_at IS NULL THEN
         RETURN jsonb_build_object('status', 'invalid', 'message', 'org, actor, contact and start are required');
@@ -91,18 +95,21 @@ BEGIN
         END IF;
     END IF;
 
-    -- The calendar's rules, under its rules lock held shared (calendar_rules_lock_key(), inlined).
-    v_rules_key := hashtextextended('rules:' || p_org::text || ':'
-        || coalesce(p_resource_id, '00000000-0000-0000-0000-000000000000'::uuid)::text, 0);
-    IF NOT pg_try_advisory_xact_lock_shared(v_rules_key) THEN
+    -- The org's policy and the calendar's rules, read under the org's settings lock held shared
+    -- (a rule or policy change holds it exclusively: slotguard.settings_lock_key(), inlined).
+    v_settings_key := hashtextextended('settings:' || p_org::text, 0);
+    IF NOT pg_try_advisory_xact_lock_shared(v_settings_key) THEN
         BEGIN
-            PERFORM pg_advisory_xact_lock_shared(v_rules_key);
+            PERFORM pg_advisory_xact_lock_shared(v_settings_key);
         EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
             RETURN jsonb_build_object('status', 'busy');
         END;
     END IF;
-    SELECT r.rules, r.version INTO v_rules, v_version FROM slotguard.calendar_rules r
-     WHERE r.org_id = p_org
+    SELECT coalesce(p.contact_no_overlap, false), r.rules, r.version INTO v_exclusive, v_rules, v_version
+      FROM (SELECT) AS one
+      LEFT JOIN slotguard.org_policies p ON p.org_id = p_org
+      LEFT JOIN slotguard.calendar_rules r
+        ON r.org_id = p_org
        AND coalesce(r.resource_id, '00000000-0000-0000-0000-000000000000'::uuid)
            = coalesce(p_resource_id, '00000000-0000-0000-0000-000000000000'::uuid);
     v_from := p_scheduled_at;
@@ -115,6 +122,16 @@ BEGIN
         END IF;
         v_from := p_scheduled_at - make_interval(mins => coalesce((v_rules->>'buffer_before_minutes')::integer, 0));
         v_to := v_end + make_interval(mins => coalesce((v_rules->>'buffer_after_minutes')::integer, 0));
+    END IF;
+
+    IF v_exclusive THEN
+        IF NOT slotguard._lock_contact(p_org, p_contact_id) THEN
+            RETURN jsonb_build_object('status', 'busy');
+        END IF;
+        v_conflicts := slotguard._contact_conflicts(p_org, p_contact_id, p_scheduled_at, v_end);
+        IF jsonb_array_length(v_conflicts) > 0 THEN
+            RETURN jsonb_build_object('status', 'contact_conflict', 'conflicts', v_conflicts);
+        END IF;
     END IF;
 
     -- The calendar's lock keys over the blocked time, as slotguard.calendar_lock_keys() derives
@@ -163,17 +180,23 @@ BEGIN
         END IF;
         INSERT INTO slotguard.appointments
             (org_id, contact_id, resource_id, scheduled_at, ends_at, duration_minutes, notes, metadata, created_by,
-             blocked_from, blocked_until, rules_version)
+             blocked_from, blocked_until, rules_version, contact_exclusive)
         VALUES
             (p_org, p_contact_id, p_resource_id, p_scheduled_at, v_end, p_duration_minutes, p_notes,
              coalesce(p_metadata, '{}'::jsonb), p_actor,
-             nullif(v_from, p_scheduled_at), nullif(v_to, v_end), v_version)
+             nullif(v_from, p_scheduled_at), nullif(v_to, v_end), v_version, v_exclusive)
         ON CONFLICT DO NOTHING  -- the exclusion constraint appointments_no_overlap: the slot is taken
         RETURNING * INTO v_appt;
         EXIT WHEN FOUND;
         v_conflicts := slotguard._conflicts(p_org, p_resource_id, v_from, v_to);
         IF (v_conflicts->>'conflict_count')::integer > 0 THEN
             RETURN jsonb_build_object('status', 'conflict') || v_conflicts;
+        END IF;
+        IF v_exclusive THEN  -- refused by appointments_contact_no_overlap (a writer that skipped the lock)
+            v_conflicts := slotguard._contact_conflicts(p_org, p_contact_id, p_scheduled_at, v_end);
+            IF jsonb_array_length(v_conflicts) > 0 THEN
+                RETURN jsonb_build_object('status', 'contact_conflict', 'conflicts', v_conflicts);
+            END IF;
         END IF;
         -- The overlap was cancelled between the INSERT and the read: the slot is free, try again.
     END LOOP;

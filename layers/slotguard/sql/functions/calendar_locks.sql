@@ -43,17 +43,19 @@ LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, slotguard, pg_temp
 AS $$ SELECT hashtextextended('idempotency:' || p_org::text || ':' || p_key, 0) $$;
 
--- The key of a calendar's rules: a booking holds it shared while it reads and applies the rules,
--- a rule change holds it exclusively, so the two serialize (booking functions inline it).
-CREATE OR REPLACE FUNCTION slotguard.calendar_rules_lock_key(p_org uuid, p_resource uuid) RETURNS bigint
+-- The key of an org's booking settings (its policy and its calendars' rules): a booking or a
+-- reschedule holds it shared while it reads and applies them, a rule or policy change holds it
+-- exclusively, so changes and bookings serialize. One key per org, not per calendar: one advisory
+-- lock more per booking instead of two (each measured at about 30 us), at the price of a rule
+-- change waiting for the org's bookings in flight (rule changes are rare). booking.sql inlines it.
+CREATE OR REPLACE FUNCTION slotguard.settings_lock_key(p_org uuid) RETURNS bigint
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, slotguard, pg_temp
-AS $$ SELECT hashtextextended('rules:' || p_org::text || ':'
-    || coalesce(p_resource, '00000000-0000-0000-0000-000000000000'::uuid)::text, 0) $$;
+AS $$ SELECT hashtextextended('settings:' || p_org::text, 0) $$;
 
 REVOKE EXECUTE ON FUNCTION
     slotguard.calendar_lock_keys(uuid, uuid, timestamptz, timestamptz),
     slotguard._lock_calendar(uuid, uuid, timestamptz, timestamptz),
     slotguard.idempotency_lock_key(uuid, text),
-    slotguard.calendar_rules_lock_key(uuid, uuid)
+    slotguard.settings_lock_key(uuid)
 FROM PUBLIC;

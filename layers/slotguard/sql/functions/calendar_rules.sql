@@ -1,6 +1,6 @@
 -- Calendar rules: set (admins, through the API), read, and their audit trail. A rule change takes
--- the calendar's rules lock exclusively; bookings hold it shared while they read and apply the
--- rules, so a change and the bookings of its calendar serialize.
+-- the org's settings lock exclusively; bookings hold it shared while they read and apply the
+-- rules, so a change and the bookings serialize.
 SET LOCAL ROLE slotguard_owner;
 
 CREATE OR REPLACE FUNCTION slotguard._calendar_rules_json(r slotguard.calendar_rules) RETURNS jsonb
@@ -37,7 +37,7 @@ BEGIN
     END;
     PERFORM slotguard._set_tenant(p_org), slotguard._set_lock_wait(p_lock_wait_ms);
     BEGIN
-        PERFORM pg_advisory_xact_lock(slotguard.calendar_rules_lock_key(p_org, p_resource_id));
+        PERFORM pg_advisory_xact_lock(slotguard.settings_lock_key(p_org));
     EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
         RETURN jsonb_build_object('status', 'busy');
     END;

@@ -1,6 +1,6 @@
 -- Rescheduling an appointment: the old one cancelled, a new one booked, in one transaction.
--- The new time is not in the past (unless p_backfill) and follows the calendar's current rules as a booking does (read under the rules lock
--- held shared; a refusal is `rule_violation` with the rule's code, and the new appointment
+-- The new time is not in the past (unless p_backfill) and follows the calendar's current rules
+-- as a booking does (read under the org's settings lock held shared; a refusal is `rule_violation` with the rule's code, and the new appointment
 -- records the rules' version and blocks its time padded by the current buffers).
 -- (Applied after the versioned migrations whenever this file changes: see slotguard/db/migrate.py.)
 SET LOCAL ROLE slotguard_owner;
@@ -24,9 +24,15 @@ DECLARE
     v_violation jsonb;
     v_from timestamptz;
     v_to timestamptz;
+    v_exclusive boolean;
 BEGIN
     PERFORM slotguard._set_tenant(p_org);
     PERFORM slotguard._set_lock_wait(p_lock_wait_ms);
+    -- The org's settings lock first (before any row lock: a policy change updates rows).
+    IF NOT slotguard._lock_settings_shared(p_org) THEN
+        RETURN jsonb_build_object('status', 'busy');
+    END IF;
+    v_exclusive := coalesce((SELECT p.contact_no_overlap FROM slotguard.org_policies p WHERE p.org_id = p_org), false);
     BEGIN
         SELECT * INTO v_old FROM slotguard.appointments WHERE id = p_id AND org_id = p_org FOR UPDATE;
         IF NOT FOUND THEN
@@ -44,7 +50,6 @@ BEGIN
             RETURN jsonb_build_object('status', 'rule_violation', 'code', 'in_the_past',
                                       'message', 'the appointment starts in the past');
         END IF;
-        PERFORM pg_advisory_xact_lock_shared(slotguard.calendar_rules_lock_key(p_org, v_old.resource_id));
         SELECT r.rules, r.version INTO v_rules, v_version FROM slotguard.calendar_rules r
          WHERE r.org_id = p_org
            AND coalesce(r.resource_id, '00000000-0000-0000-0000-000000000000'::uuid)
@@ -60,6 +65,9 @@ BEGIN
             v_from := p_scheduled_at - make_interval(mins => coalesce((v_rules->>'buffer_before_minutes')::integer, 0));
             v_to := v_end + make_interval(mins => coalesce((v_rules->>'buffer_after_minutes')::integer, 0));
         END IF;
+        IF v_exclusive AND NOT slotguard._lock_contact(p_org, v_old.contact_id) THEN
+            RETURN jsonb_build_object('status', 'busy');
+        END IF;
         PERFORM slotguard._lock_calendar(p_org, v_old.resource_id, v_from, v_to);
     EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
         RETURN jsonb_build_object('status', 'busy');
@@ -69,6 +77,12 @@ BEGIN
     IF (v_conflicts->>'conflict_count')::integer > 0 THEN
         RETURN jsonb_build_object('status', 'conflict') || v_conflicts;
     END IF;
+    IF v_exclusive THEN
+        v_conflicts := slotguard._contact_conflicts(p_org, v_old.contact_id, p_scheduled_at, v_end, p_id);
+        IF jsonb_array_length(v_conflicts) > 0 THEN
+            RETURN jsonb_build_object('status', 'contact_conflict', 'conflicts', v_conflicts);
+        END IF;
+    END IF;
 
     BEGIN
         UPDATE slotguard.appointments
@@ -77,13 +91,17 @@ BEGIN
          WHERE id = p_id;
         INSERT INTO slotguard.appointments
             (org_id, contact_id, resource_id, scheduled_at, ends_at, duration_minutes, notes, metadata,
-             created_by, rescheduled_from, blocked_from, blocked_until, rules_version)
+             created_by, rescheduled_from, blocked_from, blocked_until, rules_version, contact_exclusive)
         VALUES
             (p_org, v_old.contact_id, v_old.resource_id, p_scheduled_at, v_end, v_duration, v_old.notes,
-             v_old.metadata, p_actor, p_id, nullif(v_from, p_scheduled_at), nullif(v_to, v_end), v_version)
+             v_old.metadata, p_actor, p_id, nullif(v_from, p_scheduled_at), nullif(v_to, v_end), v_version, v_exclusive)
         RETURNING * INTO v_new;
     EXCEPTION WHEN exclusion_violation THEN
         -- The subtransaction rollback restores the original appointment untouched.
+        IF v_exclusive AND (slotguard._conflicts(p_org, v_old.resource_id, v_from, v_to, p_id)->>'conflict_count')::integer = 0 THEN
+            RETURN jsonb_build_object('status', 'contact_conflict',
+                'conflicts', slotguard._contact_conflicts(p_org, v_old.contact_id, p_scheduled_at, v_end, p_id));
+        END IF;
         RETURN jsonb_build_object('status', 'conflict')
             || slotguard._conflicts(p_org, v_old.resource_id, v_from, v_to, p_id);
     END;
