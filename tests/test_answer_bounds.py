@@ -668,6 +668,17 @@ def largest_answers() -> dict[str, list[dict[str, Any]]]:
         "GET /webhook-metrics/dead-letter-queue": [deliveries(with_payload=True)],
         "GET /webhook-metrics/processing-time": [proxy(200, timing)],
         "POST /webhooks/{org_id}": [proxy(202, Accepted(id='"' * 255)), too_large],
+        "GET /org/policy": [proxy(200, {"contact_no_overlap": True})],
+        "PUT /org/policy": [
+            proxy(200, {"contact_no_overlap": True}),
+            # contacts already overlapping: at most 100 of them named (org_policy.sql)
+            proxy(
+                409,
+                envelope("contact_conflict", "x" * 100, {"conflicts": [appt.model_dump(mode="json")] * 100}),
+            ),
+            validation_422(MAX_SMALL_BODY_BYTES),
+            too_large,
+        ],
         "POST /webhook-metrics/dead-letter-queue/redrive": [
             proxy(
                 200,

@@ -332,3 +332,62 @@ def test_every_timestamp_of_an_answer_is_utc_with_z(api: ApiClient) -> None:
         "from": "2030-01-07T08:00:00Z",
         "to": "2030-01-07T10:00:00Z",
     }
+
+
+def test_an_expired_idempotency_key_not_yet_purged_is_not_replayed(
+    api: ApiClient, admin_conn: Any, org: Org
+) -> None:
+    # Given a booking made with a key, whose key has expired but is not purged yet
+    body = {"contact_id": str(uuid.uuid4()), "scheduled_at": "2031-05-02T10:00:00Z", "duration_minutes": 30}
+    first = api.post("/appointments", json_body=body, headers={"Idempotency-Key": "expiring-1"})
+    assert first.status == 201
+    expired = admin_conn.execute(
+        "UPDATE slotguard.booking_idempotency_keys SET expires_at = now() - interval '1 second'"
+        " WHERE org_id = %s AND key LIKE '%%:expiring-1'",
+        (org.org_id,),
+    )
+    assert expired.rowcount == 1
+    # When the same request is sent again with the same key
+    again = api.post("/appointments", json_body=body, headers={"Idempotency-Key": "expiring-1"})
+    # Then it is not a replay: it is booked anew, and the slot the first holds makes it a 409
+    assert "Idempotent-Replayed" not in again.headers
+    assert again.status == 409, again.body
+    assert [c["id"] for c in again.body["error"]["details"]["conflicts"]] == [first.body["id"]]
+
+
+def test_a_cancelled_appointment_neither_makes_the_slot_unavailable_nor_shows_in_a_conflict(
+    api: ApiClient,
+) -> None:
+    # Given an appointment that was cancelled, and an active one overlapping the same hour
+    cancelled = api.post(
+        "/appointments",
+        json_body={
+            "contact_id": str(uuid.uuid4()),
+            "scheduled_at": "2031-05-03T10:00:00Z",
+            "duration_minutes": 60,
+        },
+    ).body
+    assert api.post(f"/appointments/{cancelled['id']}/cancel", json_body={}).status == 200
+    # When its slot is checked
+    check = api.get("/availability/check", query={"start": "2031-05-03T10:00:00Z", "duration_minutes": 60})
+    # Then it is available, with no conflict
+    assert (check.body["available"], check.body["conflict_count"], check.body["conflicts"]) == (True, 0, [])
+    active = api.post(
+        "/appointments",
+        json_body={
+            "contact_id": str(uuid.uuid4()),
+            "scheduled_at": "2031-05-03T10:30:00Z",
+            "duration_minutes": 60,
+        },
+    ).body
+    # And a booking over both is refused naming the active one only
+    refused = api.post(
+        "/appointments",
+        json_body={
+            "contact_id": str(uuid.uuid4()),
+            "scheduled_at": "2031-05-03T10:00:00Z",
+            "duration_minutes": 60,
+        },
+    )
+    assert refused.status == 409
+    assert [c["id"] for c in refused.body["error"]["details"]["conflicts"]] == [active["id"]]

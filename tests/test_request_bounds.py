@@ -47,6 +47,7 @@ def requests_for(route_key: str, appointment_id: str) -> tuple[str, dict[str, st
         "POST /appointments/{appointment_id}/reschedule": {"scheduled_at": "2030-03-06T10:00:00Z"},
         "POST /webhook-metrics/dead-letter-queue/redrive": {"job_ids": ["msg_none"]},
         "PUT /calendars/{calendar_id}/rules": {"time_zone": "Europe/Berlin", "min_notice_minutes": 0},
+        "PUT /org/policy": {"contact_no_overlap": False},
     }.get(route_key)
     return path, query, body
 

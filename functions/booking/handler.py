@@ -274,7 +274,7 @@ def get_org_policy() -> Response[str]:
     "/org/policy",
     responses={
         200: response_doc(OrgPolicy, "The policy, saved"),
-        **error_docs(400, 401, 403, 409, 415, 422, 503),
+        **error_docs(400, 401, 403, 409, 413, 415, 422, 503),
     },
 )
 def set_org_policy(body: Annotated[OrgPolicy, Body()]) -> Response[str]:
