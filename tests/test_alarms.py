@@ -517,8 +517,6 @@ def test_each_alarm_decides_as_operations_md_says(templates: dict[str, Any]) -> 
             k for k in alarms(template) if k.startswith(("ObservabilityErrors", "ObservabilityThrottles"))
         ]
         assert len(per_function) == 2 * 8  # the eight functions, the console and migrations included
-            len(per_function) == 2 * 8
-        )  # booking, metrics, console, receiver, processor, reconciler, cleanup, migrations
         for logical_id in per_function:
             props = alarms(template)[logical_id]
             assert (props["Threshold"], props["DatapointsToAlarm"], props["Period"]) == (1, 1, 300), (

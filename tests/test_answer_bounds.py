@@ -6,6 +6,7 @@ as Lambda does."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -851,6 +852,48 @@ def test_the_largest_appointment_is_one_the_api_accepts_and_answers(api: ApiClie
     answered = len(json.dumps(res.body, separators=(",", ":"), ensure_ascii=False))
     computed = len(worst.model_dump_json())
     assert computed - 200 <= answered <= computed <= MAX_APPOINTMENT_JSON_BYTES
+
+
+def test_an_oversized_newest_payload_does_not_hide_the_older_ones(
+    metrics_admin: ApiClient, admin_conn: Any, org: Org
+) -> None:
+    # Given three small dead letters, then a newer one whose payload alone is over the 1 MiB budget
+    small = json.dumps({"type": "appointment.book", "data": {"n": 1}})
+    seed_deliveries(admin_conn, org, [{"status": "dead_letter", "data": small, "error": "boom"}] * 3)
+    huge = json.dumps({"type": "appointment.book", "data": {"notes": "x" * 1_200_000}})
+    seed_deliveries(admin_conn, org, [{"status": "dead_letter", "data": huge, "error": "boom"}])
+    # When an admin lists them
+    res = metrics_admin.get("/webhook-metrics/dead-letter-queue", query={"limit": "100"})
+    # Then the newest is flagged omitted, and the budget it did not use shows the three older ones
+    assert res.status == 200
+    items = res.body["items"]
+    assert items[0].get("event_data_omitted") is True and "event_data" not in items[0]
+    assert [i.get("event_data") for i in items[1:]] == [json.loads(small)] * 3
+
+
+def test_the_dead_letter_list_does_not_write_out_payloads_it_does_not_show(
+    metrics_admin: ApiClient, admin_conn: Any, org: Org
+) -> None:
+    # Given 40 dead letters stored before the receiver measured payloads as stored: 40,000 numbers
+    # 1e308 each, which jsonb writes as 12 MB of digits each
+    admin_conn.execute(
+        "INSERT INTO slotguard.webhook_delivery_log (org_id, job_id, event_type, event_data, status,"
+        " attempts, max_attempts, created_at, last_attempt_at)"
+        " SELECT %s, 'num_' || i, 'note', d.payload, 'dead_letter', 3, 3, now(), now()"
+        " FROM generate_series(1, 40) i,"
+        " (SELECT jsonb_build_object('type', 'note', 'data', jsonb_agg(1e308::numeric)) AS payload"
+        "  FROM generate_series(1, 40000)) d",
+        (org.org_id,),
+    )
+    # When an admin lists them
+    started = time.monotonic()
+    res = metrics_admin.get("/webhook-metrics/dead-letter-queue", query={"limit": "100"})
+    took = time.monotonic() - started
+    # Then every one is listed with its payload omitted, without writing 480 MB of digits to
+    # measure them (that took 2.7 s; the bound leaves room for a loaded machine)
+    assert res.status == 200
+    assert [i.get("event_data_omitted") for i in res.body["items"]] == [True] * 40
+    assert took < 1.0, took
 
 
 def test_a_422_naming_a_huge_key_of_the_body_stays_small(booking_fn: Any, org: Org) -> None:

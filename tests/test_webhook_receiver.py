@@ -285,6 +285,29 @@ def test_forged_signatures_re_read_an_orgs_secrets_at_most_once_per_interval(pip
     assert fresh[0] and fresh[1:] == [None] * 49
 
 
+def test_a_payload_larger_as_stored_than_the_body_limit_is_400(pipeline: Pipeline) -> None:
+    # Given a signed body of 240 KB holding 40,000 numbers 1e308, which PostgreSQL's jsonb writes
+    # out in full (309 digits each: 12 MB as stored, a 13 MB redrive message)
+    org_id, secret = pipeline.new_org()
+    body = '{"type":"note","data":[' + ",".join(["1e308"] * 40_000) + "]}"
+    assert len(body) < 256 * 1024
+    # When it is posted
+    status, answer = pipeline.post(org_id, body, signed_headers(secret, "numbers", body))
+    # Then it is refused for good, saying why, and nothing is queued
+    assert status == 400, answer
+    assert answer["error"]["code"] == "bad_request"
+    assert "as stored" in answer["error"]["message"]
+    assert answer["error"]["details"]["max_bytes"] == 256 * 1024
+    assert pipeline.queues.depth(pipeline.sqs) == 0
+    # And fewer such numbers, within the limit as stored, are accepted as before
+    small = '{"type":"note","data":[' + ",".join(["1e30"] * 1_000) + "]}"
+    assert pipeline.post(org_id, small, signed_headers(secret, "fewer", small))[0] == 202
+    # And a body of non-ASCII text near the limit is accepted (stored as UTF-8, as sent)
+    text = json.dumps({"type": "note", "data": "é" * 120_000}, ensure_ascii=False)
+    assert len(text.encode()) < 256 * 1024
+    assert pipeline.post(org_id, text, signed_headers(secret, "accents", text))[0] == 202
+
+
 def test_an_org_id_in_the_path_in_another_spelling_than_the_canonical_one_is_401(pipeline: Pipeline) -> None:
     # Given an org with a secret, and a correctly signed webhook
     org_id, secret = pipeline.new_org()

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from slotguard_local.events import LambdaContext
 from slotguard_local.functions import load_function
 from tests.conftest import ApiClient
 from tests.webhook_support import Pipeline
@@ -58,12 +59,18 @@ def queued_ids(pipeline: Pipeline) -> Counter[str]:
 
 
 def redrive_all(admin: ApiClient, body: dict[str, Any] | None = None) -> list[Any]:
-    """Call the redrive until its answer says there is nothing more, following next_after."""
+    """Call the redrive until its answer says there is nothing more, following next_after. A 429
+    (the org's redriven deliveries at their cap) is waited out, polling sooner than its
+    Retry-After, and not listed."""
     answers = []
     request = dict(body or {})
-    for _ in range(100):
+    deadline = time.monotonic() + 120
+    for _ in range(1000):
         started = time.monotonic()
         res = admin.post(REDRIVE, json_body=request)
+        if res.status == 429 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            continue
         answers.append((res.status, res.body, time.monotonic() - started))
         if res.status != 200 or res.body["next_after"] is None:
             return answers
@@ -225,6 +232,8 @@ def test_sqs_failing_leaves_nothing_marked_redriven_and_a_retry_sends_each_once(
     assert res.status == 503
     assert res.body["error"]["code"] == "upstream_unavailable"
     assert res.body["error"]["details"]["redriven"] == 0
+    # and says where to continue: from the start (null would say nothing is left)
+    assert res.body["error"]["details"]["next_after"] == 0
     rows = pipeline.rows(org_id)
     assert {(r["status"], r["redrive_marked_at"], r["error_message"]) for r in rows} == {
         ("dead_letter", None, "RetriableFailure: dependency down")
@@ -333,3 +342,154 @@ def test_a_call_spent_on_unsettled_rows_still_says_where_to_continue(
     assert first.body["next_after"] is not None
     second = admin.post(REDRIVE, json_body={"after": first.body["next_after"]})
     assert (second.body["job_ids"], second.body["next_after"]) == (jobs[10:], None)
+
+
+def make_large(admin_url: str, org_id: str, job_ids: list[str], chars: int) -> None:
+    """Give these dead letters a payload of about `chars` bytes (a string of that many x)."""
+    with psycopg.connect(admin_url) as conn:
+        conn.execute(
+            "UPDATE slotguard.webhook_delivery_log"
+            " SET event_data = jsonb_build_object('type', event_type, 'data', repeat('x', %s))"
+            " WHERE org_id = %s AND job_id = ANY(%s)",
+            (chars, org_id, job_ids),
+        )
+
+
+def test_large_dead_letters_are_sent_in_batches_filled_by_bytes(pipeline: Pipeline, metrics_fn: Any) -> None:
+    # Given ten dead letters of about 200 KB each: together over SendMessageBatch's 1 MiB
+    org_id, _ = pipeline.new_org()
+    jobs = seed_dead_letters(pipeline.admin_url, org_id, 10)
+    make_large(pipeline.admin_url, org_id, jobs, 200_000)
+    admin = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_id, "role": "admin"})
+    # When an admin redrives all of them
+    answers = redrive_all(admin)
+    # Then each is redriven once (no 503: SQS never saw a batch over its limit)
+    assert [status for status, _, _ in answers] == [200] * len(answers), answers[-1][:2]
+    assert [job for _, body, _ in answers for job in body["job_ids"]] == jobs
+    assert answers[-1][1]["next_after"] is None
+    assert queued_ids(pipeline) == Counter(dict.fromkeys(jobs, 1))
+    assert {r["status"] for r in pipeline.rows(org_id)} == {"pending"}
+
+
+def test_a_dead_letter_too_large_for_sqs_is_not_sent_and_passed_over(
+    pipeline: Pipeline, metrics_fn: Any
+) -> None:
+    # Given 12 dead letters, one of them larger than SQS takes in one message (1 MiB)
+    org_id, _ = pipeline.new_org()
+    jobs = seed_dead_letters(pipeline.admin_url, org_id, 12)
+    make_large(pipeline.admin_url, org_id, [jobs[4]], 1_100_000)
+    admin = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_id, "role": "admin"})
+    # When an admin redrives all of them
+    answers = redrive_all(admin)
+    # Then the others are redriven, the large one is named with the reason and stays a dead letter
+    assert [status for status, _, _ in answers] == [200] * len(answers), answers[-1][:2]
+    assert [job for _, body, _ in answers for job in body["job_ids"]] == jobs[:4] + jobs[5:]
+    [refused] = [n for _, body, _ in answers for n in body["not_sent"]]
+    assert refused["job_id"] == jobs[4]
+    assert refused["error"].startswith("MessageTooLong: ")
+    assert answers[-1][1]["next_after"] is None
+    rows = {r["job_id"]: r for r in pipeline.rows(org_id)}
+    assert (rows[jobs[4]]["status"], rows[jobs[4]]["redrive_marked_at"]) == ("dead_letter", None)
+    assert queued_ids(pipeline) == Counter(dict.fromkeys(jobs[:4] + jobs[5:], 1))
+
+
+def test_a_batch_sqs_refuses_as_too_long_is_sent_message_by_message(
+    pipeline: Pipeline, metrics_fn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given 3 dead letters, and a queue whose own limit is smaller than the redrive assumes (a
+    # queue created with MaximumMessageSize 256 KiB): SQS refuses their batch as a whole
+    org_id, _ = pipeline.new_org()
+    jobs = seed_dead_letters(pipeline.admin_url, org_id, 3)
+    make_large(pipeline.admin_url, org_id, [jobs[1]], 300_000)
+    pipeline.sqs.set_queue_attributes(
+        QueueUrl=pipeline.queues.main_url, Attributes={"MaximumMessageSize": str(256 * 1024)}
+    )
+    admin = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_id, "role": "admin"})
+    # When an admin redrives them
+    [(status, body, _)] = redrive_all(admin)
+    # Then the two SQS takes are redriven and the one it refuses is named with SQS's reason
+    assert status == 200, body
+    assert body["job_ids"] == [jobs[0], jobs[2]]
+    [refused] = body["not_sent"]
+    assert refused["job_id"] == jobs[1]
+    assert refused["error"].startswith("InvalidParameterValue: ")
+    assert body["next_after"] is None
+    assert queued_ids(pipeline) == Counter(dict.fromkeys([jobs[0], jobs[2]], 1))
+
+
+def test_an_org_with_1000_redriven_deliveries_pending_is_refused_and_another_org_is_not(
+    pipeline: Pipeline, metrics_fn: Any
+) -> None:
+    # Given an org with 1,200 dead letters (its own sender can make them at will), and no
+    # processor running: what is redriven stays pending on the shared queue
+    org_a, _ = pipeline.new_org()
+    jobs_a = seed_dead_letters(pipeline.admin_url, org_a, 1200)
+    admin_a = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_a, "role": "admin"})
+    # When its admin redrives, following next_after, until 1,000 are redriven or a call is refused
+    redriven, request, last = 0, {"limit": 1000}, None
+    for _ in range(20):
+        last = admin_a.post(REDRIVE, json_body=request)
+        if last.status != 200:
+            break
+        redriven += last.body["redriven"]
+        if last.body["next_after"] is None:
+            break
+        request = {"limit": 1000, "after": last.body["next_after"]}
+    # Then no more than 1,000 were put on the queue: the call after is refused, with its own code
+    # and when to try again, and sends nothing
+    assert redriven == 1000
+    assert last is not None and last.status == 429, last.body
+    assert last.body["error"]["code"] == "redrive_backlog"
+    assert last.body["error"]["details"] == {"pending_redriven": 1000, "max_pending_redriven": 1000}
+    assert int(last.headers["Retry-After"]) > 0
+    assert pipeline.queues.depth(pipeline.sqs) == 1000
+    assert Counter(r["status"] for r in pipeline.rows(org_a)) == {"pending": 1000, "dead_letter": 200}
+    # And another org's redrive is unaffected
+    org_b, _ = pipeline.new_org()
+    jobs_b = seed_dead_letters(pipeline.admin_url, org_b, 5)
+    admin_b = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_b, "role": "admin"})
+    other = admin_b.post(REDRIVE, json_body={})
+    assert (other.status, other.body["job_ids"], other.body["next_after"]) == (200, jobs_b, None)
+    # When 100 of the first org's redriven deliveries are done, its redrive takes only that room
+    with psycopg.connect(pipeline.admin_url) as conn:
+        conn.execute(
+            "UPDATE slotguard.webhook_delivery_log SET status = 'completed', completed_at = now()"
+            " WHERE org_id = %s AND job_id = ANY(%s)",
+            (org_a, jobs_a[:100]),
+        )
+    res = admin_a.post(REDRIVE, json_body={"limit": 1000, "after": request.get("after", 0)})
+    assert res.status == 200, res.body
+    assert res.body["job_ids"] == jobs_a[1000:1100]
+    assert res.body["next_after"] is not None
+    assert admin_a.post(REDRIVE, json_body={"after": res.body["next_after"]}).status == 429
+
+
+def test_the_cleanup_settles_the_marks_of_a_redrive_that_died(pipeline: Pipeline, metrics_fn: Any) -> None:
+    # Given 6 rows a redrive marked and then died before sending (no message on the queue): 4 of
+    # them marked 10 minutes ago, 2 just now (a redrive that may still be running)
+    org_id, _ = pipeline.new_org()
+    jobs = seed_dead_letters(pipeline.admin_url, org_id, 6)
+    with psycopg.connect(pipeline.admin_url) as conn:
+        conn.execute(
+            "UPDATE slotguard.webhook_delivery_log SET status = 'pending', redrive_marked_at = now()"
+            " - CASE WHEN job_id = ANY(%s) THEN interval '10 minutes' ELSE interval '0' END"
+            " WHERE org_id = %s",
+            (jobs[:4], org_id),
+        )
+    # When the scheduled cleanup runs (no redrive of the org has run since)
+    cleanup = load_function("cleanup")
+    report = cleanup.lambda_handler(
+        {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}},
+        LambdaContext(function_name="cleanup"),
+    )
+    # Then the old marks are settled: those rows are dead letters again, as before the redrive,
+    # listed and redrivable; the fresh ones are left to the redrive that holds them
+    assert report["stale_redrive_marks_settled"] == 4
+    rows = {r["job_id"]: r for r in pipeline.rows(org_id)}
+    assert [(rows[j]["status"], rows[j]["redrive_marked_at"]) for j in jobs[:4]] == [
+        ("dead_letter", None)
+    ] * 4
+    assert {rows[j]["status"] for j in jobs[4:]} == {"pending"}
+    assert all(rows[j]["redrive_marked_at"] is not None for j in jobs[4:])
+    admin = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_id, "role": "admin"})
+    assert admin.post(REDRIVE, json_body={}).body["job_ids"] == jobs[:4]

@@ -10,6 +10,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from slotguard.api.http import (
+    RETRY_AFTER,
     create_resolver,
     current_actor,
     error_docs,
@@ -22,10 +23,12 @@ from slotguard.aws.sqs import WebhookQueue
 from slotguard.aws.workers import worker_state_source
 from slotguard.config import MetricsConfig
 from slotguard.db.connection import Database
+from slotguard.errors import ErrorBody
 from slotguard.models import WEBHOOK_ID_PATTERN
 from slotguard.observability import METRICS_NAMESPACE, inject_http_api_context, metrics, tracer
 from slotguard.services.metrics import (
     MAX_REDRIVE_BODY_BYTES,
+    REDRIVE_MAX_PENDING,
     BookingMetrics,
     DeliveryList,
     DeliveryLookup,
@@ -96,7 +99,15 @@ def dead_letter_queue(limit: Annotated[int, Query(ge=1, le=100)] = 50) -> Respon
     "/webhook-metrics/dead-letter-queue/redrive",
     responses={
         200: response_doc(RedriveResult, "Redriven: back to pending and on the queue"),
-        **error_docs(400, 401, 403, 413, 415, 422, 503),
+        **error_docs(400, 401, 403, 413, 415, 422),
+        429: response_doc(
+            ErrorBody,
+            f"`redrive_backlog`: the org already has {REDRIVE_MAX_PENDING} redriven deliveries not"
+            " processed yet (`details.pending_redriven`, `details.max_pending_redriven`); retry after"
+            " `Retry-After`",
+            headers=RETRY_AFTER,
+        ),
+        **error_docs(503),
     },
 )
 def redrive(body: Annotated[RedriveRequest, Body()] = REDRIVE_ALL) -> Response[str]:

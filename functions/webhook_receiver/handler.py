@@ -41,7 +41,8 @@ app = create_resolver(json_object_bodies=False)
             ErrorBody,
             "`bad_request`: a webhook-id that is not 1..255 printable ASCII characters, or a signed"
             " body that is not a UTF-8 JSON object with a string `type` (or holds text PostgreSQL"
-            " cannot store)",
+            " cannot store), or whose payload is over 256 KiB as stored (numbers written in full, as"
+            " PostgreSQL's jsonb writes them: 1e300 is 301 digits; `details.stored_bytes`)",
         ),
         401: response_doc(
             ErrorBody,

@@ -196,6 +196,17 @@ class IdempotencyKeyReused(DomainError):
     status_code, code = 422, "idempotency_key_reused"
 
 
+class RedriveBacklog(DomainError):
+    """The org already has as many redriven deliveries waiting as one org may put on the shared
+    queue: retry once some are done."""
+
+    status_code, code = 429, "redrive_backlog"
+    retry_after_seconds = 30
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_seconds)}
+
+
 class Busy(DomainError):
     """The calendar's lock was not free within the bounded wait: retry shortly."""
 

@@ -151,19 +151,29 @@ def storable(value: Any, where: str = "value", depth: int = 0) -> None:
             storable(item, where, depth + 1)
 
 
-def stored_json_bytes(value: Any) -> int:
+def stored_json_bytes(value: Any, *, utf8: bool = False) -> int:
     """The size of `value` as compact JSON once stored: numbers as PostgreSQL's jsonb writes them
     (numeric, never with an exponent, so the 6 bytes of 1e+308 are 309 digits in every answer
     naming it; measured by json.dumps they let 8 KiB of metadata answer 360 KB), strings as
-    json.dumps escapes them (ASCII only: never less than their UTF-8 bytes). The value has
-    passed storable(), so its nesting is bounded."""
+    json.dumps escapes them (ASCII only: never less than their UTF-8 bytes), or with `utf8` as
+    jsonb keeps them (UTF-8, only what JSON must escape escaped). The value has passed storable(),
+    so its nesting is bounded."""
     if isinstance(value, dict):
-        items = sum(stored_json_bytes(str(k)) + 1 + stored_json_bytes(v) for k, v in value.items())
+        items = sum(
+            stored_json_bytes(str(k), utf8=utf8) + 1 + stored_json_bytes(v, utf8=utf8)
+            for k, v in value.items()
+        )
         return 2 + items + max(len(value) - 1, 0)
     if isinstance(value, list):
-        return 2 + sum(stored_json_bytes(v) for v in value) + max(len(value) - 1, 0)
+        return 2 + sum(stored_json_bytes(v, utf8=utf8) for v in value) + max(len(value) - 1, 0)
     if isinstance(value, float) and math.isfinite(value):
         return len(format(Decimal(repr(value)), "f"))
+    if utf8 and isinstance(value, str):
+        return len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
+    if value is None or isinstance(value, bool):
+        return 4 if value in (None, True) else 5
+    if isinstance(value, int):
+        return len(str(value))
     return len(json.dumps(value))
 
 

@@ -50,6 +50,30 @@ class OutgoingWebhook:
 
 
 SEND_BATCH_MAX = 10  # SendMessageBatch's limit
+# SQS's size limits (Amazon SQS message quotas and the SendMessageBatch reference, since August
+# 2025; moto 5.2 and LocalStack apply the same): a message is at most 1 MiB, its body's UTF-8 bytes
+# plus each attribute's name, data type and value; a SendMessageBatch at most 1 MiB in all. A queue
+# may be configured lower (MaximumMessageSize): SQS's own refusal then names the message.
+SQS_MAX_MESSAGE_BYTES = 1_048_576
+SQS_MAX_BATCH_BYTES = 1_048_576
+# The whole-call errors of a SendMessageBatch refused for its content (the batch too long, one
+# message too long or holding characters SQS refuses): each message is then sent alone, so each
+# gets its own answer. A bare code or the query protocol's "AWS.SimpleQueueService." form.
+BATCH_CONTENT_REFUSALS = CONTENT_REFUSALS | {"BatchRequestTooLong"}
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "")).rsplit(".", 1)[-1]
+
+
+class SendInterrupted(Exception):
+    """SQS failed as a whole part-way through send_many: `results` holds the answers of the first
+    len(results) messages (None: taken; else SQS's reason); the rest were not sent."""
+
+    def __init__(self, results: list[str | None], cause: BaseException) -> None:
+        super().__init__(f"SQS failed after {len(results)} messages: {type(cause).__name__}")
+        self.results = results
+        self.cause = cause
 
 
 def _attributes(org_id: str, webhook_id: str, event_type: str) -> dict[str, Any]:
@@ -58,6 +82,16 @@ def _attributes(org_id: str, webhook_id: str, event_type: str) -> dict[str, Any]
         "webhook_id": {"DataType": "String", "StringValue": webhook_id},
         "event_type": {"DataType": "String", "StringValue": event_type},
     }
+
+
+def message_bytes(message: OutgoingWebhook) -> int:
+    """A message's size as SQS counts it: the body's UTF-8 bytes, and each attribute's name,
+    data type and value."""
+    attributes = _attributes(message.org_id, message.webhook_id, message.event_type)
+    return len(message.body.encode("utf-8", "surrogatepass")) + sum(
+        len(name.encode()) + sum(len(str(v).encode("utf-8", "surrogatepass")) for v in attr.values())
+        for name, attr in attributes.items()
+    )
 
 
 @dataclass(frozen=True)
@@ -80,7 +114,7 @@ class WebhookQueue:
             answer = self._sqs.send_message(QueueUrl=self.url, MessageBody=body, MessageAttributes=attrs)
         except ClientError as exc:
             error = exc.response.get("Error", {})
-            if error.get("Code") in CONTENT_REFUSALS:
+            if _error_code(exc) in CONTENT_REFUSALS:
                 raise MessageRefused(f"{error.get('Code')}: {error.get('Message', '')}") from exc
             raise
         return str(answer["MessageId"])
@@ -110,6 +144,58 @@ class WebhookQueue:
             refused.get(str(i), None if str(i) in taken else "NoAnswer: SQS did not say")
             for i in range(len(messages))
         ]
+
+    def send_many(self, messages: list[OutgoingWebhook]) -> list[str | None]:
+        """Any number of messages, in SendMessageBatch calls filled in order by count (10) and by
+        bytes (SQS_MAX_BATCH_BYTES). Per message, in order: None when SQS took it, else the reason
+        it was not sent: `MessageTooLong: ...` for one over SQS_MAX_MESSAGE_BYTES (never sent), or
+        SQS's own refusal of that message. A batch SQS refuses as a whole for its content
+        (BatchRequestTooLong, a message too long for this queue, characters it refuses) is sent
+        message by message, so no message's content fails another. Any other failure of a call
+        raises SendInterrupted with the answers of the messages before that call."""
+        answers: list[str | None] = [None] * len(messages)
+
+        def send(indexes: list[int]) -> None:
+            try:
+                got = self._send_batch_or_each([messages[i] for i in indexes])
+            except Exception as exc:
+                # the batches go in order: every message before this one's first is answered
+                raise SendInterrupted(answers[: indexes[0]], exc) from exc
+            for i, answer in zip(indexes, got, strict=True):
+                answers[i] = answer
+
+        batch: list[int] = []
+        batch_bytes = 0
+        for i, message in enumerate(messages):
+            size = message_bytes(message)
+            if size > SQS_MAX_MESSAGE_BYTES:
+                answers[i] = (
+                    f"MessageTooLong: the message is {size} bytes, SQS takes at most {SQS_MAX_MESSAGE_BYTES}"
+                )
+                continue
+            if batch and (len(batch) == SEND_BATCH_MAX or batch_bytes + size > SQS_MAX_BATCH_BYTES):
+                send(batch)
+                batch, batch_bytes = [], 0
+            batch.append(i)
+            batch_bytes += size
+        if batch:
+            send(batch)
+        return answers
+
+    def _send_batch_or_each(self, messages: list[OutgoingWebhook]) -> list[str | None]:
+        try:
+            return self.send_batch(messages)
+        except ClientError as exc:
+            if _error_code(exc) not in BATCH_CONTENT_REFUSALS:
+                raise
+        answers: list[str | None] = []
+        for m in messages:
+            try:
+                self.send(m.body, org_id=m.org_id, webhook_id=m.webhook_id, event_type=m.event_type)
+                answers.append(None)
+            except MessageRefused as refused:
+                answers.append(str(refused))
+        return answers
 
     def delay_retry(self, receipt_handle: str, seconds: int) -> None:
         """Hide a failed message for `seconds` (its backoff) before SQS redelivers it."""

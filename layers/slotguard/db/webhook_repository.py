@@ -115,6 +115,13 @@ class WebhookRepository:
             )
         )
 
+    def settle_stale_redrive_marks(self, older_than_s: int, batch: int) -> int:
+        return int(
+            self._db.scalar(
+                "SELECT slotguard.settle_stale_redrive_marks(%s, %s)", (older_than_s, batch), retry_safe=True
+            )
+        )
+
     # -- metrics ------------------------------------------------------------------------------
     def delivery_stats(self, org_id: UUID, range_: timedelta, bucket: timedelta) -> dict[str, Any]:
         result: dict[str, Any] = self._db.scalar(
@@ -175,6 +182,17 @@ class WebhookRepository:
             (org_id, job_ids, after, limit, retry_budget, unconfirmed_after_s),
         )
         return result
+
+    def redrive_pending_count(self, org_id: UUID, cap: int, unconfirmed_after_s: int) -> int:
+        """The org's redriven deliveries not finished yet (a live redrive's marked rows included),
+        counted up to cap + 1."""
+        return int(
+            self._db.scalar(
+                "SELECT slotguard.redrive_pending_count(%s, %s, %s)",
+                (org_id, cap, unconfirmed_after_s),
+                retry_safe=True,
+            )
+        )
 
     def redrive_settle(self, org_id: UUID, actor: str, sent: list[str], unsent: list[str]) -> int:
         """The marked rows SQS took are redriven (audited); those it refused are dead letters again."""

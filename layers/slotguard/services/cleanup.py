@@ -9,11 +9,16 @@ from pydantic import BaseModel
 from slotguard.config import CleanupConfig
 from slotguard.db.webhook_repository import WebhookRepository
 
+# A redrive mark older than this belongs to a redrive that died (the metrics function's timeout is
+# far shorter): the cleanup puts its row back to dead_letter (services.metrics uses the same age).
+STALE_REDRIVE_MARK_S = 120
+
 
 class CleanupReport(BaseModel):
     completed_deleted: int
     failed_deleted: int
     idempotency_keys_deleted: int
+    stale_redrive_marks_settled: int
     batches: int
 
 
@@ -42,5 +47,17 @@ class RetentionCleanup:
             idempotency_keys_deleted=drain(
                 "idempotency_keys", timedelta(hours=c.retention_idempotency_hours)
             ),
+            # rows a redrive marked and never settled (it died): dead letters again
+            stale_redrive_marks_settled=self._settle_stale_marks(),
             batches=batches,
         )
+
+    def _settle_stale_marks(self) -> int:
+        total = 0
+        while True:
+            settled = self._log.settle_stale_redrive_marks(
+                STALE_REDRIVE_MARK_S, self._config.cleanup_batch_size
+            )
+            total += settled
+            if settled < self._config.cleanup_batch_size:
+                return total

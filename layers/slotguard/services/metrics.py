@@ -15,11 +15,18 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from slotguard.aws.cloudwatch import BookingMetricSource, QueueAgeMetric
-from slotguard.aws.sqs import SEND_BATCH_MAX, OutgoingWebhook, QueueDepth, WebhookQueue
+from slotguard.aws.sqs import (
+    SEND_BATCH_MAX,
+    OutgoingWebhook,
+    QueueDepth,
+    SendInterrupted,
+    WebhookQueue,
+    escape_for_sqs,
+)
 from slotguard.aws.workers import WorkerState, WorkerStateSource
 from slotguard.db.connection import Database
 from slotguard.db.webhook_repository import WebhookRepository
-from slotguard.errors import NotFound, UpstreamUnavailable
+from slotguard.errors import NotFound, RedriveBacklog, UpstreamUnavailable
 from slotguard.models import Actor, JobId
 from slotguard.observability import logger
 
@@ -53,6 +60,10 @@ REDRIVE_DEFAULT_LIMIT = 500
 # A redrive mark older than this belongs to a redrive that died between sending and settling
 # (more than the API's timeout): the next redrive sends those rows again.
 REDRIVE_UNCONFIRMED_AFTER_S = 120
+# One org's redriven deliveries not finished yet (pending, processing, failed) are at most this
+# many: the queue is shared, and an org's sender can make dead letters at will. A redrive that
+# would go past it redrives only up to it; one at it is refused (429 redrive_backlog).
+REDRIVE_MAX_PENDING = 1000
 # SQS's reason for refusing a message, as the redrive answers it (its own text, cut: bounded answer).
 MAX_NOT_SENT_ERROR_CHARS = 500
 
@@ -83,7 +94,10 @@ class NotSent(BaseModel):
 class RedriveResult(BaseModel):
     redriven: int
     job_ids: list[str]
-    not_sent: list[NotSent] = Field(description="Dead letters SQS refused: still dead letters, skipped")
+    not_sent: list[NotSent] = Field(
+        description="Dead letters SQS refused or that are too large for one SQS message (1 MiB):"
+        " still dead letters, passed over"
+    )
     next_after: int | None = Field(
         description="More dead letters may be left: send this as `after` to continue. null: none left"
     )
@@ -251,13 +265,13 @@ class Delivery(BaseModel):
     event_data: dict[str, Any] | None = Field(
         default=None,
         description="The webhook's payload (personal data): present for admins only, newest first"
-        " while the answer's payloads stay within 1 MiB",
+        " while the payloads shown stay within 1 MiB",
         exclude_if=lambda value: value is None,
     )
     event_data_omitted: bool | None = Field(
         default=None,
-        description="Admins: `true` when this payload is left out, the newer ones of the answer having"
-        " reached 1 MiB",
+        description="Admins: `true` when this payload is left out, being larger than what the newer"
+        " payloads shown left of the answer's 1 MiB",
         exclude_if=lambda value: value is None,
     )
 
@@ -375,6 +389,7 @@ class MetricsService:
         self._workers = workers
         self._retry_budget = retry_budget
         self.queue_health_cache_s = QUEUE_HEALTH_CACHE_S
+        self.redrive_max_pending = REDRIVE_MAX_PENDING
         self.clock: Callable[[], float] = time.monotonic
         self._shared: tuple[float, _Shared] | None = None
 
@@ -524,19 +539,36 @@ class MetricsService:
         settling (its rows are sent again by a redrive after REDRIVE_UNCONFIRMED_AFTER_S). A second
         copy of a message is a duplicate the processor's claim acknowledges (applied once).
 
+        The rows of a batch go in SendMessageBatch calls filled by bytes within SQS's limits
+        (WebhookQueue.send_many): a dead letter too large for one SQS message, or one SQS refuses,
+        is listed in `not_sent` with the reason, stays a dead letter and is passed over (the cursor
+        moves past it); a batch refused as too long is sent message by message.
+
+        The org may have at most REDRIVE_MAX_PENDING redriven deliveries unfinished: a call
+        redrives only up to that, and one made at it is refused (RedriveBacklog, 429).
+
         The call stops after `limit` dead letters or REDRIVE_TIME_BUDGET_S, and its answer's
-        `next_after` says where to continue. SQS failing as a whole answers 503 once the batch in
-        hand is back to dead letters; what earlier batches redrove stays redriven."""
+        `next_after` says where to continue. SQS failing as a whole answers 503 once the rows in
+        hand it did not take are back to dead letters; what it took stays redriven, and the 503's
+        `next_after` is where to retry from (0: the start)."""
         started = time.monotonic()
         org = actor.org_id
+        pending = self._log.redrive_pending_count(org, self.redrive_max_pending, REDRIVE_UNCONFIRMED_AFTER_S)
+        if pending >= self.redrive_max_pending:
+            raise RedriveBacklog(
+                f"{self.redrive_max_pending} or more redriven deliveries of this org are not processed"
+                " yet: redrive more once they are",
+                {"pending_redriven": pending, "max_pending_redriven": self.redrive_max_pending},
+            )
+        limit = min(request.limit, self.redrive_max_pending - pending)
         after = request.after
         redriven: list[str] = []
         not_sent: list[NotSent] = []
         exhausted = False
-        while len(redriven) + len(not_sent) < request.limit:
+        while len(redriven) + len(not_sent) < limit:
             if time.monotonic() - started > REDRIVE_TIME_BUDGET_S:
                 break
-            size = min(REDRIVE_BATCH, request.limit - len(redriven) - len(not_sent))
+            size = min(REDRIVE_BATCH, limit - len(redriven) - len(not_sent))
             items = self._log.redrive_mark(
                 org, request.job_ids, after, size, self._retry_budget, REDRIVE_UNCONFIRMED_AFTER_S
             )
@@ -544,18 +576,32 @@ class MetricsService:
                 exhausted = True
                 break
             messages = [
-                OutgoingWebhook(json.dumps(i["event_data"]), str(org), i["job_id"], i["event_type"])
+                OutgoingWebhook(
+                    # compact, UTF-8 as stored: the payload as the receiver bounds it
+                    # (stored_json_bytes), characters SQS refuses escaped (the same JSON)
+                    escape_for_sqs(json.dumps(i["event_data"], separators=(",", ":"), ensure_ascii=False)),
+                    str(org),
+                    i["job_id"],
+                    i["event_type"],
+                )
                 for i in items
             ]
             try:
-                refusals = self._queue.send_batch(messages)
-            except Exception as exc:
-                logger.warning("redrive: SQS failed", extra={"error": type(exc).__name__})
-                self._log.redrive_settle(org, actor.label, [], [i["job_id"] for i in items])
+                refusals = self._queue.send_many(messages)
+            except SendInterrupted as exc:
+                # SQS failed as a whole: what it answered before stays answered, the rest of the
+                # marked rows are dead letters again, and the caller retries from `after`
+                logger.warning("redrive: SQS failed", extra={"error": type(exc.cause).__name__})
+                done = list(zip(items, exc.results, strict=False))
+                sent = [i["job_id"] for i, why in done if why is None]
+                self._log.redrive_settle(
+                    org, actor.label, sent, [i["job_id"] for i in items if i["job_id"] not in set(sent)]
+                )
+                redriven += sent
                 raise UpstreamUnavailable(
                     "the queue could not be reached; what is not listed was not redriven, retry shortly",
-                    {"redriven": len(redriven), "job_ids": redriven, "next_after": after},
-                ) from exc
+                    {"redriven": len(redriven), "job_ids": redriven, "next_after": after or 0},
+                ) from exc.cause
             sent = [i["job_id"] for i, why in zip(items, refusals, strict=True) if why is None]
             refused = [(i["job_id"], why) for i, why in zip(items, refusals, strict=True) if why is not None]
             self._log.redrive_settle(org, actor.label, sent, [job for job, _ in refused])

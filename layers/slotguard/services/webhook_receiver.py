@@ -21,7 +21,7 @@ from slotguard.aws.sqs import (
     refused_character,
 )
 from slotguard.errors import BadRequest, PayloadTooLarge, Unauthorized, UpstreamUnavailable
-from slotguard.models import MAX_WEBHOOK_ID_CHARS, WEBHOOK_ID_RE, parse_json, storable
+from slotguard.models import MAX_WEBHOOK_ID_CHARS, WEBHOOK_ID_RE, parse_json, storable, stored_json_bytes
 from slotguard.observability import logger
 
 
@@ -101,6 +101,7 @@ def verify_signature(secrets: list[str], headers: Mapping[str, str], body: bytes
 
 class WebhookReceiver:
     def __init__(self, secrets: WebhookSecretStore, queue: WebhookQueue, max_body_bytes: int) -> None:
+        # The bound of the body as sent (413 beyond) and of its payload as stored (400 beyond)
         self._secrets = secrets
         self._queue = queue
         self._max_body_bytes = max_body_bytes
@@ -175,6 +176,15 @@ class WebhookReceiver:
             storable(payload, "the payload")
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
+        stored = stored_json_bytes(payload, utf8=True)
+        if stored > self._max_body_bytes:
+            # PostgreSQL's jsonb writes numbers in full (1e308 is 309 digits): 240 KB of them are
+            # 12 MB once stored, in every redrive message and dead-letter list. Refused for good.
+            raise BadRequest(
+                f"the payload is {stored} bytes as stored (numbers written in full: 1e300 is 301"
+                f" digits), over the {self._max_body_bytes}-byte limit",
+                {"max_bytes": self._max_body_bytes, "stored_bytes": stored},
+            )
         event_type = payload.get("type") if isinstance(payload, dict) else None
         if not isinstance(event_type, str) or not event_type.strip() or len(event_type) > 200:
             raise BadRequest("the payload needs a string 'type'")

@@ -68,12 +68,45 @@ AS $$
           WHERE status IN ('pending', 'processing', 'failed') ORDER BY id LIMIT p_limit) unfinished
 $$;
 
+-- Rows a redrive marked and never settled (it died between marking and settling: a timeout, a
+-- killed container), in every org: a mark older than p_older_than_s (at least 120 s, well past
+-- the API's timeout, so no live redrive holds it) goes back to what it was, a dead letter, listed
+-- and redrivable. Whether SQS took its message is unknown; if it did, the processor's claim
+-- acknowledges that copy without running it (a dead letter is final until redriven). At most
+-- p_batch rows per call (the caller loops). Answers the number settled.
+CREATE OR REPLACE FUNCTION slotguard.settle_stale_redrive_marks(
+    p_older_than_s integer, p_batch integer DEFAULT 1000
+) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, slotguard, pg_temp
+AS $$
+DECLARE
+    v_count integer;
+BEGIN
+    IF p_older_than_s IS NULL OR p_older_than_s < 120 THEN
+        RAISE EXCEPTION 'a redrive mark is settled after 120 s at the soonest' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_batch IS NULL OR p_batch NOT BETWEEN 1 AND 50000 THEN
+        RAISE EXCEPTION 'batch must be 1..50000' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE slotguard.webhook_delivery_log SET status = 'dead_letter', redrive_marked_at = NULL
+     WHERE id IN (SELECT id FROM slotguard.webhook_delivery_log
+                   WHERE redrive_marked_at IS NOT NULL AND status = 'pending'
+                     AND redrive_marked_at < clock_timestamp() - make_interval(secs => p_older_than_s)
+                   LIMIT p_batch FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END
+$$;
+
 REVOKE EXECUTE ON FUNCTION
     slotguard.purge_expired(text, interval, integer),
-    slotguard.unfinished_webhook_deliveries(integer)
+    slotguard.unfinished_webhook_deliveries(integer),
+    slotguard.settle_stale_redrive_marks(integer, integer)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
-    slotguard.purge_expired(text, interval, integer)
+    slotguard.purge_expired(text, interval, integer),
+    slotguard.settle_stale_redrive_marks(integer, integer)
 TO slotguard_retention;
 
 RESET ROLE;

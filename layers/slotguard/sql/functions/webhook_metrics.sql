@@ -158,6 +158,10 @@ END
 $$;
 
 -- Newest failed / dead-letter deliveries (p_with_payload adds the event data).
+-- Payloads are shown newest first while the ones shown stay within the budget, measured as jsonb
+-- writes them (event_data_bytes, stored with the row: 0031); a payload over what is left is
+-- omitted and uses none of it, so one oversized payload hides no other. A payload is read only
+-- to be shown.
 CREATE OR REPLACE FUNCTION slotguard.webhook_failures(
     p_org uuid, p_statuses text[], p_limit integer, p_with_payload boolean
 ) RETURNS jsonb
@@ -167,35 +171,40 @@ SET TimeZone = 'UTC'
 AS $$
 DECLARE
     v_payload_budget CONSTANT bigint := 1048576;  -- bytes of payloads (as jsonb writes them) in one answer
+    v_used bigint := 0;
+    v_rows bigint[] := '{}';
+    v_shown bigint[] := '{}';
+    v_row record;
 BEGIN
     PERFORM slotguard._set_tenant(p_org);
+    FOR v_row IN
+        SELECT l.id, l.event_data_bytes FROM slotguard.webhook_delivery_log l
+         WHERE l.org_id = p_org AND l.status = ANY (p_statuses)
+         ORDER BY l.last_attempt_at DESC NULLS LAST, l.id DESC
+         LIMIT greatest(1, least(p_limit, 500))
+    LOOP
+        v_rows := v_rows || v_row.id;
+        IF p_with_payload AND v_used + v_row.event_data_bytes <= v_payload_budget THEN
+            v_used := v_used + v_row.event_data_bytes;
+            v_shown := v_shown || v_row.id;
+        END IF;
+    END LOOP;
     RETURN jsonb_build_object(
         'total', (SELECT count(*) FROM slotguard.webhook_delivery_log
                    WHERE org_id = p_org AND status = ANY (p_statuses)),
         'items', coalesce((
             SELECT jsonb_agg(
-                       p.item || CASE WHEN NOT p_with_payload THEN '{}'::jsonb
-                                      WHEN p.payload_bytes <= v_payload_budget
-                                          THEN jsonb_build_object('event_data', p.event_data)
-                                      ELSE jsonb_build_object('event_data_omitted', true) END
-                       ORDER BY p.ord)
-            FROM (
-                SELECT row_number() OVER w AS ord,
                        jsonb_build_object(
                            'job_id', l.job_id, 'event_type', left(l.event_type, 200), 'status', l.status,
                            'attempts', l.attempts, 'max_attempts', l.max_attempts,
                            'error_message', left(l.error_message, 2000), 'outcome', left(l.outcome, 200),
-                           'created_at', l.created_at, 'last_attempt_at', l.last_attempt_at) AS item,
-                       l.event_data,
-                       -- the payloads shown so far, this one included (measured for admins only)
-                       sum(CASE WHEN p_with_payload THEN octet_length(l.event_data::text) ELSE 0 END) OVER w
-                           AS payload_bytes
-                FROM (SELECT * FROM slotguard.webhook_delivery_log
-                      WHERE org_id = p_org AND status = ANY (p_statuses)
-                      ORDER BY last_attempt_at DESC NULLS LAST, id DESC
-                      LIMIT greatest(1, least(p_limit, 500))) l
-                WINDOW w AS (ORDER BY l.last_attempt_at DESC NULLS LAST, l.id DESC)
-            ) p), '[]'::jsonb)
+                           'created_at', l.created_at, 'last_attempt_at', l.last_attempt_at)
+                       || CASE WHEN NOT p_with_payload THEN '{}'::jsonb
+                               WHEN l.id = ANY (v_shown) THEN jsonb_build_object('event_data', l.event_data)
+                               ELSE jsonb_build_object('event_data_omitted', true) END
+                       ORDER BY r.ord)
+              FROM unnest(v_rows) WITH ORDINALITY AS r(id, ord)
+              JOIN slotguard.webhook_delivery_log l ON l.id = r.id), '[]'::jsonb)
     );
 END
 $$;

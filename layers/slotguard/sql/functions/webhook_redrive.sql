@@ -127,7 +127,7 @@ BEGIN
        AND redrive_marked_at IS NOT NULL;
     WITH sent AS (
         UPDATE slotguard.webhook_delivery_log l
-           SET redrive_marked_at = NULL,
+           SET redrive_marked_at = NULL, redriven_at = clock_timestamp(),
                -- a row the processor already picked up keeps what it recorded since
                error_message = CASE WHEN l.status = 'pending' THEN NULL ELSE l.error_message END,
                outcome = CASE WHEN l.status = 'pending' THEN NULL ELSE l.outcome END,
@@ -142,11 +142,42 @@ BEGIN
 END
 $$;
 
+-- The org's redriven deliveries not finished yet (pending, processing, failed): those a redrive
+-- settled (redriven_at, 0031) and those a live redrive holds marked (a mark younger than
+-- p_unconfirmed_after_s; an older one belongs to a redrive that died, which the next redrive
+-- resends). Counted up to p_cap + 1 only: the caller needs to know whether the cap is reached.
+CREATE OR REPLACE FUNCTION slotguard.redrive_pending_count(
+    p_org uuid, p_cap integer, p_unconfirmed_after_s integer
+) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, slotguard, pg_temp
+SET TimeZone = 'UTC'
+AS $$
+DECLARE
+    v_cap integer := greatest(coalesce(p_cap, 0), 0) + 1;
+    v_live timestamptz := clock_timestamp() - make_interval(secs => greatest(p_unconfirmed_after_s, 1));
+BEGIN
+    PERFORM slotguard._set_tenant(p_org);
+    RETURN least(v_cap,
+        (SELECT count(*) FROM (SELECT 1 FROM slotguard.webhook_delivery_log
+                                WHERE org_id = p_org AND redriven_at IS NOT NULL
+                                  AND status IN ('pending', 'processing', 'failed')
+                                  AND (redrive_marked_at IS NULL OR redrive_marked_at >= v_live)
+                                LIMIT v_cap) settled)
+      + (SELECT count(*) FROM (SELECT 1 FROM slotguard.webhook_delivery_log
+                                WHERE org_id = p_org AND redrive_marked_at >= v_live AND redriven_at IS NULL
+                                  AND status = 'pending'
+                                LIMIT v_cap) marked));
+END
+$$;
+
 REVOKE EXECUTE ON FUNCTION
     slotguard.redrive_mark_webhook_deliveries(uuid, text[], bigint, integer, integer, integer),
-    slotguard.redrive_settle_webhook_deliveries(uuid, text, text[], text[])
+    slotguard.redrive_settle_webhook_deliveries(uuid, text, text[], text[]),
+    slotguard.redrive_pending_count(uuid, integer, integer)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     slotguard.redrive_mark_webhook_deliveries(uuid, text[], bigint, integer, integer, integer),
-    slotguard.redrive_settle_webhook_deliveries(uuid, text, text[], text[])
+    slotguard.redrive_settle_webhook_deliveries(uuid, text, text[], text[]),
+    slotguard.redrive_pending_count(uuid, integer, integer)
 TO slotguard_app;
