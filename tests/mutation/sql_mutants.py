@@ -28,6 +28,7 @@ SQL_DIRS = ("layers/slotguard/migrations", "layers/slotguard/sql")
 # The tests that speak to the database as the application role (the booking and webhook SQL API,
 # tenancy, retention, migrations): what must notice a fault in the SQL.
 DB_TESTS = (
+    "tests/test_sql_invariants.py",
     "tests/test_booking_api.py",
     "tests/test_booking_concurrency.py",
     "tests/test_booking_validation_and_tenancy.py",
