@@ -97,3 +97,24 @@ def test_a_redrive_passes_over_a_dead_letter_the_processor_holds(pipeline: Any, 
     assert answer.status == 200, answer.body
     assert answer.body["job_ids"] == [free]
     assert took < 4, took
+
+
+def test_the_owner_role_reading_as_one_org_sees_no_row_of_another(
+    admin_conn: psycopg.Connection[Any], booking_fn: Any
+) -> None:
+    # Given an appointment of org B (booked through the API)
+    org_a, org_b = new_org(), new_org()
+    body = {"contact_id": str(uuid.uuid4()), "scheduled_at": "2031-07-01T10:00:00Z", "duration_minutes": 30}
+    assert ApiClient(booking_fn, org_b.member).post("/appointments", json_body=body).status == 201
+    # When the role the SQL functions run as reads the table with org A as the tenant (as a
+    # function does after _set_tenant), with no WHERE on the org
+    with admin_conn.transaction():
+        admin_conn.execute("SET LOCAL ROLE slotguard_owner")
+        admin_conn.execute("SELECT set_config('slotguard.org_id', %s, true)", (org_a.org_id,))
+        seen = admin_conn.execute("SELECT count(*) FROM slotguard.appointments").fetchone()
+        of_b = admin_conn.execute(
+            "SELECT count(*) FROM slotguard.appointments WHERE org_id = %s", (org_b.org_id,)
+        ).fetchone()
+    # Then the tenant policy lets none of B's rows through
+    assert of_b == (0,)
+    assert seen == (0,)
