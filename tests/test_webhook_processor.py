@@ -204,6 +204,35 @@ def test_many_field_errors_are_kept_as_whole_json_within_the_log_limit() -> None
     assert stored[-1]["msg"] == f"{500 - (len(stored) - 1)} more error(s)"
 
 
+def test_an_invalid_payload_of_30000_unknown_keys_is_summed_up_in_one_pass() -> None:
+    import time
+
+    from pydantic import ValidationError
+
+    from slotguard.errors import field_errors
+    from slotguard.models import BookRequest
+    from slotguard.services.webhook_events import MAX_ERROR_CHARS, invalid_data_message
+
+    # Given a booking's data with 30,000 unknown keys (about 250 KB: a webhook body within its
+    # bound), each of them its own field error
+    data = {f"k{i}": 0 for i in range(30_000)}
+    try:
+        BookRequest.model_validate(data)
+    except ValidationError as exc:
+        errors = field_errors(exc.errors(), ("data",))
+    assert len(errors) > 30_000
+    # When the stored message is written (it was quadratic: minutes, past the processor's timeout)
+    started = time.perf_counter()
+    text = invalid_data_message("appointment.book", errors)
+    took = time.perf_counter() - started
+    # Then it is written at once, within the log's bound, whole JSON counting what was left out
+    assert took < 1.0, took
+    assert len(text) <= MAX_ERROR_CHARS
+    stored = json.loads(text.removeprefix("data is not valid for appointment.book: "))
+    assert stored[-1]["type"] == "more_errors"
+    assert stored[-1]["msg"] == f"{len(errors) - (len(stored) - 1)} more error(s)"
+
+
 def test_a_second_copy_in_the_same_batch_keeps_the_backoff_the_first_recorded(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:

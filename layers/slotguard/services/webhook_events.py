@@ -13,7 +13,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from slotguard.db.booking_repository import BookingRepository
-from slotguard.errors import field_errors
+from slotguard.errors import MAX_FIELD_ERRORS, field_errors
 from slotguard.models import MAX_REASON_CHARS, BookRequest, RescheduleRequest
 
 M = TypeVar("M", bound=BaseModel)
@@ -67,19 +67,31 @@ def _parse(model: type[M], data: Any, event_type: str) -> M:
         raise InvalidPayload(invalid_data_message(event_type, errors)) from None
 
 
+def _more_errors(count: int) -> dict[str, Any]:
+    return {"loc": ["data"], "msg": f"{count} more error(s)", "type": "more_errors"}
+
+
 def invalid_data_message(event_type: str, errors: list[dict[str, Any]]) -> str:
     """`data is not valid for <type>: <JSON list of field errors>`, within what the delivery log
-    keeps: errors that do not fit are counted in a last entry, so the JSON stays whole."""
+    keeps: errors that do not fit are counted in a last entry, so the JSON stays whole.
+
+    One pass, each error serialised once (a sender chooses how many errors its data has: 37,000
+    unknown keys fit a webhook body, and trying ever shorter lists cost minutes)."""
     prefix = f"data is not valid for {event_type}: "
-    for kept in range(len(errors), -1, -1):
-        shown = errors[:kept]
-        if kept < len(errors):
-            more = len(errors) - kept
-            shown = [*shown, {"loc": ["data"], "msg": f"{more} more error(s)", "type": "more_errors"}]
-        text = prefix + json.dumps(shown, ensure_ascii=False)
-        if len(text) <= MAX_ERROR_CHARS:
-            return text
-    return prefix + "[]"
+    reserve = len(json.dumps(_more_errors(len(errors)), ensure_ascii=False)) + 2
+    shown: list[str] = []
+    length = len(prefix) + 2  # the brackets
+    for err in errors[:MAX_FIELD_ERRORS]:
+        piece = json.dumps(err, ensure_ascii=False)
+        grown = length + len(piece) + (2 if shown else 0)
+        last = len(shown) + 1 == len(errors)
+        if grown + (0 if last else reserve) > MAX_ERROR_CHARS:
+            break
+        shown.append(piece)
+        length = grown
+    if len(shown) < len(errors):
+        shown.append(json.dumps(_more_errors(len(errors) - len(shown)), ensure_ascii=False))
+    return prefix + "[" + ", ".join(shown) + "]"
 
 
 def _settle(outcome: dict[str, Any], applied: set[str]) -> Outcome:
