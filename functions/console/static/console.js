@@ -116,11 +116,13 @@
     const reasons = $("health-reasons");
     reasons.replaceChildren(...health.reasons.map((r) => el("li", r)));
     const q = health.queue, d = health.dead_letter_queue, o = health.org;
+    // The shared queues' depths are for admins: a member's answer has them null.
+    const adminsOnly = (name) => row([el("th", name), "shown to admins only", "", "", ""]);
     $("health-table").tBodies[0].replaceChildren(
-      row([el("th", "Queue"), `waiting ${q.waiting}`, `in flight ${q.in_flight}`, `delayed ${q.delayed}`,
-        `oldest ${q.oldest_message_age_s === null ? "—" : q.oldest_message_age_s + " s"}`]),
-      row([el("th", "Dead-letter queue"), `waiting ${d.waiting}`, `in flight ${d.in_flight}`,
-        `delayed ${d.delayed}`, `depth ${d.depth}`]),
+      q ? row([el("th", "Queue"), `waiting ${q.waiting}`, `in flight ${q.in_flight}`, `delayed ${q.delayed}`,
+        `oldest ${q.oldest_message_age_s === null ? "—" : q.oldest_message_age_s + " s"}`]) : adminsOnly("Queue"),
+      d ? row([el("th", "Dead-letter queue"), `waiting ${d.waiting}`, `in flight ${d.in_flight}`,
+        `delayed ${d.delayed}`, `depth ${d.depth}`]) : adminsOnly("Dead-letter queue"),
       row([el("th", "This org"), `pending ${o.pending}`, `processing ${o.processing}`, `failed ${o.failed}`,
         `dead letters ${o.dead_letter}`]),
       row([el("th", "Worker"), `state ${health.worker.state}`, `batch ${health.worker.batch_size}`,
