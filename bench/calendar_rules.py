@@ -140,7 +140,7 @@ def slot_search_cost(db: BenchDb) -> None:
             scan(warm)
         search_s: list[float] = []
         scan_s: list[float] = []
-        for _ in range(SEARCHES // 10):
+        for _ in range(max(1, SEARCHES // 10)):  # at least one round of ten, however small BENCH_SEARCHES
             search_s += time_each("", 10, search).samples_ms
             scan_s += time_each("", 10, scan).samples_ms
     s, b = median(search_s), median(scan_s)
