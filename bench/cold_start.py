@@ -169,8 +169,8 @@ def main() -> None:
         for name in functions:
             # The handler's file alone in its own folder, as in the function's asset.
             task = Path(tmp) / "task" / name
-            task.mkdir(parents=True)
-            shutil.copy(ROOT / "functions" / name / "handler.py", task / "handler.py")
+            # the function's whole asset, as Lambda gets it (the console's static files beside it)
+            shutil.copytree(ROOT / "functions" / name, task, ignore=shutil.ignore_patterns("__pycache__"))
             handler = str(task / "handler.py")
             _, modules = _run(python, path, packages, handler, [])
             own: list[float] = []
