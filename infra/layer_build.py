@@ -77,6 +77,18 @@ def source_hash() -> str:
     return digest.hexdigest()
 
 
+def wheel_selection(platforms: list[str] | tuple[str, ...] = PLATFORMS) -> list[str]:
+    """pip's options choosing the runtime's wheels: CPython 3.13 binaries for `platforms`."""
+    return [
+        *[arg for p in platforms for arg in ("--platform", p)],
+        "--implementation",
+        "cp",
+        "--python-version",
+        PYTHON_VERSION,
+        "--only-binary=:all:",
+    ]
+
+
 def install_packages(target: Path, platforms: list[str] | tuple[str, ...] = PLATFORMS) -> None:
     """pip installs the runtime requirements' CPython 3.13 wheels for `platforms` into `target`,
     without compiling (the bytecode is compiled for 3.13 afterwards). For the layer's own platforms,
@@ -95,12 +107,7 @@ def install_packages(target: Path, platforms: list[str] | tuple[str, ...] = PLAT
             "--no-compile",
             "--target",
             str(target),
-            *[arg for p in platforms for arg in ("--platform", p)],
-            "--implementation",
-            "cp",
-            "--python-version",
-            PYTHON_VERSION,
-            "--only-binary=:all:",
+            *wheel_selection(platforms),
             *requirements,
         ],
         check=True,

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from infra.layer_build import LOCK, PLATFORMS, PYTHON_VERSION, runtime_requirements
+from infra.layer_build import LOCK, runtime_requirements, wheel_selection
 
 HEADER = """\
 # The Lambda layer's dependencies, every one pinned with the digest of its wheel for the layer's
@@ -42,12 +42,7 @@ def lock_text() -> str:
                 "--disable-pip-version-check",
                 "--dest",
                 tmp,
-                *[arg for p in PLATFORMS for arg in ("--platform", p)],
-                "--implementation",
-                "cp",
-                "--python-version",
-                PYTHON_VERSION,
-                "--only-binary=:all:",
+                *wheel_selection(),
                 *runtime_requirements(),
             ],
             check=True,

@@ -257,3 +257,30 @@ def pipeline(pg: PgInstance, aws: str, monkeypatch: pytest.MonkeyPatch, tmp_path
         admin_url=pg.admin_url,
         state_file=tmp_path / "worker-state.json",
     )
+
+
+# ---------------------------------------------------------------------------------------
+# The CDK app, synthesized once per session (dev and prod) for every template assertion
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def templates() -> dict[str, Any]:
+    os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+    os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
+    from aws_cdk.assertions import Template
+
+    from infra.app import build_app
+    from tests.test_infra import CONTEXT
+
+    app = build_app({**CONTEXT, "stages": "dev,prod"}, outdir=str(ROOT / "cdk.out"))
+    app.synth()  # raises when cdk-nag reports an unacknowledged finding
+    return {
+        stage: Template.from_stack(app.node.find_child(f"Slotguard-{stage}"))  # type: ignore[arg-type]
+        for stage in ("dev", "prod")
+    }
+
+
+@pytest.fixture(scope="session")
+def template(templates: dict[str, Any]) -> Any:
+    return templates["dev"]

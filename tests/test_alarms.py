@@ -20,27 +20,6 @@ from tests.test_infra import CONTEXT, ROOT, resources
 NAMESPACE = "Slotguard"
 
 
-@pytest.fixture(scope="module")
-def templates() -> dict[str, Any]:
-    os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
-    os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
-    from aws_cdk.assertions import Template
-
-    from infra.app import build_app
-
-    app = build_app({**CONTEXT, "stages": "dev,prod"}, outdir=str(ROOT / "cdk.out"))
-    app.synth()
-    return {
-        stage: Template.from_stack(app.node.find_child(f"Slotguard-{stage}"))  # type: ignore[arg-type]
-        for stage in ("dev", "prod")
-    }
-
-
-@pytest.fixture(scope="module")
-def template(templates: dict[str, Any]) -> Any:
-    return templates["dev"]
-
-
 def alarms(template: Any) -> dict[str, dict[str, Any]]:
     return {k: a["Properties"] for k, a in resources(template, "AWS::CloudWatch::Alarm").items()}
 

@@ -23,27 +23,6 @@ CONTEXT = {
 }
 
 
-@pytest.fixture(scope="module")
-def templates() -> dict[str, Any]:
-    os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
-    os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
-    from aws_cdk.assertions import Template
-
-    from infra.app import build_app
-
-    app = build_app({**CONTEXT, "stages": "dev,prod"}, outdir=str(ROOT / "cdk.out"))
-    app.synth()  # raises when cdk-nag reports an unacknowledged finding
-    return {
-        stage: Template.from_stack(app.node.find_child(f"Slotguard-{stage}"))  # type: ignore[arg-type]
-        for stage in ("dev", "prod")
-    }
-
-
-@pytest.fixture(scope="module")
-def template(templates: dict[str, Any]) -> Any:
-    return templates["dev"]
-
-
 def resources(template: Any, kind: str) -> dict[str, Any]:
     found: dict[str, Any] = template.find_resources(kind)
     return found

@@ -116,8 +116,13 @@ class WebhookSecretStore:
         now = self._clock()
         if self._unknown.get(org_id, 0.0) > now:
             return None
+        return self._read(org_id, now, force_fetch=False)
+
+    def _read(self, org_id: str, now: float, *, force_fetch: bool) -> list[str] | None:
         try:
-            value = self._provider.get(self.name_for(org_id), max_age=self._max_age_s, transform="json")
+            value = self._provider.get(
+                self.name_for(org_id), max_age=self._max_age_s, transform="json", force_fetch=force_fetch
+            )
         except GetParameterError as exc:
             if _not_found(exc):
                 self._remember_unknown(org_id, now)
@@ -141,15 +146,7 @@ class WebhookSecretStore:
         if len(self._refreshed) >= self.MAX_REFRESHED:
             self._refreshed.clear()
         self._refreshed[org_id] = now
-        try:
-            value = self._provider.get(
-                self.name_for(org_id), max_age=self._max_age_s, transform="json", force_fetch=True
-            )
-        except GetParameterError as exc:
-            if _not_found(exc):
-                return None
-            raise SecretStoreUnavailable(str(exc)) from exc
-        return _active(value, self._wallclock()) or None
+        return self._read(org_id, now, force_fetch=True)
 
     def _remember_unknown(self, org_id: str, now: float) -> None:
         if self._unknown_ttl_s <= 0:

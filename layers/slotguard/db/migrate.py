@@ -62,25 +62,27 @@ FUNCTION_FILES = (
 )
 
 
+class _Checksummed:
+    """A SQL file's checksum: what the runner records, and compares on the next run."""
+
+    text: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
 @dataclass(frozen=True)
-class Migration:
+class Migration(_Checksummed):
     version: int
     name: str
     text: str
 
-    @property
-    def checksum(self) -> str:
-        return hashlib.sha256(self.text.encode()).hexdigest()
-
 
 @dataclass(frozen=True)
-class FunctionFile:
+class FunctionFile(_Checksummed):
     name: str
     text: str
-
-    @property
-    def checksum(self) -> str:
-        return hashlib.sha256(self.text.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
