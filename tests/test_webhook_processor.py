@@ -486,7 +486,18 @@ def test_handler_hanging_past_the_timeout_ends_dead_lettered(pipeline: Pipeline)
             empty = pipeline.queues.depth(pipeline.sqs, pipeline.queues.dlq_url) == 0
             return empty and [r["status"] for r in pipeline.rows(org_id)] == ["dead_letter"]
 
-        pipeline.drain(dlq, dead_lettered)
+        def state() -> object:
+            return {
+                "rows": [
+                    {k: r[k] for k in ("status", "attempts", "claim_token", "error_message")}
+                    for r in pipeline.rows(org_id)
+                ],
+                "dlq_depth": pipeline.queues.depth(pipeline.sqs, pipeline.queues.dlq_url),
+                "sessions": pipeline.activity(),
+            }
+
+        # (a generous bound: the hung invocations run on beside the reconciler until released)
+        pipeline.drain(dlq, dead_lettered, timeout_s=60, describe=state)
         [row] = pipeline.rows(org_id)
         assert (row["job_id"], row["status"]) == (job_id, "dead_letter"), (row, source.stats, dlq.stats)
     finally:

@@ -88,15 +88,38 @@ class Pipeline:
             self.queues.dlq_url,
             lambda: load_function("dlq_reconciler").lambda_handler,
             function_name="dlq_reconciler",
+            function_timeout_s=10,
         )
 
-    def drain(self, source: SqsEventSource, until: Callable[[], bool], timeout_s: float = 30) -> None:
+    def drain(
+        self,
+        source: SqsEventSource,
+        until: Callable[[], bool],
+        timeout_s: float = 30,
+        describe: Callable[[], object] | None = None,
+    ) -> None:
+        """Poll `source` until `until()`; on the deadline, fail naming what the source saw last
+        (its stats and last invocation result) and what `describe()` says of the state."""
         container = [source._new_container()]
         deadline = time.monotonic() + timeout_s
         while not until():
-            assert time.monotonic() < deadline, "the pipeline did not settle in time"
+            if time.monotonic() >= deadline:
+                state = describe() if describe is not None else None
+                raise AssertionError(
+                    f"the pipeline did not settle in {timeout_s} s: {source.function_name} "
+                    f"{source.stats}, last result {source.last_result!r}; {state!r}"
+                )
             source.poll_once(container, wait_time_s=0)
             time.sleep(0.05)
+
+    def activity(self) -> list[dict[str, Any]]:
+        """The app role's sessions: state, what each waits on, its open transaction's age."""
+        with psycopg.connect(self.admin_url, row_factory=psycopg.rows.dict_row) as conn:
+            return conn.execute(
+                "SELECT pid, state, wait_event_type, wait_event, left(query, 120) AS query,"
+                " now() - xact_start AS xact_age, pg_blocking_pids(pid) AS blocked_by"
+                " FROM pg_stat_activity WHERE usename = 'slotguard_app'"
+            ).fetchall()
 
     # -- what the database holds --------------------------------------------------------------
     def rows(self, org_id: str) -> list[dict[str, Any]]:
