@@ -31,6 +31,7 @@
 #= PYTHON=python3           the Python that creates .venv
 #= SLOTGUARD_API_URL=...    make smoke, make load: a deployment's API (with SLOTGUARD_TOKEN, SLOTGUARD_WEBHOOK_SECRET)
 #= SLOTGUARD_OTHER_TOKEN=... make smoke: another org's token (tenant isolation)
+#= SLOTGUARD_WEBHOOK_URL=... make smoke: the stack's WebhookUrl (CloudFront) where webhooks are posted
 #= SLOTGUARD_FUZZ_SECONDS=20  make test: the random-seed schemathesis budget
 #= SLOTGUARD_MODEL_EXAMPLES=30  make test: examples of the booking model test
 #= LOAD_USERS=50            make load: users of the mix

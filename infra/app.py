@@ -5,7 +5,8 @@ from __future__ import annotations
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
-from infra.config import stage_config, stages
+from infra.config import deploy_region, stage_config, stages
+from infra.constructs.edge import EDGE_REGION, WebhookEdgeAclStack
 from infra.localstack_stack import STAGE as LOCALSTACK_STAGE
 from infra.localstack_stack import SlotguardLocalStackStack
 from infra.names import Names
@@ -24,12 +25,25 @@ def build_app(context: dict[str, object] | None = None, outdir: str | None = Non
                 description="slotguard (localstack): webhook queues, alarms, dashboard, cleanup rule",
             )
             continue
-        SlotguardStack(
+        names = Names(config.stage)
+        # The webhook edge's web ACL must be in us-east-1 (CloudFront's); the stage's stack, in its
+        # own Region, reads its ARN from there (infra/constructs/edge.py). The account is the CLI's
+        # credentials' (left unresolved: the stack stays free of account lookups).
+        edge = WebhookEdgeAclStack(
             app,
-            Names(config.stage).stack,
+            names.edge_stack,
             config=config,
+            env=cdk.Environment(region=EDGE_REGION),
+            description=f"slotguard ({config.stage}): the webhook route's web ACL (CloudFront, us-east-1)",
+        )
+        stack = SlotguardStack(
+            app,
+            names.stack,
+            config=config,
+            env=cdk.Environment(region=deploy_region(app.node)),
             description=f"slotguard ({config.stage}): booking and webhooks",
         )
+        stack.add_stack_dependency(edge, "its distribution reads the web ACL's ARN from us-east-1")
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app, write_suppressions_to_cloud_formation=True))
     return app
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -127,6 +129,29 @@ def jwt_settings(node: Node) -> tuple[str, str]:
             f"({problem}). To synthesize without one (checks, CI), pass -c synth_only=true."
         )
     return issuer, audience
+
+
+# Where make synth and CI synthesize a deployable stage when neither `-c region=` nor the CDK CLI's
+# CDK_DEFAULT_REGION names one (only with synth_only: a deploy always knows its Region).
+SYNTH_ONLY_REGION = "eu-west-1"
+
+
+def deploy_region(node: Node) -> str:
+    """The Region a dev or prod stage deploys to: context `region`, else the CDK CLI's
+    CDK_DEFAULT_REGION (the profile's). Explicit, because the webhook edge's web ACL lives in
+    us-east-1 and the stage's stack refers to it across Regions (infra/constructs/edge.py)."""
+    region = str(node.try_get_context("region") or os.environ.get("CDK_DEFAULT_REGION") or "").strip()
+    if region:
+        if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-[0-9]", region):
+            raise ValueError(f"context region must be an AWS Region such as eu-west-1, not {region!r}")
+        return region
+    if _truthy(node.try_get_context("synth_only")):
+        return SYNTH_ONLY_REGION
+    raise ValueError(
+        "a deployable stage needs its Region: run the CDK CLI with a profile or AWS_REGION set, or "
+        "pass -c region=<region> (the webhook edge's web ACL is made in us-east-1 and referred to "
+        "from the stage's Region)."
+    )
 
 
 def stage_config(node: Node, stage: str | None = None) -> StageConfig:

@@ -29,6 +29,11 @@ class Names:
         return f"Slotguard-{self.stage}"
 
     @property
+    def edge_stack(self) -> str:
+        """The webhook edge's web ACL, in us-east-1 (infra/constructs/edge.py)."""
+        return f"Slotguard-{self.stage}-edge"
+
+    @property
     def prefix(self) -> str:
         return f"slotguard-{self.stage}"
 

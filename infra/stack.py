@@ -11,6 +11,7 @@ from constructs import Construct
 from infra.config import StageConfig
 from infra.constructs.api import Api
 from infra.constructs.database import Database
+from infra.constructs.edge import WebhookEdge
 from infra.constructs.function_logs import FunctionLogs
 from infra.constructs.functions import Functions
 from infra.constructs.migrations import Migrations
@@ -30,7 +31,14 @@ BOOKING_LOCK_WAIT_MS = 3000
 
 
 class SlotguardStack(Stack):
-    def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig, **kwargs: object) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: StageConfig,
+        **kwargs: object,
+    ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         names = Names(config.stage)
         secret_prefix = names.webhook_secret_prefix
@@ -165,13 +173,13 @@ class SlotguardStack(Stack):
             "Api",
             config=config,
             names=names,
-            functions={
-                "booking": booking,
-                "metrics": metrics,
-                "webhook_receiver": receiver,
-                "console": console,
-            },
+            functions={"booking": booking, "metrics": metrics, "console": console},
         )
+        # The webhook route: CloudFront and AWS WAF (a rate limit per org path and per sender) in
+        # front of an origin API of its own; the receiver refuses what skipped the edge.
+        edge = WebhookEdge(self, "WebhookEdge", config=config, names=names, receiver=receiver)
+        receiver.add_environment("WEBHOOK_EDGE_SECRET_ARN", edge.secret.secret_arn)
+        edge.secret.grant_read(receiver)
         cleanup_schedule(self, cleanup)
         all_functions: dict[str, lambda_.IFunction] = {
             "booking": booking,
@@ -198,6 +206,7 @@ class SlotguardStack(Stack):
         FunctionLogs(self, "FunctionLogs", config=config)  # last: after every helper function
 
         CfnOutput(self, "ApiUrl", value=api.url)
+        CfnOutput(self, "WebhookUrl", value=edge.webhook_url, description="POST <WebhookUrl><org_id>")
         CfnOutput(self, "WebhookQueueUrl", value=queues.queue.queue_url)
         CfnOutput(self, "WebhookDeadLetterQueueUrl", value=queues.dlq.queue_url)
         CfnOutput(self, "DatabaseProxyEndpoint", value=database.proxy.endpoint)
@@ -237,7 +246,7 @@ class SlotguardStack(Stack):
             elif name == "webhook_receiver":
                 rules.append(
                     (
-                        f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:"
+                        f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:{self.region}:"
                         f"<AWS::AccountId>:secret:{secret_prefix}*]",
                         "Webhook signing secrets are per org, created at runtime under one name prefix; "
                         "the receiver may read only those (GetSecretValue).",

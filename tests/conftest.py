@@ -265,18 +265,35 @@ def pipeline(pg: PgInstance, aws: str, monkeypatch: pytest.MonkeyPatch, tmp_path
 
 
 @pytest.fixture(scope="session")
-def templates() -> dict[str, Any]:
+def cdk_app() -> Any:
     os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
     os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
-    from aws_cdk.assertions import Template
-
     from infra.app import build_app
     from tests.test_infra import CONTEXT
 
     app = build_app({**CONTEXT, "stages": "dev,prod"}, outdir=str(ROOT / "cdk.out"))
     app.synth()  # raises when cdk-nag reports an unacknowledged finding
+    return app
+
+
+@pytest.fixture(scope="session")
+def templates(cdk_app: Any) -> dict[str, Any]:
+    """Each stage's stack (dev, prod)."""
+    from aws_cdk.assertions import Template
+
     return {
-        stage: Template.from_stack(app.node.find_child(f"Slotguard-{stage}"))  # type: ignore[arg-type]
+        stage: Template.from_stack(cdk_app.node.find_child(f"Slotguard-{stage}"))  # type: ignore[arg-type]
+        for stage in ("dev", "prod")
+    }
+
+
+@pytest.fixture(scope="session")
+def edge_templates(cdk_app: Any) -> dict[str, Any]:
+    """Each stage's webhook edge stack (its web ACL, in us-east-1)."""
+    from aws_cdk.assertions import Template
+
+    return {
+        stage: Template.from_stack(cdk_app.node.find_child(f"Slotguard-{stage}-edge"))  # type: ignore[arg-type]
         for stage in ("dev", "prod")
     }
 

@@ -20,12 +20,29 @@ CONTEXT = {
     "jwt_audience": "slotguard-api",
     "alarm_emails": "oncall@slotguard.dev,lead@slotguard.dev",
     "alarm_https_endpoint": "https://events.pagerduty.com/integration/abc123/enqueue",
+    "region": "eu-west-1",
 }
 
 
 def resources(template: Any, kind: str) -> dict[str, Any]:
     found: dict[str, Any] = template.find_resources(kind)
     return found
+
+
+def main_api_id(template: Any) -> str:
+    """The main HTTP API's logical id (the webhook route's origin API is the edge's: test_edge.py)."""
+    [api_id] = [k for k in resources(template, "AWS::ApiGatewayV2::Api") if not k.startswith("WebhookEdge")]
+    return api_id
+
+
+def main_stage(template: Any) -> Any:
+    api_id = main_api_id(template)
+    [stage] = [
+        v
+        for v in resources(template, "AWS::ApiGatewayV2::Stage").values()
+        if v["Properties"]["ApiId"] == {"Ref": api_id}
+    ]
+    return stage
 
 
 def our_functions(template: Any) -> dict[str, Any]:
@@ -155,14 +172,19 @@ def test_jwt_authorizer_on_every_route_but_the_webhook(template: Any) -> None:
         r["Properties"]["RouteKey"]: r["Properties"]
         for r in resources(template, "AWS::ApiGatewayV2::Route").values()
     }
-    # The deployed routes are exactly the shared route table (the local front door serves the same)
+    # The deployed routes are exactly the shared route table (the local front door serves the same):
+    # the webhook route on the edge's origin API (tests/test_edge.py), every other on the main API
     assert set(routes) == {r.route_key for r in ROUTES}
+    main_api = main_api_id(template)
     for route in ROUTES:
         expected = "JWT" if route.authorized else "NONE"
         assert routes[route.route_key].get("AuthorizationType", "NONE") == expected, route.route_key
-    [stage] = resources(template, "AWS::ApiGatewayV2::Stage").values()
-    assert stage["Properties"]["DefaultRouteSettings"]["ThrottlingRateLimit"] > 0
-    assert "DestinationArn" in stage["Properties"]["AccessLogSettings"]
+        assert (routes[route.route_key]["ApiId"] == {"Ref": main_api}) is not route.via_edge, route.route_key
+    stages = resources(template, "AWS::ApiGatewayV2::Stage").values()
+    assert len(stages) == 2  # the main API's and the webhook origin's
+    for stage in stages:
+        assert stage["Properties"]["DefaultRouteSettings"]["ThrottlingRateLimit"] > 0
+        assert "DestinationArn" in stage["Properties"]["AccessLogSettings"]
 
 
 def test_cleanup_schedule_targets_the_cleanup_function(template: Any) -> None:
@@ -324,7 +346,7 @@ def test_alarm_topic_subscribers_come_from_context(template: Any) -> None:
 
 def test_http_api_5xx_alarms(template: Any) -> None:
     # Given the HTTP API (the resolver answers an exception with 500: Lambda's Errors stays 0)
-    [api_id] = resources(template, "AWS::ApiGatewayV2::Api")
+    api_id = main_api_id(template)
     # Then an alarm watches the API's own 5xx count and notifies the alarm topic
     alarms = [
         a["Properties"]
@@ -350,8 +372,8 @@ def test_prod_retains_the_master_secret_with_the_database(templates: dict[str, A
     for stage, template in templates.items():
         [secret] = [
             s
-            for s in resources(template, "AWS::SecretsManager::Secret").values()
-            if "GenerateSecretString" in s["Properties"]
+            for k, s in resources(template, "AWS::SecretsManager::Secret").items()
+            if "GenerateSecretString" in s["Properties"] and not k.startswith("WebhookEdge")
         ]
         [db] = resources(template, "AWS::RDS::DBInstance").values()
         # Then the secret lives exactly as long as the database it opens
@@ -469,9 +491,14 @@ def test_master_secret_rotation_is_scheduled(templates: dict[str, Any]) -> None:
         assert props["RotationRules"]
         # And not at creation, where it would race the migrations' login with the master password
         assert props["RotateImmediatelyOnUpdate"] is False
-        # And rotation is done, not acknowledged away
+        # And rotation is done, not acknowledged away (the one acknowledged is the webhook edge's
+        # header secret, which a deploy changes with CloudFront's origin: tests/test_edge.py)
         acknowledged = json.dumps(
-            [r.get("Metadata", {}).get("cdk_nag", {}) for r in template.to_json()["Resources"].values()]
+            [
+                r.get("Metadata", {}).get("cdk_nag", {})
+                for k, r in template.to_json()["Resources"].items()
+                if not k.startswith("WebhookEdgeOriginSecret")
+            ]
         )
         assert "AwsSolutions-SMG4" not in acknowledged
 
@@ -539,7 +566,7 @@ def test_synth_only_builds_a_template_without_an_identity_provider() -> None:
     [authorizer] = resources(template, "AWS::ApiGatewayV2::Authorizer").values()
     assert authorizer["Properties"]["JwtConfiguration"]["Issuer"].endswith(".invalid/")
     # And the default is no CORS at all
-    [api] = resources(template, "AWS::ApiGatewayV2::Api").values()
+    api = resources(template, "AWS::ApiGatewayV2::Api")[main_api_id(template)]
     assert "CorsConfiguration" not in api["Properties"]
 
 
@@ -550,22 +577,34 @@ def test_cors_origins_come_from_context() -> None:
 
     app = build_app({**CONTEXT, "cors_origins": "https://app.slotguard.dev,https://admin.slotguard.dev"})
     template = Template.from_stack(app.node.find_child("Slotguard-dev"))  # type: ignore[arg-type]
-    [api] = resources(template, "AWS::ApiGatewayV2::Api").values()
+    api = resources(template, "AWS::ApiGatewayV2::Api")[main_api_id(template)]
     cors = api["Properties"]["CorsConfiguration"]
     assert cors["AllowOrigins"] == ["https://app.slotguard.dev", "https://admin.slotguard.dev"]
     assert "authorization" in [h.lower() for h in cors["AllowHeaders"]]
     assert sorted(cors["AllowMethods"]) == ["GET", "POST", "PUT"]
 
 
+def webhook_origin_stage(template: Any) -> Any:
+    """The stage of the webhook route's origin API (behind CloudFront: tests/test_edge.py)."""
+    [stage] = [
+        v
+        for v in resources(template, "AWS::ApiGatewayV2::Stage").values()
+        if v["Properties"]["ApiId"] != {"Ref": main_api_id(template)}
+    ]
+    return stage
+
+
 def test_the_public_webhook_route_has_its_own_throttle(template: Any) -> None:
     from slotguard.topology import API_THROTTLE, WEBHOOK_THROTTLE
 
-    [stage] = resources(template, "AWS::ApiGatewayV2::Stage").values()
+    stage = main_stage(template)
     defaults = stage["Properties"]["DefaultRouteSettings"]
     assert defaults["ThrottlingRateLimit"] == API_THROTTLE["rate_limit"]
     [webhook_route] = [r for r in ROUTES if r.function == "webhook_receiver"]
-    # Then junk on the unauthenticated webhook route cannot use up the authenticated routes' budget
-    webhook = stage["Properties"]["RouteSettings"][webhook_route.route_key]
+    # Then junk on the unauthenticated webhook route cannot use up the authenticated routes' budget:
+    # the route is on an API of its own, throttled on its own
+    assert webhook_route.route_key not in stage["Properties"]["RouteSettings"]
+    webhook = webhook_origin_stage(template)["Properties"]["DefaultRouteSettings"]
     assert webhook["ThrottlingRateLimit"] == WEBHOOK_THROTTLE["rate_limit"]
     assert webhook["ThrottlingBurstLimit"] == WEBHOOK_THROTTLE["burst_limit"]
     assert WEBHOOK_THROTTLE != API_THROTTLE
@@ -1036,19 +1075,18 @@ def test_no_configured_limit_is_the_first_bottleneck_below_the_promised_load(
 
     for stage, template in templates.items():
         load = PROMISED_LOAD[stage]
-        [api_stage] = resources(template, "AWS::ApiGatewayV2::Stage").values()
+        api_stage = main_stage(template)
         settings = api_stage["Properties"]
-        [webhook_route] = [r.route_key for r in ROUTES if r.function == "webhook_receiver"]
         # Given the load the stage promises (docs/capacity.md), with the model's headroom
         headroom = CAPACITY.headroom
         # Then API Gateway's stage throttle holds the JWT routes' requests (bookings and reads)
         api_rps = load.bookings_per_s + load.reads_per_s
         assert settings["DefaultRouteSettings"]["ThrottlingRateLimit"] >= headroom * api_rps, stage
         assert settings["RouteSettings"]["POST /appointments"]["ThrottlingRateLimit"] >= headroom * api_rps
-        # And the webhook route's throttle the promised webhooks
-        assert (
-            settings["RouteSettings"][webhook_route]["ThrottlingRateLimit"] >= headroom * load.webhooks_per_s
-        )
+        # And the webhook route's throttle (its origin API's) the promised webhooks
+        webhook_throttle = webhook_origin_stage(template)["Properties"]["DefaultRouteSettings"]
+        assert webhook_throttle["ThrottlingRateLimit"] >= headroom * load.webhooks_per_s
+        # (the edge's per-org and per-sender limits in front of it: tests/test_edge.py)
         # And the booking function's reserved concurrency the requests in flight (Little's law at the
         # model's request duration, with lock waits), without reserving many times that
         functions = {
@@ -1080,7 +1118,7 @@ def our_functions_of(template: Any, stage: str) -> list[dict[str, Any]]:
 def test_the_access_log_keeps_what_on_call_reads_and_no_more(template: Any) -> None:
     from bench.log_volume import access_log_line
 
-    [stage] = resources(template, "AWS::ApiGatewayV2::Stage").values()
+    stage = main_stage(template)
     fields = json.loads(stage["Properties"]["AccessLogSettings"]["Format"])
     # Then each request's line says which request, from where, which route, how it ended and why
     assert set(fields) == {
@@ -1128,6 +1166,6 @@ def test_the_console_function_serves_files_with_no_privilege_beyond_logs_and_tra
         if "/console" in r["Properties"]["RouteKey"]
     }
     assert set(routes) == {"GET /console", "GET /console/{asset}"}
-    [stage] = resources(template, "AWS::ApiGatewayV2::Stage").values()
+    stage = main_stage(template)
     for key in routes:
         assert stage["Properties"]["RouteSettings"][key]["ThrottlingRateLimit"] > 0

@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from slotguard.api.http import RETRY_AFTER, create_resolver, header_doc, json_response, response_doc
-from slotguard.aws.secrets import WebhookSecretStore
+from slotguard.aws.secrets import EdgeSecret, WebhookSecretStore
 from slotguard.aws.sqs import WebhookQueue
 from slotguard.config import ReceiverConfig
 from slotguard.errors import ErrorBody
@@ -28,6 +28,8 @@ receiver = WebhookReceiver(
     ),
     WebhookQueue(config.webhook_queue_url),
     config.webhook_max_body_bytes,
+    # (kept 5 minutes: it changes only with a deploy, and a mismatch re-reads it at once)
+    edge=EdgeSecret(config.webhook_edge_secret_arn) if config.webhook_edge_secret_arn else None,
 )
 app = create_resolver(json_object_bodies=False)
 

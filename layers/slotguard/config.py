@@ -90,6 +90,9 @@ class ReceiverConfig(_Config):
     # created meanwhile is accepted after at most this delay.
     webhook_unknown_org_cache_s: int = Field(default=60, ge=0, le=3600)
     webhook_max_body_bytes: int = Field(default=256 * 1024, ge=1024, le=1024 * 1024)
+    # In AWS, the Secrets Manager secret CloudFront sends in the x-slotguard-edge header: a request
+    # without it is refused (401, reason not_via_edge). Unset (the local stack): no edge, no check.
+    webhook_edge_secret_arn: str | None = Field(default=None, min_length=1)
 
 
 class RetryPolicy(_Config):

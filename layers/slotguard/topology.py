@@ -13,6 +13,10 @@ class Route:
     path: str  # API Gateway syntax: /appointments/{appointment_id}
     function: str  # folder under functions/
     authorized: bool = True  # behind the JWT authorizer
+    # In AWS, served through CloudFront and AWS WAF (a rate limit per org path and per sender) on
+    # an origin API of its own, not on the main HTTP API (docs/decisions.md, "Per-tenant
+    # fairness"). The local front door serves it beside the others.
+    via_edge: bool = False
 
     @property
     def is_api(self) -> bool:
@@ -46,7 +50,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/webhook-metrics/processing-time", "metrics"),
     Route("GET", "/webhook-metrics/delivery", "metrics"),
     Route("GET", "/booking-metrics", "metrics"),
-    Route("POST", "/webhooks/{org_id}", "webhook_receiver", authorized=False),
+    Route("POST", "/webhooks/{org_id}", "webhook_receiver", authorized=False, via_edge=True),
     # The operations console: static files only (the page calls the routes above with its token)
     Route("GET", "/console", "console", authorized=False),
     Route("GET", "/console/{asset}", "console", authorized=False),
@@ -141,7 +145,8 @@ class PromisedLoad:
 
     bookings_per_s: int  # POST /appointments
     reads_per_s: int  # the other JWT routes (lists, availability, history, metrics)
-    webhooks_per_s: int  # POST /webhooks/{org_id}
+    webhooks_per_s: int  # POST /webhooks/{org_id}, all orgs together
+    webhooks_per_s_per_org: int  # what one org's senders may send: its fair share of the above
 
 
 @dataclass(frozen=True)
@@ -155,7 +160,31 @@ class CapacityModel:
 
 
 PROMISED_LOAD = {
-    "dev": PromisedLoad(bookings_per_s=5, reads_per_s=15, webhooks_per_s=20),
-    "prod": PromisedLoad(bookings_per_s=50, reads_per_s=150, webhooks_per_s=200),
+    "dev": PromisedLoad(bookings_per_s=5, reads_per_s=15, webhooks_per_s=20, webhooks_per_s_per_org=5),
+    "prod": PromisedLoad(bookings_per_s=50, reads_per_s=150, webhooks_per_s=200, webhooks_per_s_per_org=25),
 }
 CAPACITY = CapacityModel()
+
+
+@dataclass(frozen=True)
+class EdgeLimits:
+    """AWS WAF's rate-based rules in front of the webhook route (per 60-second window, WAF's
+    shortest): requests over them get 429 at the edge, before API Gateway's route throttle (one
+    budget for every org) is touched. docs/capacity.md."""
+
+    window_s: int
+    per_org_path: int  # requests to one /webhooks/<org_id> path: junk at one org's path stays there
+    per_sender: int  # requests from one IP address, whatever the paths: junk sprayed over many paths
+
+    @classmethod
+    def of(cls, load: PromisedLoad, headroom: float) -> EdgeLimits:
+        window_s = 60
+        return cls(
+            window_s=window_s,
+            per_org_path=int(load.webhooks_per_s_per_org * headroom * window_s),
+            # one sender may carry every org's webhooks (a provider sending for all of them)
+            per_sender=int(load.webhooks_per_s * headroom * window_s),
+        )
+
+
+EDGE_LIMITS = {stage: EdgeLimits.of(load, CAPACITY.headroom) for stage, load in PROMISED_LOAD.items()}

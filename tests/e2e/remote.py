@@ -4,7 +4,8 @@ Set SLOTGUARD_API_URL (the stack's ApiUrl output), SLOTGUARD_TOKEN (a JWT from y
 provider with `sub` and `org_id`) and SLOTGUARD_WEBHOOK_SECRET (that org's `whsec_...`, from
 `python -m slotguard.admin rotate-webhook-secret`). Optional: SLOTGUARD_ORG_ID (else the token's
 `org_id` claim), SLOTGUARD_ADMIN_TOKEN, and SLOTGUARD_OTHER_TOKEN (another org's token: checks
-that one org cannot read another's appointments)."""
+that one org cannot read another's appointments), SLOTGUARD_WEBHOOK_URL (the stack's WebhookUrl
+output, CloudFront in front of the webhook route: in AWS the route is not on the API's URL)."""
 
 from __future__ import annotations
 

@@ -54,7 +54,11 @@ def post_webhook(
         "webhook-timestamp": str(now),
         "webhook-signature": sign(secret or org["webhook_secret"], webhook_id, now, body),
     }
-    return http("POST", f"{api}/webhooks/{org['org_id']}", raw=body.encode(), headers=headers)
+    # make smoke against AWS: senders post to the stack's WebhookUrl (CloudFront and its web ACL in
+    # front of the route), not to the API's URL
+    edge = os.environ.get("SLOTGUARD_WEBHOOK_URL") if remote() else None
+    url = f"{edge.rstrip('/')}/{org['org_id']}" if edge else f"{api}/webhooks/{org['org_id']}"
+    return http("POST", url, raw=body.encode(), headers=headers)
 
 
 def wait_for(check: Any, timeout_s: float = 20) -> Any:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import hmac
 import json
 import secrets as pysecrets
 import time
@@ -188,6 +189,55 @@ class WebhookSecretStore:
         value = {"secrets": [new, *kept], "expires_at": expires_at}
         self._sm.put_secret_value(SecretId=name, SecretString=json.dumps(value))
         return new
+
+
+class EdgeSecret:
+    """The secret CloudFront adds to every request it forwards to the webhook route's origin (the
+    `x-slotguard-edge` header: docs/decisions.md, "Per-tenant fairness"). A request without it did
+    not pass the edge's per-org rate limit: it went to the origin's own URL. The value is read once
+    and kept for `max_age_s` seconds; a header that does not match re-reads it at most every
+    REFRESH_MIN_INTERVAL_S seconds (the value changed by a deploy), so junk costs no read each."""
+
+    HEADER = "x-slotguard-edge"
+    REFRESH_MIN_INTERVAL_S = 30.0
+
+    def __init__(
+        self,
+        secret_id: str,
+        max_age_s: int = 300,
+        sm: Any | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._secret_id = secret_id
+        self._max_age_s = max_age_s
+        self._sm = sm or client("secretsmanager")
+        self._clock = clock
+        self._refreshed = float("-inf")
+
+    @functools.cached_property
+    def _provider(self) -> SecretsProvider:
+        return SecretsProvider(boto3_client=self._sm)
+
+    def _value(self, *, force_fetch: bool) -> str:
+        try:
+            value = self._provider.get(self._secret_id, max_age=self._max_age_s, force_fetch=force_fetch)
+        except GetParameterError as exc:
+            raise SecretStoreUnavailable(str(exc)) from exc
+        if not isinstance(value, str) or not value:
+            raise SecretStoreUnavailable("the edge secret is empty")
+        return value
+
+    def matches(self, presented: str | None) -> bool:
+        """Whether `presented` is the edge's secret (compared in constant time)."""
+        if not presented:
+            return False
+        if hmac.compare_digest(presented.encode(), self._value(force_fetch=False).encode()):
+            return True
+        now = self._clock()
+        if now - self._refreshed < self.REFRESH_MIN_INTERVAL_S:
+            return False
+        self._refreshed = now
+        return hmac.compare_digest(presented.encode(), self._value(force_fetch=True).encode())
 
 
 def database_admin_url(

@@ -12,7 +12,7 @@ from uuid import UUID
 from pydantic import BaseModel
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from slotguard.aws.secrets import SecretStoreUnavailable, WebhookSecretStore
+from slotguard.aws.secrets import EdgeSecret, SecretStoreUnavailable, WebhookSecretStore
 from slotguard.aws.sqs import (
     SQS_CHARACTERS,
     MessageRefused,
@@ -100,11 +100,19 @@ def verify_signature(secrets: list[str], headers: Mapping[str, str], body: bytes
 
 
 class WebhookReceiver:
-    def __init__(self, secrets: WebhookSecretStore, queue: WebhookQueue, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        secrets: WebhookSecretStore,
+        queue: WebhookQueue,
+        max_body_bytes: int,
+        edge: EdgeSecret | None = None,
+    ) -> None:
         # The bound of the body as sent (413 beyond) and of its payload as stored (400 beyond)
         self._secrets = secrets
         self._queue = queue
         self._max_body_bytes = max_body_bytes
+        # In AWS: only requests that came through the edge (CloudFront and its per-org rate rule)
+        self._edge = edge
 
     def receive(self, org_id: str, headers: Mapping[str, str], body: bytes) -> Accepted:
         if len(body) > self._max_body_bytes:
@@ -131,6 +139,15 @@ class WebhookReceiver:
 
     def _verify(self, org_id: str, headers: Mapping[str, str], body: bytes) -> Verified:
         lowered = {k.lower(): v for k, v in headers.items()}
+        if self._edge is not None:
+            # First, before any org's secrets are read: a request sent to the origin's own URL
+            # skipped the edge's per-org limit. Refused with the one 401 body, like every reason.
+            try:
+                via_edge = self._edge.matches(lowered.get(EdgeSecret.HEADER))
+            except SecretStoreUnavailable as exc:
+                raise UpstreamUnavailable("signature secrets are unavailable, retry shortly") from exc
+            if not via_edge:
+                raise WebhookRejected("not_via_edge")
         try:
             canonical_org = str(UUID(org_id))
         except ValueError:
