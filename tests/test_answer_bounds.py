@@ -503,6 +503,7 @@ def largest_answers() -> dict[str, list[dict[str, Any]]]:
         Slot,
     )
     from slotguard.services import metrics as m
+    from slotguard.services.booking import MAX_SLOT_CANDIDATES
     from slotguard.services.webhook_receiver import Accepted
 
     appt = worst_appointment()
@@ -710,7 +711,7 @@ def largest_answers() -> dict[str, list[dict[str, Any]]]:
             proxy(
                 200,
                 FreeSlots(
-                    slots=[slot] * 1000,
+                    slots=[slot] * MAX_SLOT_CANDIDATES,  # every candidate of a search may be free
                     duration_minutes=1440,
                     step_minutes=1440,
                     searched_to=STAMP,

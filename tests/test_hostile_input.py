@@ -32,6 +32,28 @@ def body(**overrides: Any) -> dict[str, Any]:
 
 # -- 1. the booking window -----------------------------------------------------------------
 
+# The window's refusal as a client reads it (README, "The booking window")
+WINDOW_MESSAGE = (
+    "times must be RFC 3339 with an offset of -12:00..+14:00 and a year of 1970..2199"
+    " (the booking window; filters may use 1969..2200)"
+)
+
+
+def window_refusal(*loc: str) -> dict[str, Any]:
+    return {
+        "error": {
+            "code": "validation_error",
+            "message": "the request is not valid",
+            "details": {
+                "errors": [
+                    {"loc": list(loc), "msg": f"Value error, {WINDOW_MESSAGE}", "type": "value_error"}
+                ],
+                "error_count": 1,
+                "truncated": False,
+            },
+        }
+    }
+
 
 @pytest.mark.parametrize(
     ("scheduled_at", "minutes"),
@@ -49,9 +71,8 @@ def test_a_booking_outside_the_window_is_422_and_writes_nothing(
 ) -> None:
     # When a booking lies (partly) outside the booking window
     res = api.post("/appointments", json_body=body(scheduled_at=scheduled_at, duration_minutes=minutes))
-    # Then it is refused with a message naming the window, and nothing is stored
-    assert res.status == 422, res.body
-    assert "booking window" in json.dumps(res.body) or "date" in json.dumps(res.body)
+    # Then it is refused with the window's field error on scheduled_at, and nothing is stored
+    assert (res.status, res.body) == (422, window_refusal("body", "scheduled_at"))
     assert count_rows(admin_conn, org) == 0
     # And the org's reads keep working
     assert api.get("/appointments").status == 200
@@ -221,6 +242,56 @@ def test_a_slot_search_is_bounded_and_says_where_to_continue(
     assert more.body["slots"][0]["start"] == next_from
 
 
+SEARCH_FROM = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def z(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def slot_search(api: ApiClient, end: datetime, minutes: int, **more: Any) -> Any:
+    query = {"from": z(SEARCH_FROM), "to": z(end), "duration_minutes": minutes, **more}
+    res = api.get("/availability/slots", query=query)
+    assert res.status == 200, res.body
+    return res.body
+
+
+def test_the_largest_slot_search_answers_whole_and_one_step_more_is_continued(api: ApiClient) -> None:
+    # Given a free calendar, and searches of 5-minute slots every 5 minutes
+    step = timedelta(minutes=5)
+    last_start = SEARCH_FROM + step * 2999  # the 3000th candidate
+    # When the range holds exactly 3000 candidates (the bound)
+    whole = slot_search(api, last_start + step, 5)
+    # Then every one of them is offered and the search is complete
+    assert len(whole["slots"]) == 3000
+    assert (whole["slots"][0]["start"], whole["slots"][-1]["start"]) == (z(SEARCH_FROM), z(last_start))
+    assert (whole["searched_to"], whole["next_from"]) == (z(last_start + step), None)
+    # When the range holds one candidate more
+    more = slot_search(api, last_start + 2 * step, 5)
+    # Then the same 3000 are offered, and the answer says to continue where the 3001st starts
+    assert more["slots"] == whole["slots"]
+    assert (more["searched_to"], more["next_from"]) == (z(last_start + step), z(last_start + step))
+    rest = api.get(
+        "/availability/slots",
+        query={"from": more["next_from"], "to": z(last_start + 2 * step), "duration_minutes": 5},
+    ).body
+    assert [s["start"] for s in rest["slots"]] == [z(last_start + step)]
+    assert rest["next_from"] is None
+
+
+def test_the_longest_slot_search_is_31_days_and_one_step_more_is_continued(api: ApiClient) -> None:
+    # Given a free calendar, and searches of day-long slots, a day apart
+    day = timedelta(days=1)
+    # When the range is exactly 31 days, then 31 days and one step
+    whole = slot_search(api, SEARCH_FROM + 31 * day, 1440)
+    more = slot_search(api, SEARCH_FROM + 32 * day, 1440)
+    # Then the 31 days are searched whole, and one day more is left for the continuation
+    assert [s["start"] for s in whole["slots"]] == [z(SEARCH_FROM + n * day) for n in range(31)]
+    assert (whole["searched_to"], whole["next_from"]) == (z(SEARCH_FROM + 31 * day), None)
+    assert more["slots"] == whole["slots"]
+    assert (more["searched_to"], more["next_from"]) == (z(SEARCH_FROM + 31 * day), z(SEARCH_FROM + 31 * day))
+
+
 def test_a_step_below_five_minutes_is_422(api: ApiClient) -> None:
     res = api.get(
         "/availability/slots",
@@ -249,17 +320,31 @@ def test_an_empty_range_is_an_empty_answer(api: ApiClient, start: str, end: str)
     assert (page.status, page.body["items"]) == (200, []), page.body
 
 
-def test_the_database_refuses_an_unbounded_slot_search(pg: Any) -> None:
+def test_the_database_refuses_a_slot_search_of_one_candidate_past_the_bound(pg: Any) -> None:
+    start = datetime(2030, 1, 1, tzinfo=UTC)
     with psycopg.connect(pg.app_url, autocommit=True) as conn:
-        for start, end, step in (
-            ("2030-01-01T00:00:00Z", "2030-02-01T00:00:00Z", 1),
-            ("2030-01-01T00:00:00Z", "2030-02-01T00:00:00Z", 5),
-        ):
-            with pytest.raises(psycopg.errors.InvalidParameterValue):
+        # When a caller of the SQL API asks for exactly 3000 start times (5-minute slots, every 5
+        # minutes, over 15,000 minutes), with room to list all of them
+        found = conn.execute(
+            "SELECT slotguard.find_free_slots(%s, NULL, %s, %s, 5, 5, 5000)",
+            (uuid.uuid4(), start, start + timedelta(minutes=15000)),
+        ).fetchone()[0]
+        # Then it searches them all
+        assert len(found) == 3000
+        # When it asks for one start time more (or for every minute of 31 days)
+        for end, step in ((start + timedelta(minutes=15005), 5), (start + timedelta(days=31), 1)):
+            # Then the function refuses, naming the bound
+            with pytest.raises(psycopg.Error) as refused:
                 conn.execute(
-                    "SELECT slotguard.find_free_slots(%s, NULL, %s, %s, 1, %s)",
+                    "SELECT slotguard.find_free_slots(%s, NULL, %s, %s, 5, %s)",
                     (uuid.uuid4(), start, end, step),
                 )
+            assert refused.value.sqlstate == "22023", refused.value  # invalid_parameter_value
+            assert refused.value.diag.message_primary == (
+                "the search may test at most 3000 start times"
+                if step == 5
+                else "duration_minutes must be 1..1440 and step_minutes 5..1440"
+            )
 
 
 def _execution_ms(conn: Any, org: uuid.UUID, start: datetime, end: datetime, step: int) -> float:

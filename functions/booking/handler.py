@@ -22,6 +22,14 @@ from slotguard.api.http import (
 from slotguard.config import BookingConfig
 from slotguard.db.booking_repository import BookingRepository
 from slotguard.db.connection import Database
+from slotguard.errors import (
+    DurationNotAllowed,
+    IdempotencyKeyReused,
+    InThePast,
+    OutsideHours,
+    TooFar,
+    TooSoon,
+)
 from slotguard.models import (
     CALENDAR_ID_PATTERN,
     MAX_BOOK_BODY_BYTES,
@@ -71,6 +79,28 @@ StepMinutes = Annotated[int, Field(ge=MIN_SLOT_STEP_MINUTES, le=1440)]
 NO_REASON = CancelRequest()  # an absent body
 
 
+# The 422s a booking valid by its schema may still get, for what no JSON Schema states: the codes
+# (the key's earlier body, the clock, the calendar's rules), and the places a `validation_error`
+# may name (the body: text PostgreSQL cannot store, nesting beyond 32 levels, anywhere in it;
+# metadata: its size as stored). Documented on the operation's 422 as extensions, so a
+# contract test accepts exactly these.
+VALID_REQUEST_REFUSALS = "x-valid-request-refusals"
+VALID_REQUEST_ERROR_LOCS = "x-valid-request-error-locs"
+BOOK_REFUSALS_OF_VALID_REQUESTS = (
+    IdempotencyKeyReused.code,
+    InThePast.code,
+    OutsideHours.code,
+    TooSoon.code,
+    TooFar.code,
+    DurationNotAllowed.code,
+)
+BOOK_422_DOC: Any = {
+    **error_docs(422)[422],
+    VALID_REQUEST_REFUSALS: list(BOOK_REFUSALS_OF_VALID_REQUESTS),
+    VALID_REQUEST_ERROR_LOCS: [["body"], ["body", "metadata"]],
+}
+
+
 @app.post(
     "/appointments",
     responses={
@@ -83,6 +113,7 @@ NO_REASON = CancelRequest()  # an absent body
             },
         ),
         **error_docs(400, 401, 403, 409, 413, 415, 422, 503),
+        422: BOOK_422_DOC,
     },
 )
 def book(

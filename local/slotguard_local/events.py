@@ -6,10 +6,38 @@ from __future__ import annotations
 import base64
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, urlsplit
+
+# Content types whose bodies API Gateway's HTTP API hands a function as text; any other body
+# (binary, a form post, none declared) arrives base64-encoded with isBase64Encoded true.
+_TEXT_MEDIA_TYPES = frozenset({"application/json", "application/javascript", "application/xml"})
+
+
+def _is_text(content_type: str | None) -> bool:
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    return (
+        media_type.startswith("text/")
+        or media_type in _TEXT_MEDIA_TYPES
+        or media_type.endswith(("+json", "+xml"))
+    )
+
+
+def gateway_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Request headers as payload 2.0 carries them: names in lower case, a header sent several
+    times combined with commas (Cookie headers with "; ", as one cookie list)."""
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    out: dict[str, str] = {}
+    for name, value in pairs:
+        key = name.lower()
+        if key in out:
+            out[key] = f"{out[key]}{'; ' if key == 'cookie' else ','}{value}"
+        else:
+            out[key] = value
+    return out
 
 
 @dataclass
@@ -44,12 +72,14 @@ def http_api_event(
     route_key: str | None = None,
     path_parameters: dict[str, str] | None = None,
     query: str | dict[str, str] | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
     body: bytes | str | None = None,
     claims: dict[str, Any] | None = None,
     source_ip: str = "127.0.0.1",
 ) -> dict[str, Any]:
-    """An API Gateway HTTP API (payload format 2.0) proxy event."""
+    """An API Gateway HTTP API (payload format 2.0) proxy event, as the API Gateway developer
+    guide documents it ("Create AWS Lambda proxy integrations for HTTP APIs");
+    tests/test_payload_v2_event.py holds it to that."""
     if isinstance(query, dict):
         raw_query = "&".join(f"{quote(k, safe='')}={quote(str(v), safe='')}" for k, v in query.items())
     else:
@@ -58,8 +88,10 @@ def http_api_event(
     for key, value in parse_qsl(raw_query, keep_blank_values=True):
         # API Gateway joins repeated parameters with commas
         params[key] = f"{params[key]},{value}" if key in params else value
-    lowered = {k.lower(): v for k, v in (headers or {}).items()}
+    lowered = gateway_headers(headers or {})
     cookies = [c.strip() for c in lowered.pop("cookie", "").split(";") if c.strip()]
+    # domainName: the host the request was sent to (without a port); domainPrefix: its first label
+    domain = urlsplit("//" + lowered.get("host", "localhost")).hostname or "localhost"
     now = datetime.now(UTC)
     event: dict[str, Any] = {
         "version": "2.0",
@@ -70,8 +102,8 @@ def http_api_event(
         "requestContext": {
             "accountId": "000000000000",
             "apiId": "local",
-            "domainName": lowered.get("host", "localhost"),
-            "domainPrefix": "local",
+            "domainName": domain,
+            "domainPrefix": domain.split(".")[0],
             "http": {
                 "method": method.upper(),
                 "path": path,
@@ -98,10 +130,14 @@ def http_api_event(
     if body is not None:
         raw = body.encode() if isinstance(body, str) else body
         try:
-            event["body"] = raw.decode("utf-8")
+            text = raw.decode("utf-8") if _is_text(lowered.get("content-type")) else None
         except UnicodeDecodeError:
+            text = None  # (bytes no text can hold travel base64-encoded whatever the type says)
+        if text is None:
             event["body"] = base64.b64encode(raw).decode()
             event["isBase64Encoded"] = True
+        else:
+            event["body"] = text
     return event
 
 

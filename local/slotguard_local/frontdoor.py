@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import jwt
 
 from slotguard.topology import Route
-from slotguard_local.events import http_api_event
+from slotguard_local.events import gateway_headers, http_api_event
 
 MAX_BODY = 10 * 1024 * 1024  # API Gateway's payload limit
 # Lambda's synchronous response payload limit, "6 MB": its runtime API refuses a response over
@@ -243,7 +243,8 @@ class FrontDoor:
                     self.close_connection = True
                     return door._json(*TOO_LARGE)
                 body = self.rfile.read(length) if length else b""
-                headers = {k.lower(): v for k, v in self.headers.items()}
+                # every header as sent (a name sent twice keeps both values, combined)
+                headers = gateway_headers(self.headers.items())
                 return door.handle(self.command, self.path, headers, body, self.client_address[0])
 
             def _send(self, answer: Answer) -> None:

@@ -62,7 +62,11 @@ def run_schemathesis(stack: StackProcess, *args: str) -> str:
         "none",
         *args,
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False, cwd=stack.home)
+    # the hooks add the check that holds a 422 to a valid booking to its documented codes
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": str(Path(__file__).with_name("schemathesis_hooks.py"))}
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, check=False, cwd=stack.home, env=env
+    )
     out = done.stdout + done.stderr
     summary = re.search(r"(\d+) generated, (\d+) (?:passed|found)[^\n]*", out)
     print(f"schemathesis {' '.join(args)}: {summary.group(0) if summary else '?'}")

@@ -233,7 +233,7 @@ class BookingService:
         duration_minutes: int,
         step_minutes: int | None = None,
         resource_id: UUID | None = None,
-        limit: int = 1000,
+        limit: int = MAX_SLOT_CANDIDATES,
         time_zone: str | None = None,
     ) -> FreeSlots:
         # The work is bounded, never refused: at most 31 days and MAX_SLOT_CANDIDATES start
