@@ -411,3 +411,44 @@ def test_an_unreachable_secrets_manager_is_503_with_retry_after_and_nothing_is_q
     # Then it is accepted and queued once
     assert status == 202
     assert [m["MessageAttributes"]["webhook_id"]["StringValue"] for m in queued(pipeline)] == ["msg_sm_down"]
+
+
+def test_cache_on_a_revoked_secret_is_refused_once_the_cache_refreshes_an_expired_one_at_its_expiry(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from slotguard_local.functions import load_function
+
+    # Given a receiver caching an org's secrets for 2 s, and a rotation whose previous secret is
+    # kept (as `rotate-webhook-secret` does by default: for 24 h)
+    cache_s = 2
+    monkeypatch.setenv("WEBHOOK_SECRET_CACHE_S", str(cache_s))
+    pipeline.receiver = load_function("webhook_receiver")
+    org_id, first = pipeline.new_org()
+    assert pipeline.post(org_id, BODY, signed_headers(first, "c1", BODY))[0] == 202
+    second = pipeline.store.rotate(org_id, keep_previous=1)
+    # Then the new one is accepted at once and the old one during the overlap
+    assert pipeline.post(org_id, BODY, signed_headers(second, "c2", BODY))[0] == 202
+    assert pipeline.post(org_id, BODY, signed_headers(first, "c3", BODY))[0] == 202
+    # When the org rotates again revoking every previous secret (`--revoke-previous`), and the
+    # receiver's cache bound passes
+    third = pipeline.store.rotate(org_id, keep_previous=0)
+    time.sleep(cache_s + 0.2)
+    # Then both old secrets are refused, and the newest accepted
+    assert pipeline.post(org_id, BODY, signed_headers(first, "c4", BODY)) == (401, REJECTED)
+    assert pipeline.post(org_id, BODY, signed_headers(second, "c5", BODY)) == (401, REJECTED)
+    assert pipeline.post(org_id, BODY, signed_headers(third, "c6", BODY))[0] == 202
+
+    # Given a receiver caching for 60 s, and a rotation that keeps the previous secret 2 s more
+    monkeypatch.setenv("WEBHOOK_SECRET_CACHE_S", "60")
+    pipeline.receiver = load_function("webhook_receiver")
+    fourth = pipeline.store.rotate(org_id, keep_previous=1, previous_valid_for=timedelta(seconds=2))
+    expires = datetime.now(UTC) + timedelta(seconds=2)
+    assert pipeline.post(org_id, BODY, signed_headers(third, "c7", BODY))[0] == 202  # cached from here on
+    assert pipeline.post(org_id, BODY, signed_headers(fourth, "c8", BODY))[0] == 202
+    # When its expiry passes, the cached list still holding it
+    time.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()) + 0.2)
+    # Then it is refused at once, and the new one accepted
+    assert pipeline.post(org_id, BODY, signed_headers(third, "c9", BODY)) == (401, REJECTED)
+    assert pipeline.post(org_id, BODY, signed_headers(fourth, "c10", BODY))[0] == 202
