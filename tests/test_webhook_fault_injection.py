@@ -4,6 +4,7 @@ dead_letter row, and every booking is made exactly once."""
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -20,6 +21,21 @@ from tests.webhook_support import Pipeline
 
 N = 1000
 MAX_ATTEMPTS = 8
+FAIL_BEFORE = 0.15  # of all handler runs: a failure before the effect
+FAIL_AFTER = 0.15  # of all handler runs: a failure after it (rolled back with it)
+
+
+def dead_letter_bound(n: int, p_fail: float, attempts: int, false_alarm: float = 1e-6) -> int:
+    """The most webhooks that may end dead when each attempt fails independently with p_fail and
+    a webhook is given up after `attempts` failed attempts: the count is Binomial(n, p_fail**attempts),
+    here bounded by the smallest k whose Poisson tail P(X > k) is below `false_alarm`."""
+    lam = n * p_fail**attempts
+    k, term, cdf = 0, math.exp(-lam), math.exp(-lam)
+    while 1 - cdf >= false_alarm:
+        k += 1
+        term *= lam / k
+        cdf += term
+    return k
 
 
 def test_1000_webhooks_with_random_failures_and_a_database_outage(
@@ -27,9 +43,14 @@ def test_1000_webhooks_with_random_failures_and_a_database_outage(
 ) -> None:
     if pg.stop is None:
         pytest.skip("needs the embedded server, which the test can stop (DATABASE_URL is external)")
-    # Given queues with a redrive at MAX_ATTEMPTS receives, and processors whose book handler
-    # fails 30 % of the time (half before, half after its effect: both must leave no trace)
-    queues = make_queues(pipeline.sqs, max_receive_count=MAX_ATTEMPTS, visibility_timeout_s=2)
+    from slotguard.topology import redrive_max_receive_count
+
+    # Given queues with the deployed redrive (a backstop above the attempt budget), and processors
+    # whose book handler fails 30 % of the time (half before, half after its effect: both must
+    # leave no trace)
+    queues = make_queues(
+        pipeline.sqs, max_receive_count=redrive_max_receive_count(MAX_ATTEMPTS), visibility_timeout_s=2
+    )
     monkeypatch.setenv("WEBHOOK_QUEUE_URL", queues.main_url)
     monkeypatch.setenv("WEBHOOK_MAX_ATTEMPTS", str(MAX_ATTEMPTS))
     monkeypatch.setenv("WEBHOOK_SECRET_CACHE_S", "300")
@@ -48,11 +69,11 @@ def test_1000_webhooks_with_random_failures_and_a_database_outage(
         real = service._handlers["appointment.book"]
 
         def flaky_book(ctx: EventContext, data: Any) -> Outcome:
-            if roll() < 0.15:
+            if roll() < FAIL_BEFORE:
                 injected["before"] += 1
                 raise RetriableFailure("injected failure before the effect")
             outcome: Outcome = real(ctx, data)
-            if roll() < 0.15 / 0.85:
+            if roll() < FAIL_AFTER / (1 - FAIL_BEFORE):
                 injected["after"] += 1
                 raise RetriableFailure("injected failure after the effect")
             return outcome
@@ -136,6 +157,14 @@ def test_1000_webhooks_with_random_failures_and_a_database_outage(
         f"webhook:{r['job_id']}" for r in rows if r["status"] == "completed" and r["outcome"] == "applied"
     }
     assert set(makers) == applied
+    # And the dead letters are only what the fault rate makes likely: webhooks whose every attempt
+    # failed (each spent the whole budget), no more than an attempt failing FAIL_BEFORE + FAIL_AFTER
+    # of the time, independently, leaves dead after MAX_ATTEMPTS (expected 0.07 of 1,000; bound 3)
+    dead = [r for r in rows if r["status"] == "dead_letter"]
+    assert all(r["attempts"] == MAX_ATTEMPTS for r in dead), [(r["attempts"], r["outcome"]) for r in dead]
+    bound = dead_letter_bound(N, FAIL_BEFORE + FAIL_AFTER, MAX_ATTEMPTS)
+    assert bound == 3
+    assert len(dead) <= bound, (len(dead), bound, [r["error_message"] for r in dead][:5])
     # And the failures really happened and were retried
     assert injected["before"] > 50
     assert injected["after"] > 50

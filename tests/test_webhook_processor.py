@@ -448,16 +448,38 @@ def test_crash_outside_record_handling_ends_in_dlq_and_reconciler_dead_letters(p
     # it is never acknowledged, so its receive count climbs to maxReceiveCount)
     assert source.stats.failed_invocations >= 1
     assert pipeline.queues.depth(pipeline.sqs, pipeline.queues.dlq_url) >= 1
-    # And the reconciler turns it into a dead_letter row; nothing stays processing
-    dlq = pipeline.dlq_source()
-    pipeline.drain(dlq, lambda: pipeline.queues.depth(pipeline.sqs, pipeline.queues.dlq_url) == 0)
+    # When the reconciler gets the DLQ's messages as the SQS event Lambda would hand it
+    dead_messages: list[dict[str, Any]] = []
+    while got := pipeline.sqs.receive_message(
+        QueueUrl=pipeline.queues.dlq_url,
+        MaxNumberOfMessages=10,
+        AttributeNames=["All"],
+        MessageAttributeNames=["All"],
+        VisibilityTimeout=60,
+    ).get("Messages", []):
+        dead_messages += got
+    assert job_id in {m["MessageAttributes"]["webhook_id"]["StringValue"] for m in dead_messages}
+    dlq_arn = pipeline.sqs.get_queue_attributes(
+        QueueUrl=pipeline.queues.dlq_url, AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    event = {"Records": [sqs_record(m, dlq_arn) for m in dead_messages]}
+    reconciler = pipeline.dlq_source()._new_container()
+    assert reconciler(event, LambdaContext()) == {"batchItemFailures": []}
+    # Then it turns the crashing one into a dead_letter row; nothing stays processing
     rows = {r["job_id"]: r for r in pipeline.rows(org_id)}
     assert rows[job_id]["status"] == "dead_letter"
     assert rows[job_id]["outcome"] == "redrive_policy"
     assert rows[job_id]["event_data"]["data"] == {"k": 1}
     assert rows[ok_id]["status"] in ("completed", "dead_letter")
     assert all(r["status"] != "processing" for r in rows.values())
-    # And reconciling the same message again changes nothing
+    # When the same messages are reconciled again (SQS delivers at least once), in a fresh container
+    again = pipeline.dlq_source()._new_container()
+    assert again(event, LambdaContext()) == {"batchItemFailures": []}
+    # Then nothing changes: the same rows, each column as it was (status, attempts, error, outcome),
+    # and no second row
+    after = pipeline.rows(org_id)
+    assert len(after) == len(rows) == 2
+    assert {r["job_id"]: r for r in after} == rows
     assert len(pipeline.appointments(org_id)) <= 1
 
 

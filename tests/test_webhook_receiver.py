@@ -316,3 +316,139 @@ def test_an_org_id_in_the_path_in_another_spelling_than_the_canonical_one_is_401
     # Then it is refused like an unknown org, and nothing is queued
     assert (status, body) == (401, REJECTED)
     assert queued(pipeline) == []
+
+
+def _post_raw(receiver: Any, org_id: str, body: str, headers: dict[str, str]) -> dict[str, Any]:
+    """The receiver's whole answer (status, headers, body) to a real payload-2.0 event."""
+    from slotguard_local.events import LambdaContext, http_api_event
+
+    event = http_api_event(
+        "POST",
+        f"/webhooks/{org_id}",
+        route_key="POST /webhooks/{org_id}",
+        path_parameters={"org_id": org_id},
+        headers=headers,
+        body=body,
+    )
+    out: dict[str, Any] = receiver.lambda_handler(event, LambdaContext(function_name="webhook_receiver"))
+    return out
+
+
+def _assert_retry_later(out: dict[str, Any], what: str) -> None:
+    assert out["statusCode"] == 503, out
+    error = json.loads(out["body"])["error"]
+    assert error["code"] == "upstream_unavailable"
+    assert what in error["message"]
+    assert int(out["headers"]["Retry-After"]) >= 1
+
+
+def _emitted(out: str) -> set[str]:
+    names: set[str] = set()
+    for line in out.splitlines():
+        if line.startswith("{") and '"_aws"' in line:
+            for directive in json.loads(line)["_aws"]["CloudWatchMetrics"]:
+                names.update(m["Name"] for m in directive["Metrics"])
+    return names
+
+
+def test_a_queue_sqs_cannot_find_is_503_with_retry_after_and_the_retry_is_queued_once(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from slotguard_local.functions import load_function
+
+    # Given a receiver whose queue SQS no longer has (deleted under it)
+    org_id, secret = pipeline.new_org()
+    name = f"receiver-{uuid.uuid4().hex[:10]}"
+    url = pipeline.sqs.create_queue(QueueName=name)["QueueUrl"]
+    monkeypatch.setenv("WEBHOOK_QUEUE_URL", url)
+    receiver = load_function("webhook_receiver")
+    pipeline.sqs.delete_queue(QueueUrl=url)
+    capsys.readouterr()
+    # When a correctly signed webhook is posted
+    out = _post_raw(receiver, org_id, BODY, signed_headers(secret, "msg_sqs_down", BODY))
+    # Then the sender is told to retry (503 upstream_unavailable, Retry-After), not that it was taken
+    _assert_retry_later(out, "could not be queued")
+    assert "WebhookReceived" not in _emitted(capsys.readouterr().out)
+    # When SQS has the queue again and the sender retries the same webhook
+    assert pipeline.sqs.create_queue(QueueName=name)["QueueUrl"] == url
+    again = _post_raw(receiver, org_id, BODY, signed_headers(secret, "msg_sqs_down", BODY))
+    # Then it is accepted and on the queue once
+    assert again["statusCode"] == 202, again
+    [message] = pipeline.sqs.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+    )["Messages"]
+    assert message["MessageAttributes"]["webhook_id"]["StringValue"] == "msg_sqs_down"
+    assert message["Body"] == BODY
+
+
+def test_an_unreachable_secrets_manager_is_503_with_retry_after_and_nothing_is_queued(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    from slotguard_local.functions import load_function
+
+    # Given an org with a secret, and a fresh receiver container whose Secrets Manager endpoint
+    # refuses connections (a port nothing listens on); SQS is reachable
+    org_id, secret = pipeline.new_org()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", f"http://127.0.0.1:{closed_port}")
+    receiver = load_function("webhook_receiver")
+    capsys.readouterr()
+    # When a correctly signed webhook is posted
+    out = _post_raw(receiver, org_id, BODY, signed_headers(secret, "msg_sm_down", BODY))
+    # Then the sender is told to retry (503, Retry-After), not refused as unknown (401), and
+    # nothing is queued or counted as received or rejected
+    _assert_retry_later(out, "secrets are unavailable")
+    assert pipeline.queues.depth(pipeline.sqs) == 0
+    assert not {"WebhookReceived", "WebhookRejected"} & _emitted(capsys.readouterr().out)
+    # When Secrets Manager answers again (a fresh container) and the sender retries
+    monkeypatch.delenv("AWS_ENDPOINT_URL_SECRETS_MANAGER")
+    pipeline.receiver = load_function("webhook_receiver")
+    status, _ = pipeline.post(org_id, BODY, signed_headers(secret, "msg_sm_down", BODY))
+    # Then it is accepted and queued once
+    assert status == 202
+    assert [m["MessageAttributes"]["webhook_id"]["StringValue"] for m in queued(pipeline)] == ["msg_sm_down"]
+
+
+def test_cache_on_a_revoked_secret_is_refused_once_the_cache_refreshes_an_expired_one_at_its_expiry(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from slotguard_local.functions import load_function
+
+    # Given a receiver caching an org's secrets for 2 s, and a rotation whose previous secret is
+    # kept (as `rotate-webhook-secret` does by default: for 24 h)
+    cache_s = 2
+    monkeypatch.setenv("WEBHOOK_SECRET_CACHE_S", str(cache_s))
+    pipeline.receiver = load_function("webhook_receiver")
+    org_id, first = pipeline.new_org()
+    assert pipeline.post(org_id, BODY, signed_headers(first, "c1", BODY))[0] == 202
+    second = pipeline.store.rotate(org_id, keep_previous=1)
+    # Then the new one is accepted at once and the old one during the overlap
+    assert pipeline.post(org_id, BODY, signed_headers(second, "c2", BODY))[0] == 202
+    assert pipeline.post(org_id, BODY, signed_headers(first, "c3", BODY))[0] == 202
+    # When the org rotates again revoking every previous secret (`--revoke-previous`), and the
+    # receiver's cache bound passes
+    third = pipeline.store.rotate(org_id, keep_previous=0)
+    time.sleep(cache_s + 0.2)
+    # Then both old secrets are refused, and the newest accepted
+    assert pipeline.post(org_id, BODY, signed_headers(first, "c4", BODY)) == (401, REJECTED)
+    assert pipeline.post(org_id, BODY, signed_headers(second, "c5", BODY)) == (401, REJECTED)
+    assert pipeline.post(org_id, BODY, signed_headers(third, "c6", BODY))[0] == 202
+
+    # Given a receiver caching for 60 s, and a rotation that keeps the previous secret 2 s more
+    monkeypatch.setenv("WEBHOOK_SECRET_CACHE_S", "60")
+    pipeline.receiver = load_function("webhook_receiver")
+    fourth = pipeline.store.rotate(org_id, keep_previous=1, previous_valid_for=timedelta(seconds=2))
+    expires = datetime.now(UTC) + timedelta(seconds=2)
+    assert pipeline.post(org_id, BODY, signed_headers(third, "c7", BODY))[0] == 202  # cached from here on
+    assert pipeline.post(org_id, BODY, signed_headers(fourth, "c8", BODY))[0] == 202
+    # When its expiry passes, the cached list still holding it
+    time.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()) + 0.2)
+    # Then it is refused at once, and the new one accepted
+    assert pipeline.post(org_id, BODY, signed_headers(third, "c9", BODY)) == (401, REJECTED)
+    assert pipeline.post(org_id, BODY, signed_headers(fourth, "c10", BODY))[0] == 202

@@ -493,3 +493,74 @@ def test_the_cleanup_settles_the_marks_of_a_redrive_that_died(pipeline: Pipeline
     assert all(rows[j]["redrive_marked_at"] is not None for j in jobs[4:])
     admin = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_id, "role": "admin"})
     assert admin.post(REDRIVE, json_body={}).body["job_ids"] == jobs[:4]
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_sqs_failing_mid_way_keeps_what_it_took_redriven_and_the_rest_dead_letters_to_redrive_again(
+    pipeline: Pipeline, metrics_fn: Any, size: str
+) -> None:
+    # Given 25 dead letters: small ones (ten to a SendMessageBatch call: SQS fails between two
+    # batches of rows) or of 200 KB each (about four to a call: SQS fails inside a batch of rows)
+    org_id, _ = pipeline.new_org()
+    jobs = seed_dead_letters(pipeline.admin_url, org_id, 25)
+    if size == "large":
+        make_large(pipeline.admin_url, org_id, jobs, 200_000)
+    # And SQS losing the queue right after answering the redrive's first SendMessageBatch call (the
+    # queue is deleted on moto's server: the next calls get SQS's own NonExistentQueue error)
+    calls: list[dict[str, Any]] = []
+
+    def sending(params: dict[str, Any], **_: Any) -> None:
+        calls.append(
+            {"ids": {e["Id"]: e["MessageAttributes"]["webhook_id"]["StringValue"] for e in params["Entries"]}}
+        )
+
+    def answered(parsed: dict[str, Any], **_: Any) -> None:
+        calls[-1]["parsed"] = parsed
+        if len(calls) == 1:
+            pipeline.sqs.delete_queue(QueueUrl=pipeline.queues.main_url)
+
+    sqs = metrics_fn.service._queue._sqs
+    sqs.meta.events.register("provide-client-params.sqs.SendMessageBatch", sending)
+    sqs.meta.events.register("after-call.sqs.SendMessageBatch", answered)
+    admin = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_id, "role": "admin"})
+    # When an admin redrives them
+    res = admin.post(REDRIVE, json_body={})
+    # Then the answer is 503, naming what SQS took (the first call's messages, every one of them)
+    assert res.status == 503, res.body
+    assert res.body["error"]["code"] == "upstream_unavailable"
+    first = calls[0]
+    taken = [first["ids"][s["Id"]] for s in first["parsed"]["Successful"]]
+    assert taken and sorted(taken) == sorted(first["ids"].values())
+    assert len(calls) >= 2 and "Error" in calls[1]["parsed"]
+    details = res.body["error"]["details"]
+    assert (details["redriven"], details["job_ids"]) == (len(taken), taken)
+    assert taken == jobs[: len(taken)]
+    # (between two batches of ten rows, or inside the first: the batch's rows after the failure too)
+    assert len(taken) == 10 if size == "small" else 0 < len(taken) < 10, len(taken)
+    # And those rows are redriven (pending, settled, audited once); every other one is a dead letter
+    # as before, unmarked and unaudited
+    rows = {r["job_id"]: r for r in pipeline.rows(org_id)}
+    for job in jobs:
+        row = rows[job]
+        if job in taken:
+            assert (row["status"], row["redrive_marked_at"], row["error_message"]) == ("pending", None, None)
+            assert len(metrics_fn.service.redrive_history(uuid.UUID(org_id), job)) == 1
+        else:
+            assert (row["status"], row["redrive_marked_at"], row["error_message"]) == (
+                "dead_letter",
+                None,
+                "RetriableFailure: dependency down",
+            ), job
+            assert metrics_fn.service.redrive_history(uuid.UUID(org_id), job) == []
+    # When SQS has the queue again and the admin retries from where the answer says
+    assert pipeline.sqs.create_queue(QueueName=pipeline.queues.main_url.rsplit("/", 1)[-1])["QueueUrl"] == (
+        pipeline.queues.main_url
+    )
+    sqs.meta.events.unregister("after-call.sqs.SendMessageBatch", answered)
+    answers = redrive_all(admin, {"after": details["next_after"]})
+    # Then exactly the rest is redriven, each sent once; none of those SQS had taken is sent again
+    assert [status for status, _, _ in answers] == [200] * len(answers), answers[-1][:2]
+    rest = [job for job in jobs if job not in taken]
+    assert [job for _, body, _ in answers for job in body["job_ids"]] == rest
+    assert queued_ids(pipeline) == Counter(dict.fromkeys(rest, 1))
+    assert {r["status"] for r in pipeline.rows(org_id)} == {"pending"}

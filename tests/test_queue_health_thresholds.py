@@ -1,0 +1,206 @@
+"""GET /webhook-metrics/queue-health against each threshold README.md states ("Queue health
+thresholds"), on both sides of it: the DLQ not empty (degraded) and holding >= 10 (unhealthy), the
+oldest message >= 5 min (degraded) and >= 15 min (unhealthy), >= 1000 waiting (degraded), the
+org's dead letters (degraded), the worker not Enabled (unhealthy). Real SQS, CloudWatch and Lambda
+APIs (moto's server), real Postgres; everything else healthy in each case."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+import zipfile
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+
+from slotguard_local.functions import load_function
+from tests.conftest import ApiClient
+from tests.test_metrics_api import seed
+from tests.webhook_support import Pipeline
+
+HEALTH = "/webhook-metrics/queue-health"
+
+
+def healthy_worker(pipeline: Pipeline) -> None:
+    """The local poller's state file, as a running poller writes it (state Enabled, just now)."""
+    pipeline.event_source().write_state()
+
+
+def ask(pipeline: Pipeline, org_id: str | None = None) -> dict[str, Any]:
+    """queue-health as an org's admin, read afresh (a fresh metrics container, no shared cache)."""
+    fn = load_function("metrics")
+    fn.service.queue_health_cache_s = 0
+    claims = {"sub": "ops", "org_id": org_id or str(uuid.uuid4()), "role": "admin"}
+    res = ApiClient(fn, claims).get(HEALTH)
+    assert res.status == 200, res.body
+    body: dict[str, Any] = res.body
+    return body
+
+
+def assert_health(body: dict[str, Any], status: str) -> None:
+    # the answer names one reason for the one threshold crossed, none when healthy
+    assert (body["status"], len(body["reasons"])) == (status, 0 if status == "healthy" else 1), body
+
+
+def test_everything_below_every_threshold_is_healthy(pipeline: Pipeline) -> None:
+    # Given a running worker, empty queues, no age datapoint and an org without dead letters
+    healthy_worker(pipeline)
+    # Then the answer is healthy, with no reason
+    body = ask(pipeline)
+    assert_health(body, "healthy")
+    assert body["thresholds"] == {
+        "dead_letter_unhealthy": 10,
+        "oldest_age_degraded_s": 300,
+        "oldest_age_unhealthy_s": 900,
+        "backlog_degraded": 1000,
+    }
+
+
+@pytest.mark.parametrize(("depth", "status"), [(1, "degraded"), (9, "degraded"), (10, "unhealthy")])
+def test_dead_letter_queue_depth(pipeline: Pipeline, depth: int, status: str) -> None:
+    # Given a running worker and `depth` messages on the dead-letter queue
+    healthy_worker(pipeline)
+    for start in range(0, depth, 10):
+        pipeline.sqs.send_message_batch(
+            QueueUrl=pipeline.queues.dlq_url,
+            Entries=[{"Id": str(i), "MessageBody": "{}"} for i in range(start, min(depth, start + 10))],
+        )
+    # Then 1..9 is degraded and 10 unhealthy
+    body = ask(pipeline)
+    assert body["dead_letter_queue"]["depth"] == depth
+    assert_health(body, status)
+    assert "in the dead-letter queue" in body["reasons"][0]
+
+
+@pytest.mark.parametrize(
+    ("age_s", "status"),
+    [(299, "healthy"), (300, "degraded"), (899, "degraded"), (900, "unhealthy")],
+)
+def test_oldest_message_age(pipeline: Pipeline, age_s: int, status: str) -> None:
+    # Given a running worker, and CloudWatch holding the webhook queue's
+    # AWS/SQS ApproximateAgeOfOldestMessage of `age_s` (as SQS publishes it, a minute ago)
+    healthy_worker(pipeline)
+    boto3.client("cloudwatch").put_metric_data(
+        Namespace="AWS/SQS",
+        MetricData=[
+            {
+                "MetricName": "ApproximateAgeOfOldestMessage",
+                "Dimensions": [{"Name": "QueueName", "Value": pipeline.queues.main_url.rsplit("/", 1)[-1]}],
+                "Value": age_s,
+                "Unit": "Seconds",
+                "Timestamp": datetime.now(UTC) - timedelta(seconds=90),
+            }
+        ],
+    )
+    # Then under 5 min is healthy, from 5 min degraded, from 15 min unhealthy
+    body = ask(pipeline)
+    assert body["queue"]["oldest_message_age_s"] == age_s
+    assert_health(body, status)
+
+
+def test_messages_waiting(pipeline: Pipeline) -> None:
+    # Given a running worker and 999 messages waiting on the webhook queue
+    healthy_worker(pipeline)
+    for start in range(0, 999, 10):
+        pipeline.sqs.send_message_batch(
+            QueueUrl=pipeline.queues.main_url,
+            Entries=[{"Id": str(i), "MessageBody": "{}"} for i in range(start, min(999, start + 10))],
+        )
+    # Then the answer is healthy
+    body = ask(pipeline)
+    assert body["queue"]["waiting"] == 999
+    assert_health(body, "healthy")
+    # When one more arrives, Then 1000 waiting is degraded
+    pipeline.sqs.send_message(QueueUrl=pipeline.queues.main_url, MessageBody="{}")
+    body = ask(pipeline)
+    assert body["queue"]["waiting"] == 1000
+    assert_health(body, "degraded")
+    assert body["reasons"] == ["1000 messages waiting"]
+
+
+@pytest.mark.parametrize(("dead", "status"), [(0, "healthy"), (1, "degraded")])
+def test_the_orgs_dead_letters(pipeline: Pipeline, admin_conn: Any, dead: int, status: str) -> None:
+    # Given a running worker, an org with `dead` dead-lettered deliveries and a completed one, and
+    # another org with dead letters (not this org's health)
+    healthy_worker(pipeline)
+    org_id, other = str(uuid.uuid4()), str(uuid.uuid4())
+    seed(admin_conn, org_id, "appointment.book", "completed", ms=5)
+    seed(admin_conn, other, "appointment.book", "dead_letter", attempts=3, error="boom")
+    for _ in range(dead):
+        seed(admin_conn, org_id, "appointment.book", "dead_letter", attempts=3, error="boom")
+    # Then none is healthy and one is degraded
+    body = ask(pipeline, org_id)
+    assert body["org"]["dead_letter"] == dead
+    assert_health(body, status)
+
+
+def test_the_worker_state_read_from_the_lambda_api(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the processor's event source mapping on the webhook queue, in Lambda's API (moto's)
+    suffix = uuid.uuid4().hex[:8]
+    role = boto3.client("iam").create_role(
+        RoleName=f"processor-{suffix}",
+        AssumeRolePolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "lambda.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                    }
+                ],
+            }
+        ),
+    )["Role"]["Arn"]
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as archive:
+        archive.writestr("handler.py", "def lambda_handler(event, context):\n    return None\n")
+    lam = boto3.client("lambda")
+    lam.create_function(
+        FunctionName=f"webhook-processor-{suffix}",
+        Runtime="python3.12",
+        Role=role,
+        Handler="handler.lambda_handler",
+        Code={"ZipFile": code.getvalue()},
+    )
+    queue_arn = pipeline.sqs.get_queue_attributes(
+        QueueUrl=pipeline.queues.main_url, AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    mapping = lam.create_event_source_mapping(
+        EventSourceArn=queue_arn, FunctionName=f"webhook-processor-{suffix}", BatchSize=10, Enabled=True
+    )["UUID"]
+    monkeypatch.setenv("WORKER_STATE_SOURCE", f"lambda:{mapping}")
+    # When it is enabled, Then the answer is healthy, the worker read from Lambda
+    body = ask(pipeline)
+    assert (body["worker"]["state"], body["worker"]["source"], body["worker"]["batch_size"]) == (
+        "Enabled",
+        "lambda",
+        10,
+    )
+    assert_health(body, "healthy")
+    # When it is disabled, Then the answer is unhealthy
+    lam.update_event_source_mapping(UUID=mapping, Enabled=False)
+    body = ask(pipeline)
+    assert body["worker"]["state"] == "Disabled"
+    assert_health(body, "unhealthy")
+    assert body["reasons"] == ["worker state is Disabled"]
+
+
+@pytest.mark.parametrize(("age_s", "status"), [(20, "healthy"), (40, "unhealthy")])
+def test_the_local_pollers_state_file_goes_stale(pipeline: Pipeline, age_s: int, status: str) -> None:
+    # Given the local poller's state file, Enabled, last written `age_s` ago (it rewrites it every
+    # few seconds; one over 30 s old means the poller stopped)
+    assert pipeline.state_file is not None
+    healthy_worker(pipeline)
+    state = json.loads(pipeline.state_file.read_text())
+    pipeline.state_file.write_text(json.dumps({**state, "updated_at": time.time() - age_s}))
+    # Then a fresh file is a running worker and a stale one a stopped worker
+    body = ask(pipeline)
+    assert body["worker"]["state"] == ("Enabled" if status == "healthy" else "Unavailable")
+    assert_health(body, status)
