@@ -47,6 +47,10 @@ class StageConfig:
     # What the migrations do when the stack's instance was replaced by an empty one: "refuse" (a
     # stage that keeps its data fails the deploy and rolls back to the old instance) or "migrate".
     database_replacement: str = "migrate"
+    # Raised (-c edge_secret_revision=N) to make CloudFront send the webhook edge's secret as it is
+    # now in Secrets Manager: CloudFormation resolves the reference only when the distribution
+    # changes (docs/operations.md, "Changing the edge's header secret").
+    edge_secret_revision: str = "1"
 
     @property
     def is_prod(self) -> bool:
@@ -154,6 +158,13 @@ def deploy_region(node: Node) -> str:
     )
 
 
+def _edge_secret_revision(node: Node) -> str:
+    value = str(node.try_get_context("edge_secret_revision") or "1").strip()
+    if not value.isdigit():
+        raise ValueError(f"context edge_secret_revision must be a whole number, not {value!r}")
+    return value
+
+
 def stage_config(node: Node, stage: str | None = None) -> StageConfig:
     stage = stage or str(node.try_get_context("stage") or "dev")
     if stage not in ("dev", "prod", "localstack"):
@@ -203,6 +214,7 @@ def stage_config(node: Node, stage: str | None = None) -> StageConfig:
         cors_origins=_listed(node, "cors_origins"),
         alarm_emails=alarm_emails,
         alarm_https_endpoint=alarm_https_endpoint,
+        edge_secret_revision=_edge_secret_revision(node),
         database_replacement="refuse"
         if prod and str(node.try_get_context("allow_database_replacement")).lower() != "true"
         else "migrate",

@@ -74,6 +74,8 @@ class SlotguardLocalStackStack(Stack):
             # The database and its proxy, by the names they would have (the local stack's Postgres
             # stands in for both): their alarms are deployed, and stay without data here.
             database=DatabaseWatch(LOCAL_DB_INSTANCE, names.proxy),
+            # The local stack's front door serves the webhook route too (no edge in front)
+            webhook_api=apigw.HttpApi.from_http_api_attributes(self, "WebhookApi", http_api_id=LOCAL_API_ID),
         )
         CfnOutput(self, "WebhookQueueUrl", value=queues.queue.queue_url)
         CfnOutput(self, "WebhookDeadLetterQueueUrl", value=queues.dlq.queue_url)

@@ -201,6 +201,7 @@ class SlotguardStack(Stack):
             functions=all_functions,
             http_api=api.http_api,
             database=DatabaseWatch(database.instance.instance_identifier, names.proxy),
+            webhook_api=edge.origin_api,
         )
 
         FunctionLogs(self, "FunctionLogs", config=config)  # last: after every helper function

@@ -138,6 +138,16 @@ def emitted(pg: Any, aws: str, tmp_path_factory: pytest.TempPathFactory) -> dict
     retry = {"WEBHOOK_MAX_ATTEMPTS": "5", "WEBHOOK_BACKOFF_BASE_S": "1", "WEBHOOK_BACKOFF_CAP_S": "2"}
     processor = pool("webhook_processor", DATABASE_URL=pg.app_url, WEBHOOK_QUEUE_URL=queue_url, **retry)
     reconciler = pool("dlq_reconciler", DATABASE_URL=pg.app_url, **retry)
+    # The receiver as deployed behind the edge: its secret in Secrets Manager (moto)
+    edge_secret = boto3.client("secretsmanager").create_secret(
+        Name=f"edge-{uuid.uuid4().hex[:8]}", SecretString=uuid.uuid4().hex
+    )["ARN"]
+    receiver = pool(
+        "webhook_receiver",
+        WEBHOOK_QUEUE_URL=queue_url,
+        WEBHOOK_SECRET_PREFIX=f"alarms/{uuid.uuid4().hex[:8]}/",
+        WEBHOOK_EDGE_SECRET_ARN=edge_secret,
+    )
     try:
         assert book(booking) == 201
         assert book(booking) == 409
@@ -178,8 +188,18 @@ def emitted(pg: Any, aws: str, tmp_path_factory: pytest.TempPathFactory) -> dict
         assert answer == {"batchItemFailures": []}, answer
         answer = reconciler.invoke({"Records": [message(good, **identity()), message("{}")]})
         assert len(answer["batchItemFailures"]) == 1, answer  # the unparsable one stays on the queue
+        # A webhook posted to the origin's own URL (no edge header)
+        posted = http_api_event(
+            "POST",
+            f"/webhooks/{org}",
+            route_key="POST /webhooks/{org_id}",
+            path_parameters={"org_id": org},
+            headers={"content-type": "application/json"},
+            body=good,
+        )
+        assert receiver.invoke(posted)["statusCode"] == 401
     finally:
-        for fn in (booking, unreachable, processor, reconciler):
+        for fn in (booking, unreachable, processor, reconciler, receiver):
             fn.close()
     return emitted_metrics(emf_records(metrics_file))
 
@@ -193,6 +213,7 @@ EMITTERS = {
     webhook_metrics.PROCESSED: {"webhook_processor"},
     webhook_metrics.DEAD_LETTERED: {"webhook_processor", "dlq_reconciler"},
     webhook_metrics.UNPARSABLE: {"dlq_reconciler"},
+    webhook_metrics.REJECTED: {"webhook_receiver"},
 }
 
 

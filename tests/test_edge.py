@@ -13,7 +13,7 @@ import boto3
 import pytest
 
 from tests.conftest import signed_headers
-from tests.test_infra import CONTEXT, main_api_id, resources, webhook_origin_stage
+from tests.test_infra import CONTEXT, ROOT, main_api_id, resources, webhook_origin_stage
 from tests.test_webhook_receiver import BODY, REJECTED, CallCounter, queued
 from tests.webhook_support import Pipeline
 
@@ -60,8 +60,12 @@ def test_each_org_path_and_each_sender_have_their_own_budget_at_the_edge(
         # And each sender (IP address) on its own, whatever paths it sprays
         per_sender = _rule(acl, "PerSender")
         rate = per_sender["Statement"]["RateBasedStatement"]
-        assert (rate["AggregateKeyType"], rate["Limit"]) == ("IP", limits.per_sender)
-        assert per_sender["Action"]["Block"]["CustomResponse"]["ResponseCode"] == 429
+        assert (rate["AggregateKeyType"], rate["Limit"], rate["EvaluationWindowSec"]) == (
+            "IP",
+            limits.per_sender,
+            60,
+        )
+        assert per_sender["Action"] == per_org["Action"]  # the same 429 with Retry-After
         # And nothing but the webhook route is served through the edge (404 first)
         only = _rule(acl, "OnlyTheWebhookRoute")
         _webhook_path_scope(only["Statement"]["NotStatement"]["Statement"])
@@ -70,9 +74,8 @@ def test_each_org_path_and_each_sender_have_their_own_budget_at_the_edge(
         # And its ARN is published in us-east-1 for the stage's stack to read
         [parameter] = resources(template, "AWS::SSM::Parameter").values()
         assert parameter["Properties"]["Name"] == f"/slotguard/{stage}/webhook-edge/web-acl-arn"
-        assert parameter["Properties"]["Value"] == {
-            "Fn::GetAtt": [next(iter(resources(template, "AWS::WAFv2::WebACL"))), "Arn"]
-        }
+        [acl_id] = resources(template, "AWS::WAFv2::WebACL")
+        assert parameter["Properties"]["Value"] == {"Fn::GetAtt": [acl_id, "Arn"]}
 
 
 def test_the_edge_stacks_are_in_us_east_1_and_deploy_before_the_stage(cdk_app: Any) -> None:
@@ -84,21 +87,41 @@ def test_the_edge_stacks_are_in_us_east_1_and_deploy_before_the_stage(cdk_app: A
         assert edge in main.dependencies
 
 
-def test_the_edge_limits_are_sized_from_the_promised_load_and_one_sender_cannot_use_up_the_route() -> None:
-    from slotguard.topology import CAPACITY, EDGE_LIMITS, PROMISED_LOAD, WEBHOOK_THROTTLE
+def _capacity_table() -> dict[str, dict[str, int]]:
+    """docs/capacity.md's table of the edge's limits: {row: {stage: requests per 60 s}}."""
+    text = (ROOT / "docs" / "capacity.md").read_text()
+    rows: dict[str, dict[str, int]] = {}
+    for key, marker in (("per_org_path", "`PerOrgPath`"), ("per_sender", "`PerSender`")):
+        [line] = [line for line in text.splitlines() if line.startswith("|") and marker in line]
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[key] = {
+            stage: int(cells[i].split()[0].replace(",", "")) for i, stage in ((1, "dev"), (2, "prod"))
+        }
+    return rows
 
+
+def test_the_edge_limits_are_the_documented_ones_and_one_sender_within_its_limit_cannot_starve_the_rest(
+    edge_templates: dict[str, Any],
+) -> None:
+    from slotguard.topology import CAPACITY, PROMISED_LOAD, WEBHOOK_THROTTLE
+
+    documented = _capacity_table()
     for stage in STAGES:
-        limits, load = EDGE_LIMITS[stage], PROMISED_LOAD[stage]
-        per_s = 1 / limits.window_s
-        # Then one org's senders may send twice its promised share
-        assert limits.per_org_path * per_s >= CAPACITY.headroom * load.webhooks_per_s_per_org
-        # And one sender twice the whole promise (a provider sending for every org) ...
-        assert limits.per_sender * per_s >= CAPACITY.headroom * load.webhooks_per_s
-        # ... yet less than the route's throttle behind the edge: it cannot starve the other senders
-        assert limits.per_sender * per_s < WEBHOOK_THROTTLE["rate_limit"]
-        # And WAF's own bounds hold (a limit of at least 10 per window)
-        assert limits.per_org_path >= 10
-        assert limits.per_org_path < limits.per_sender
+        [acl] = resources(edge_templates[stage], "AWS::WAFv2::WebACL").values()
+        per_org = _rule(acl, "PerOrgPath")["Statement"]["RateBasedStatement"]["Limit"]
+        per_sender = _rule(acl, "PerSender")["Statement"]["RateBasedStatement"]["Limit"]
+        load = PROMISED_LOAD[stage]
+        # Then the web ACL holds the limits docs/capacity.md gives operators
+        assert (per_org, per_sender) == (documented["per_org_path"][stage], documented["per_sender"][stage])
+        # And one org's senders may send twice its promised share, one sender twice the whole promise
+        # (a provider sending for every org), per second over WAF's 60 s window
+        assert per_org / 60 >= CAPACITY.headroom * load.webhooks_per_s_per_org
+        assert per_sender / 60 >= CAPACITY.headroom * load.webhooks_per_s
+        # And the origin's throttle holds one sender at its limit beside twice the promised traffic:
+        # a sender within its limit cannot push the other orgs' webhooks into 429s
+        assert per_sender / 60 + CAPACITY.headroom * load.webhooks_per_s <= WEBHOOK_THROTTLE["rate_limit"]
+        # And WAF's own bounds hold (at least 10 per window)
+        assert 10 <= per_org < per_sender
 
 
 def test_the_webhook_route_is_served_by_cloudfront_with_the_web_acl_in_front_of_its_own_origin(
@@ -112,15 +135,24 @@ def test_the_webhook_route_is_served_by_cloudfront_with_the_web_acl_in_front_of_
         # Then its web ACL is the one read back from us-east-1 at deploy time
         reader_id = config["WebACLId"]["Fn::GetAtt"][0]
         reader = resources(template, "Custom::AWS")[reader_id]
-        call = json.loads(json.dumps(reader["Properties"]["Create"]))
-        text = json.dumps(call)
-        assert "getParameter" in text and "us-east-1" in text
+        text = json.dumps(reader["Properties"]["Create"])
+        assert "getParameter" in text and "us-east-1" in text, text
         assert f"/slotguard/{stage}/webhook-edge/web-acl-arn" in text
         assert config["WebACLId"]["Fn::GetAtt"][1] == "Parameter.Value"
+        # (and it may read that parameter in us-east-1, nothing else)
+        reader_statements = [
+            st
+            for key, policy in resources(template, "AWS::IAM::Policy").items()
+            if key.startswith("WebhookEdgeWebAclReader")
+            for st in policy["Properties"]["PolicyDocument"]["Statement"]
+        ]
+        assert [st["Action"] for st in reader_statements] == ["ssm:GetParameter"], reader_statements
+        assert ":ssm:us-east-1:" in json.dumps(reader_statements[0]["Resource"])
         # And its one origin is the webhook origin API (not the main API), over TLS 1.2, sent the
         # edge's secret header (from Secrets Manager, resolved by CloudFormation)
         [origin] = config["Origins"]
         origin_api = origin["DomainName"]["Fn::Join"][1][0]["Ref"]
+        assert origin["DomainName"]["Fn::Join"][1][1] == f".execute-api.{CONTEXT['region']}."
         assert origin_api != main_api_id(template)
         assert resources(template, "AWS::ApiGatewayV2::Api")[origin_api]
         assert origin["CustomOriginConfig"]["OriginProtocolPolicy"] == "https-only"
@@ -132,6 +164,10 @@ def test_the_webhook_route_is_served_by_cloudfront_with_the_web_acl_in_front_of_
         # And nothing is cached; POST goes through; viewers must use HTTPS
         behavior = config["DefaultCacheBehavior"]
         assert behavior["CachePolicyId"] == "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"  # CachingDisabled
+        # (every viewer header but Host: API Gateway answers only its own host name)
+        assert behavior["OriginRequestPolicyId"] == "b689b0a8-53d0-40ab-baf2-68738e2966ac"
+        # And IPv4 only: WAF counts each IPv6 address on its own (a host may hold a /64)
+        assert config["IPV6Enabled"] is False
         assert "POST" in behavior["AllowedMethods"]
         assert behavior["ViewerProtocolPolicy"] == "https-only"
         # And the webhook origin API holds the webhook route alone
@@ -157,16 +193,23 @@ def test_the_webhook_route_is_served_by_cloudfront_with_the_web_acl_in_front_of_
             if {"Ref": role_id} in policy["Properties"]["Roles"]
             for st in policy["Properties"]["PolicyDocument"]["Statement"]
         ]
-        assert any(
-            st["Resource"] == {"Ref": secret_id} and "secretsmanager:GetSecretValue" in st["Action"]
+        granting = [st for st in statements if st["Resource"] == {"Ref": secret_id}]
+        assert len(granting) == 1 and "secretsmanager:GetSecretValue" in granting[0]["Action"], statements
+        # (the only other secrets it may read are the orgs' signing secrets, by their prefix)
+        others = [
+            st["Resource"]
             for st in statements
-        )
+            if "secretsmanager:GetSecretValue" in st["Action"] and st not in granting
+        ]
+        assert len(others) == 1 and f"slotguard/{stage}/webhooks/*" in json.dumps(others[0]), others
         # And the webhook URL the stack gives senders is the distribution's
         output = template.to_json()["Outputs"]["WebhookUrl"]["Value"]
-        assert output["Fn::Join"][1][1] == {
-            "Fn::GetAtt": [next(iter(resources(template, "AWS::CloudFront::Distribution"))), "DomainName"]
-        }
-        assert output["Fn::Join"][1][2] == "/webhooks/"
+        [distribution_id] = resources(template, "AWS::CloudFront::Distribution")
+        assert output["Fn::Join"][1] == [
+            "https://",
+            {"Fn::GetAtt": [distribution_id, "DomainName"]},
+            "/webhooks/",
+        ]
 
 
 def test_a_deployable_stage_needs_its_region() -> None:
@@ -265,3 +308,67 @@ def test_the_edge_secret_unreadable_is_503_so_the_sender_retries(
     assert status == 503
     assert answer["error"]["code"] == "upstream_unavailable"
     assert queued(pipeline) == []
+
+
+def test_a_changed_edge_secret_is_accepted_beside_the_previous_one_while_cloudfront_rolls_it_out(
+    pipeline: Pipeline, edge_secret: str
+) -> None:
+    import boto3
+
+    sm = boto3.client("secretsmanager")
+    arn = pipeline.receiver.receiver._edge._secret_id
+    org_id, secret = pipeline.new_org()
+
+    def post(header: str, n: int) -> int:
+        headers = {
+            **signed_headers(secret, f"msg_rot_{n}_{uuid.uuid4().hex[:6]}", BODY),
+            "x-slotguard-edge": header,
+        }
+        return pipeline.post(org_id, BODY, headers)[0]
+
+    # Given a receiver that has read the edge secret (its clock ours)
+    edge = pipeline.receiver.receiver._edge
+    now = [1000.0]
+    edge._clock = lambda: now[0]
+    assert post(edge_secret, 0) == 202
+    # When an operator puts a new value (docs/operations.md), before CloudFront sends it
+    new = uuid.uuid4().hex + uuid.uuid4().hex
+    sm.put_secret_value(SecretId=arn, SecretString=new)
+    # Then what CloudFront still sends (now the previous version) is accepted
+    assert post(edge_secret, 1) == 202
+    # And the new value, once CloudFront sends it (a deploy later: minutes), is accepted too, read
+    # again on the first mismatch past the re-read interval
+    now[0] += edge.REFRESH_MIN_INTERVAL_S
+    assert post(new, 2) == 202
+    assert post(edge_secret, 3) == 202
+    # And a value older than the previous one is refused once a third value is put
+    newest = uuid.uuid4().hex + uuid.uuid4().hex
+    sm.put_secret_value(SecretId=arn, SecretString=newest)
+    now[0] += 300  # (its 5-minute cache past)
+    assert post(newest, 4) == 202
+    assert post(new, 5) == 202
+    assert post(edge_secret, 6) == 401
+
+
+def test_raising_the_edge_secret_revision_changes_the_distribution_so_cloudformation_reads_the_secret_again(
+    templates: dict[str, Any],
+) -> None:
+    from aws_cdk.assertions import Template
+
+    from infra.app import build_app
+
+    # Given the dev stage as synthesized (revision 1)
+    [before] = resources(templates["dev"], "AWS::CloudFront::Distribution").values()
+    # When it is synthesized with the next revision (docs/operations.md, after a new value is put)
+    app = build_app({**CONTEXT, "edge_secret_revision": "2"})
+    [after] = resources(
+        Template.from_stack(app.node.find_child("Slotguard-dev")), "AWS::CloudFront::Distribution"
+    ).values()
+    # Then the distribution differs (CloudFormation resolves a dynamic reference only in a resource it
+    # updates), and only in its comment: the same origin, header reference and behaviour
+    b, a = before["Properties"]["DistributionConfig"], after["Properties"]["DistributionConfig"]
+    assert b["Comment"].endswith("edge secret revision 1") and a["Comment"].endswith("edge secret revision 2")
+    assert {k: v for k, v in a.items() if k != "Comment"} == {k: v for k, v in b.items() if k != "Comment"}
+    # And a revision that is not a number is refused
+    with pytest.raises(ValueError, match="edge_secret_revision"):
+        build_app({**CONTEXT, "edge_secret_revision": "two"})

@@ -345,19 +345,23 @@ def test_alarm_topic_subscribers_come_from_context(template: Any) -> None:
 
 
 def test_http_api_5xx_alarms(template: Any) -> None:
-    # Given the HTTP API (the resolver answers an exception with 500: Lambda's Errors stays 0)
-    api_id = main_api_id(template)
-    # Then an alarm watches the API's own 5xx count and notifies the alarm topic
+    # Given the HTTP APIs (the resolver answers an exception with 500, the receiver an SQS or Secrets
+    # Manager failure with 503: Lambda's Errors stays 0)
+    apis = set(resources(template, "AWS::ApiGatewayV2::Api"))
+    assert len(apis) == 2  # the main API and the webhook route's origin API behind the edge
+    # Then an alarm watches each API's own 5xx count and notifies the alarm topic
     alarms = [
         a["Properties"]
         for a in resources(template, "AWS::CloudWatch::Alarm").values()
         if a["Properties"].get("Namespace") == "AWS/ApiGateway" and a["Properties"].get("MetricName") == "5xx"
     ]
-    assert len(alarms) == 1, alarms
-    [alarm] = alarms
-    assert {"Name": "ApiId", "Value": {"Ref": api_id}} in alarm["Dimensions"]
-    assert alarm["Statistic"] == "Sum"
-    assert alarm["AlarmActions"]
+    watched = set()
+    for alarm in alarms:
+        [api] = [d["Value"]["Ref"] for d in alarm["Dimensions"] if d["Name"] == "ApiId"]
+        watched.add(api)
+        assert alarm["Statistic"] == "Sum"
+        assert alarm["AlarmActions"] and alarm["OKActions"]
+    assert watched == apis and len(alarms) == 2, alarms
 
 
 def test_dead_letter_queue_keeps_messages_longer_than_the_source_queue(templates: dict[str, Any]) -> None:

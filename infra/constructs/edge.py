@@ -305,7 +305,10 @@ class WebhookEdge(Construct):
         self.distribution = cloudfront.Distribution(
             self,
             "Distribution",
-            comment=f"slotguard ({config.stage}): the webhook route, rate-limited per org",
+            # The revision in the comment: raising it changes the distribution, and so makes
+            # CloudFormation resolve the header's secret reference again (it does only then)
+            comment=f"slotguard ({config.stage}): the webhook route, rate-limited per org; "
+            f"edge secret revision {config.edge_secret_revision}",
             default_behavior=cloudfront.BehaviorOptions(
                 origin=origins.HttpOrigin(
                     origin_domain,
@@ -323,6 +326,9 @@ class WebhookEdge(Construct):
             web_acl_id=web_acl.arn,
             price_class=cloudfront.PriceClass.PRICE_CLASS_ALL,
             http_version=cloudfront.HttpVersion.HTTP2_AND_3,
+            # IPv4 only: WAF counts each IPv6 address on its own, and one host may hold a /64 of them
+            # (the per-sender limit would be a limit per address, not per sender)
+            enable_ipv6=False,
         )
         suppress(
             self.distribution,

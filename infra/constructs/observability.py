@@ -27,6 +27,9 @@ ONE_HOUR = Duration.hours(1)
 # A few 503s (lock busy, a database blip answered database_unavailable) are expected and have
 # their own alarms; five 5xx in five minutes is something to look at.
 API_5XX_THRESHOLD = 5
+# Webhooks refused with reason not_via_edge in 5 minutes: CloudFront's header and the receivers' secret
+# out of step refuses every webhook; a few probes of the origin's URL are not worth a page.
+NOT_VIA_EDGE_THRESHOLD = 10
 # A rate (success, busy, 401s) is not judged on fewer events than this in its period: one failure in
 # three deliveries at night is not a 66 % success rate (docs/operations.md).
 MIN_SAMPLES = 20
@@ -66,7 +69,10 @@ class Observability(Construct):
         functions: dict[str, lambda_.IFunction],
         http_api: apigw.IHttpApi,
         database: DatabaseWatch,
+        webhook_api: apigw.IHttpApi | None = None,
     ) -> None:
+        """`webhook_api`: the webhook route's origin API behind the edge (infra/constructs/edge.py),
+        where a stage has one."""
         super().__init__(scope, construct_id)
         ns = names.metrics_namespace
 
@@ -350,6 +356,34 @@ class Observability(Construct):
             cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             f"{API_5XX_THRESHOLD} or more HTTP API 5xx answers in 5 minutes",
         )
+        if webhook_api is not None:
+            # The receiver answers its failures (SQS or Secrets Manager down: 503) itself, so its
+            # Lambda Errors stay at 0: the webhook origin API's 5xx count is what shows them.
+            self._alarm(
+                "WebhookApi5xx",
+                webhook_api.metric_server_error(period=FIVE_MINUTES, statistic="Sum"),
+                API_5XX_THRESHOLD,
+                cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                f"{API_5XX_THRESHOLD} or more webhook route 5xx answers in 5 minutes (the queue or the "
+                "secret store failing: senders are told to retry)",
+            )
+            # Webhooks refused for not coming through the edge: CloudFront sending a header value the
+            # receivers do not know (a changed edge secret not deployed, or deployed out of order:
+            # every webhook refused), or someone posting to the origin's own URL.
+            self._alarm(
+                "WebhooksNotViaEdge",
+                cw.Metric(
+                    namespace=ns,
+                    metric_name=webhook_metrics.REJECTED,
+                    dimensions_map={"service": "webhook_receiver", "reason": "not_via_edge"},
+                    statistic="Sum",
+                    period=FIVE_MINUTES,
+                ),
+                NOT_VIA_EDGE_THRESHOLD,
+                cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                f"{NOT_VIA_EDGE_THRESHOLD} or more webhooks refused in 5 minutes for not coming through "
+                "CloudFront (the edge secret out of step, or the origin URL found)",
+            )
         for name, fn in functions.items():
             self._alarm(
                 f"Errors-{name}",

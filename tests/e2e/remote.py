@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 from typing import Any
 
 import jwt
@@ -29,6 +30,10 @@ class RemoteStack:
         if not os.environ.get("SLOTGUARD_API_URL"):
             return None
         missing = [name for name in REQUIRED if not os.environ.get(name)]
+        api_host = urlsplit(os.environ["SLOTGUARD_API_URL"]).hostname or ""
+        if api_host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get("SLOTGUARD_WEBHOOK_URL"):
+            # A deployment serves the webhook route at its WebhookUrl (CloudFront), not on the API
+            missing.append("SLOTGUARD_WEBHOOK_URL")
         if missing:
             raise RuntimeError(f"make smoke needs {', '.join(missing)} (see tests/e2e/remote.py)")
         token = os.environ["SLOTGUARD_TOKEN"]

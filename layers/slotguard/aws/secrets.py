@@ -194,12 +194,16 @@ class WebhookSecretStore:
 class EdgeSecret:
     """The secret CloudFront adds to every request it forwards to the webhook route's origin (the
     `x-slotguard-edge` header: docs/decisions.md, "Per-tenant fairness"). A request without it did
-    not pass the edge's per-org rate limit: it went to the origin's own URL. The value is read once
-    and kept for `max_age_s` seconds; a header that does not match re-reads it at most every
-    REFRESH_MIN_INTERVAL_S seconds (the value changed by a deploy), so junk costs no read each."""
+    not pass the edge's per-org rate limit: it went to the origin's own URL.
+
+    Both the secret's current and previous versions (AWSCURRENT, AWSPREVIOUS) are accepted, so a
+    change of the value (docs/operations.md) never refuses what CloudFront sends while its new
+    header rolls out. The values are read once and kept for `max_age_s` seconds; a header matching
+    neither re-reads them at most every REFRESH_MIN_INTERVAL_S seconds, so junk costs no read each."""
 
     HEADER = "x-slotguard-edge"
     REFRESH_MIN_INTERVAL_S = 30.0
+    STAGES = ("AWSCURRENT", "AWSPREVIOUS")
 
     def __init__(
         self,
@@ -212,32 +216,43 @@ class EdgeSecret:
         self._max_age_s = max_age_s
         self._sm = sm or client("secretsmanager")
         self._clock = clock
-        self._refreshed = float("-inf")
+        self._values: list[bytes] = []
+        self._read_at = float("-inf")
 
-    @functools.cached_property
-    def _provider(self) -> SecretsProvider:
-        return SecretsProvider(boto3_client=self._sm)
-
-    def _value(self, *, force_fetch: bool) -> str:
-        try:
-            value = self._provider.get(self._secret_id, max_age=self._max_age_s, force_fetch=force_fetch)
-        except GetParameterError as exc:
-            raise SecretStoreUnavailable(str(exc)) from exc
-        if not isinstance(value, str) or not value:
+    def _read(self, now: float) -> list[bytes]:
+        values = []
+        for stage in self.STAGES:
+            try:
+                value = self._sm.get_secret_value(SecretId=self._secret_id, VersionStage=stage)["SecretString"]
+            except ClientError as exc:
+                if stage != "AWSCURRENT" and exc.response["Error"]["Code"] == "ResourceNotFoundException":
+                    continue  # no previous version (never changed)
+                raise SecretStoreUnavailable(str(exc)) from exc
+            except Exception as exc:  # the endpoint unreachable, throttled, ...
+                raise SecretStoreUnavailable(str(exc)) from exc
+            if isinstance(value, str) and value:
+                values.append(value.encode())
+        if not values:
             raise SecretStoreUnavailable("the edge secret is empty")
-        return value
+        self._values, self._read_at = values, now
+        return values
 
     def matches(self, presented: str | None) -> bool:
-        """Whether `presented` is the edge's secret (compared in constant time)."""
+        """Whether `presented` is the edge's secret, current or previous (constant-time compares)."""
         if not presented:
             return False
-        if hmac.compare_digest(presented.encode(), self._value(force_fetch=False).encode()):
-            return True
         now = self._clock()
-        if now - self._refreshed < self.REFRESH_MIN_INTERVAL_S:
+        values = self._values if now - self._read_at < self._max_age_s else self._read(now)
+        if _any_equal(presented.encode(), values):
+            return True
+        if now - self._read_at < self.REFRESH_MIN_INTERVAL_S:
             return False
-        self._refreshed = now
-        return hmac.compare_digest(presented.encode(), self._value(force_fetch=True).encode())
+        return _any_equal(presented.encode(), self._read(now))
+
+
+def _any_equal(presented: bytes, values: list[bytes]) -> bool:
+    # Every value compared, whichever matches, so the time taken says nothing of which did
+    return sum(hmac.compare_digest(presented, value) for value in values) > 0
 
 
 def database_admin_url(
