@@ -50,7 +50,7 @@ class StageConfig:
     # Raised (-c edge_secret_revision=N) to make CloudFront send the webhook edge's secret as it is
     # now in Secrets Manager: CloudFormation resolves the reference only when the distribution
     # changes (docs/operations.md, "Changing the edge's header secret").
-    edge_secret_revision: str = "1"
+    edge_secret_revision: str = "1"  # noqa: S105 - a revision number, not a secret
 
     @property
     def is_prod(self) -> bool:

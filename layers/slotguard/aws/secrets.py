@@ -223,7 +223,8 @@ class EdgeSecret:
         values = []
         for stage in self.STAGES:
             try:
-                value = self._sm.get_secret_value(SecretId=self._secret_id, VersionStage=stage)["SecretString"]
+                answer = self._sm.get_secret_value(SecretId=self._secret_id, VersionStage=stage)
+                value = answer["SecretString"]
             except ClientError as exc:
                 if stage != "AWSCURRENT" and exc.response["Error"]["Code"] == "ResourceNotFoundException":
                     continue  # no previous version (never changed)
