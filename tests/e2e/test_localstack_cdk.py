@@ -196,7 +196,7 @@ def test_the_deployed_alarms_match_the_synthesized_dev_stage(
     cloudwatch = client(stack, "cloudwatch")
     dev_alarms = of_type(dev_template, "AWS::CloudWatch::Alarm")
     # Then the stage deployed every alarm of the dev stage, and no other
-    assert len(dev_alarms) == 33  # 2 per function (errors, throttles) of 8, and 17 others
+    assert len(dev_alarms) == 35  # 2 per function (errors, throttles) of 8, and 19 others
     assert set(physical) == set(dev_alarms)
     # And each deployed alarm decides as the synthesized one does, notifying the deployed topic
     for logical_id, synthesized in dev_alarms.items():
