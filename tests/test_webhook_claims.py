@@ -265,9 +265,19 @@ def test_only_the_current_claim_token_records_an_outcome(pipeline: Pipeline, app
         ).fetchone()
         return bool(done)
 
-    # And the stalled worker can neither fail nor complete it; the current one completes it
+    def release(token: str) -> bool:
+        [done] = app_conn.execute(
+            "SELECT slotguard.release_webhook_delivery(%s, 'job', %s)", (org_id, token)
+        ).fetchone()
+        return bool(done)
+
+    # And the stalled worker can neither fail, complete nor give back the current worker's claim
     assert fail(first["token"]) is False
     assert complete(first["token"]) is False
+    assert release(first["token"]) is False
+    [row] = pipeline.rows(org_id)
+    assert (row["status"], str(row["claim_token"])) == ("processing", second["token"])
+    # And the current one completes it
     assert complete(second["token"]) is True
     assert complete(second["token"]) is False
     [row] = pipeline.rows(org_id)

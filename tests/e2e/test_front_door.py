@@ -140,6 +140,11 @@ def test_a_rejected_webhook_counts_in_the_metrics_file_not_on_the_console(stack:
     while not rejected() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert [r["reason"] for r in rejected()] == ["bad_signature"]
-    # And the console shows the request's line, never the raw record
+    # And the console shows the request's line (written once the answer is sent: waited for),
+    # never the raw record
+    line = f"POST /webhooks/{org_id} 401"
+    deadline = time.monotonic() + 5
+    while line not in stack.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert line in stack.log()
     assert '"_aws"' not in stack.log()
-    assert f"POST /webhooks/{org_id} 401" in stack.log()

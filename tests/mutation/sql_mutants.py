@@ -159,7 +159,16 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "late-finisher-completes",
-        "a finisher whose claim was taken over can still record its outcome (claim token unchecked)",
+        "a finisher whose claim was taken over can still record its outcome (claim token unchecked in"
+        " complete and fail)",
+        "layers/slotguard/sql/functions/webhook_outcome.sql",
+        r" AND claim_token = p_token\n(\s+RETURNING id, attempts)",
+        "\n\\1",
+    ),
+    Mutant(
+        "late-releaser-releases",
+        "a worker whose claim was taken over can still give it back, resetting the current worker's"
+        " claim (claim token unchecked in release)",
         "layers/slotguard/sql/functions/webhook_outcome.sql",
         r" AND claim_token = p_token;",
         ";",
