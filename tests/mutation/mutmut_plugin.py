@@ -14,4 +14,5 @@ BASETEMP_ROOT = Path(os.environ.get("SLOTGUARD_MUTATION_BASETEMP", "/tmp/slotgua
 
 def pytest_configure(config: pytest.Config) -> None:
     if not config.option.basetemp:
+        BASETEMP_ROOT.mkdir(parents=True, exist_ok=True)
         config.option.basetemp = str(BASETEMP_ROOT / str(os.getpid()))

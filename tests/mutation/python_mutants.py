@@ -9,7 +9,8 @@ fails; one that survives is a change to the code no test notices.
 Each argument is a module or package (every mutant in it), or a mutmut mutant name or glob
 (`slotguard.aws.sqs.x_send_batch__mutmut_3`, `slotguard.api.http.x_json_response*`); none: all four
 packages. Prints the score (killed / mutants) and each surviving mutant's diff; exits 1 when a
-mutant survived, timed out or was suspicious.
+mutant survived, timed out or was suspicious. Ctrl-C stops the run and still reports (the mutants
+not reached are "not checked"); a run is whole again only when rerun.
 
 mutmut names a mutant by its file's path and the tests import `slotguard.*`, so mutmut runs in
 .mutmut/ (ignored by git), where `slotguard` is the layer's package (a link to layers/slotguard)
@@ -29,6 +30,7 @@ import fnmatch
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -75,14 +77,21 @@ def stage() -> None:
 
 
 def mutmut(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "mutmut"), *args],
-        cwd=STAGE,
-        env=env,
-        capture_output=args[0] != "run",
-        text=True,
-        check=False,
-    )
+    # Ctrl-C reaches mutmut too: it stops its workers, keeps what it checked and exits; this
+    # process waits for it and reports (what was not reached is "not checked")
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return subprocess.run(
+            [str(Path(sys.executable).parent / "mutmut"), *args],
+            cwd=STAGE,
+            env=env,
+            capture_output=args[0] != "run",
+            text=True,
+            check=False,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in sorted(n for n, s in statuses.items() if s in BAD):
         print()
         print(mutmut("show", name, env=env).stdout.rstrip())
-    if run.returncode != 0 or not statuses:
-        return 2
+    if run.returncode != 0 or not statuses or counts["not checked"]:
+        return 2  # mutmut failed, or the run was stopped before every mutant was checked
     return 1 if any(counts[s] for s in BAD) else 0
 
 
