@@ -480,11 +480,13 @@ def test_the_queue_age_is_the_latest_maximum_of_that_queue_in_the_last_ten_minut
     from slotguard.aws.cloudwatch import QueueAgeMetric
 
     # Given the age of the oldest message as SQS publishes it (namespace AWS/SQS, per QueueName):
-    # for this queue 3 and 4 minutes ago and a quarter of an hour ago, and for another queue now
+    # for this queue 3 and 4 minutes ago and a quarter of an hour ago, for another queue now
     queue, other = f"webhooks-{uuid.uuid4().hex[:8]}", f"webhooks-{uuid.uuid4().hex[:8]}"
     cw = boto3.client("cloudwatch")
     now = datetime.now(UTC)
-    for name, ago, age in ((queue, 4, 240.0), (queue, 3, 90.0), (queue, 15, 900.0), (other, 0, 5000.0)):
+    old = f"webhooks-{uuid.uuid4().hex[:8]}"  # its only datapoint ten and a half minutes ago
+    points = ((queue, 4, 240.0), (queue, 3, 90.0), (queue, 15, 900.0), (other, 0, 5000.0), (old, 10.5, 7.0))
+    for name, ago, age in points:
         cw.put_metric_data(
             Namespace="AWS/SQS",
             MetricData=[
@@ -501,6 +503,7 @@ def test_the_queue_age_is_the_latest_maximum_of_that_queue_in_the_last_ten_minut
     # Then it is this queue's latest minute within the last ten, and None for a queue with none
     assert metric.oldest_message_age_s(queue) == 90.0
     assert metric.oldest_message_age_s(f"webhooks-{uuid.uuid4().hex[:8]}") is None
+    assert metric.oldest_message_age_s(old) is None
 
 
 def test_the_queue_age_is_read_for_the_last_ten_minutes_whatever_the_local_time_zone(
@@ -523,3 +526,59 @@ def test_the_queue_age_is_read_for_the_last_ten_minutes_whatever_the_local_time_
     )
     # When it is read, then it is found (the ten minutes are taken in UTC)
     assert QueueAgeMetric().oldest_message_age_s(queue) == 42.0
+
+
+def test_a_queue_depth_counts_visible_in_flight_and_delayed_messages(aws: str) -> None:
+    from slotguard.aws.sqs import WebhookQueue
+
+    # Given a queue holding one message delayed, and two visible of which one is received
+    sqs = boto3.client("sqs")
+    url = sqs.create_queue(QueueName=f"webhooks-{uuid.uuid4().hex[:10]}")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=600)
+    for body in ("a", "b"):
+        sqs.send_message(QueueUrl=url, MessageBody=body)
+    assert sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, VisibilityTimeout=600)["Messages"]
+    # When the queue health reads its depth
+    depth = WebhookQueue(url, sqs).depth()
+    # Then each count is its own
+    assert (depth.visible, depth.in_flight, depth.delayed) == (1, 1, 1)
+
+
+def _secret_value(store: Any, org: str, value: dict[str, Any]) -> None:
+    store._sm.create_secret(Name=store.name_for(org), SecretString=json.dumps(value))
+
+
+def test_expiry_times_with_an_offset_without_one_or_unreadable(aws: str) -> None:
+    from slotguard.aws.secrets import fingerprint
+
+    # Given an org's secrets whose previous ones expire: at 08:00+09:00 (23:00 UTC the day
+    # before), at 23:45 written without an offset (UTC), and at a time nobody can read
+    now = datetime(2029, 12, 31, 23, 30, tzinfo=UTC)
+    store = _store(wallclock=lambda: now)
+    org = str(uuid.uuid4())
+    current, offset, naive, unreadable = (f"whsec_{name}" for name in ("cur", "off", "naive", "bad"))
+    expires_at = {
+        fingerprint(offset): "2030-01-01T08:00:00+09:00",
+        fingerprint(naive): "2029-12-31T23:45:00",
+        fingerprint(unreadable): "the day after tomorrow",
+    }
+    _secret_value(store, org, {"secrets": [current, offset, naive, unreadable], "expires_at": expires_at})
+    # When the receiver reads them at 23:30 UTC
+    # Then the one with an offset has expired at its own instant, the one without is still
+    # valid (read as UTC), the unreadable one is treated as expired
+    assert store.active_secrets(org) == [current, naive]
+
+
+def test_a_forced_re_read_is_allowed_again_exactly_at_the_interval(aws: str) -> None:
+    # Given an org whose secrets were re-read past the cache at t=0
+    now = [0.0]
+    store = _store(clock=lambda: now[0])
+    org = str(uuid.uuid4())
+    secret = store.rotate(org)
+    assert store.refreshed_secrets(org) == [secret]
+    # When forged signatures ask again within the interval, then there is no re-read
+    now[0] = store.REFRESH_MIN_INTERVAL_S - 0.5
+    assert store.refreshed_secrets(org) is None
+    # And when the interval has passed (exactly), the secrets are re-read
+    now[0] = store.REFRESH_MIN_INTERVAL_S
+    assert store.refreshed_secrets(org) == [secret]
