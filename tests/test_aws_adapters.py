@@ -582,3 +582,30 @@ def test_a_forced_re_read_is_allowed_again_exactly_at_the_interval(aws: str) -> 
     # And when the interval has passed (exactly), the secrets are re-read
     now[0] = store.REFRESH_MIN_INTERVAL_S
     assert store.refreshed_secrets(org) == [secret]
+
+
+def test_forced_re_reads_are_remembered_for_a_bounded_number_of_orgs(aws: str) -> None:
+    # Given a store remembering the forced re-reads of 2 orgs at most
+    store = _store(clock=lambda: 0.0)
+    store.MAX_REFRESHED = 2
+    orgs = [str(uuid.uuid4()) for _ in range(3)]
+    secrets = [store.rotate(org) for org in orgs]
+    assert store.refreshed_secrets(orgs[0]) == [secrets[0]]
+    assert store.refreshed_secrets(orgs[1]) == [secrets[1]]
+    # When a third org is re-read at the same moment
+    assert store.refreshed_secrets(orgs[2]) == [secrets[2]]
+    # Then the memory was emptied first: the first org may be re-read again at once
+    assert store.refreshed_secrets(orgs[0]) == [secrets[0]]
+
+
+def test_a_forced_re_read_of_an_unknown_org_remembers_it_as_unknown(aws: str) -> None:
+    # Given a store remembering unknown orgs for a minute
+    now = [0.0]
+    store = _store(unknown_ttl_s=60, clock=lambda: now[0])
+    org = str(uuid.uuid4())
+    # When a forged signature makes it re-read an org that has no secret
+    assert store.refreshed_secrets(org) is None
+    # Then the org is remembered as unknown: its secret made meanwhile is not read within the TTL
+    store.rotate(org)
+    now[0] = 30.0
+    assert store.active_secrets(org) is None

@@ -52,6 +52,7 @@ LINKS = {
     "pyproject.toml": "pyproject.toml",
 }
 BAD = ("survived", "timeout", "suspicious", "segfault")
+SHOW_DIFFS = 20  # `mutmut show` takes a second or two each
 
 
 def patterns(targets: list[str]) -> list[str]:
@@ -143,9 +144,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n{status} ({len(names)}):")
             for name in names:
                 print(f"  {name}")
-    for name in sorted(n for n, s in statuses.items() if s in BAD):
+    bad = sorted(n for n, s in statuses.items() if s in BAD)
+    for name in bad[:SHOW_DIFFS]:
         print()
         print(mutmut("show", name, env=env).stdout.rstrip())
+    if len(bad) > SHOW_DIFFS:
+        print(f"\n(the first {SHOW_DIFFS} diffs; any other: cd .mutmut && ../.venv/bin/mutmut show NAME)")
     if run.returncode != 0 or not statuses or counts["not checked"]:
         return 2  # mutmut failed, or the run was stopped before every mutant was checked
     return 1 if any(counts[s] for s in BAD) else 0
