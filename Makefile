@@ -7,6 +7,7 @@
 #> test-readme      every command the README shows, run as typed (make local in its three forms, ...)
 #> test-rollback    the previous release's end-to-end suite on the newest schema (README, Rollback)
 #> mutation-sql     every SQL mutant applied alone must fail the database tests (docs/testing.md)
+#> mutation         mutmut over the Python layer (MUTATE), the fast tests calling each mutant; score and survivors
 #> synth            offline cdk synth of dev, prod and the LocalStack stage, with cdk-nag and cfn-lint
 #> smoke            the end-to-end suite against a deployment (SLOTGUARD_API_URL, _TOKEN, _WEBHOOK_SECRET)
 #> lint             ruff check, ruff format --check, mypy
@@ -29,6 +30,7 @@
 #= AWS_ENDPOINT_URL=...     make local: another AWS endpoint instead of moto's server
 #= LOCALSTACK_PYTHON=...    make local AWS=localstack: the Python 3.13 for .localstack-venv
 #= PYTHON=python3           the Python that creates .venv
+#= MUTATE=slotguard.api,slotguard.services,slotguard.db,slotguard.aws  make mutation: modules, packages or mutant names
 #= SLOTGUARD_API_URL=...    make smoke, make load: a deployment's API (with SLOTGUARD_TOKEN, SLOTGUARD_WEBHOOK_SECRET)
 #= SLOTGUARD_OTHER_TOKEN=... make smoke: another org's token (tenant isolation)
 #= SLOTGUARD_WEBHOOK_URL=... make smoke: the stack's WebhookUrl (CloudFront) where webhooks are posted
@@ -63,7 +65,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: console-vendor help venv test lint bench load local synth smoke clean localstack-venv test-localstack test-readme test-rollback mutation-sql layer-lock
+.PHONY: console-vendor help venv test lint bench load local synth smoke clean localstack-venv test-localstack test-readme test-rollback mutation-sql mutation layer-lock
 
 help:
 	@echo "make TARGET [SWITCH=value ...]"
@@ -172,6 +174,15 @@ test-rollback: $(STAMP)
 # run against it; every mutant must be killed. Not part of make test (about an hour); docs/testing.md.
 mutation-sql: $(STAMP)
 	$(BIN)/python -m tests.mutation.sql_mutants
+
+# Mutation testing of the Python layer with mutmut ([tool.mutmut] in pyproject.toml): each mutant of
+# a function in slotguard.api, .services, .db or .aws is tested by the fast tests that call that
+# function (tests/mutation/python_mutants.py). MUTATE limits it (`MUTATE=slotguard.aws`, a module,
+# or mutant names). Prints killed / mutants and every survivor's diff; exits 1 if one survived. Not
+# part of make test (hours for the whole layer); results in docs/testing.md.
+MUTATE ?= slotguard.api,slotguard.services,slotguard.db,slotguard.aws
+mutation: $(STAMP)
+	$(BIN)/python -m tests.mutation.python_mutants "$(MUTATE)"
 
 # Offline synth of the stages (dev, prod, and localstack: infra/localstack_stack.py) with cdk-nag
 # (AwsSolutions; any unacknowledged finding fails the synth) and cfn-lint on the templates (errors

@@ -165,19 +165,26 @@ def api(booking_fn: ModuleType, org: Org) -> ApiClient:
 
 @pytest.fixture(scope="session")
 def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """moto in server mode, in its own process (its own core and GIL, like a real endpoint)."""
+    """moto in server mode, in its own process (its own core and GIL, like a real endpoint).
+    SLOTGUARD_TEST_MOTO_URL: one already running, shared by many sessions (make mutation runs a
+    session per mutant; every test names its queues and secrets afresh)."""
     from slotguard_local.moto import MotoServer
 
-    server = MotoServer(log_path=tmp_path_factory.mktemp("moto") / "moto.log").start()
+    server = None
+    endpoint = os.environ.get("SLOTGUARD_TEST_MOTO_URL", "")
+    if not endpoint:
+        server = MotoServer(log_path=tmp_path_factory.mktemp("moto") / "moto.log").start()
+        endpoint = server.endpoint
     os.environ.update(
-        AWS_ENDPOINT_URL=server.endpoint,
+        AWS_ENDPOINT_URL=endpoint,
         AWS_ACCESS_KEY_ID="testing",
         AWS_SECRET_ACCESS_KEY="testing",
         AWS_DEFAULT_REGION="us-east-1",
         AWS_REGION="us-east-1",
     )
-    yield server.endpoint
-    server.stop()
+    yield endpoint
+    if server is not None:
+        server.stop()
 
 
 @dataclass

@@ -1,0 +1,611 @@
+"""The AWS adapters' own answers (slotguard.aws), each where `make mutation` found a change no test
+noticed: what the booking metrics read from CloudWatch, the RDS token signed without boto3 or by
+it, the event source mapping's state as Lambda's API gives it, and what SendInterrupted says."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import boto3
+import pytest
+
+from slotguard.aws.cloudwatch import BOOKING_COUNTS, BOOKING_LATENCY, BookingMetricSource
+from slotguard.aws.rds import generate_auth_token, presign_connect
+from slotguard.aws.sqs import SendInterrupted
+from slotguard.aws.workers import EventSourceMappingState, WorkerState
+
+HOST, PORT, USER, REGION = "proxy.example.internal", 6432, "slotguard_app", "eu-west-1"
+
+
+def test_the_booking_figures_are_the_sums_of_the_booking_services_own_datapoints(aws: str) -> None:
+    # Given booking metrics in CloudWatch (moto's server) for the booking service, and the same
+    # metric names for another service in the same namespace
+    namespace = f"slotguard-{uuid.uuid4().hex[:8]}"
+    cw = boto3.client("cloudwatch")
+    now = datetime.now(UTC)
+
+    def put(service: str, name: str, *values: float) -> None:
+        cw.put_metric_data(
+            Namespace=namespace,
+            MetricData=[
+                {
+                    "MetricName": name,
+                    "Dimensions": [{"Name": "service", "Value": service}],
+                    "Timestamp": now - timedelta(seconds=30 + i),
+                    "Value": value,
+                }
+                for i, value in enumerate(values)
+            ],
+        )
+
+    put("booking", "BookingAttempted", 3, 4)
+    put("booking", "BookingCreated", 5)
+    put("booking", "BookingConflict", 2)
+    put("booking", BOOKING_LATENCY, 10.0, 30.0, 20.0)
+    put("webhook_receiver", "BookingAttempted", 1000)
+    put("webhook_receiver", BOOKING_LATENCY, 1000.0)
+    # When the metrics API reads the last hour
+    figures = BookingMetricSource(namespace).read(timedelta(hours=1))
+    # Then each count is the sum of the booking service's datapoints only, a count with no
+    # datapoint is 0, and the latency is given as its sum and its sample count
+    assert figures == {
+        "BookingAttempted": 7.0,
+        "BookingCreated": 5.0,
+        "BookingConflict": 2.0,
+        "BookingBusy": 0.0,
+        f"{BOOKING_LATENCY}.sum": 60.0,
+        f"{BOOKING_LATENCY}.count": 3.0,
+    }
+    assert set(BOOKING_COUNTS) < set(figures)
+
+
+@pytest.fixture
+def tokyo_local_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local time zone is not UTC (a developer's machine)."""
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_the_booking_figures_are_read_for_the_last_span_whatever_the_local_time_zone(
+    aws: str, tokyo_local_time: None
+) -> None:
+    # Given a booking counted in CloudWatch a minute ago, read where local time is UTC+9
+    namespace = f"slotguard-{uuid.uuid4().hex[:8]}"
+    boto3.client("cloudwatch").put_metric_data(
+        Namespace=namespace,
+        MetricData=[
+            {
+                "MetricName": "BookingCreated",
+                "Dimensions": [{"Name": "service", "Value": "booking"}],
+                "Timestamp": datetime.now(UTC) - timedelta(minutes=1),
+                "Value": 1,
+            }
+        ],
+    )
+    # When the last hour is read, then the booking is in it (the range is taken in UTC)
+    assert BookingMetricSource(namespace).read(timedelta(hours=1))["BookingCreated"] == 1.0
+
+
+def test_the_booking_figures_add_up_every_datapoint_cloudwatch_answers() -> None:
+    from botocore.stub import ANY, Stubber
+
+    # Given CloudWatch answering a range with two datapoints (it may round the start down to a
+    # period boundary, so one period spanning the range can come back as two)
+    cw = boto3.client("cloudwatch", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    stub = Stubber(cw)
+    now = datetime.now(UTC)
+    for name in BOOKING_COUNTS:
+        points = [{"Timestamp": now, "Sum": 2.0}, {"Timestamp": now, "Sum": 3.0}]
+        stub.add_response(
+            "get_metric_statistics", {"Datapoints": points}, {**_range_params(ANY), "MetricName": name}
+        )
+    points = [
+        {"Timestamp": now, "Sum": 40.0, "SampleCount": 2.0},
+        {"Timestamp": now, "Sum": 5.0, "SampleCount": 1.0},
+    ]
+    stub.add_response(
+        "get_metric_statistics", {"Datapoints": points}, {**_range_params(ANY), "MetricName": BOOKING_LATENCY}
+    )
+    # When the figures are read
+    with stub:
+        figures = BookingMetricSource("slotguard", cloudwatch=cw).read(timedelta(hours=1))
+    # Then each is the sum over the datapoints
+    assert figures == {
+        **dict.fromkeys(BOOKING_COUNTS, 5.0),
+        f"{BOOKING_LATENCY}.sum": 45.0,
+        f"{BOOKING_LATENCY}.count": 3.0,
+    }
+
+
+def _range_params(any_: Any) -> dict[str, Any]:
+    return {
+        "Namespace": "slotguard",
+        "Dimensions": [{"Name": "service", "Value": "booking"}],
+        "StartTime": any_,
+        "EndTime": any_,
+        "Period": 3600,
+        "Statistics": any_,
+    }
+
+
+def _token_fields(token: str) -> tuple[str, dict[str, str]]:
+    where, _, query = token.partition("/?")
+    return where, {k: v[0] for k, v in parse_qs(query).items()}
+
+
+def _signed_by(token: str, access_key: str, secret_key: str, session_token: str | None) -> bool:
+    """The token is what presign_connect makes with these credentials at the token's own date."""
+    _, fields = _token_fields(token)
+    at = datetime.strptime(fields["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    expected = presign_connect(
+        HOST,
+        PORT,
+        USER,
+        REGION,
+        access_key=access_key,
+        secret_key=secret_key,
+        session_token=session_token,
+        now=at,
+    )
+    return token == expected
+
+
+@pytest.mark.parametrize("session_token", [None, "IQoJb3JpZ2luX2VjEJr//////////wEaCWV1LXdlc3QtMSJH+/=="])
+def test_credentials_in_the_environment_sign_the_token_without_boto3(
+    session_token: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given Lambda's credentials in the environment, and no boto3 to import (a function that talks
+    # to no AWS service never imports it: docs/decisions.md)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ASIAENVKEY")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
+    if session_token:
+        monkeypatch.setenv("AWS_SESSION_TOKEN", session_token)
+    else:
+        monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.setitem(sys.modules, "boto3", None)  # `import boto3` raises ImportError
+    # When the database connection asks for a token
+    token = generate_auth_token(HOST, PORT, USER, REGION)
+    # Then it is signed with those credentials, the session token carried when there is one
+    where, fields = _token_fields(token)
+    assert where == f"{HOST}:{PORT}"
+    assert fields["DBUser"] == USER
+    assert fields["X-Amz-Credential"].startswith("ASIAENVKEY/")
+    assert fields.get("X-Amz-Security-Token") == session_token
+    assert _signed_by(token, "ASIAENVKEY", "env-secret", session_token)
+
+
+def _profile(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A developer's profile (credentials and config files), no region configured."""
+    credentials, config = tmp_path / "credentials", tmp_path / "config"
+    credentials.write_text(
+        "[dev]\naws_access_key_id = AKIAPROFILEKEY\naws_secret_access_key = profile-secret\n"
+    )
+    config.write_text("[profile dev]\noutput = json\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_PROFILE", "dev")
+    for name in ("AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # boto3.client's session reads them afresh
+
+
+def test_without_keys_in_the_environment_boto3_signs_with_the_profile(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Given a developer's profile and no keys in the environment
+    _profile(monkeypatch, tmp_path)
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    # When the database connection asks for a token
+    token = generate_auth_token(HOST, PORT, USER, REGION)
+    # Then boto3 signed it with the profile's keys, for this host, port, user and region
+    where, fields = _token_fields(token)
+    assert where == f"{HOST}:{PORT}"
+    assert fields["X-Amz-Credential"].startswith(f"AKIAPROFILEKEY/{fields['X-Amz-Date'][:8]}/{REGION}/")
+    assert _signed_by(token, "AKIAPROFILEKEY", "profile-secret", None)
+
+
+def test_half_a_key_pair_in_the_environment_is_never_signed_without_its_other_half(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from botocore.exceptions import PartialCredentialsError
+
+    # Given a profile, and only a secret key in the environment
+    _profile(monkeypatch, tmp_path)
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
+    # When the database connection asks for a token
+    token = generate_auth_token(HOST, PORT, USER, REGION)
+    # Then boto3 signed it with the profile's keys (a secret without its key id is no credential)
+    assert _signed_by(token, "AKIAPROFILEKEY", "profile-secret", None)
+    # And given only a key id, boto3 refuses the partial credentials: no token signed with a
+    # missing secret (RDS would refuse it as a wrong password)
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ASIAENVKEY")
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    with pytest.raises(PartialCredentialsError):
+        generate_auth_token(HOST, PORT, USER, REGION)
+
+
+def _lambda_stub() -> Any:
+    from botocore.stub import Stubber
+
+    lam = boto3.client("lambda", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    return lam, Stubber(lam)
+
+
+MAPPING = "00000000-0000-0000-0000-000000000002"
+
+
+def test_the_mapping_state_carries_every_field_lambda_gives() -> None:
+    # Given an event source mapping as GetEventSourceMapping describes it, then one without a State
+    lam, stub = _lambda_stub()
+    answer = {
+        "UUID": MAPPING,
+        "State": "Enabled",
+        "BatchSize": 7,
+        "ScalingConfig": {"MaximumConcurrency": 5},
+        "MaximumBatchingWindowInSeconds": 3,
+        "LastProcessingResult": "OK",
+    }
+    with stub:
+        stub.add_response("get_event_source_mapping", answer, {"UUID": MAPPING})
+        stub.add_response("get_event_source_mapping", {"UUID": MAPPING}, {"UUID": MAPPING})
+        source = EventSourceMappingState(MAPPING, lam)
+        # When the metrics API reads it
+        # Then each field is Lambda's, from the control plane
+        assert source.read() == WorkerState(
+            state="Enabled",
+            batch_size=7,
+            maximum_concurrency=5,
+            batching_window_s=3,
+            last_processing_result="OK",
+            source="lambda",
+        )
+        # And a mapping that names no state is Unknown (not Unavailable: nothing says it stopped)
+        assert source.read() == WorkerState(state="Unknown", source="lambda")
+
+
+def test_an_unreadable_mapping_names_the_error_code_else_the_exception() -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    # Given Lambda's API refusing with a code its model does not know (so the error is a plain
+    # ClientError, not a class named for the code), then unreachable (no code at all)
+    lam, stub = _lambda_stub()
+    with stub:
+        stub.add_client_error("get_event_source_mapping", "SlowDown", http_status_code=503)
+        first = EventSourceMappingState(MAPPING, lam).read()
+    unreachable = EventSourceMappingState(MAPPING, lam)
+    lam.get_event_source_mapping = _raises(EndpointConnectionError(endpoint_url="https://lambda.invalid"))
+    second = unreachable.read()
+    # Then the state is Unknown, and the reason is the error code, else the exception's type
+    assert first == WorkerState(
+        state="Unknown", source=f"lambda:{MAPPING}", last_processing_result="SlowDown"
+    )
+    assert second.state == "Unknown"
+    assert second.last_processing_result == "EndpointConnectionError"
+
+
+def _raises(exc: Exception) -> Any:
+    def call(**_: Any) -> Any:
+        raise exc
+
+    return call
+
+
+def test_an_interrupted_send_says_after_how_many_messages_and_keeps_the_cause() -> None:
+    # Given SQS failing as a whole after two messages were answered
+    cause = ConnectionResetError("reset by peer")
+    # When the adapter reports it
+    interrupted = SendInterrupted([None, "InvalidMessageContents: no"], cause)
+    # Then the redrive can tell what was answered, and log why the rest was not sent
+    assert interrupted.results == [None, "InvalidMessageContents: no"]
+    assert interrupted.cause is cause
+    assert str(interrupted) == "SQS failed after 2 messages: ConnectionResetError"
+
+
+def test_the_local_signer_dates_the_token_in_utc_whatever_the_local_time_zone(
+    tokyo_local_time: None,
+) -> None:
+    # Given a process whose local time is UTC+9
+    # When a token is signed without a given time
+    token = presign_connect(HOST, PORT, USER, REGION, access_key="AKIAKEY", secret_key="secret")
+    # Then it is dated now in UTC (SigV4 dates are UTC: RDS would refuse one nine hours ahead)
+    _, fields = _token_fields(token)
+    signed_at = datetime.strptime(fields["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    assert abs((datetime.now(UTC) - signed_at).total_seconds()) < 60
+
+
+def _store(**kwargs: Any) -> Any:
+    from slotguard.aws.secrets import WebhookSecretStore
+
+    return WebhookSecretStore(f"test-{uuid.uuid4().hex[:8]}/webhooks/", max_age_s=0, **kwargs)
+
+
+def test_an_unreachable_secrets_manager_is_unavailable_not_an_unknown_org(aws: str) -> None:
+    from botocore.config import Config
+
+    from slotguard.aws.secrets import SecretStoreUnavailable
+
+    # Given Secrets Manager unreachable (nothing listens on its endpoint)
+    sm = boto3.client(
+        "secretsmanager",
+        endpoint_url="http://127.0.0.1:9",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=1),
+    )
+    store = _store(sm=sm, unknown_ttl_s=60)
+    # When a webhook's org is looked up, then the store says it cannot answer (the receiver
+    # answers 503, the sender retries), never that the org has no secret (401, dropped)
+    with pytest.raises(SecretStoreUnavailable):
+        store.active_secrets(str(uuid.uuid4()))
+
+
+def test_an_unknown_org_is_remembered_for_a_ttl_under_a_second(aws: str) -> None:
+    # Given a store remembering unknown orgs for half a second, and an org without a secret
+    now = [100.0]
+    store = _store(unknown_ttl_s=0.5, clock=lambda: now[0])
+    org = str(uuid.uuid4())
+    assert store.active_secrets(org) is None
+    # When its secret is made a moment later
+    secret = store.rotate(org)
+    now[0] += 0.2
+    # Then within the half second it is still unknown; after it, its secret is read
+    assert store.active_secrets(org) is None
+    now[0] += 0.4
+    assert store.active_secrets(org) == [secret]
+
+
+def test_the_unknown_orgs_memory_is_bounded_and_expired_entries_go_first(aws: str) -> None:
+    # Given a store remembering at most 3 unknown orgs for 10 seconds
+    now = [0.0]
+    store = _store(unknown_ttl_s=10, clock=lambda: now[0])
+    store.MAX_UNKNOWN = 3
+    orgs = [str(uuid.uuid4()) for _ in range(4)]
+    for org in orgs[:3]:
+        assert store.active_secrets(org) is None
+    # When the first gets a secret, and a fourth unknown org comes while the 3 are unexpired
+    secret = store.rotate(orgs[0])
+    assert store.active_secrets(orgs[3]) is None
+    # Then the memory was emptied (no expired entry to drop), so the first is read again
+    assert store.active_secrets(orgs[0]) == [secret]
+
+    # Given 2 remembered orgs at most, one until t=20 and one until t=25
+    store = _store(unknown_ttl_s=10, clock=lambda: now[0])
+    store.MAX_UNKNOWN = 2
+    first, second, third = (str(uuid.uuid4()) for _ in range(3))
+    now[0] = 10.0
+    store.active_secrets(first)
+    now[0] = 15.0
+    store.active_secrets(second)
+    secret = store.rotate(second)
+    # When a third unknown org comes at t=20, when the first expires
+    now[0] = 20.0
+    assert store.active_secrets(third) is None
+    # Then only the expired first was dropped: the second is still remembered as unknown
+    now[0] = 21.0
+    assert store.active_secrets(second) is None
+
+
+def test_the_admin_url_defaults_to_ssl_the_standard_port_and_the_slotguard_database(aws: str) -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    from slotguard.aws.secrets import database_admin_url
+
+    # Given an RDS master secret that names no port and no database
+    sm = boto3.client("secretsmanager")
+    arn = sm.create_secret(
+        Name=f"test-{uuid.uuid4().hex[:8]}/master",
+        SecretString=json.dumps({"host": "db.example.internal", "username": "master", "password": "pw"}),
+    )["ARN"]
+    # When the migrations build their URL from it
+    url = conninfo_to_dict(database_admin_url(arn, sm=sm))
+    # Then it is TLS-only, on PostgreSQL's port, to the slotguard database
+    assert url == {
+        "host": "db.example.internal",
+        "port": "5432",
+        "user": "master",
+        "password": "pw",
+        "dbname": "slotguard",
+        "sslmode": "require",
+    }
+
+
+def test_a_batch_refused_whole_in_the_query_protocols_form_is_sent_message_by_message() -> None:
+    from botocore.stub import ANY, Stubber
+
+    from slotguard.aws.sqs import OutgoingWebhook, WebhookQueue
+
+    # Given SQS refusing a batch as a whole, its code in the query protocol's form
+    # ("AWS.SimpleQueueService.BatchRequestTooLong"), then taking each message alone
+    sqs = boto3.client("sqs", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    stub = Stubber(sqs)
+    url = "https://sqs.us-east-1.amazonaws.com/123456789012/webhooks"
+    stub.add_client_error(
+        "send_message_batch", "AWS.SimpleQueueService.BatchRequestTooLong", http_status_code=400
+    )
+    for i in range(2):
+        stub.add_response(
+            "send_message",
+            {"MessageId": f"m{i}"},
+            {"QueueUrl": url, "MessageBody": ANY, "MessageAttributes": ANY},
+        )
+    messages = [OutgoingWebhook(body="{}", org_id="o", webhook_id=f"w{i}", event_type="t") for i in range(2)]
+    # When the redrive sends them
+    with stub:
+        answers = WebhookQueue(url, sqs).send_many(messages)
+    # Then each message was sent alone and taken
+    assert answers == [None, None]
+    stub.assert_no_pending_responses()
+
+
+def _poller_file(tmp_path: Path, data: dict[str, Any]) -> Any:
+    from slotguard.aws.workers import PollerStateFile
+
+    path = tmp_path / "worker-state.json"
+    path.write_text(json.dumps(data))
+    return PollerStateFile(str(path))
+
+
+def test_the_local_pollers_state_file_read_missing_stale_and_fresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from slotguard.aws.workers import PollerStateFile
+
+    # Given no state file: the poller is unavailable, said by the local poller
+    assert PollerStateFile(str(tmp_path / "none.json")).read() == WorkerState(
+        state="Unavailable", source="local-poller"
+    )
+    # Given a file naming no state and no update time: stale, so unavailable
+    assert _poller_file(tmp_path, {}).read().state == "Unavailable"
+    # Given a file written exactly 30 s ago (the bound) naming no state: not yet stale, Unknown
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0)
+    assert _poller_file(tmp_path, {"updated_at": 1_699_999_970.0}).read().state == "Unknown"
+    # Given one written 31 s ago: stale, so unavailable, whatever it names
+    stale = _poller_file(tmp_path, {"updated_at": 1_699_999_969.0, "state": "Enabled"}).read()
+    assert stale.state == "Unavailable"
+
+
+def test_the_queue_age_is_the_latest_maximum_of_that_queue_in_the_last_ten_minutes(aws: str) -> None:
+    from slotguard.aws.cloudwatch import QueueAgeMetric
+
+    # Given the age of the oldest message as SQS publishes it (namespace AWS/SQS, per QueueName):
+    # for this queue 3 and 4 minutes ago and a quarter of an hour ago, for another queue now
+    queue, other = f"webhooks-{uuid.uuid4().hex[:8]}", f"webhooks-{uuid.uuid4().hex[:8]}"
+    cw = boto3.client("cloudwatch")
+    now = datetime.now(UTC)
+    old = f"webhooks-{uuid.uuid4().hex[:8]}"  # its only datapoint ten and a half minutes ago
+    points = ((queue, 4, 240.0), (queue, 3, 90.0), (queue, 15, 900.0), (other, 0, 5000.0), (old, 10.5, 7.0))
+    for name, ago, age in points:
+        cw.put_metric_data(
+            Namespace="AWS/SQS",
+            MetricData=[
+                {
+                    "MetricName": "ApproximateAgeOfOldestMessage",
+                    "Dimensions": [{"Name": "QueueName", "Value": name}],
+                    "Timestamp": now - timedelta(minutes=ago),
+                    "Value": age,
+                }
+            ],
+        )
+    # When the queue health reads it
+    metric = QueueAgeMetric()
+    # Then it is this queue's latest minute within the last ten, and None for a queue with none
+    assert metric.oldest_message_age_s(queue) == 90.0
+    assert metric.oldest_message_age_s(f"webhooks-{uuid.uuid4().hex[:8]}") is None
+    assert metric.oldest_message_age_s(old) is None
+
+
+def test_the_queue_age_is_read_for_the_last_ten_minutes_whatever_the_local_time_zone(
+    aws: str, tokyo_local_time: None
+) -> None:
+    from slotguard.aws.cloudwatch import QueueAgeMetric
+
+    # Given a queue's age published a minute ago, read where local time is UTC+9
+    queue = f"webhooks-{uuid.uuid4().hex[:8]}"
+    boto3.client("cloudwatch").put_metric_data(
+        Namespace="AWS/SQS",
+        MetricData=[
+            {
+                "MetricName": "ApproximateAgeOfOldestMessage",
+                "Dimensions": [{"Name": "QueueName", "Value": queue}],
+                "Timestamp": datetime.now(UTC) - timedelta(minutes=1),
+                "Value": 42.0,
+            }
+        ],
+    )
+    # When it is read, then it is found (the ten minutes are taken in UTC)
+    assert QueueAgeMetric().oldest_message_age_s(queue) == 42.0
+
+
+def test_a_queue_depth_counts_visible_in_flight_and_delayed_messages(aws: str) -> None:
+    from slotguard.aws.sqs import WebhookQueue
+
+    # Given a queue holding one message delayed, and two visible of which one is received
+    sqs = boto3.client("sqs")
+    url = sqs.create_queue(QueueName=f"webhooks-{uuid.uuid4().hex[:10]}")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=600)
+    for body in ("a", "b"):
+        sqs.send_message(QueueUrl=url, MessageBody=body)
+    assert sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, VisibilityTimeout=600)["Messages"]
+    # When the queue health reads its depth
+    depth = WebhookQueue(url, sqs).depth()
+    # Then each count is its own
+    assert (depth.visible, depth.in_flight, depth.delayed) == (1, 1, 1)
+
+
+def _secret_value(store: Any, org: str, value: dict[str, Any]) -> None:
+    store._sm.create_secret(Name=store.name_for(org), SecretString=json.dumps(value))
+
+
+def test_expiry_times_with_an_offset_without_one_or_unreadable(aws: str) -> None:
+    from slotguard.aws.secrets import fingerprint
+
+    # Given an org's secrets whose previous ones expire: at 08:00+09:00 (23:00 UTC the day
+    # before), at 23:45 written without an offset (UTC), and at a time nobody can read
+    now = datetime(2029, 12, 31, 23, 30, tzinfo=UTC)
+    store = _store(wallclock=lambda: now)
+    org = str(uuid.uuid4())
+    current, offset, naive, unreadable = (f"whsec_{name}" for name in ("cur", "off", "naive", "bad"))
+    expires_at = {
+        fingerprint(offset): "2030-01-01T08:00:00+09:00",
+        fingerprint(naive): "2029-12-31T23:45:00",
+        fingerprint(unreadable): "the day after tomorrow",
+    }
+    _secret_value(store, org, {"secrets": [current, offset, naive, unreadable], "expires_at": expires_at})
+    # When the receiver reads them at 23:30 UTC
+    # Then the one with an offset has expired at its own instant, the one without is still
+    # valid (read as UTC), the unreadable one is treated as expired
+    assert store.active_secrets(org) == [current, naive]
+
+
+def test_a_forced_re_read_is_allowed_again_exactly_at_the_interval(aws: str) -> None:
+    # Given an org whose secrets were re-read past the cache at t=0
+    now = [0.0]
+    store = _store(clock=lambda: now[0])
+    org = str(uuid.uuid4())
+    secret = store.rotate(org)
+    assert store.refreshed_secrets(org) == [secret]
+    # When forged signatures ask again within the interval, then there is no re-read
+    now[0] = store.REFRESH_MIN_INTERVAL_S - 0.5
+    assert store.refreshed_secrets(org) is None
+    # And when the interval has passed (exactly), the secrets are re-read
+    now[0] = store.REFRESH_MIN_INTERVAL_S
+    assert store.refreshed_secrets(org) == [secret]
+
+
+def test_forced_re_reads_are_remembered_for_a_bounded_number_of_orgs(aws: str) -> None:
+    # Given a store remembering the forced re-reads of 2 orgs at most
+    store = _store(clock=lambda: 0.0)
+    store.MAX_REFRESHED = 2
+    orgs = [str(uuid.uuid4()) for _ in range(3)]
+    secrets = [store.rotate(org) for org in orgs]
+    assert store.refreshed_secrets(orgs[0]) == [secrets[0]]
+    assert store.refreshed_secrets(orgs[1]) == [secrets[1]]
+    # When a third org is re-read at the same moment
+    assert store.refreshed_secrets(orgs[2]) == [secrets[2]]
+    # Then the memory was emptied first: the first org may be re-read again at once
+    assert store.refreshed_secrets(orgs[0]) == [secrets[0]]
+
+
+def test_a_forced_re_read_of_an_unknown_org_remembers_it_as_unknown(aws: str) -> None:
+    # Given a store remembering unknown orgs for a minute
+    now = [0.0]
+    store = _store(unknown_ttl_s=60, clock=lambda: now[0])
+    org = str(uuid.uuid4())
+    # When a forged signature makes it re-read an org that has no secret
+    assert store.refreshed_secrets(org) is None
+    # Then the org is remembered as unknown: its secret made meanwhile is not read within the TTL
+    store.rotate(org)
+    now[0] = 30.0
+    assert store.active_secrets(org) is None
