@@ -47,10 +47,11 @@ class StageConfig:
     # What the migrations do when the stack's instance was replaced by an empty one: "refuse" (a
     # stage that keeps its data fails the deploy and rolls back to the old instance) or "migrate".
     database_replacement: str = "migrate"
-    # Raised (-c edge_secret_revision=N) to make CloudFront send the webhook edge's secret as it is
-    # now in Secrets Manager: CloudFormation resolves the reference only when the distribution
-    # changes (docs/operations.md, "Changing the edge's header secret").
-    edge_secret_revision: str = "1"  # noqa: S105 - a revision number, not a secret
+    # The version of the webhook edge's secret CloudFront sends (-c edge_secret_version=<VersionId>,
+    # as put-secret-value answers it); None: the current one. Naming the version changes the
+    # secret reference itself, which is what makes CloudFormation resolve it again on a deploy
+    # (docs/operations.md, "Changing the edge's header secret").
+    edge_secret_version: str | None = None
 
     @property
     def is_prod(self) -> bool:
@@ -158,11 +159,14 @@ def deploy_region(node: Node) -> str:
     )
 
 
-def _edge_secret_revision(node: Node) -> str:
-    value = str(node.try_get_context("edge_secret_revision") or "1").strip()
-    if not value.isdigit():
-        raise ValueError(f"context edge_secret_revision must be a whole number, not {value!r}")
-    return value
+def _edge_secret_version(node: Node) -> str | None:
+    value = str(node.try_get_context("edge_secret_version") or "").strip()
+    if value and not re.fullmatch(r"[A-Za-z0-9-]{32,64}", value):
+        raise ValueError(
+            f"context edge_secret_version must be a Secrets Manager VersionId (as put-secret-value "
+            f"answers it), not {value!r}"
+        )
+    return value or None
 
 
 def stage_config(node: Node, stage: str | None = None) -> StageConfig:
@@ -214,7 +218,7 @@ def stage_config(node: Node, stage: str | None = None) -> StageConfig:
         cors_origins=_listed(node, "cors_origins"),
         alarm_emails=alarm_emails,
         alarm_https_endpoint=alarm_https_endpoint,
-        edge_secret_revision=_edge_secret_revision(node),
+        edge_secret_version=_edge_secret_version(node),
         database_replacement="refuse"
         if prod and str(node.try_get_context("allow_database_replacement")).lower() != "true"
         else "migrate",

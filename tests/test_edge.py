@@ -220,25 +220,33 @@ def test_a_deployable_stage_needs_its_region() -> None:
         build_app({**context, "region": "eu west 1"})
 
 
-def test_raising_the_edge_secret_revision_changes_the_distribution_so_cloudformation_reads_the_secret_again(
+def test_naming_the_edge_secrets_new_version_changes_the_reference_so_cloudformation_reads_it_again(
     templates: dict[str, Any],
 ) -> None:
     from aws_cdk.assertions import Template
 
     from infra.app import build_app
 
-    # Given the dev stage as synthesized (revision 1)
+    def header(distribution: dict[str, Any]) -> Any:
+        [origin] = distribution["Properties"]["DistributionConfig"]["Origins"]
+        [value] = origin["OriginCustomHeaders"]
+        return value["HeaderValue"]["Fn::Join"][1]
+
+    # Given the dev stage as synthesized: the header is the secret's current version
     [before] = resources(templates["dev"], "AWS::CloudFront::Distribution").values()
-    # When it is synthesized with the next revision (docs/operations.md, after a new value is put)
-    app = build_app({**CONTEXT, "edge_secret_revision": "2"})
+    secret_ref = header(before)[1]
+    assert header(before) == ["{{resolve:secretsmanager:", secret_ref, ":SecretString:::}}"]
+    # When it is synthesized naming the version put-secret-value answered (docs/operations.md)
+    version = "a1b2c3d4-0000-1111-2222-333344445555"
+    app = build_app({**CONTEXT, "edge_secret_version": version})
     [after] = resources(
         Template.from_stack(app.node.find_child("Slotguard-dev")), "AWS::CloudFront::Distribution"
     ).values()
-    # Then the distribution differs (CloudFormation resolves a dynamic reference only in a resource it
-    # updates), and only in its comment: the same origin, header reference and behaviour
+    # Then the reference itself names that version (CloudFormation resolves a dynamic reference again
+    # only when the reference changes), and nothing else of the distribution differs
+    assert header(after) == ["{{resolve:secretsmanager:", secret_ref, f":SecretString:::{version}}}}}"]
     b, a = before["Properties"]["DistributionConfig"], after["Properties"]["DistributionConfig"]
-    assert b["Comment"].endswith("edge secret revision 1") and a["Comment"].endswith("edge secret revision 2")
-    assert {k: v for k, v in a.items() if k != "Comment"} == {k: v for k, v in b.items() if k != "Comment"}
-    # And a revision that is not a number is refused
-    with pytest.raises(ValueError, match="edge_secret_revision"):
-        build_app({**CONTEXT, "edge_secret_revision": "two"})
+    assert {k: v for k, v in a.items() if k != "Origins"} == {k: v for k, v in b.items() if k != "Origins"}
+    # And a value that is not a VersionId is refused
+    with pytest.raises(ValueError, match="edge_secret_version"):
+        build_app({**CONTEXT, "edge_secret_version": "2"})

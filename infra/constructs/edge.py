@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration, SecretValue, Stack
 from aws_cdk import aws_apigateway as rest
 from aws_cdk import aws_apigatewayv2 as apigw
 from aws_cdk import aws_apigatewayv2_integrations as integrations
@@ -305,10 +305,7 @@ class WebhookEdge(Construct):
         self.distribution = cloudfront.Distribution(
             self,
             "Distribution",
-            # The revision in the comment: raising it changes the distribution, and so makes
-            # CloudFormation resolve the header's secret reference again (it does only then)
-            comment=f"slotguard ({config.stage}): the webhook route, rate-limited per org; "
-            f"edge secret revision {config.edge_secret_revision}",
+            comment=f"slotguard ({config.stage}): the webhook route, rate-limited per org",
             default_behavior=cloudfront.BehaviorOptions(
                 origin=origins.HttpOrigin(
                     origin_domain,
@@ -316,7 +313,13 @@ class WebhookEdge(Construct):
                     origin_ssl_protocols=[cloudfront.OriginSslPolicy.TLS_V1_2],
                     read_timeout=Duration.seconds(30),
                     # CloudFront replaces a header of the same name a viewer sends
-                    custom_headers={EdgeSecret.HEADER: self.secret.secret_value.unsafe_unwrap()},
+                    # The version named (edge_secret_version) or the current one: CloudFormation
+                    # resolves the reference again only when the reference itself changes
+                    custom_headers={
+                        EdgeSecret.HEADER: SecretValue.secrets_manager(
+                            self.secret.secret_arn, version_id=config.edge_secret_version
+                        ).unsafe_unwrap()
+                    },
                 ),
                 allowed_methods=cloudfront.AllowedMethods.ALLOW_ALL,
                 viewer_protocol_policy=cloudfront.ViewerProtocolPolicy.HTTPS_ONLY,
