@@ -982,40 +982,15 @@ def test_preflight_refuses_an_account_whose_concurrency_quota_cannot_hold_the_re
 
 
 def test_preflight_reads_what_the_stages_existing_functions_reserve(aws: str) -> None:
-    import io
-    import zipfile
 
     from infra.preflight import reserved_now
     from slotguard.aws.clients import client
+    from tests.conftest import create_moto_function
 
     # Given one of the stage's functions deployed with a reservation, and one not deployed yet
-    iam_client, lam = client("iam"), client("lambda")
-    role = iam_client.create_role(
-        RoleName=f"preflight-{os.getpid()}",
-        AssumeRolePolicyDocument=json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Principal": {"Service": "lambda.amazonaws.com"},
-                        "Action": "sts:AssumeRole",
-                    }
-                ],
-            }
-        ),
-    )["Role"]["Arn"]
-    code = io.BytesIO()
-    with zipfile.ZipFile(code, "w") as archive:
-        archive.writestr("handler.py", "def lambda_handler(event, context):\n    return None\n")
+    lam = client("lambda")
     name = f"slotguard-preflight-{os.getpid()}-booking"
-    lam.create_function(
-        FunctionName=name,
-        Runtime="python3.13",
-        Role=role,
-        Handler="handler.lambda_handler",
-        Code={"ZipFile": code.getvalue()},
-    )
+    create_moto_function(name)
     lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=7)
     # When the preflight asks Lambda
     found = reserved_now(lam, [name, f"slotguard-preflight-{os.getpid()}-metrics"])

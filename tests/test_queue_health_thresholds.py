@@ -6,11 +6,9 @@ APIs (moto's server), real Postgres; everything else healthy in each case."""
 
 from __future__ import annotations
 
-import io
 import json
 import time
 import uuid
-import zipfile
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,7 +16,7 @@ import boto3
 import pytest
 
 from slotguard_local.functions import load_function
-from tests.conftest import ApiClient
+from tests.conftest import ApiClient, create_moto_function
 from tests.test_metrics_api import seed
 from tests.webhook_support import Pipeline
 
@@ -143,32 +141,8 @@ def test_the_worker_state_read_from_the_lambda_api(
 ) -> None:
     # Given the processor's event source mapping on the webhook queue, in Lambda's API (moto's)
     suffix = uuid.uuid4().hex[:8]
-    role = boto3.client("iam").create_role(
-        RoleName=f"processor-{suffix}",
-        AssumeRolePolicyDocument=json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Principal": {"Service": "lambda.amazonaws.com"},
-                        "Action": "sts:AssumeRole",
-                    }
-                ],
-            }
-        ),
-    )["Role"]["Arn"]
-    code = io.BytesIO()
-    with zipfile.ZipFile(code, "w") as archive:
-        archive.writestr("handler.py", "def lambda_handler(event, context):\n    return None\n")
+    create_moto_function(f"webhook-processor-{suffix}")
     lam = boto3.client("lambda")
-    lam.create_function(
-        FunctionName=f"webhook-processor-{suffix}",
-        Runtime="python3.12",
-        Role=role,
-        Handler="handler.lambda_handler",
-        Code={"ZipFile": code.getvalue()},
-    )
     queue_arn = pipeline.sqs.get_queue_attributes(
         QueueUrl=pipeline.queues.main_url, AttributeNames=["QueueArn"]
     )["Attributes"]["QueueArn"]

@@ -51,6 +51,30 @@ PUBLIC_ROUTE_REASONS = {
 }
 
 
+def logged_stage(
+    scope: Construct, config: StageConfig, http_api: apigw.IHttpApi, throttle: dict[str, int]
+) -> tuple[apigw.HttpStage, logs.LogGroup]:
+    """The API's `$default` stage, auto-deployed, throttled, with one access-log line a request
+    (its own log group, the stage's retention): the main API's and the webhook origin's."""
+    access_logs = logs.LogGroup(
+        scope, "AccessLogs", retention=config.log_retention, removal_policy=config.removal_policy
+    )
+    stage = apigw.HttpStage(
+        scope,
+        "DefaultStage",
+        http_api=http_api,
+        stage_name="$default",
+        auto_deploy=True,
+        throttle=apigw.ThrottleSettings(
+            rate_limit=throttle["rate_limit"], burst_limit=throttle["burst_limit"]
+        ),
+        access_log_settings=AccessLogs(
+            apigw.LogGroupLogDestination(access_logs), rest.AccessLogFormat.custom(ACCESS_LOG_FORMAT)
+        ),
+    )
+    return stage, access_logs
+
+
 class Api(Construct):
     def __init__(
         self,
@@ -77,22 +101,7 @@ class Api(Construct):
         self.http_api = apigw.HttpApi(
             self, "HttpApi", api_name=names.api, create_default_stage=False, cors_preflight=cors
         )
-        access_logs = logs.LogGroup(
-            self, "AccessLogs", retention=config.log_retention, removal_policy=config.removal_policy
-        )
-        self.stage = apigw.HttpStage(
-            self,
-            "DefaultStage",
-            http_api=self.http_api,
-            stage_name="$default",
-            auto_deploy=True,
-            throttle=apigw.ThrottleSettings(
-                rate_limit=API_THROTTLE["rate_limit"], burst_limit=API_THROTTLE["burst_limit"]
-            ),
-            access_log_settings=AccessLogs(
-                apigw.LogGroupLogDestination(access_logs), rest.AccessLogFormat.custom(ACCESS_LOG_FORMAT)
-            ),
-        )
+        self.stage, access_logs = logged_stage(self, config, self.http_api, API_THROTTLE)
         stage_resource = self.stage.node.default_child
         assert isinstance(stage_resource, apigw.CfnStage)
         # Each public route (the webhook receiver's, the console's files) has its own budget

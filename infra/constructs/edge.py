@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 from aws_cdk import Duration, SecretValue, Stack
-from aws_cdk import aws_apigateway as rest
 from aws_cdk import aws_apigatewayv2 as apigw
 from aws_cdk import aws_apigatewayv2_integrations as integrations
 from aws_cdk import aws_cloudfront as cloudfront
 from aws_cdk import aws_cloudfront_origins as origins
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_ssm as ssm
 from aws_cdk import aws_wafv2 as waf
@@ -34,7 +33,7 @@ from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from infra.config import StageConfig
-from infra.constructs.api import ACCESS_LOG_FORMAT, AccessLogs
+from infra.constructs.api import logged_stage
 from infra.nag import suppress
 from infra.names import Names
 from slotguard.aws.secrets import EdgeSecret
@@ -78,6 +77,19 @@ def _too_many_requests() -> waf.CfnWebACL.RuleActionProperty:
     )
 
 
+def _rate_rule(name: str, priority: int, metric: str, **statement: Any) -> waf.CfnWebACL.RuleProperty:
+    """A rate-based rule answering 429 with Retry-After past its limit."""
+    return waf.CfnWebACL.RuleProperty(
+        name=name,
+        priority=priority,
+        action=_too_many_requests(),
+        statement=waf.CfnWebACL.StatementProperty(
+            rate_based_statement=waf.CfnWebACL.RateBasedStatementProperty(**statement)
+        ),
+        visibility_config=_visibility(metric),
+    )
+
+
 class WebhookEdgeAclStack(Stack):
     """The web ACL in us-east-1: a rate limit per org path and one per sender on the webhook route,
     and nothing but the webhook route through this distribution."""
@@ -110,44 +122,32 @@ class WebhookEdgeAclStack(Stack):
                     visibility_config=_visibility(f"{names.prefix}-not-webhook-route"),
                 ),
                 # One org's path: its own budget, whatever is sent to it (signed or junk)
-                waf.CfnWebACL.RuleProperty(
-                    name="PerOrgPath",
-                    priority=1,
-                    action=_too_many_requests(),
-                    statement=waf.CfnWebACL.StatementProperty(
-                        rate_based_statement=waf.CfnWebACL.RateBasedStatementProperty(
-                            limit=limits.per_org_path,
-                            evaluation_window_sec=limits.window_s,
-                            aggregate_key_type="CUSTOM_KEYS",
-                            custom_keys=[
-                                waf.CfnWebACL.RateBasedStatementCustomKeyProperty(
-                                    uri_path=waf.CfnWebACL.RateLimitUriPathProperty(
-                                        text_transformations=[
-                                            waf.CfnWebACL.TextTransformationProperty(
-                                                priority=0, type="LOWERCASE"
-                                            )
-                                        ]
-                                    )
-                                )
-                            ],
-                            scope_down_statement=webhook_path,
+                _rate_rule(
+                    "PerOrgPath",
+                    1,
+                    f"{names.prefix}-per-org-path",
+                    limit=limits.per_org_path,
+                    evaluation_window_sec=limits.window_s,
+                    aggregate_key_type="CUSTOM_KEYS",
+                    custom_keys=[
+                        waf.CfnWebACL.RateBasedStatementCustomKeyProperty(
+                            uri_path=waf.CfnWebACL.RateLimitUriPathProperty(
+                                text_transformations=[
+                                    waf.CfnWebACL.TextTransformationProperty(priority=0, type="LOWERCASE")
+                                ]
+                            )
                         )
-                    ),
-                    visibility_config=_visibility(f"{names.prefix}-per-org-path"),
+                    ],
+                    scope_down_statement=webhook_path,
                 ),
                 # One sender spraying many paths (random org ids): its own budget too
-                waf.CfnWebACL.RuleProperty(
-                    name="PerSender",
-                    priority=2,
-                    action=_too_many_requests(),
-                    statement=waf.CfnWebACL.StatementProperty(
-                        rate_based_statement=waf.CfnWebACL.RateBasedStatementProperty(
-                            limit=limits.per_sender,
-                            evaluation_window_sec=limits.window_s,
-                            aggregate_key_type="IP",
-                        )
-                    ),
-                    visibility_config=_visibility(f"{names.prefix}-per-sender"),
+                _rate_rule(
+                    "PerSender",
+                    2,
+                    f"{names.prefix}-per-sender",
+                    limit=limits.per_sender,
+                    evaluation_window_sec=limits.window_s,
+                    aggregate_key_type="IP",
                 ),
             ],
         )
@@ -262,22 +262,7 @@ class WebhookEdge(Construct):
         self.origin_api = apigw.HttpApi(
             self, "OriginApi", api_name=f"{names.prefix}-webhook-origin", create_default_stage=False
         )
-        access_logs = logs.LogGroup(
-            self, "AccessLogs", retention=config.log_retention, removal_policy=config.removal_policy
-        )
-        apigw.HttpStage(
-            self,
-            "DefaultStage",
-            http_api=self.origin_api,
-            stage_name="$default",
-            auto_deploy=True,
-            throttle=apigw.ThrottleSettings(
-                rate_limit=WEBHOOK_THROTTLE["rate_limit"], burst_limit=WEBHOOK_THROTTLE["burst_limit"]
-            ),
-            access_log_settings=AccessLogs(
-                apigw.LogGroupLogDestination(access_logs), rest.AccessLogFormat.custom(ACCESS_LOG_FORMAT)
-            ),
-        )
+        logged_stage(self, config, self.origin_api, WEBHOOK_THROTTLE)
         added = self.origin_api.add_routes(
             path=route.path,
             methods=[apigw.HttpMethod(route.method)],
