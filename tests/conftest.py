@@ -223,36 +223,9 @@ def make_queues(sqs: Any, *, max_receive_count: int, visibility_timeout_s: int) 
 def create_moto_function(name: str) -> None:
     """A Lambda function in moto's Lambda API (a role it can assume, a handler that does nothing):
     what an event source mapping or a concurrency reservation is attached to."""
-    import io
-    import zipfile
+    from slotguard_local.lambda_api import create_function
 
-    import boto3
-
-    role = boto3.client("iam").create_role(
-        RoleName=f"fn-{uuid.uuid4().hex[:12]}",
-        AssumeRolePolicyDocument=json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Principal": {"Service": "lambda.amazonaws.com"},
-                        "Action": "sts:AssumeRole",
-                    }
-                ],
-            }
-        ),
-    )["Role"]["Arn"]
-    code = io.BytesIO()
-    with zipfile.ZipFile(code, "w") as archive:
-        archive.writestr("handler.py", "def lambda_handler(event, context):\n    return None\n")
-    boto3.client("lambda").create_function(
-        FunctionName=name,
-        Runtime="python3.13",
-        Role=role,
-        Handler="handler.lambda_handler",
-        Code={"ZipFile": code.getvalue()},
-    )
+    create_function(name)
 
 
 def signed_headers(secret: str, webhook_id: str, body: str, at: Any = None) -> dict[str, str]:

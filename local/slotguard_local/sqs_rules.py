@@ -4,7 +4,13 @@ AWS refuses a SendMessage whose body holds a character outside SQS's set (`SQS_C
 InvalidMessageContents, and one whose String attribute value does with InvalidParameterValue (the
 same message); SendMessageBatch refuses such an entry alone, as a failed entry (the sender's
 fault), and sends the others. MotoServer runs moto's server with these rules applied (`serve`),
-so a webhook AWS would refuse is refused locally and in the tests too."""
+so a webhook AWS would refuse is refused locally and in the tests too.
+
+It also keeps moto's SQS from running a queue's Lambda event source mappings itself: on every send,
+moto would receive the messages and invoke the function, which it cannot run without Docker (the
+messages would come back with a receive counted, on their way to the dead-letter queue). Here the
+local stack's pollers are what a mapping does (slotguard_local.lambda_api); a mapping in moto is the
+record Lambda's API answers from."""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ import sys
 from typing import Any
 
 from moto.sqs.exceptions import SQSException
-from moto.sqs.models import SQSBackend
+from moto.sqs.models import Queue, SQSBackend
 
 from slotguard.aws.sqs import SQS_CHARACTERS, refused_character
 
@@ -36,6 +42,14 @@ def check(body: str, attributes: dict[str, Any] | None) -> None:
         value = attribute.get("string_value", attribute.get("StringValue"))
         if isinstance(value, str) and refused_character(value) is not None:
             raise InvalidAttributeContents
+
+
+class PolledByTheLocalStack(dict[str, Any]):
+    """A queue's event source mappings, as moto's Lambda API registers them; moto's SQS finds none
+    to run on a send (it iterates `items()`)."""
+
+    def items(self) -> Any:
+        return iter(())
 
 
 def apply() -> None:
@@ -69,6 +83,13 @@ def apply() -> None:
         messages, failed = send_message_batch(self, queue_name, kept)
         return messages, [*failed, *refused]
 
+    queue_init = Queue.__init__
+
+    def queue_polled_by_the_local_stack(self: Queue, *args: Any, **kwargs: Any) -> None:
+        queue_init(self, *args, **kwargs)
+        self.lambda_event_source_mappings = PolledByTheLocalStack()  # type: ignore[assignment]
+
+    Queue.__init__ = queue_polled_by_the_local_stack  # type: ignore[method-assign]
     checked_send_message.checks_sqs_characters = True  # type: ignore[attr-defined]
     SQSBackend.send_message = checked_send_message  # type: ignore[method-assign,assignment]
     SQSBackend.send_message_batch = checked_send_message_batch  # type: ignore[method-assign]

@@ -37,7 +37,8 @@ from slotguard_local.containers import ColdStarts, ContainerPool
 from slotguard_local.emf import EmfToCloudWatch
 from slotguard_local.files import write_private
 from slotguard_local.frontdoor import FrontDoor, JwtAuthorizer, JwtSettings
-from slotguard_local.functions import ROOT, concurrency, function_environment, handler_path
+from slotguard_local.functions import LOCAL_STAGE, ROOT, concurrency, function_environment, handler_path
+from slotguard_local.lambda_api import register_queue_worker, worker_state_mode
 from slotguard_local.localstack import MATCH as LOCALSTACK_MATCH
 from slotguard_local.localstack import VERSION as LOCALSTACK_VERSION
 from slotguard_local.localstack import LocalStackMissing, LocalStackServer, runtime_python
@@ -129,6 +130,7 @@ class LocalStack:
     _pools: dict[str, ContainerPool] = field(default_factory=dict)
     _cold_starts: ColdStarts = field(default_factory=ColdStarts)
     _max_containers: int | None = None
+    _worker_state_mode: str = "file"
 
     # -- persistent dev state ---------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -150,6 +152,15 @@ class LocalStack:
         started = time.monotonic()
         emulator = aws_emulator()
         self._max_containers = max_containers()
+        try:
+            self._worker_state_mode = worker_state_mode()
+        except ValueError as exc:
+            raise StartRefused(str(exc)) from None
+        if self._worker_state_mode == "lambda" and (emulator != "moto" or os.environ.get("AWS_ENDPOINT_URL")):
+            raise StartRefused(
+                "SLOTGUARD_WORKER_STATE=lambda needs the stack's own moto (make local, without AWS= or"
+                " AWS_ENDPOINT_URL): another emulator's event source mapping would poll the queue itself"
+            )
         if emulator == "localstack" and not os.environ.get("AWS_ENDPOINT_URL"):
             try:
                 runtime_python()
@@ -181,6 +192,7 @@ class LocalStack:
             queue_url, dlq_url = self._queues(sqs)
         self._queue_urls = {"main": queue_url, "dlq": dlq_url}
         self._secrets(state["orgs"])
+        worker_state = self._worker_state(queue_url)
         self._settings.update(
             {
                 "DATABASE_URL": app_url,
@@ -191,7 +203,7 @@ class LocalStack:
                 "WEBHOOK_BACKOFF_BASE_S": os.environ.get("WEBHOOK_BACKOFF_BASE_S", "2"),
                 "WEBHOOK_BACKOFF_CAP_S": os.environ.get("WEBHOOK_BACKOFF_CAP_S", "60"),
                 "WEBHOOK_CLAIM_STALE_AFTER_S": str(WEBHOOK_QUEUE.claim_stale_after_s),
-                "WORKER_STATE_SOURCE": f"file:{self.home / 'worker-state.json'}",
+                "WORKER_STATE_SOURCE": worker_state,
             }
         )
         os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
@@ -205,6 +217,23 @@ class LocalStack:
         self._write_stack_json(state)
         _say(f"ready in {time.monotonic() - started:.1f}s")
         return self
+
+    def _worker_state(self, queue_url: str) -> str:
+        """Where queue-health reads the webhook worker's state (WORKER_STATE_SOURCE): the local
+        poller's state file, or (SLOTGUARD_WORKER_STATE=lambda) the processor's event source
+        mapping in moto's Lambda API, as deployed (slotguard_local.lambda_api)."""
+        if self._worker_state_mode == "file":
+            return f"file:{self.home / 'worker-state.json'}"
+        mapping = register_queue_worker(
+            f"slotguard-{LOCAL_STAGE}-webhook-processor",
+            handler_path("webhook_processor"),
+            queue_url,
+            batch_size=WEBHOOK_QUEUE.batch_size,
+            batching_window_s=WEBHOOK_QUEUE.batching_window_s,
+            maximum_concurrency=WEBHOOK_QUEUE.maximum_concurrency,
+        )
+        _say(f"worker state: the processor's event source mapping {mapping} in moto's Lambda API")
+        return f"lambda:{mapping}"
 
     def _database(self, app_password: str) -> tuple[str, str]:
         if os.environ.get("DATABASE_URL"):

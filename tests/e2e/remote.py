@@ -30,8 +30,7 @@ class RemoteStack:
         if not os.environ.get("SLOTGUARD_API_URL"):
             return None
         missing = [name for name in REQUIRED if not os.environ.get(name)]
-        api_host = urlsplit(os.environ["SLOTGUARD_API_URL"]).hostname or ""
-        if api_host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get("SLOTGUARD_WEBHOOK_URL"):
+        if deployed() and not os.environ.get("SLOTGUARD_WEBHOOK_URL"):
             # A deployment serves the webhook route at its WebhookUrl (CloudFront), not on the API
             missing.append("SLOTGUARD_WEBHOOK_URL")
         if missing:
@@ -58,3 +57,9 @@ class RemoteStack:
 
 def remote() -> bool:
     return bool(os.environ.get("SLOTGUARD_API_URL"))
+
+
+def deployed() -> bool:
+    """make smoke against a deployment, not a local stack standing in for one (on a loopback)."""
+    api_host = urlsplit(os.environ.get("SLOTGUARD_API_URL", "")).hostname or ""
+    return remote() and api_host not in ("127.0.0.1", "localhost", "::1")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.stack_process import _TEST_ONLY, StackProcess
+from tests.e2e.stack_process import _TEST_ONLY, StackProcess, http
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_suite_runs_against_any_api_url_token_and_webhook_secret(tmp_path: Path) -> None:
     # Given a running API known only by its URL, one org's token and webhook secret (and, optionally,
-    # another org's token)
-    stack = StackProcess(tmp_path / ".local").start()
+    # another org's token), whose queue-health reads the webhook worker's state from Lambda's API
+    # (the processor's event source mapping, in moto's), as a deployment's does
+    stack = StackProcess(tmp_path / ".local", extra_env={"SLOTGUARD_WORKER_STATE": "lambda"}).start()
     try:
         org, other = stack.info["orgs"][0], stack.info["orgs"][1]
         env = {k: v for k, v in os.environ.items() if k not in _TEST_ONLY}
@@ -49,8 +50,12 @@ def test_the_suite_runs_against_any_api_url_token_and_webhook_secret(tmp_path: P
             )
             for _ in range(2)
         ]
+        log = stack.log()
+        _, health = http("GET", f"{stack.info['api_url']}/webhook-metrics/queue-health", token=org["token"])
     finally:
         stack.terminate()
+    assert "worker state: the processor's event source mapping" in log
+    assert (health["worker"]["source"], health["worker"]["state"]) == ("lambda", "Enabled"), health
     # Then the booking lifecycle, tenancy, a signed webhook through to its appointment and the
     # authorizer's refusals pass against it, and the tests needing the local stack's internals skip
     for run in runs:

@@ -163,3 +163,27 @@ def test_stack_files_are_private_from_their_creation(tmp_path: Path) -> None:
             assert (stack.home / name).stat().st_mode & 0o777 == 0o600, name
     finally:
         stack.terminate()
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"SLOTGUARD_WORKER_STATE": "poller"}, "SLOTGUARD_WORKER_STATE must be file or lambda, not 'poller'"),
+        (
+            {"SLOTGUARD_WORKER_STATE": "lambda", "SLOTGUARD_AWS": "localstack"},
+            "SLOTGUARD_WORKER_STATE=lambda needs the stack's own moto",
+        ),
+    ],
+)
+def test_a_worker_state_the_stack_cannot_serve_is_refused_before_anything_starts(
+    tmp_path: Path, env: dict[str, str], expected: str
+) -> None:
+    # Given a worker state setting that is unknown, or one LocalStack's own event source mapping
+    # would defeat (it would poll the queue itself)
+    # When the stack is started with it
+    result = StackProcess(tmp_path / ".local", extra_env=env).run_expecting_refusal()
+    # Then it refuses, saying why, and started no database
+    assert result.returncode != 0
+    assert expected in result.stdout + result.stderr
+    assert "database:" not in result.stdout + result.stderr
+    assert not (tmp_path / ".local" / "pg").exists()
