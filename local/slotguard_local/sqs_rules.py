@@ -87,7 +87,7 @@ def apply() -> None:
 
     def queue_polled_by_the_local_stack(self: Queue, *args: Any, **kwargs: Any) -> None:
         queue_init(self, *args, **kwargs)
-        self.lambda_event_source_mappings = PolledByTheLocalStack()  # type: ignore[assignment]
+        self.lambda_event_source_mappings = PolledByTheLocalStack()
 
     Queue.__init__ = queue_polled_by_the_local_stack  # type: ignore[method-assign]
     checked_send_message.checks_sqs_characters = True  # type: ignore[attr-defined]
