@@ -265,6 +265,29 @@ def test_list_filters_and_paginates(api: ApiClient) -> None:
     assert scheduled.body["next_cursor"] is None
 
 
+def test_paging_over_starts_with_fractions_of_a_second_skips_none_and_repeats_none(api: ApiClient) -> None:
+    # Given three back-to-back appointments whose starts carry microseconds (the API keeps them)
+    starts = ["2030-03-01T09:00:00.250000Z", "2030-03-01T10:00:00.500000Z", "2030-03-01T11:00:00.750000Z"]
+    ids = []
+    for start in starts:
+        res = api.post("/appointments", json_body=slot(start))
+        assert res.status == 201, res.body
+        ids.append(res.body["id"])
+    # When they are listed a page of one at a time, following next_cursor
+    seen, cursor = [], None
+    for _ in range(4):
+        query: dict[str, Any] = {"from": "2030-03-01T00:00:00Z", "to": "2030-03-02T00:00:00Z", "limit": 1}
+        if cursor:
+            query["cursor"] = cursor
+        page = api.get("/appointments", query=query).body
+        seen += [a["id"] for a in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    # Then each appears once, in order
+    assert seen == ids
+
+
 def test_availability_check_and_free_slots(api: ApiClient) -> None:
     room = str(uuid.uuid4())
     booked = api.post("/appointments", json_body=slot("2030-03-01T10:00:00Z", 60, resource_id=room)).body

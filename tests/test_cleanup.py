@@ -78,7 +78,8 @@ def test_cleanup_deletes_exactly_what_left_its_window(
     assert report["completed_deleted"] == 6
     assert report["failed_deleted"] == 4
     assert report["idempotency_keys_deleted"] == 2
-    assert report["batches"] >= 4 + 3 + 2
+    # (6 completed: 2 + 2 + 2 + 0; 4 failed: 2 + 2 + 0; 2 keys: 2 + 0)
+    assert report["batches"] == 4 + 3 + 2
     left = {r[0] for r in admin_conn.execute("SELECT job_id FROM slotguard.webhook_delivery_log")}
     assert left == keep
     assert not left & drop
@@ -88,6 +89,7 @@ def test_cleanup_deletes_exactly_what_left_its_window(
     # And a second run finds nothing
     again = cleanup.lambda_handler(event, LambdaContext(function_name="cleanup"))
     assert again["completed_deleted"] == again["failed_deleted"] == again["idempotency_keys_deleted"] == 0
+    assert again["batches"] == 3
 
 
 def retention_url(pg: Any) -> str:

@@ -464,7 +464,9 @@ def test_an_org_with_1000_redriven_deliveries_pending_is_refused_and_another_org
     assert admin_a.post(REDRIVE, json_body={"after": res.body["next_after"]}).status == 429
 
 
-def test_the_cleanup_settles_the_marks_of_a_redrive_that_died(pipeline: Pipeline, metrics_fn: Any) -> None:
+def test_the_cleanup_settles_the_marks_of_a_redrive_that_died(
+    pipeline: Pipeline, metrics_fn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Given 6 rows a redrive marked and then died before sending (no message on the queue): 4 of
     # them marked 10 minutes ago, 2 just now (a redrive that may still be running)
     org_id, _ = pipeline.new_org()
@@ -476,14 +478,16 @@ def test_the_cleanup_settles_the_marks_of_a_redrive_that_died(pipeline: Pipeline
             " WHERE org_id = %s",
             (jobs[:4], org_id),
         )
-    # When the scheduled cleanup runs (no redrive of the org has run since)
+    # When the scheduled cleanup runs (no redrive of the org has run since), in batches of 3
+    monkeypatch.setenv("CLEANUP_BATCH_SIZE", "3")
     cleanup = load_function("cleanup")
     report = cleanup.lambda_handler(
         {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}},
         LambdaContext(function_name="cleanup"),
     )
     # Then the old marks are settled: those rows are dead letters again, as before the redrive,
-    # listed and redrivable; the fresh ones are left to the redrive that holds them
+    # listed and redrivable (all 4 counted, over two batches); the fresh ones are left to the
+    # redrive that holds them
     assert report["stale_redrive_marks_settled"] == 4
     rows = {r["job_id"]: r for r in pipeline.rows(org_id)}
     assert [(rows[j]["status"], rows[j]["redrive_marked_at"]) for j in jobs[:4]] == [
