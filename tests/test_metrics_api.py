@@ -3,6 +3,7 @@ isolation, validation; real Postgres, SQS on moto's server."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -92,7 +93,14 @@ def seeded(admin_conn: Any) -> dict[str, Any]:
         for m in (40, 50)
     ]
     seed(admin_conn, org.org_id, "appointment.book", "completed", ms=1000, age_min=3 * 24 * 60)  # 3 days ago
-    return {"org": org, "book_ms": book_ms, "dead": dead}
+    return {
+        "org": org,
+        "book_ms": book_ms,
+        "dead": dead,
+        "seed_other": lambda org_id: seed(
+            admin_conn, org_id, "appointment.book", "completed", ms=33, age_min=20
+        ),
+    }
 
 
 def test_delivery_stats_1h_exact(metrics_fn: Any, seeded: dict[str, Any]) -> None:
@@ -148,6 +156,20 @@ def test_processing_time_percentiles_match_an_independent_computation(
     book = next(t for t in res.body["by_event_type"] if t["event_type"] == "appointment.book")
     assert book["p95"] == pytest.approx(percentile(seeded["book_ms"], 0.95), abs=0.01)
     assert book["count"] == 6
+    # And the trend holds the org's completions in the range, in 5-minute buckets (the org's only:
+    # another org's completions are not counted)
+    other = new_org()
+    seed_org_completion = seeded["seed_other"]
+    seed_org_completion(other.org_id)
+    trend = api.get("/webhook-metrics/processing-time", query={"range": "1h"}).body["trend"]
+    assert sum(b["count"] for b in trend) == len(completed)
+    starts = [datetime.fromisoformat(b["bucket_start"]) for b in trend]
+    assert {later - earlier for earlier, later in itertools.pairwise(starts)} == {timedelta(minutes=5)}
+    assert (
+        datetime.now(UTC) - timedelta(hours=1, minutes=5)
+        < starts[0]
+        < datetime.now(UTC) - timedelta(minutes=55)
+    )
 
 
 def test_recent_failures_and_dead_letter_queue(metrics_fn: Any, seeded: dict[str, Any]) -> None:

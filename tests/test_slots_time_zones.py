@@ -131,3 +131,77 @@ def test_a_skipped_day_is_never_open(pg: PgInstance) -> None:
     assert {date(2011, 12, 29), date(2011, 12, 31)} <= local_days
     for lower, upper in ranges:
         assert (lower.astimezone(tz).time(), upper.astimezone(tz).time()) == (time(9), time(17))
+
+
+def test_a_resource_calendars_own_rules_shape_its_search_even_when_the_window_is_too_short(
+    admin: ApiClient, api: ApiClient
+) -> None:
+    # Given a resource's calendar in Kathmandu with a 45-minute slot step, and a default calendar in UTC
+    calendar = str(__import__("uuid").uuid4())
+    rules = {**open_daily("Asia/Kathmandu", "00:00", "23:45"), "slot_step_minutes": 45}
+    assert admin.request("PUT", f"/calendars/{calendar}/rules", json_body=rules).status == 200
+    query = {"from": "2030-06-03T00:00:00Z", "to": "2030-06-03T12:00:00Z", "duration_minutes": 30}
+    # When that calendar's slots are searched
+    body = api.get("/availability/slots", query={**query, "resource_id": calendar}).body
+    # Then its zone and its step shape the answer
+    assert (body["time_zone"], body["display_time_zone"], body["step_minutes"]) == ("Asia/Kathmandu",) * 2 + (
+        45,
+    )
+    first, second = (datetime.fromisoformat(s["start"]) for s in body["slots"][:2])
+    assert second - first == timedelta(minutes=45)
+    # And a window shorter than the duration answers no slot, still in the calendar's zone
+    short = api.get(
+        "/availability/slots",
+        query={**query, "to": "2030-06-03T00:20:00Z", "resource_id": calendar},
+    ).body
+    assert (short["slots"], short["time_zone"], short["display_time_zone"]) == (
+        [],
+        "Asia/Kathmandu",
+        "Asia/Kathmandu",
+    )
+    # And the default calendar has none of it
+    default = api.get("/availability/slots", query=query).body
+    assert (default["time_zone"], default["step_minutes"]) == ("UTC", 30)
+
+
+def test_search_bounds_are_answered_in_utc_whatever_the_machines_zone(
+    api: ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a machine whose local zone is Tokyo (a container's TZ), and a search given in +02:00
+    import time as clock
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    clock.tzset()
+    try:
+        body = api.get(
+            "/availability/slots",
+            query={
+                "from": "2030-06-03T02:00:00+02:00",
+                "to": "2030-07-20T00:00:00+02:00",
+                "duration_minutes": 60,
+            },
+        ).body
+    finally:
+        monkeypatch.delenv("TZ")
+        clock.tzset()
+    # Then where the search stopped and where to go on are UTC instants, written with Z
+    assert body["searched_to"].endswith("Z") and body["next_from"].endswith("Z"), body
+    assert body["slots"][0]["start"] == "2030-06-03T00:00:00Z"
+
+
+def test_a_search_cut_at_31_days_goes_on_from_the_next_start_on_its_step(api: ApiClient) -> None:
+    # Given a 45-minute search on a 60-minute step over 40 days (cut at 31 days, 744 hours: the
+    # last start that fits is the 743rd step; 743 steps and a quarter fit)
+    body = api.get(
+        "/availability/slots",
+        query={
+            "from": "2030-08-01T00:00:00Z",
+            "to": "2030-09-10T00:00:00Z",
+            "duration_minutes": 45,
+            "step_minutes": 60,
+        },
+    ).body
+    # Then the search stopped at 31 days and goes on from the next start on the step's grid
+    assert body["searched_to"] == "2030-09-01T00:00:00Z"
+    start = datetime(2030, 8, 1, tzinfo=UTC)
+    assert body["next_from"] == (start + timedelta(hours=744)).isoformat().replace("+00:00", "Z")

@@ -164,3 +164,37 @@ def test_a_deliverys_attempts_go_with_it_when_retention_deletes_it(
     # Then the delivery and its attempts are gone together
     assert pipeline.rows(org_id) == []
     assert admin_conn.execute(count, (org_id,)).fetchone()[0] == 0
+
+
+def test_a_reschedule_webhook_asking_for_a_backfill_is_refused_and_an_invalid_one_named(
+    pipeline: Pipeline, metrics_fn: Any
+) -> None:
+    # Given an org's appointment, booked by webhook
+    org_id, secret = pipeline.new_org()
+    pipeline.send(org_id, secret, "appointment.book", book_data("2030-07-01T10:00:00Z"))
+    pipeline.drain(pipeline.event_source(), settled(pipeline, org_id, 1))
+    [appointment] = pipeline.appointments(org_id)
+    # When a reschedule webhook asks to move it into the past as a backfill (an admin's flag), and
+    # another reschedule webhook has no new time
+    backfill = pipeline.send(
+        org_id,
+        secret,
+        "appointment.reschedule",
+        {"appointment_id": str(appointment["id"]), "scheduled_at": "2020-01-01T10:00:00Z", "backfill": True},
+    )
+    invalid = pipeline.send(
+        org_id, secret, "appointment.reschedule", {"appointment_id": str(appointment["id"])}
+    )
+    pipeline.drain(pipeline.event_source(), settled(pipeline, org_id, 3))
+    api = ApiClient(metrics_fn, claims(org_id))
+    # Then the backfill is refused (a webhook is no admin), saying so, and the appointment stays
+    one = lookup(api, backfill).body
+    assert (one["status"], one["outcome"], one["reason"]) == ("completed", "refused", "backfill_not_allowed")
+    assert one["detail"] == {"status": "backfill_not_allowed"}
+    [still] = pipeline.appointments(org_id)
+    assert still["scheduled_at"] == appointment["scheduled_at"]
+    # And the invalid one is dead-lettered as invalid, its error naming the event type and the field
+    two = lookup(api, invalid).body
+    assert (two["status"], two["outcome"], two["reason"]) == ("dead_letter", "invalid", "invalid_payload")
+    assert two["error_message"].startswith("data is not valid for appointment.reschedule: ")
+    assert '"loc": ["data", "scheduled_at"]' in two["error_message"]
