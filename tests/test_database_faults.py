@@ -55,16 +55,23 @@ def test_iam_tokens_are_cached_and_refreshed_before_expiry() -> None:
         issued.append(f"token-{len(issued)}")
         return issued[-1]
 
+    # (a monotonic clock starts anywhere: here at 1000 s)
+    now[0] = 1000.0
     provider = IamTokenProvider(generate, refresh_after_s=600, clock=lambda: now[0])
     # Then tokens are reused while fresh and replaced at 10 minutes, before the 15 minute expiry
     assert provider.password() == "token-0"
-    now[0] = 599
+    now[0] = 1599
     assert provider.password() == "token-0"
-    now[0] = 600
+    now[0] = 1600
     assert provider.password() == "token-1"
     assert len(issued) == 2
-    with pytest.raises(ValueError, match="15 minute"):
-        IamTokenProvider(generate, refresh_after_s=900)
+    # And a refresh interval must lie inside the lifetime: any positive time under 15 minutes
+    for outside in (0, -1, 900, 901):
+        with pytest.raises(ValueError) as refused:
+            IamTokenProvider(generate, refresh_after_s=outside)
+        assert str(refused.value) == "refresh_after_s must be inside the token's 15 minute lifetime"
+    for inside in (0.5, 1, 899):
+        IamTokenProvider(generate, refresh_after_s=inside)
 
 
 def test_iam_auth_is_selected_by_config_and_signs_a_real_token(monkeypatch: pytest.MonkeyPatch) -> None:

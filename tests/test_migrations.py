@@ -129,35 +129,6 @@ def test_a_failing_migration_rolls_back_and_is_not_recorded(fresh_db: str) -> No
         )
 
 
-def test_migrate_gives_up_on_a_server_that_never_answers() -> None:
-    import socket
-    import time
-
-    # Given a TCP endpoint that accepts connections (the kernel completes the handshake) but never
-    # says a word, like a database behind a black-holed route or a hung instance
-    silent = socket.create_server(("127.0.0.1", 0))
-    port = silent.getsockname()[1]
-    outcome: list[BaseException | None] = []
-
-    def run() -> None:
-        try:
-            migrate(f"postgresql://nobody@127.0.0.1:{port}/slotguard?sslmode=disable", connect_timeout_s=2)
-            outcome.append(None)
-        except BaseException as exc:
-            outcome.append(exc)
-
-    # When the runner connects
-    started = time.monotonic()
-    runner = threading.Thread(target=run, daemon=True)
-    runner.start()
-    runner.join(timeout=20)
-    silent.close()
-    # Then it fails within its connect timeout instead of hanging the deploy
-    assert outcome, "migrate() was still waiting after 20 s"
-    assert isinstance(outcome[0], psycopg.OperationalError)
-    assert time.monotonic() - started < 10
-
-
 def test_migrate_has_a_connect_timeout_by_default() -> None:
     import inspect
 
