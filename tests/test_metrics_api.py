@@ -180,6 +180,8 @@ def test_recent_failures_and_dead_letter_queue(metrics_fn: Any, seeded: dict[str
     assert failures["items"][0]["error_message"] == "busy"
     assert failures["items"][0]["attempts"] == 2
     assert "event_data" not in failures["items"][0]
+    # (recent failures never carry payloads: not even the note that one was left out)
+    assert all(f.get("event_data_omitted") is None for f in failures["items"])
     dlq = api.get("/webhook-metrics/dead-letter-queue").body
     assert dlq["total"] == 2
     assert [d["job_id"] for d in dlq["items"]] == seeded["dead"]

@@ -36,6 +36,7 @@ def booked(api: ApiClient, start: str, contact: str | None = None, calendar: str
 @pytest.mark.parametrize(
     ("method", "path", "body"),
     [
+        ("GET", "/appointments/{id}", None),
         ("GET", "/appointments/{id}/history", None),
         ("POST", "/appointments/{id}/cancel", {}),
         ("POST", "/appointments/{id}/reschedule", {"scheduled_at": "2031-05-01T10:00:00Z"}),

@@ -119,10 +119,14 @@ def test_another_orgs_webhook_and_an_unknown_id_are_404(pipeline: Pipeline, metr
     other_org, _ = pipeline.new_org()
     other = lookup(ApiClient(metrics_fn, claims(other_org, "admin")), webhook_id)
     unknown = lookup(ApiClient(metrics_fn, claims(org_id)), "msg_never_sent")
-    # Then both are the same 404: another org's webhooks do not exist for it
-    for res in (other, unknown):
+    # Then both are the same 404, naming the id: another org's webhooks do not exist for it
+    for res, asked in ((other, webhook_id), (unknown, "msg_never_sent")):
         assert res.status == 404
-        assert res.body["error"]["code"] == "not_found"
+        assert res.body["error"] == {
+            "code": "not_found",
+            "message": "no webhook with this id in this org",
+            "details": {"webhook_id": asked},
+        }
 
 
 @pytest.mark.parametrize("webhook_id", ["", "x" * 256, "tab\there", "caf\u00e9"])
@@ -198,3 +202,41 @@ def test_a_reschedule_webhook_asking_for_a_backfill_is_refused_and_an_invalid_on
     assert (two["status"], two["outcome"], two["reason"]) == ("dead_letter", "invalid", "invalid_payload")
     assert two["error_message"].startswith("data is not valid for appointment.reschedule: ")
     assert '"loc": ["data", "scheduled_at"]' in two["error_message"]
+
+
+def test_a_webhook_the_calendars_rules_refuse_names_the_rule_and_one_that_gave_up_says_so(
+    pipeline: Pipeline, metrics_fn: Any
+) -> None:
+    # Given an org whose default calendar opens 09:00-17:00 UTC, a booking webhook for 20:00, and a
+    # webhook whose handler fails every attempt
+    org_id, secret = pipeline.new_org()
+    booking = load_function("booking")
+    rules = {
+        "time_zone": "UTC",
+        "weekly_hours": {
+            day: [{"start": "09:00", "end": "17:00"}]
+            for day in ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+        },
+    }
+    assert (
+        ApiClient(booking, claims(org_id, "admin"))
+        .request("PUT", "/calendars/default/rules", json_body=rules)
+        .status
+        == 200
+    )
+
+    def broken(ctx: EventContext, data: Any) -> Outcome:
+        raise RetriableFailure("downstream down")
+
+    pipeline.customize.append(lambda service: service.register("test.broken", broken))
+    outside = pipeline.send(org_id, secret, "appointment.book", book_data("2030-06-03T20:00:00Z"))
+    gave_up = pipeline.send(org_id, secret, "test.broken", {})
+    # When the processor has settled both
+    pipeline.drain(pipeline.event_source(), settled(pipeline, org_id, 2), timeout_s=90)
+    api = ApiClient(metrics_fn, claims(org_id))
+    # Then the first is refused, its reason the rule's own code
+    one = lookup(api, outside).body
+    assert (one["status"], one["outcome"], one["reason"]) == ("completed", "refused", "outside_hours"), one
+    # And the second is dead-lettered with no outcome, its reason saying it gave up
+    two = lookup(api, gave_up).body
+    assert (two["status"], two["outcome"], two["reason"]) == ("dead_letter", None, "gave_up"), two
