@@ -192,6 +192,21 @@ def test_recent_failures_and_dead_letter_queue(metrics_fn: Any, seeded: dict[str
     assert admin["items"][0]["event_data"]["data"] == {"n": 1}
 
 
+def test_the_dead_letter_queue_lists_at_most_limit_newest_first_and_counts_them_all(
+    metrics_fn: Any, seeded: dict[str, Any]
+) -> None:
+    # Given an org with two dead letters (and other failed and completed deliveries)
+    org = seeded["org"]
+    # When a member and an admin list its dead letters with limit=1
+    member = ApiClient(metrics_fn, org.member).get("/webhook-metrics/dead-letter-queue", query={"limit": 1})
+    admin = ApiClient(metrics_fn, org.admin).get("/webhook-metrics/dead-letter-queue", query={"limit": 1})
+    # Then each gets only the newest one, and the total of both
+    for res in (member, admin):
+        assert res.status == 200, res.body
+        assert res.body["total"] == 2
+        assert [d["job_id"] for d in res.body["items"]] == seeded["dead"][:1]
+
+
 @pytest.mark.parametrize(
     ("path", "query"),
     [
