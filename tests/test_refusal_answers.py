@@ -150,3 +150,63 @@ def test_the_rules_of_a_calendar_without_any_name_that_calendar(api: ApiClient) 
     res = api.get(f"/calendars/{calendar}/rules")
     assert res.status == 200, res.body
     assert (res.body["resource_id"], res.body["version"], res.body["rules"]) == (calendar, 0, None)
+
+
+def test_a_booking_overlapping_its_contacts_other_appointment_is_409_listing_it(
+    api: ApiClient, admin: ApiClient
+) -> None:
+    # Given an org whose contacts never overlap themselves, and a contact's appointment on one calendar
+    assert admin.request("PUT", "/org/policy", json_body={"contact_no_overlap": True}).status == 200
+    contact = str(uuid.uuid4())
+    first = booked(api, "2031-05-06T10:00:00Z", contact, str(uuid.uuid4()))
+    # When the contact is booked at an overlapping time on another calendar
+    res = api.post(
+        "/appointments",
+        json_body={
+            "contact_id": contact,
+            "resource_id": str(uuid.uuid4()),
+            "scheduled_at": "2031-05-06T10:30:00Z",
+            "duration_minutes": 60,
+        },
+    )
+    # Then 409, saying so, listing the contact's appointment
+    assert res.status == 409, res.body
+    assert res.body["error"]["code"] == "contact_conflict"
+    assert res.body["error"]["message"] == "the contact already has an appointment at that time"
+    assert [c["id"] for c in res.body["error"]["details"]["conflicts"]] == [first["id"]]
+
+
+def test_an_idempotency_key_reused_with_another_body_is_422_saying_so(api: ApiClient) -> None:
+    # Given a booking made with an Idempotency-Key
+    key = {"Idempotency-Key": f"k-{uuid.uuid4()}"}
+    body = {"contact_id": str(uuid.uuid4()), "scheduled_at": "2031-05-07T10:00:00Z", "duration_minutes": 30}
+    assert api.post("/appointments", json_body=body, headers=key).status == 201
+    # When the key is sent again with another body, Then 422 naming the reuse
+    res = api.post("/appointments", json_body={**body, "duration_minutes": 45}, headers=key)
+    assert res.status == 422, res.body
+    message = "this Idempotency-Key was used with another request body"
+    assert res.body["error"] == {
+        "code": "idempotency_key_reused",
+        "message": message,
+        "details": {
+            "errors": [{"loc": [], "msg": message, "type": "idempotency_key_reused"}],
+            "error_count": 1,
+            "truncated": False,
+        },
+    }
+
+
+def test_moving_a_cancelled_appointment_is_409_naming_it(api: ApiClient) -> None:
+    # Given a cancelled appointment
+    appointment = booked(api, "2031-05-08T10:00:00Z")
+    assert api.post(f"/appointments/{appointment['id']}/cancel", json_body={}).status == 200
+    # When it is moved, Then 409, saying only a scheduled one can be, naming it
+    res = api.post(
+        f"/appointments/{appointment['id']}/reschedule", json_body={"scheduled_at": "2031-05-09T10:00:00Z"}
+    )
+    assert res.status == 409, res.body
+    assert res.body["error"] == {
+        "code": "not_schedulable",
+        "message": "only a scheduled appointment can be rescheduled",
+        "details": {"id": appointment["id"]},
+    }
