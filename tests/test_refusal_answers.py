@@ -210,3 +210,33 @@ def test_moving_a_cancelled_appointment_is_409_naming_it(api: ApiClient) -> None
         "message": "only a scheduled appointment can be rescheduled",
         "details": {"id": appointment["id"]},
     }
+
+
+def test_a_member_booking_a_backfill_is_403_saying_only_an_admin_may(api: ApiClient) -> None:
+    res = api.post(
+        "/appointments",
+        json_body={
+            "contact_id": str(uuid.uuid4()),
+            "scheduled_at": "2020-01-01T10:00:00Z",
+            "duration_minutes": 30,
+            "backfill": True,
+        },
+    )
+    assert res.status == 403, res.body
+    assert res.body["error"]["message"] == "only an admin may backfill a past appointment"
+
+
+@pytest.mark.parametrize("length", [1, 255])
+def test_idempotency_keys_of_1_to_255_characters_book(api: ApiClient, length: int) -> None:
+    # Given a key of the shortest or the longest length allowed, When a booking is sent with it
+    # twice, Then it books, then replays
+    key = {"Idempotency-Key": ("k" + uuid.uuid4().hex * 8)[:length]}
+    body = {
+        "contact_id": str(uuid.uuid4()),
+        "scheduled_at": f"2031-06-0{1 + length % 7}T10:00:00Z",
+        "duration_minutes": 30,
+    }
+    first = api.post("/appointments", json_body=body, headers=key)
+    assert first.status == 201, first.body
+    again = api.post("/appointments", json_body=body, headers=key)
+    assert (again.status, again.body["id"]) == (201, first.body["id"])

@@ -470,6 +470,9 @@ def test_crash_outside_record_handling_ends_in_dlq_and_reconciler_dead_letters(p
     rows = {r["job_id"]: r for r in pipeline.rows(org_id)}
     assert rows[job_id]["status"] == "dead_letter"
     assert rows[job_id]["outcome"] == "redrive_policy"
+    assert rows[job_id]["error_message"].startswith(
+        "moved to the dead-letter queue by the redrive policy (message "
+    )
     assert rows[job_id]["event_data"]["data"] == {"k": 1}
     assert rows[ok_id]["status"] in ("completed", "dead_letter")
     assert all(r["status"] != "processing" for r in rows.values())
@@ -856,3 +859,31 @@ def test_batch_claim_completes_only_the_deliveries_it_claims(pipeline: Pipeline,
     }
     assert rows["failed"]["error_message"] is None
     assert all(r["claim_token"] is None for j, r in rows.items() if j != "busy")
+
+
+def test_an_effect_free_handler_gets_its_webhooks_org_id_and_data_and_is_timed(pipeline: Pipeline) -> None:
+    # Given a handler declared without effect that answers from its context and data, taking 50 ms
+    counters: list[StatementCounter] = []
+
+    def echo(ctx: EventContext, data: Any) -> Outcome:
+        time.sleep(0.05)
+        return Outcome("ignored", {"org": str(ctx.org_id), "job": ctx.job_id, "n": data["n"]})
+
+    def customize(service: Any) -> None:
+        service.register("test.echo", echo, effect=False)
+        counters.append(StatementCounter(service))
+
+    pipeline.customize.append(customize)
+    org_id, _ = pipeline.new_org()
+    records = [_record(org_id, f"echo_{i}", "test.echo", {"n": i}) for i in range(3)]
+    # When a batch of its webhooks is processed
+    answer = pipeline.processor_container()({"Records": records}, LambdaContext())
+    # Then each is completed by the batch's one claim statement, with what the handler saw of it:
+    # its org, its webhook id and its data, and the time the handler took
+    assert answer == {"batchItemFailures": []}
+    assert counters[0].statements == ["claim_webhook_deliveries"]
+    rows = {r["job_id"]: r for r in pipeline.rows(org_id)}
+    for i in range(3):
+        row = rows[f"echo_{i}"]
+        assert row["outcome_detail"] == {"org": org_id, "job": f"echo_{i}", "n": i}
+        assert 50 <= row["processing_ms"] < 5000
