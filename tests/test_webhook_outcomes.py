@@ -240,3 +240,32 @@ def test_a_webhook_the_calendars_rules_refuse_names_the_rule_and_one_that_gave_u
     # And the second is dead-lettered with no outcome, its reason saying it gave up
     two = lookup(api, gave_up).body
     assert (two["status"], two["outcome"], two["reason"]) == ("dead_letter", None, "gave_up"), two
+
+
+def test_a_booking_webhook_overlapping_its_contacts_appointment_is_refused_naming_it(
+    pipeline: Pipeline, metrics_fn: Any
+) -> None:
+    # Given an org whose contacts never overlap themselves, and a contact's appointment
+    org_id, secret = pipeline.new_org()
+    booking = load_function("booking")
+    admin = ApiClient(booking, claims(org_id, "admin"))
+    assert admin.request("PUT", "/org/policy", json_body={"contact_no_overlap": True}).status == 200
+    data = book_data("2030-06-04T10:00:00Z", 60)
+    first = admin.post("/appointments", json_body={**data, "resource_id": str(uuid.uuid4())})
+    assert first.status == 201, first.body
+    # When a booking webhook books the contact at an overlapping time on another calendar
+    webhook = pipeline.send(
+        org_id,
+        secret,
+        "appointment.book",
+        {**data, "scheduled_at": "2030-06-04T10:30:00Z", "resource_id": str(uuid.uuid4())},
+    )
+    pipeline.drain(pipeline.event_source(), settled(pipeline, org_id, 1))
+    # Then it is refused as a contact conflict, naming the appointment in the way
+    found = lookup(ApiClient(metrics_fn, claims(org_id)), webhook).body
+    assert (found["status"], found["outcome"], found["reason"]) == (
+        "completed",
+        "refused",
+        "contact_conflict",
+    )
+    assert found["detail"]["conflicts"] == [first.body["id"]]

@@ -887,3 +887,27 @@ def test_an_effect_free_handler_gets_its_webhooks_org_id_and_data_and_is_timed(p
         row = rows[f"echo_{i}"]
         assert row["outcome_detail"] == {"org": org_id, "job": f"echo_{i}", "n": i}
         assert 50 <= row["processing_ms"] < 5000
+
+
+def test_a_booking_webhook_finding_its_calendar_locked_past_the_wait_fails_saying_the_calendar_was_busy(
+    pipeline: Pipeline,
+) -> None:
+    # Given another transaction holding the default calendar's lock for 10:00-11:00 past the wait
+    org_id, _ = pipeline.new_org()
+    record = _record(org_id, "book_busy", "appointment.book", book_data("2030-07-02T10:00:00Z"))
+    with psycopg.connect(pipeline.admin_url) as holder:
+        holder.execute(
+            "SELECT pg_advisory_xact_lock(k) FROM slotguard.calendar_lock_keys(%s, NULL, %s, %s) k",
+            (org_id, "2030-07-02T10:00:00Z", "2030-07-02T11:00:00Z"),
+        )
+        # When a booking webhook for that hour is processed
+        answer = pipeline.processor_container()({"Records": [record]}, LambdaContext())
+        holder.rollback()
+    # Then it is a failed attempt to retry, its error saying the calendar was busy
+    assert answer == {"batchItemFailures": [{"itemIdentifier": record["messageId"]}]}
+    [row] = pipeline.rows(org_id)
+    assert (row["status"], row["attempts"], row["error_message"]) == (
+        "failed",
+        1,
+        "RetriableFailure: the calendar was busy",
+    )
