@@ -26,6 +26,7 @@
 #= SLOTGUARD_HOME=.local    make local: the state folder (database, stack.json, logs, metrics.jsonl)
 #= SLOTGUARD_MAX_CONTAINERS=N  make local: at most N containers per function (default: as deployed)
 #= SLOTGUARD_CLEANUP_EVERY_S=3600  make local: how often the retention cleanup runs
+#= SLOTGUARD_WORKER_STATE=lambda  make local: queue-health reads the worker from moto's Lambda API (default: file)
 #= DATABASE_URL=...         make local, make test, make bench: another PostgreSQL (superuser-capable URL)
 #= AWS_ENDPOINT_URL=...     make local: another AWS endpoint instead of moto's server
 #= LOCALSTACK_PYTHON=...    make local AWS=localstack: the Python 3.13 for .localstack-venv

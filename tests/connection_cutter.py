@@ -37,7 +37,10 @@ class ConnectionCutter:
     def url(self, url: str) -> str:
         """`url` through this proxy."""
         assert self._listener is not None
-        return psycopg.conninfo.make_conninfo(url, host="127.0.0.1", port=self._listener.getsockname()[1])
+        # (in clear: the proxy reads each message's type, which TLS would hide)
+        return psycopg.conninfo.make_conninfo(
+            url, host="127.0.0.1", port=self._listener.getsockname()[1], sslmode="disable"
+        )
 
     def arm(self) -> None:
         """The next statement any connection sends runs, and its answer is lost with the connection."""
@@ -52,6 +55,8 @@ class ConnectionCutter:
     def stop(self) -> None:
         for sock in [self._listener, *self._sockets]:
             if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
                 with contextlib.suppress(OSError):
                     sock.close()
 

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import psycopg
@@ -77,7 +78,7 @@ def test_two_migrations_with_one_version_are_refused_naming_the_versions(
     (tmp_path / "0001_again.sql").write_text("SELECT 2;", encoding="utf-8")
     (tmp_path / "0002_next.sql").write_text("SELECT 'é';", encoding="utf-8")
     (tmp_path / "README.md").write_text("not a migration", encoding="utf-8")
-    monkeypatch.setattr(migrate_module.resources, "files", lambda _package: tmp_path)
+    monkeypatch.setattr(migrate_module, "resources", SimpleNamespace(files=lambda _package: tmp_path))
     # When they are loaded, Then the runner refuses, naming the versions in order
     with pytest.raises(MigrationError) as refused:
         load_migrations()

@@ -182,7 +182,7 @@ def test_search_bounds_are_answered_in_utc_whatever_the_machines_zone(
             },
         ).body
     finally:
-        monkeypatch.delenv("TZ")
+        monkeypatch.undo()  # TZ as it was (or unset), then the process's zone read again
         clock.tzset()
     # Then where the search stopped and where to go on are UTC instants, written with Z
     assert body["searched_to"].endswith("Z") and body["next_from"].endswith("Z"), body

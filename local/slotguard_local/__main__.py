@@ -2,7 +2,9 @@
 
 Environment: SLOTGUARD_PORT (3000), SLOTGUARD_HOME (.local), DATABASE_URL (else embedded
 PostgreSQL), AWS_ENDPOINT_URL (else moto's server), SLOTGUARD_CLEANUP_EVERY_S (3600),
-SLOTGUARD_MAX_CONTAINERS (at most this many containers per function; unset: as deployed).
+SLOTGUARD_MAX_CONTAINERS (at most this many containers per function; unset: as deployed),
+SLOTGUARD_WORKER_STATE (file, the default: the poller's state file; lambda: the processor's event
+source mapping in moto's Lambda API, as deployed).
 """
 
 from __future__ import annotations

@@ -158,8 +158,9 @@ class LocalStack:
             raise StartRefused(str(exc)) from None
         if self._worker_state_mode == "lambda" and (emulator != "moto" or os.environ.get("AWS_ENDPOINT_URL")):
             raise StartRefused(
-                "SLOTGUARD_WORKER_STATE=lambda needs the stack's own moto (make local, without AWS= or"
-                " AWS_ENDPOINT_URL): another emulator's event source mapping would poll the queue itself"
+                "SLOTGUARD_WORKER_STATE=lambda needs the stack's own moto (make local or make local"
+                " AWS=moto, without AWS_ENDPOINT_URL): only it is patched not to run the mapping itself;"
+                " LocalStack's would poll the queue, another moto would take the messages on every send"
             )
         if emulator == "localstack" and not os.environ.get("AWS_ENDPOINT_URL"):
             try:

@@ -34,6 +34,7 @@ _TEST_ONLY = (
     "WEBHOOK_SECRET_CACHE_S",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
+    "SLOTGUARD_WORKER_STATE",  # a test that wants it sets it (extra_env)
 )
 
 

@@ -185,8 +185,10 @@ def test_signed_webhook_becomes_an_appointment_and_shows_in_metrics(stack: Stack
     assert health["worker"]["state"] == "Enabled", health
     # (a local stack answers from its poller's state file unless SLOTGUARD_WORKER_STATE=lambda,
     # which the smoke suite's stand-in sets: tests/e2e/test_smoke_mode.py)
+    # ("lambda (last read; now <error>)" when Lambda's API throttled a read after a good one)
+    source = health["worker"]["source"].split(" ")[0]
     sources = {"lambda"} if deployed() else {"lambda", "local-poller"} if remote() else {"local-poller"}
-    assert health["worker"]["source"] in sources, health
+    assert source in sources, health
     assert (health["worker"]["batch_size"], health["worker"]["maximum_concurrency"]) == (10, 5), health
     # A bad signature is refused
     wrong = "whsec_" + base64.b64encode(uuid.uuid4().bytes * 2).decode()
