@@ -142,3 +142,71 @@ def test_turning_the_policy_on_with_overlaps_already_booked_is_409_listing_them(
     assert res.body["error"]["code"] == "contact_conflict"
     assert {c["id"] for c in res.body["error"]["details"]["conflicts"]} == {a["id"], b["id"]}
     assert api.get("/org/policy").body == {"contact_no_overlap": False}
+
+
+def _future_appointments(pg: PgInstance, org_id: str, n: int, *, marked: bool = False) -> None:
+    """n back-to-back future appointments of distinct contacts on the org's default calendar,
+    written as an administrator would load them (the booking function is not what is measured)."""
+    with psycopg.connect(pg.admin_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO slotguard.appointments"
+            " (org_id, contact_id, scheduled_at, ends_at, duration_minutes, created_by, contact_exclusive)"
+            " SELECT %s, gen_random_uuid(), t, t + interval '15 minutes', 15, 'load', %s"
+            " FROM generate_series(timestamptz '2032-01-01', timestamptz '2032-01-01'"
+            "   + (%s - 1) * interval '30 minutes', interval '30 minutes') t",
+            (org_id, marked, n),
+        )
+
+
+def _marked(pg: PgInstance, org_id: str) -> int:
+    with psycopg.connect(pg.admin_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM slotguard.appointments WHERE org_id = %s AND contact_exclusive", (org_id,)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_switching_the_policy_on_over_more_than_20000_future_appointments_is_409_with_the_bound(
+    pg: PgInstance, org: Org, api: ApiClient, admin: ApiClient
+) -> None:
+    # Given an org with 20,001 future appointments (one statement marks each: past 20,000 that
+    # statement nears the app role's statement timeout, which no retry would get past)
+    _future_appointments(pg, org.org_id, 20_001)
+    # When an admin switches "a contact never overlaps itself" on
+    res = set_policy(admin, True)
+    # Then 409 too_many_appointments with the bound, and nothing changed: still off, none marked
+    assert res.status == 409, res.body
+    assert res.body["error"]["code"] == "too_many_appointments"
+    assert res.body["error"]["details"] == {"max": 20000}
+    assert "more than 20000 appointments" in res.body["error"]["message"]
+    assert api.get("/org/policy").body == {"contact_no_overlap": False}
+    assert _marked(pg, org.org_id) == 0
+
+
+def test_switching_the_policy_on_over_20000_future_appointments_marks_each(
+    pg: PgInstance, org: Org, api: ApiClient, admin: ApiClient
+) -> None:
+    # Given an org with exactly 20,000 future appointments, When the policy is switched on
+    _future_appointments(pg, org.org_id, 20_000)
+    res = set_policy(admin, True)
+    # Then it is on and each is marked for the contact rule
+    assert res.status == 200, res.body
+    assert api.get("/org/policy").body == {"contact_no_overlap": True}
+    assert _marked(pg, org.org_id) == 20_000
+
+
+def test_switching_the_policy_off_over_more_than_50000_marked_appointments_is_409_with_the_bound(
+    pg: PgInstance, org: Org, api: ApiClient, admin: ApiClient
+) -> None:
+    # Given an org whose policy is on, with 50,001 appointments booked under it
+    assert set_policy(admin, True).status == 200
+    _future_appointments(pg, org.org_id, 50_001, marked=True)
+    # When an admin switches it off, Then 409 with the bound, and it stays on, every mark kept
+    res = set_policy(admin, False)
+    assert res.status == 409, res.body
+    assert (res.body["error"]["code"], res.body["error"]["details"]) == (
+        "too_many_appointments",
+        {"max": 50000},
+    )
+    assert api.get("/org/policy").body == {"contact_no_overlap": True}
+    assert _marked(pg, org.org_id) == 50_001

@@ -151,6 +151,12 @@ class NotSchedulable(DomainError):
     status_code, code = 409, "not_schedulable"
 
 
+class TooManyAppointments(DomainError):
+    """An org-wide change bounded by the appointments it would touch in one statement."""
+
+    status_code, code = 409, "too_many_appointments"
+
+
 class PayloadTooLarge(DomainError):
     status_code, code = 413, "payload_too_large"
 

@@ -97,7 +97,8 @@ ERROR_DOCS: dict[int, tuple[Any, str]] = {
         "`slot_conflict`: the slot overlaps active appointments, listed in `details.conflicts`;"
         " `contact_conflict`: under the org's contact_no_overlap policy the contact already has an"
         " appointment then (`details.conflicts`); `not_schedulable`: the appointment is not scheduled"
-        " any more",
+        " any more; `too_many_appointments`: an org-wide switch would touch more appointments than"
+        " its bound (`details.max`)",
     ),
     422: (
         ValidationErrorBody,

@@ -20,6 +20,7 @@ from slotguard.errors import (
     NotFound,
     NotSchedulable,
     SlotConflict,
+    TooManyAppointments,
     errors_details,
 )
 from slotguard.models import (
@@ -360,5 +361,12 @@ class PolicyService:
             conflicts = [Appointment.model_validate(c).model_dump(mode="json") for c in outcome["conflicts"]]
             raise ContactConflict(
                 "contacts already hold overlapping appointments: resolve them first", {"conflicts": conflicts}
+            )
+        if outcome["status"] == "too_many_appointments":
+            touched = "marked" if policy.contact_no_overlap else "unmarked"
+            raise TooManyAppointments(
+                f"the switch would touch more than {outcome['max']} appointments at once (each one"
+                f" {touched} for the contact rule); it is bounded at {outcome['max']}",
+                {"max": outcome["max"]},
             )
         raise _refusal(outcome)

@@ -80,6 +80,10 @@ $$;
 -- Turning contact_no_overlap on marks the org's active appointments that have not ended as
 -- booked under it, so the constraint covers them; when some contact already overlaps itself,
 -- nothing changes and the answer is `contact_conflict` listing those appointments (at most 100).
+-- Turning it off unmarks every marked appointment. Both are one statement under the app role's
+-- statement timeout, so both are bounded (docs/capacity.md, "Admin operations"): at most 20,000
+-- appointments to mark, 50,000 to unmark; past that nothing changes and the answer is
+-- `too_many_appointments` with the bound, not a timeout that no retry would get past.
 CREATE OR REPLACE FUNCTION slotguard.set_org_policy(
     p_org uuid, p_actor text, p_contact_no_overlap boolean, p_lock_wait_ms integer DEFAULT 3000
 ) RETURNS jsonb
@@ -89,6 +93,7 @@ SET TimeZone = 'UTC'
 AS $$
 DECLARE
     v_conflicts jsonb;
+    v_max integer;
 BEGIN
     IF p_org IS NULL OR p_actor IS NULL OR p_contact_no_overlap IS NULL THEN
         RAISE EXCEPTION 'org, actor and contact_no_overlap are required' USING ERRCODE = 'invalid_parameter_value';
@@ -96,6 +101,14 @@ BEGIN
     PERFORM slotguard._set_tenant(p_org), slotguard._set_lock_wait(p_lock_wait_ms);
     BEGIN
         PERFORM pg_advisory_xact_lock(slotguard.settings_lock_key(p_org));
+        v_max := CASE WHEN p_contact_no_overlap THEN 20000 ELSE 50000 END;
+        IF (SELECT count(*) FROM (
+                SELECT 1 FROM slotguard.appointments
+                 WHERE org_id = p_org AND contact_exclusive IS DISTINCT FROM p_contact_no_overlap
+                   AND (NOT p_contact_no_overlap OR (status = 'scheduled' AND ends_at > now()))
+                 LIMIT v_max + 1) s) > v_max THEN
+            RETURN jsonb_build_object('status', 'too_many_appointments', 'max', v_max);
+        END IF;
         UPDATE slotguard.appointments SET contact_exclusive = p_contact_no_overlap
          WHERE org_id = p_org AND contact_exclusive IS DISTINCT FROM p_contact_no_overlap
            AND (NOT p_contact_no_overlap OR (status = 'scheduled' AND ends_at > now()));
