@@ -205,3 +205,31 @@ def test_each_processor_count_is_printed_by_the_path_that_makes_it(
     rows = {r["job_id"]: r for r in pipeline.rows(org_id)}
     statuses = sorted((rows[j]["status"], rows[j]["attempts"]) for j in jobs)
     assert statuses == [("completed", 1), ("pending", 0)]
+
+
+def test_a_dead_letter_without_its_identity_is_counted_unparsable_and_stays_queued(
+    pipeline: Pipeline, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a message on the dead-letter queue without the attributes the reconciler records a
+    # webhook by (org, webhook id, type), as SQS would hand it to the reconciler
+    pipeline.sqs.send_message(QueueUrl=pipeline.queues.dlq_url, MessageBody="{}")
+    got = pipeline.sqs.receive_message(
+        QueueUrl=pipeline.queues.dlq_url,
+        AttributeNames=["All"],
+        MessageAttributeNames=["All"],
+        WaitTimeSeconds=1,
+    )["Messages"]
+    dlq_arn = pipeline.sqs.get_queue_attributes(
+        QueueUrl=pipeline.queues.dlq_url, AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    reconciler = pipeline.dlq_source()._new_container()
+    capsys.readouterr()
+    # When the reconciler gets it
+    answer = reconciler(
+        {"Records": [sqs_record(m, dlq_arn) for m in got]}, LambdaContext(function_name="dlq_reconciler")
+    )
+    # Then it stays on the queue (a batch item failure), counted once as unparsable, not dead-lettered
+    printed = names(emf(capsys.readouterr().out))
+    assert answer == {"batchItemFailures": [{"itemIdentifier": got[0]["MessageId"]}]}
+    assert printed.count(webhook_metrics.UNPARSABLE) == 1
+    assert webhook_metrics.DEAD_LETTERED not in printed
