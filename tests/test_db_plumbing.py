@@ -126,8 +126,11 @@ def test_the_login_roles_password_is_set_on_every_run_and_no_iam_grant_without_a
             )
 
     before = verifiers()
-    # When the logins are ensured again with the same password (and no IAM: there is no rds_iam
-    # role outside RDS, so a grant would fail here)
+    # When the logins are ensured again with the same password, IAM not asked for (an rds_iam
+    # role exists here, as RDS has it: a grant would succeed, and must not happen)
+    with psycopg.connect(pg.admin_url, autocommit=True) as conn:
+        conn.execute("DO $$ BEGIN CREATE ROLE rds_iam; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+        conn.execute("REVOKE rds_iam FROM slotguard_app, slotguard_retention")
     ensure_app_login(pg.admin_url, password=APP_PASSWORD)
     # Then each role's verifier was written anew (a fresh salt) and that password logs in as each
     after = verifiers()
@@ -136,6 +139,13 @@ def test_the_login_roles_password_is_set_on_every_run_and_no_iam_grant_without_a
     for role in after:
         with psycopg.connect(psycopg.conninfo.make_conninfo(pg.app_url, user=role)) as conn:
             assert conn.execute("SELECT current_user").fetchone() == (role,)
+    # And neither role was made a member of rds_iam
+    with psycopg.connect(pg.admin_url) as conn:
+        assert not conn.execute(
+            "SELECT 1 FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid"
+            " WHERE r.rolname = 'rds_iam'"
+            " AND m.member IN ('slotguard_app'::regrole, 'slotguard_retention'::regrole)"
+        ).fetchall()
 
 
 def test_closing_the_database_ends_its_server_session(pg: PgInstance) -> None:

@@ -240,3 +240,24 @@ def test_idempotency_keys_of_1_to_255_characters_book(api: ApiClient, length: in
     assert first.status == 201, first.body
     again = api.post("/appointments", json_body=body, headers=key)
     assert (again.status, again.body["id"]) == (201, first.body["id"])
+
+
+def test_switching_the_policy_while_the_orgs_settings_are_locked_is_503_busy(
+    pg: Any, admin: ApiClient, org: Org
+) -> None:
+    import psycopg
+
+    # Given the org's settings lock held by a transaction in flight (a rules change, a booking)
+    with psycopg.connect(pg.admin_url) as holder:
+        holder.execute("SELECT pg_advisory_xact_lock(slotguard.settings_lock_key(%s))", (org.org_id,))
+        # When an admin switches the contact policy, waiting past the lock wait's bound
+        res = admin.request("PUT", "/org/policy", json_body={"contact_no_overlap": True})
+        holder.rollback()
+    # Then 503 busy, to retry shortly, and the policy is as it was
+    assert res.status == 503, res.body
+    assert res.body["error"] == {
+        "code": "busy",
+        "message": "the calendar is busy, retry shortly",
+        "details": {},
+    }
+    assert admin.get("/org/policy").body == {"contact_no_overlap": False}

@@ -181,12 +181,22 @@ def test_search_bounds_are_answered_in_utc_whatever_the_machines_zone(
                 "duration_minutes": 60,
             },
         ).body
+        short = api.get(
+            "/availability/slots",
+            query={
+                "from": "2030-06-03T02:00:00+02:00",
+                "to": "2030-06-03T06:00:00+02:00",
+                "duration_minutes": 60,
+            },
+        ).body
     finally:
         monkeypatch.undo()  # TZ as it was (or unset), then the process's zone read again
         clock.tzset()
-    # Then where the search stopped and where to go on are UTC instants, written with Z
+    # Then where the search stopped and where to go on are UTC instants, written with Z, also when
+    # the search stops at its own end
     assert body["searched_to"].endswith("Z") and body["next_from"].endswith("Z"), body
     assert body["slots"][0]["start"] == "2030-06-03T00:00:00Z"
+    assert short["searched_to"] == "2030-06-03T04:00:00Z", short
 
 
 def test_a_search_cut_at_31_days_goes_on_from_the_next_start_on_its_step(api: ApiClient) -> None:
