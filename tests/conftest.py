@@ -68,6 +68,21 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgInstance]:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
 
 
+def scratch_database(pg: PgInstance) -> Iterator[str]:
+    """An empty database of its own on the test server (its admin URL), dropped afterwards."""
+    name = f"slotguard_scratch_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg.admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield psycopg.conninfo.make_conninfo(pg.admin_url, dbname=name)
+    with psycopg.connect(pg.admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def fresh_db(pg: PgInstance) -> Iterator[str]:
+    yield from scratch_database(pg)
+
+
 @pytest.fixture
 def admin_conn(pg: PgInstance) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(pg.admin_url, autocommit=True) as conn:

@@ -8,15 +8,13 @@ from __future__ import annotations
 import socket
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from slotguard.config import DatabaseSettings
 from slotguard.db import migrate as migrate_module
@@ -33,16 +31,6 @@ from slotguard.db.migrate import (
     run_migrations,
 )
 from tests.conftest import APP_PASSWORD, PgInstance
-
-
-@pytest.fixture
-def fresh_db(pg: PgInstance) -> Iterator[str]:
-    name = f"slotguard_plumb_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield psycopg.conninfo.make_conninfo(pg.admin_url, dbname=name)
-    with psycopg.connect(pg.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def recorded_functions(url: str) -> dict[str, str]:

@@ -12,7 +12,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from slotguard.db.migrate import (
     FUNCTION_FILES,
@@ -25,25 +24,12 @@ from slotguard.db.migrate import (
     migrations_digest,
     run_migrations,
 )
+from tests.conftest import scratch_database
 
 ROOT = Path(__file__).resolve().parents[1]
 FUNCTIONS_DIR = ROOT / "layers" / "slotguard" / "sql" / "functions"
 # The last numbered migration that defined functions: later ones hold schema changes only.
 LAST_MIGRATION_WITH_FUNCTIONS = 12
-
-
-def _scratch_database(pg: Any) -> Iterator[str]:
-    name = f"slotguard_mig_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield psycopg.conninfo.make_conninfo(pg.admin_url, dbname=name)
-    with psycopg.connect(pg.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-@pytest.fixture
-def fresh_db(pg: Any) -> Iterator[str]:
-    yield from _scratch_database(pg)
 
 
 def schema_fingerprint(url: str) -> list[tuple[Any, ...]]:
@@ -324,7 +310,7 @@ def _defined_in(text: str) -> list[str]:
 
 @pytest.fixture
 def second_db(pg: Any) -> Iterator[str]:
-    yield from _scratch_database(pg)
+    yield from scratch_database(pg)
 
 
 def test_a_database_migrated_step_by_step_and_a_fresh_one_have_identical_functions(

@@ -15,7 +15,7 @@ import pytest
 from slotguard.services.webhook_processor import HandedBack
 from slotguard_local.events import LambdaContext, sqs_record
 from slotguard_local.functions import load_function
-from tests.webhook_support import Pipeline
+from tests.webhook_support import Pipeline, book_data
 
 BUDGET_MS = 3000  # a record's budget in the pipeline fixture: a 2,000 ms lock wait + 1,000 ms reserve
 
@@ -28,10 +28,6 @@ class FixedTime(LambdaContext):
 
     def get_remaining_time_in_millis(self) -> int:
         return self.left_ms
-
-
-def book_data(start: str) -> dict[str, Any]:
-    return {"contact_id": str(uuid.uuid4()), "scheduled_at": start, "duration_minutes": 30}
 
 
 def receive(pipeline: Pipeline, count: int) -> list[dict[str, Any]]:

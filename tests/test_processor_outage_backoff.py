@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 import socket
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +15,7 @@ import psycopg
 import pytest
 
 from tests.conftest import PgInstance
-from tests.webhook_support import Pipeline
+from tests.webhook_support import Pipeline, book_data
 
 BASE_S, CAP_S = 6, 600  # the backoff policy: the queue's own visibility timeout is 2 s
 
@@ -44,7 +43,7 @@ def test_a_database_outage_hides_the_message_for_a_backoff_growing_with_its_rece
         org_id,
         secret,
         "appointment.book",
-        {"contact_id": str(uuid.uuid4()), "scheduled_at": "2030-06-01T10:00:00Z", "duration_minutes": 30},
+        book_data("2030-06-01T10:00:00Z"),
     )
     monkeypatch.setenv("WEBHOOK_BACKOFF_BASE_S", str(BASE_S))
     monkeypatch.setenv("WEBHOOK_BACKOFF_CAP_S", str(CAP_S))

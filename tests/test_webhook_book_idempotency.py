@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -17,6 +16,7 @@ from slotguard.db.connection import Database
 from slotguard.services import webhook_events
 from slotguard.services.webhook_events import EventContext
 from tests.conftest import ApiClient, Org, PgInstance
+from tests.webhook_support import book_data
 
 
 @pytest.fixture
@@ -26,16 +26,12 @@ def bookings(pg: PgInstance) -> Iterator[BookingRepository]:
     db.close()
 
 
-def data(start: str) -> dict[str, Any]:
-    return {"contact_id": str(uuid.uuid4()), "scheduled_at": start, "duration_minutes": 30}
-
-
 def test_a_booking_webhook_handled_twice_books_once_and_the_second_is_the_replay(
     bookings: BookingRepository, org: Org
 ) -> None:
     # Given a booking webhook's event, handled once
     ctx = EventContext(uuid.UUID(org.org_id), f"msg_{uuid.uuid4().hex}", bookings)
-    event = data("2031-07-01T10:00:00Z")
+    event = book_data("2031-07-01T10:00:00Z")
     first = webhook_events.book(ctx, event)
     # When it is handled again (a redelivery past its claim)
     second = webhook_events.book(ctx, event)
@@ -51,12 +47,12 @@ def test_a_webhook_id_used_as_an_api_idempotency_key_is_another_key(
     # Given an API booking whose Idempotency-Key happens to equal a webhook's id
     job_id = f"msg_{uuid.uuid4().hex}"
     res = api.post(
-        "/appointments", json_body=data("2031-07-02T10:00:00Z"), headers={"Idempotency-Key": job_id}
+        "/appointments", json_body=book_data("2031-07-02T10:00:00Z"), headers={"Idempotency-Key": job_id}
     )
     assert res.status == 201, res.body
     # When that webhook books another slot
     outcome = webhook_events.book(
-        EventContext(uuid.UUID(org.org_id), job_id, bookings), data("2031-07-02T12:00:00Z")
+        EventContext(uuid.UUID(org.org_id), job_id, bookings), book_data("2031-07-02T12:00:00Z")
     )
     # Then it books (the two keys live in different spaces), neither a replay nor a reused key
     assert (outcome.result, outcome.detail["status"]) == ("applied", "created")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections import Counter
 from typing import Any
 
@@ -20,15 +19,11 @@ from psycopg.types.json import Jsonb
 from slotguard.services.webhook_events import EventContext, Outcome
 from slotguard_local.events import LambdaContext, sqs_record
 from tests.conftest import PgInstance
-from tests.webhook_support import Pipeline
+from tests.webhook_support import Pipeline, book_data
 
 
 class SimulatedCrash(BaseException):
     """Escapes the batch processor's per-record handling, like a runtime crash (OOM, kill)."""
-
-
-def book_data(start: str) -> dict[str, Any]:
-    return {"contact_id": str(uuid.uuid4()), "scheduled_at": start, "duration_minutes": 30}
 
 
 def all_completed(p: Pipeline, org_id: str, n: int) -> Any:

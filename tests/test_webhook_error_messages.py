@@ -14,7 +14,7 @@ import pytest
 
 from slotguard_local.functions import load_function
 from tests.conftest import ApiClient
-from tests.webhook_support import Pipeline
+from tests.webhook_support import Pipeline, book_data
 
 EVENT = "appointment.cancel"
 PREFIX = f"data is not valid for {EVENT}: "
@@ -136,7 +136,7 @@ def test_a_cancel_webhook_is_applied_with_its_reason_in_the_history_and_a_second
         org_id,
         secret,
         "appointment.book",
-        {"contact_id": str(uuid.uuid4()), "scheduled_at": "2030-09-02T10:00:00Z", "duration_minutes": 30},
+        book_data("2030-09-02T10:00:00Z"),
     )
     pipeline.drain(pipeline.event_source(), settled(pipeline, org_id, 1))
     [appointment] = pipeline.appointments(org_id)

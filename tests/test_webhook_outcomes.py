@@ -14,11 +14,7 @@ import pytest
 from slotguard.services.webhook_events import EventContext, Outcome, RetriableFailure
 from slotguard_local.functions import load_function
 from tests.conftest import ApiClient
-from tests.webhook_support import Pipeline
-
-
-def book_data(start: str = "2030-06-01T10:00:00Z", minutes: int = 30) -> dict[str, Any]:
-    return {"contact_id": str(uuid.uuid4()), "scheduled_at": start, "duration_minutes": minutes}
+from tests.webhook_support import Pipeline, book_data
 
 
 def settled(p: Pipeline, org_id: str, n: int) -> Any:

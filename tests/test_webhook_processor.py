@@ -18,11 +18,7 @@ from slotguard.config import RetryPolicy
 from slotguard.services.webhook_events import EventContext, Outcome, RetriableFailure
 from slotguard.services.webhook_processor import backoff_seconds
 from slotguard_local.events import LambdaContext, sqs_record
-from tests.webhook_support import MAX_ATTEMPTS, Pipeline
-
-
-def book_data(start: str = "2030-06-01T10:00:00Z", minutes: int = 30) -> dict[str, Any]:
-    return {"contact_id": str(uuid.uuid4()), "scheduled_at": start, "duration_minutes": minutes}
+from tests.webhook_support import MAX_ATTEMPTS, Pipeline, book_data
 
 
 def settled(p: Pipeline, org_id: str, n: int) -> Any:

@@ -23,6 +23,11 @@ from tests.conftest import Queues, signed_headers
 MAX_ATTEMPTS = 3
 
 
+def book_data(start: str = "2030-06-01T10:00:00Z", minutes: int = 30) -> dict[str, Any]:
+    """A booking webhook's (or request's) data: a new contact at `start` for `minutes`."""
+    return {"contact_id": str(uuid.uuid4()), "scheduled_at": start, "duration_minutes": minutes}
+
+
 @dataclass
 class Pipeline:
     sqs: Any
