@@ -31,7 +31,7 @@
 #= AWS_ENDPOINT_URL=...     make local: another AWS endpoint instead of moto's server
 #= LOCALSTACK_PYTHON=...    make local AWS=localstack: the Python 3.13 for .localstack-venv
 #= PYTHON=python3           the Python that creates .venv
-#= MUTATE=slotguard.api,slotguard.services,slotguard.db,slotguard.aws  make mutation: modules, packages or mutant names
+#= MUTATE=slotguard.api,slotguard.services,slotguard.db,slotguard.aws  make mutation: modules, packages, mutant names or `pending`
 #= SLOTGUARD_API_URL=...    make smoke, make load: a deployment's API (with SLOTGUARD_TOKEN, SLOTGUARD_WEBHOOK_SECRET)
 #= SLOTGUARD_OTHER_TOKEN=... make smoke: another org's token (tenant isolation)
 #= SLOTGUARD_WEBHOOK_URL=... make smoke: the stack's WebhookUrl (CloudFront) where webhooks are posted
@@ -179,8 +179,9 @@ mutation-sql: $(STAMP)
 # Mutation testing of the Python layer with mutmut ([tool.mutmut] in pyproject.toml): each mutant of
 # a function in slotguard.api, .services, .db or .aws is tested by the fast tests that call that
 # function (tests/mutation/python_mutants.py). MUTATE limits it (`MUTATE=slotguard.aws`, a module,
-# or mutant names). Prints killed / mutants and every survivor's diff; exits 1 if one survived. Not
-# part of make test (hours for the whole layer); results in docs/testing.md.
+# or mutant names); `MUTATE=pending` runs only the mutants without a verdict (takes a run up again).
+# Prints killed / mutants and every survivor's diff; exits 1 if one survived. Not part of make test
+# (hours for the whole layer); results in docs/testing.md.
 MUTATE ?= slotguard.api,slotguard.services,slotguard.db,slotguard.aws
 mutation: $(STAMP)
 	$(BIN)/python -m tests.mutation.python_mutants "$(MUTATE)"

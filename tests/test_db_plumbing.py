@@ -58,6 +58,15 @@ def test_an_empty_database_has_no_applied_version(fresh_db: str) -> None:
     assert applied_version(fresh_db) is None
 
 
+def test_a_database_whose_migrations_table_records_nothing_has_no_applied_version(fresh_db: str) -> None:
+    # Given a database where a runner with nothing to apply made the table of applied versions
+    assert migrate(fresh_db, migrations=[], functions=[]) == []
+    with psycopg.connect(fresh_db) as conn:
+        assert conn.execute("SELECT count(*) FROM public.slotguard_schema_migrations").fetchone() == (0,)
+    # When its applied version is read, Then there is none (max() of no row is NULL, not a version)
+    assert applied_version(fresh_db) is None
+
+
 def test_two_migrations_with_one_version_are_refused_naming_the_versions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -464,6 +464,30 @@ def test_an_org_with_1000_redriven_deliveries_pending_is_refused_and_another_org
     assert admin_a.post(REDRIVE, json_body={"after": res.body["next_after"]}).status == 429
 
 
+def test_a_redrive_still_running_a_minute_after_marking_holds_its_rows_against_the_backlog(
+    pipeline: Pipeline, metrics_fn: Any
+) -> None:
+    # Given an org whose 1,000 dead letters a redrive marked a minute ago and has not settled yet
+    # (within the 120 s a redrive may take, so it may still be sending them), and 5 dead letters more
+    org_id, _ = pipeline.new_org()
+    jobs = seed_dead_letters(pipeline.admin_url, org_id, 1005)
+    with psycopg.connect(pipeline.admin_url) as conn:
+        conn.execute(
+            "UPDATE slotguard.webhook_delivery_log SET status = 'pending',"
+            " redrive_marked_at = now() - interval '60 seconds' WHERE org_id = %s AND job_id = ANY(%s)",
+            (org_id, jobs[:1000]),
+        )
+    # When its admin redrives
+    admin = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_id, "role": "admin"})
+    res = admin.post(REDRIVE, json_body={})
+    # Then the marked rows count as redriven and not processed: the org is at its cap, the call is
+    # refused and nothing is sent
+    assert res.status == 429, res.body
+    assert res.body["error"]["details"] == {"pending_redriven": 1000, "max_pending_redriven": 1000}
+    assert pipeline.queues.depth(pipeline.sqs) == 0
+    assert Counter(r["status"] for r in pipeline.rows(org_id)) == {"pending": 1000, "dead_letter": 5}
+
+
 def test_the_cleanup_settles_the_marks_of_a_redrive_that_died(
     pipeline: Pipeline, metrics_fn: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,9 +8,12 @@ fails; one that survives is a change to the code no test notices.
 
 Each argument is a module or package (every mutant in it), or a mutmut mutant name or glob
 (`slotguard.aws.sqs.x_send_batch__mutmut_3`, `slotguard.api.http.x_json_response*`); none: all four
-packages. Prints the score (killed / mutants) and each surviving mutant's diff; exits 1 when a
-mutant survived, timed out or was suspicious. Ctrl-C stops the run and still reports (the mutants
-not reached are "not checked"); a run is whole again only when rerun.
+packages. `pending` runs, of the four packages, only the mutants without a verdict: those not reached
+by an earlier run, and those mutmut reset because their function or the tests calling it changed
+(mutmut keeps every other verdict); a long run can so be taken up again where it stopped. Prints
+the score (killed / mutants) and each surviving mutant's diff; exits 1 when a mutant survived,
+timed out or was suspicious. Ctrl-C stops the run and still reports (the mutants not reached are
+"not checked"), and `pending` takes it up again.
 
 mutmut names a mutant by its file's path and the tests import `slotguard.*`, so mutmut runs in
 .mutmut/ (ignored by git), where `slotguard` is the layer's package (a link to layers/slotguard)
@@ -75,6 +78,17 @@ def stage() -> None:
         link.symlink_to(Path("..") / target)
     # A stale copy of the tests would keep a deleted test (mutmut copies over what is there).
     shutil.rmtree(STAGE / "mutants" / "tests", ignore_errors=True)
+    # mutmut writes its copy of a module only when the module changes, and copies the package's
+    # other files (the SQL functions, the migrations) once: a function changed since would be
+    # tested in its old text. Bring every one of those files up to date.
+    package, copy = ROOT / LINKS["slotguard"], STAGE / "mutants" / "slotguard"
+    if copy.is_dir():
+        for source in package.rglob("*"):
+            if source.is_file() and source.suffix not in (".py", ".pyc"):
+                target = copy / source.relative_to(package)
+                if not target.exists() or target.read_bytes() != source.read_bytes():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(source, target)
 
 
 def mutmut(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -100,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("targets", nargs="*", help="modules, packages or mutant names (default: all four)")
     args = parser.parse_args(argv)
     # MUTATE="slotguard.aws,slotguard.api" from make: split on commas and spaces
-    globs = patterns([t for arg in args.targets for t in re.split(r"[,\s]+", arg) if t])
+    targets = [t for arg in args.targets for t in re.split(r"[,\s]+", arg) if t]
+    pending = targets == ["pending"]
+    globs = patterns([] if pending else targets)
     stage()
 
     from slotguard_local.moto import MotoServer
@@ -117,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         if not env.get("DATABASE_URL"):
             postgres = EmbeddedPostgres(basetemp / "pg", durable=False).start()
             env["DATABASE_URL"] = postgres.admin_url
-        run = mutmut("run", *globs, env=env)
+        # named mutants are run again whatever their verdict; with no names, mutmut runs the pending
+        run = mutmut("run", *([] if pending else globs), env=env)
     finally:
         moto.stop()
         if postgres is not None:
