@@ -609,3 +609,86 @@ def test_a_forced_re_read_of_an_unknown_org_remembers_it_as_unknown(aws: str) ->
     store.rotate(org)
     now[0] = 30.0
     assert store.active_secrets(org) is None
+
+
+def _edge_secret(value: str) -> tuple[Any, str]:
+    """A secret in moto's Secrets Manager, as the edge's: the client and its ARN."""
+    sm = boto3.client("secretsmanager")
+    return sm, sm.create_secret(Name=f"edge-{uuid.uuid4().hex[:8]}", SecretString=value)["ARN"]
+
+
+def test_the_edge_secret_is_read_again_once_its_cached_values_are_five_minutes_old(aws: str) -> None:
+    from slotguard.aws.secrets import EdgeSecret
+
+    # Given an edge secret read at t=1000, then changed twice (its first value neither current
+    # nor previous any more)
+    first, second, third = (uuid.uuid4().hex * 2 for _ in range(3))
+    sm, arn = _edge_secret(first)
+    now = [1000.0]
+    edge = EdgeSecret(arn, sm=sm, clock=lambda: now[0])
+    assert edge.matches(first)
+    sm.put_secret_value(SecretId=arn, SecretString=second)
+    sm.put_secret_value(SecretId=arn, SecretString=third)
+    # When the first value is presented just before its cached values are 300 s old
+    now[0] = 1299.999
+    # Then it is still accepted (read from the cache)
+    assert edge.matches(first)
+    # When it is presented once they are 300 s old, Then they are read again: it is refused
+    now[0] = 1300.0
+    assert not edge.matches(first)
+    # And the two values Secrets Manager now holds are accepted
+    assert edge.matches(third) and edge.matches(second)
+
+
+def _edge_stub() -> tuple[Any, Any]:
+    from botocore.stub import Stubber
+
+    sm = boto3.client(
+        "secretsmanager", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    return sm, Stubber(sm)
+
+
+EDGE_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:edge-AbCdEf"
+
+
+def _version(value: str, stage: str) -> dict[str, Any]:
+    return {
+        "ARN": EDGE_ARN,
+        "Name": "edge",
+        "VersionId": "v" * 32,
+        "SecretString": value,
+        "VersionStages": [stage],
+    }
+
+
+def test_the_edge_secrets_previous_version_unreadable_is_unavailable_not_skipped() -> None:
+    from slotguard.aws.secrets import EdgeSecret, SecretStoreUnavailable
+
+    # Given Secrets Manager answering the current version and throttling the read of the previous
+    sm, stub = _edge_stub()
+    with stub:
+        stub.add_response("get_secret_value", _version("c" * 48, "AWSCURRENT"))
+        stub.add_client_error("get_secret_value", "ThrottlingException", http_status_code=400)
+        # When the edge's header is checked, Then the secret is unavailable, naming the error (a
+        # previous value skipped would refuse what CloudFront still sends during a change)
+        with pytest.raises(SecretStoreUnavailable, match="ThrottlingException"):
+            EdgeSecret(EDGE_ARN, sm=sm).matches("c" * 48)
+
+
+def test_the_edge_secret_missing_or_unreachable_is_unavailable_with_the_cause() -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    from slotguard.aws.secrets import EdgeSecret, SecretStoreUnavailable
+
+    # Given Secrets Manager that has no such secret (its current version not found)
+    sm, stub = _edge_stub()
+    with stub:
+        stub.add_client_error("get_secret_value", "ResourceNotFoundException", http_status_code=400)
+        # When the header is checked, Then unavailable, naming Secrets Manager's error (not "empty")
+        with pytest.raises(SecretStoreUnavailable, match="ResourceNotFoundException"):
+            EdgeSecret(EDGE_ARN, sm=sm).matches("c" * 48)
+    # Given Secrets Manager unreachable, Then unavailable, naming the endpoint
+    sm.get_secret_value = _raises(EndpointConnectionError(endpoint_url="https://secretsmanager.invalid"))
+    with pytest.raises(SecretStoreUnavailable, match=r"https://secretsmanager\.invalid"):
+        EdgeSecret(EDGE_ARN, sm=sm).matches("c" * 48)

@@ -11,7 +11,7 @@ import boto3
 import pytest
 
 from tests.conftest import signed_headers
-from tests.test_webhook_receiver import BODY, REJECTED, CallCounter, queued
+from tests.test_webhook_receiver import BODY, REJECTED, CallCounter, logged, queued
 from tests.webhook_support import Pipeline
 
 
@@ -77,7 +77,7 @@ def test_junk_without_the_edge_header_costs_no_secrets_manager_read_each(
 
 
 def test_the_edge_secret_unreadable_is_503_so_the_sender_retries(
-    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from slotguard_local.functions import load_function
 
@@ -95,6 +95,10 @@ def test_the_edge_secret_unreadable_is_503_so_the_sender_retries(
     assert status == 503
     assert answer["error"]["code"] == "upstream_unavailable"
     assert queued(pipeline) == []
+    # And the log tells the operator which secret and why (Secrets Manager's own words)
+    [warning] = logged(caplog, "the edge's secret could not be read")
+    assert warning["level"] == "WARNING"
+    assert "ResourceNotFoundException" in warning["error"], warning
 
 
 def test_a_changed_edge_secret_is_accepted_beside_the_previous_one_while_cloudfront_rolls_it_out(

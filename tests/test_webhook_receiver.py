@@ -342,6 +342,15 @@ def _assert_retry_later(out: dict[str, Any], what: str) -> None:
     assert int(out["headers"]["Retry-After"]) >= 1
 
 
+def logged(caplog: pytest.LogCaptureFixture, message: str) -> list[dict[str, Any]]:
+    """The function's log records with this message: their level and extra keys."""
+    return [
+        {"level": r.levelname, **{k: v for k, v in vars(r).items() if k == "error"}}
+        for r in caplog.records
+        if r.getMessage() == message
+    ]
+
+
 def _emitted(out: str) -> set[str]:
     names: set[str] = set()
     for line in out.splitlines():
@@ -382,7 +391,10 @@ def test_a_queue_sqs_cannot_find_is_503_with_retry_after_and_the_retry_is_queued
 
 
 def test_an_unreachable_secrets_manager_is_503_with_retry_after_and_nothing_is_queued(
-    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    pipeline: Pipeline,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     import socket
 
@@ -403,7 +415,12 @@ def test_an_unreachable_secrets_manager_is_503_with_retry_after_and_nothing_is_q
     # nothing is queued or counted as received or rejected
     _assert_retry_later(out, "secrets are unavailable")
     assert pipeline.queues.depth(pipeline.sqs) == 0
-    assert not {"WebhookReceived", "WebhookRejected"} & _emitted(capsys.readouterr().out)
+    printed = capsys.readouterr().out
+    assert not {"WebhookReceived", "WebhookRejected"} & _emitted(printed)
+    # And the cause is in the log for the operator (the sender's answer does not say it)
+    [warning] = logged(caplog, "the org's webhook secrets could not be read")
+    assert warning["level"] == "WARNING"
+    assert f"http://127.0.0.1:{closed_port}" in warning["error"], warning
     # When Secrets Manager answers again (a fresh container) and the sender retries
     monkeypatch.delenv("AWS_ENDPOINT_URL_SECRETS_MANAGER")
     pipeline.receiver = load_function("webhook_receiver")

@@ -145,6 +145,8 @@ class WebhookReceiver:
             try:
                 via_edge = self._edge.matches(lowered.get(EdgeSecret.HEADER))
             except SecretStoreUnavailable as exc:
+                # the sender only learns to retry: the cause is for the operator, in the log
+                logger.warning("the edge's secret could not be read", extra={"error": str(exc)})
                 raise UpstreamUnavailable("signature secrets are unavailable, retry shortly") from exc
             if not via_edge:
                 raise WebhookRejected("not_via_edge")
@@ -166,6 +168,7 @@ class WebhookReceiver:
         try:
             secrets = self._secrets.active_secrets(canonical_org)
         except SecretStoreUnavailable as exc:
+            logger.warning("the org's webhook secrets could not be read", extra={"error": str(exc)})
             raise UpstreamUnavailable("signature secrets are unavailable, retry shortly") from exc
         if not secrets:
             raise WebhookRejected("unknown_org")
