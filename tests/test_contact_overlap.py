@@ -178,7 +178,10 @@ def test_switching_the_policy_on_over_more_than_20000_future_appointments_is_409
     assert res.status == 409, res.body
     assert res.body["error"]["code"] == "too_many_appointments"
     assert res.body["error"]["details"] == {"max": 20000}
-    assert "more than 20000 appointments" in res.body["error"]["message"]
+    assert res.body["error"]["message"] == (
+        "the switch would touch more than 20000 appointments at once (each one marked for the"
+        " contact rule); it is bounded at 20000"
+    )
     assert api.get("/org/policy").body == {"contact_no_overlap": False}
     assert _marked(pg, org.org_id) == 0
 
@@ -207,6 +210,10 @@ def test_switching_the_policy_off_over_more_than_50000_marked_appointments_is_40
     assert (res.body["error"]["code"], res.body["error"]["details"]) == (
         "too_many_appointments",
         {"max": 50000},
+    )
+    assert res.body["error"]["message"] == (
+        "the switch would touch more than 50000 appointments at once (each one unmarked for the"
+        " contact rule); it is bounded at 50000"
     )
     assert api.get("/org/policy").body == {"contact_no_overlap": True}
     assert _marked(pg, org.org_id) == 50_001
