@@ -692,3 +692,31 @@ def test_the_edge_secret_missing_or_unreachable_is_unavailable_with_the_cause() 
     sm.get_secret_value = _raises(EndpointConnectionError(endpoint_url="https://secretsmanager.invalid"))
     with pytest.raises(SecretStoreUnavailable, match=r"https://secretsmanager\.invalid"):
         EdgeSecret(EDGE_ARN, sm=sm).matches("c" * 48)
+
+
+def test_a_message_weighs_its_body_and_each_attributes_name_type_and_value_in_utf8() -> None:
+    from slotguard.aws.sqs import OutgoingWebhook, message_bytes
+
+    # Given a message whose body holds a 2-byte and a 4-byte character, and whose event type one
+    # 2-byte character (SQS counts bytes, not characters)
+    org_id, webhook_id = "0" * 8 + "-0000-0000-0000-" + "0" * 12, "msg_1"
+    message = OutgoingWebhook(body='{"a":"é😀"}', org_id=org_id, webhook_id=webhook_id, event_type="payé")
+    # When it is weighed, Then it is the body's bytes, and per attribute its name, "String" and value
+    body = 8 + 2 + 4
+    attributes = (6 + 6 + 36) + (10 + 6 + 5) + (10 + 6 + 5)
+    assert message_bytes(message) == body + attributes == 104
+
+
+def test_a_batch_of_no_message_or_more_than_ten_is_refused_before_sqs_is_called() -> None:
+    from types import SimpleNamespace
+
+    from slotguard.aws.sqs import OutgoingWebhook, WebhookQueue
+
+    # Given a queue whose SQS client is never to be called
+    sqs = SimpleNamespace(send_message_batch=_raises(AssertionError("SQS called")))
+    queue = WebhookQueue("https://sqs.invalid/1/q", sqs=sqs)
+    one = OutgoingWebhook(body="{}", org_id="o", webhook_id="w", event_type="t")
+    # When a batch of none or of 11 is sent, Then it is refused, saying what a batch holds
+    for batch in ([], [one] * 11):
+        with pytest.raises(ValueError, match=r"^a batch holds 1\.\.10 messages$"):
+            queue.send_batch(batch)
