@@ -720,3 +720,27 @@ def test_a_batch_of_no_message_or_more_than_ten_is_refused_before_sqs_is_called(
     for batch in ([], [one] * 11):
         with pytest.raises(ValueError, match=r"^a batch holds 1\.\.10 messages$"):
             queue.send_batch(batch)
+
+
+def test_a_refusal_without_a_message_is_answered_with_its_code_alone() -> None:
+    from botocore.stub import ANY, Stubber
+
+    from slotguard.aws.sqs import OutgoingWebhook, WebhookQueue
+
+    # Given SQS taking the first of two messages and refusing the second with a code and no
+    # message (BatchResultErrorEntry's Message is optional)
+    sqs = boto3.client("sqs", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    stub = Stubber(sqs)
+    stub.add_response(
+        "send_message_batch",
+        {
+            "Successful": [{"Id": "0", "MessageId": "m0", "MD5OfMessageBody": "0" * 32}],
+            "Failed": [{"Id": "1", "SenderFault": True, "Code": "InvalidParameterValue"}],
+        },
+        {"QueueUrl": "https://sqs.us-east-1.amazonaws.com/1/q", "Entries": ANY},
+    )
+    one = OutgoingWebhook(body="{}", org_id="o", webhook_id="w", event_type="t")
+    # When the batch is sent, Then the first is taken and the second's reason is its code alone
+    with stub:
+        answers = WebhookQueue("https://sqs.us-east-1.amazonaws.com/1/q", sqs=sqs).send_batch([one, one])
+    assert answers == [None, "InvalidParameterValue: "]
