@@ -723,24 +723,76 @@ def test_a_batch_of_no_message_or_more_than_ten_is_refused_before_sqs_is_called(
 
 
 def test_a_refusal_without_a_message_is_answered_with_its_code_alone() -> None:
-    from botocore.stub import ANY, Stubber
+    from botocore.stub import ANY
 
     from slotguard.aws.sqs import OutgoingWebhook, WebhookQueue
 
     # Given SQS taking the first of two messages and refusing the second with a code and no
     # message (BatchResultErrorEntry's Message is optional)
-    sqs = boto3.client("sqs", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
-    stub = Stubber(sqs)
+    sqs, stub = _sqs_stub()
     stub.add_response(
         "send_message_batch",
         {
             "Successful": [{"Id": "0", "MessageId": "m0", "MD5OfMessageBody": "0" * 32}],
             "Failed": [{"Id": "1", "SenderFault": True, "Code": "InvalidParameterValue"}],
         },
-        {"QueueUrl": "https://sqs.us-east-1.amazonaws.com/1/q", "Entries": ANY},
+        {"QueueUrl": QUEUE_URL, "Entries": ANY},
     )
     one = OutgoingWebhook(body="{}", org_id="o", webhook_id="w", event_type="t")
     # When the batch is sent, Then the first is taken and the second's reason is its code alone
     with stub:
-        answers = WebhookQueue("https://sqs.us-east-1.amazonaws.com/1/q", sqs=sqs).send_batch([one, one])
+        answers = WebhookQueue(QUEUE_URL, sqs=sqs).send_batch([one, one])
     assert answers == [None, "InvalidParameterValue: "]
+
+
+QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/1/q"
+
+
+def _sqs_stub() -> tuple[Any, Any]:
+    from botocore.stub import Stubber
+
+    sqs = boto3.client("sqs", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    return sqs, Stubber(sqs)
+
+
+def test_a_message_sqs_neither_took_nor_refused_is_answered_as_not_said() -> None:
+    from botocore.stub import ANY
+
+    from slotguard.aws.sqs import OutgoingWebhook, WebhookQueue
+
+    # Given SQS answering a batch of two with the first taken and nothing said of the second
+    sqs, stub = _sqs_stub()
+    stub.add_response(
+        "send_message_batch",
+        {"Successful": [{"Id": "0", "MessageId": "m0", "MD5OfMessageBody": "0" * 32}], "Failed": []},
+        {"QueueUrl": QUEUE_URL, "Entries": ANY},
+    )
+    one = OutgoingWebhook(body="{}", org_id="o", webhook_id="w", event_type="t")
+    # When it is sent, Then the second is not counted as taken: its answer says SQS did not say
+    with stub:
+        answers = WebhookQueue(QUEUE_URL, sqs=sqs).send_batch([one, one])
+    assert answers == [None, "NoAnswer: SQS did not say"]
+
+
+def test_sqs_failing_on_the_second_batch_interrupts_with_the_first_batchs_answers_and_the_cause() -> None:
+    from botocore.exceptions import ClientError
+    from botocore.stub import ANY
+
+    from slotguard.aws.sqs import OutgoingWebhook, SendInterrupted, WebhookQueue
+
+    # Given 12 messages (two batches) and SQS taking the first batch, then throttling
+    sqs, stub = _sqs_stub()
+    taken = [{"Id": str(i), "MessageId": f"m{i}", "MD5OfMessageBody": "0" * 32} for i in range(10)]
+    stub.add_response(
+        "send_message_batch", {"Successful": taken, "Failed": []}, {"QueueUrl": QUEUE_URL, "Entries": ANY}
+    )
+    stub.add_client_error("send_message_batch", "ThrottlingException", http_status_code=400)
+    one = OutgoingWebhook(body="{}", org_id="o", webhook_id="w", event_type="t")
+    # When they are sent
+    with stub, pytest.raises(SendInterrupted) as raised:
+        WebhookQueue(QUEUE_URL, sqs=sqs).send_many([one] * 12)
+    # Then the interruption holds the first ten answers (taken) and SQS's error as its cause
+    assert raised.value.results == [None] * 10
+    assert isinstance(raised.value.cause, ClientError)
+    assert raised.value.cause.response["Error"]["Code"] == "ThrottlingException"
+    assert str(raised.value) == "SQS failed after 10 messages: ClientError"
