@@ -178,3 +178,28 @@ def test_the_local_pollers_state_file_goes_stale(pipeline: Pipeline, age_s: int,
     body = ask(pipeline)
     assert body["worker"]["state"] == ("Enabled" if status == "healthy" else "Unavailable")
     assert_health(body, status)
+
+
+def test_the_orgs_unfinished_deliveries_and_the_age_of_the_oldest(
+    pipeline: Pipeline, admin_conn: Any
+) -> None:
+    # Given an org with deliveries pending (made 3 and 12 minutes ago), processing (7), failed (20)
+    # and completed and dead-lettered ones older still (finished: not counted as waiting)
+    healthy_worker(pipeline)
+    org_id = str(uuid.uuid4())
+    for status, age_min in [("pending", 3), ("pending", 12), ("processing", 7), ("failed", 20)]:
+        seed(admin_conn, org_id, "appointment.book", status, age_min=age_min, error="busy")
+    seed(admin_conn, org_id, "appointment.book", "completed", ms=5, age_min=60)
+    seed(admin_conn, org_id, "appointment.book", "dead_letter", attempts=3, age_min=90, error="boom")
+    # When its admin asks for queue health
+    org = ask(pipeline, org_id)["org"]
+    # Then each unfinished status is counted, and the oldest unfinished is the failed one, 20 min old
+    assert {k: org[k] for k in ("pending", "processing", "failed", "dead_letter")} == {
+        "pending": 2,
+        "processing": 1,
+        "failed": 1,
+        "dead_letter": 1,
+    }
+    assert 20 * 60 <= org["oldest_unfinished_age_s"] < 20 * 60 + 30
+    # And an org with nothing unfinished has no such age
+    assert ask(pipeline, str(uuid.uuid4()))["org"]["oldest_unfinished_age_s"] is None
