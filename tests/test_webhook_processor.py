@@ -156,6 +156,39 @@ def test_invalid_payload_is_dead_lettered_at_once(pipeline: Pipeline) -> None:
     assert pipeline.queues.depth(pipeline.sqs) == 0
 
 
+def test_a_queued_body_that_is_not_a_json_object_is_kept_and_dead_lettered_at_once(
+    pipeline: Pipeline,
+) -> None:
+    # Given two messages put on the queue by something other than the receiver (which sends only
+    # JSON objects), with a webhook's attributes: one body not JSON at all, one a JSON array
+    org_id, _ = pipeline.new_org()
+    long_text = "not json " + "x" * 20_000
+    for webhook_id, body in (("msg_text", long_text), ("msg_array", "[1, 2]")):
+        pipeline.sqs.send_message(
+            QueueUrl=pipeline.queues.main_url,
+            MessageBody=body,
+            MessageAttributes={
+                "org_id": {"DataType": "String", "StringValue": org_id},
+                "webhook_id": {"DataType": "String", "StringValue": webhook_id},
+                "event_type": {"DataType": "String", "StringValue": "appointment.book"},
+            },
+        )
+    # When the processor takes them
+    pipeline.event_source(batch_size=10).poll_once()
+    # Then each is dead-lettered at its first attempt, saying why, and what came is kept (the
+    # text's first 10,000 characters); nothing is left on the queue to be retried in vain
+    rows = {r["job_id"]: r for r in pipeline.rows(org_id)}
+    text, array = rows["msg_text"], rows["msg_array"]
+    assert (text["status"], text["attempts"], text["outcome"]) == ("dead_letter", 1, "invalid_payload")
+    assert text["error_message"] == "the body is not JSON"
+    assert text["event_data"] == {"unparseable_body": long_text[:10_000]}
+    assert (array["status"], array["attempts"], array["outcome"]) == ("dead_letter", 1, "invalid_payload")
+    assert array["error_message"] == "the payload is not an object"
+    assert array["event_data"] == {"payload": [1, 2]}
+    assert pipeline.queues.depth(pipeline.sqs) == 0
+    assert pipeline.appointments(org_id) == []
+
+
 def test_an_invalid_payload_is_stored_as_the_field_errors_the_api_answers(
     pipeline: Pipeline, booking_fn: Any
 ) -> None:
