@@ -3,6 +3,7 @@ enqueued unless the webhook was accepted. SQS and Secrets Manager are moto's ser
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -469,3 +470,36 @@ def test_cache_on_a_revoked_secret_is_refused_once_the_cache_refreshes_an_expire
     # Then it is refused at once, and the new one accepted
     assert pipeline.post(org_id, BODY, signed_headers(third, "c9", BODY)) == (401, REJECTED)
     assert pipeline.post(org_id, BODY, signed_headers(fourth, "c10", BODY))[0] == 202
+
+
+def test_a_bad_signature_while_secrets_manager_is_down_is_still_refused_as_unverified(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    from slotguard_local.functions import load_function
+
+    # Given a receiver caching secrets (as deployed) that has read an org's, after which Secrets
+    # Manager goes away
+    monkeypatch.setenv("WEBHOOK_SECRET_CACHE_S", "300")
+    pipeline.receiver = load_function("webhook_receiver")
+    org_id, secret = pipeline.new_org()
+    assert pipeline.post(org_id, BODY, signed_headers(secret, "msg_before", BODY))[0] == 202
+
+    def unreachable(**_: Any) -> None:
+        raise EndpointConnectionError(endpoint_url="https://secretsmanager.invalid")
+
+    sm = pipeline.receiver.receiver._secrets._sm
+    sm.meta.events.register("before-send.secrets-manager.GetSecretValue", unreachable)
+    # When a webhook signed with another secret comes (the re-read a rotation would need fails)
+    other = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    status, answer = pipeline.post(org_id, BODY, signed_headers(other, "msg_forged", BODY))
+    # Then it is refused as unverified, as when the re-read finds nothing new: the outage does not
+    # turn a forged signature into "retry shortly"
+    assert (status, answer) == (401, REJECTED)
+    # And a correctly signed one is still verified from the cached secrets, and queued
+    assert pipeline.post(org_id, BODY, signed_headers(secret, "msg_after", BODY))[0] == 202
+    assert [m["MessageAttributes"]["webhook_id"]["StringValue"] for m in queued(pipeline)] == [
+        "msg_before",
+        "msg_after",
+    ]
