@@ -796,3 +796,50 @@ def test_sqs_failing_on_the_second_batch_interrupts_with_the_first_batchs_answer
     assert isinstance(raised.value.cause, ClientError)
     assert raised.value.cause.response["Error"]["Code"] == "ThrottlingException"
     assert str(raised.value) == "SQS failed after 10 messages: ClientError"
+
+
+class _RecordingSqs:
+    """An SQS client that takes every batch and keeps the number of messages in each."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:  # noqa: N803
+        self.batches.append(len(Entries))
+        return {"Successful": [{"Id": e["Id"]} for e in Entries], "Failed": []}
+
+
+def _weighing(total: int) -> Any:
+    """A message whose size, as SQS counts it, is exactly `total` bytes."""
+    from slotguard.aws.sqs import OutgoingWebhook, message_bytes
+
+    empty = OutgoingWebhook(body="", org_id="o", webhook_id="w", event_type="t")
+    message = OutgoingWebhook(
+        body="x" * (total - message_bytes(empty)), org_id="o", webhook_id="w", event_type="t"
+    )
+    assert message_bytes(message) == total
+    return message
+
+
+def test_batches_are_filled_to_exactly_the_byte_limit_and_a_message_of_exactly_the_limit_is_sent() -> None:
+    from slotguard.aws.sqs import SQS_MAX_BATCH_BYTES, SQS_MAX_MESSAGE_BYTES, WebhookQueue
+
+    # Given four messages, the first two and the last two each adding up to exactly the batch limit
+    sqs = _RecordingSqs()
+    queue = WebhookQueue(QUEUE_URL, sqs=sqs)
+    third = SQS_MAX_BATCH_BYTES // 3
+    messages = [_weighing(third), _weighing(SQS_MAX_BATCH_BYTES - third)] * 2
+    # When they are sent, Then they go in two full batches of two, each taken
+    assert queue.send_many(messages) == [None] * 4
+    assert sqs.batches == [2, 2]
+    # Given a message of exactly the largest size SQS takes, When it is sent, Then it is, alone
+    sqs.batches.clear()
+    assert queue.send_many([_weighing(SQS_MAX_MESSAGE_BYTES)]) == [None]
+    assert sqs.batches == [1]
+    # And one byte more is never sent: it is answered as too long
+    [answer] = queue.send_many([_weighing(SQS_MAX_MESSAGE_BYTES + 1)])
+    assert (
+        answer
+        == f"MessageTooLong: the message is {SQS_MAX_MESSAGE_BYTES + 1} bytes, SQS takes at most 1048576"
+    )
+    assert sqs.batches == [1]
