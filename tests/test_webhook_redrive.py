@@ -483,7 +483,12 @@ def test_a_redrive_still_running_a_minute_after_marking_holds_its_rows_against_t
     # Then the marked rows count as redriven and not processed: the org is at its cap, the call is
     # refused and nothing is sent
     assert res.status == 429, res.body
-    assert res.body["error"]["details"] == {"pending_redriven": 1000, "max_pending_redriven": 1000}
+    assert res.body["error"] == {
+        "code": "redrive_backlog",
+        "message": "1000 or more redriven deliveries of this org are not processed yet: redrive more"
+        " once they are",
+        "details": {"pending_redriven": 1000, "max_pending_redriven": 1000},
+    }
     assert pipeline.queues.depth(pipeline.sqs) == 0
     assert Counter(r["status"] for r in pipeline.rows(org_id)) == {"pending": 1000, "dead_letter": 5}
 
