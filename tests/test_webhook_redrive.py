@@ -393,6 +393,29 @@ def test_a_dead_letter_too_large_for_sqs_is_not_sent_and_passed_over(
     assert queued_ids(pipeline) == Counter(dict.fromkeys(jobs[:4] + jobs[5:], 1))
 
 
+def test_a_limit_counts_what_was_not_sent_and_the_next_call_passes_it_over(
+    pipeline: Pipeline, metrics_fn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given 5 dead letters, the first too large for SQS, and a redrive marking 2 rows at a time
+    monkeypatch.setattr("slotguard.services.metrics.REDRIVE_BATCH", 2)
+    org_id, _ = pipeline.new_org()
+    big, a, b, c, d = seed_dead_letters(pipeline.admin_url, org_id, 5)
+    make_large(pipeline.admin_url, org_id, [big], 1_100_000)
+    admin = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_id, "role": "admin"})
+    # When an admin redrives at most 3
+    first = admin.post(REDRIVE, json_body={"limit": 3})
+    # Then 3 are answered, the one not sent among them: 2 redriven, more left after them
+    assert first.status == 200, first.body
+    assert first.body["job_ids"] == [a, b]
+    assert [n["job_id"] for n in first.body["not_sent"]] == [big]
+    assert first.body["next_after"] is not None
+    # When the next call continues from there
+    second = admin.post(REDRIVE, json_body={"after": first.body["next_after"]})
+    # Then it redrives the rest and does not try the one SQS refused again
+    assert (second.body["job_ids"], second.body["not_sent"], second.body["next_after"]) == ([c, d], [], None)
+    assert queued_ids(pipeline) == Counter(dict.fromkeys([a, b, c, d], 1))
+
+
 def test_a_batch_sqs_refuses_as_too_long_is_sent_message_by_message(
     pipeline: Pipeline, metrics_fn: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
