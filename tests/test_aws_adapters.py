@@ -843,3 +843,26 @@ def test_batches_are_filled_to_exactly_the_byte_limit_and_a_message_of_exactly_t
         == f"MessageTooLong: the message is {SQS_MAX_MESSAGE_BYTES + 1} bytes, SQS takes at most 1048576"
     )
     assert sqs.batches == [1]
+
+
+def test_only_whsec_strings_in_a_list_are_an_orgs_secrets_whatever_else_the_value_holds(aws: str) -> None:
+    # Given org secrets in Secrets Manager written by hand, in shapes the tooling never writes
+    store = _store()
+    sm = boto3.client("secretsmanager")
+    good = "whsec_" + "A" * 43
+    values = {
+        "a list beside other entries": {"secrets": [good, "plain-text-key", 12, None, "WHSEC_x"]},
+        "secrets not a list": {"secrets": good},
+        "secrets a mapping": {"secrets": {good: "current"}},
+        "no secrets key": {"secret": [good]},
+        "not an object": [good],
+    }
+    orgs = {}
+    for what, value in values.items():
+        orgs[what] = str(uuid.uuid4())
+        sm.create_secret(Name=store.name_for(orgs[what]), SecretString=json.dumps(value))
+    # When each org's active secrets are read
+    # Then only the whsec_ strings of a `secrets` list are: anything else never verifies a signature
+    assert store.active_secrets(orgs["a list beside other entries"]) == [good]
+    for what in ("secrets not a list", "secrets a mapping", "no secrets key", "not an object"):
+        assert store.active_secrets(orgs[what]) is None, what
