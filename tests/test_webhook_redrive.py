@@ -15,7 +15,7 @@ import pytest
 from slotguard_local.events import LambdaContext
 from slotguard_local.functions import load_function
 from tests.conftest import ApiClient
-from tests.webhook_support import Pipeline
+from tests.webhook_support import MAX_ATTEMPTS, Pipeline
 
 REDRIVE = "/webhook-metrics/dead-letter-queue/redrive"
 
@@ -514,6 +514,50 @@ def test_a_redrive_still_running_a_minute_after_marking_holds_its_rows_against_t
     }
     assert pipeline.queues.depth(pipeline.sqs) == 0
     assert Counter(r["status"] for r in pipeline.rows(org_id)) == {"pending": 1000, "dead_letter": 5}
+
+
+def test_a_redriven_dead_letter_gets_a_fresh_budget_and_goes_as_compact_json_as_stored(
+    pipeline: Pipeline, metrics_fn: Any
+) -> None:
+    # Given a dead letter that spent its 3 attempts, whose payload holds text beyond ASCII
+    org_id, _ = pipeline.new_org()
+    [job] = seed_dead_letters(pipeline.admin_url, org_id, 1)
+    with psycopg.connect(pipeline.admin_url) as conn:
+        conn.execute(
+            "UPDATE slotguard.webhook_delivery_log SET event_data = %s::jsonb WHERE job_id = %s",
+            ('{"type": "invoice.paid", "data": {"note": "payé", "n": [1, 2]}}', job),
+        )
+    # When an admin redrives it
+    admin = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_id, "role": "admin"})
+    assert admin.post(REDRIVE, json_body={}).body["job_ids"] == [job]
+    # Then it may be attempted as many times again as a new webhook (WEBHOOK_MAX_ATTEMPTS)
+    [row] = pipeline.rows(org_id)
+    assert (row["status"], row["attempts"], row["max_attempts"]) == ("pending", 3, 3 + MAX_ATTEMPTS)
+    # And the message is the stored JSON, compact and in UTF-8 (the size the receiver bounded)
+    [message] = pipeline.sqs.receive_message(QueueUrl=pipeline.queues.main_url).get("Messages", [])
+    assert message["Body"] == '{"data":{"n":[1,2],"note":"payé"},"type":"invoice.paid"}'
+
+
+def test_a_redrive_does_not_send_again_what_a_running_redrive_marked_a_minute_ago(
+    pipeline: Pipeline, metrics_fn: Any
+) -> None:
+    # Given 2 rows a redrive marked a minute ago and has not settled (it may still be sending
+    # them), and 1 dead letter
+    org_id, _ = pipeline.new_org()
+    marked_a, marked_b, dead = seed_dead_letters(pipeline.admin_url, org_id, 3)
+    with psycopg.connect(pipeline.admin_url) as conn:
+        conn.execute(
+            "UPDATE slotguard.webhook_delivery_log SET status = 'pending',"
+            " redrive_marked_at = now() - interval '60 seconds' WHERE job_id = ANY(%s)",
+            ([marked_a, marked_b],),
+        )
+    # When another redrive runs
+    admin = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_id, "role": "admin"})
+    res = admin.post(REDRIVE, json_body={})
+    # Then it sends the dead letter only: the marked rows are the running redrive's (sent again
+    # only once their mark is 120 s old)
+    assert (res.status, res.body["job_ids"], res.body["next_after"]) == (200, [dead], None)
+    assert queued_ids(pipeline) == Counter({dead: 1})
 
 
 def test_the_cleanup_settles_the_marks_of_a_redrive_that_died(
