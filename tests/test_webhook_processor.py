@@ -405,6 +405,36 @@ def test_duplicate_delivery_in_sequence_applies_once(pipeline: Pipeline) -> None
     assert (row["status"], row["attempts"]) == ("completed", 1)
 
 
+def test_a_webhook_id_reused_with_other_content_is_dropped_and_the_first_kept(
+    pipeline: Pipeline, caplog: pytest.LogCaptureFixture
+) -> None:
+    def flaky(ctx: EventContext, data: Any) -> Outcome:
+        raise RetriableFailure("dependency down")
+
+    pipeline.customize.append(lambda service: service.register("test.flaky", flaky))
+    # Given a webhook whose first attempt failed (it will be retried), then another one under the
+    # same id with other content (a sender reusing its ids): the receiver queues both
+    org_id, secret = pipeline.new_org()
+    pipeline.send(org_id, secret, "test.flaky", {"n": 1}, webhook_id="msg_reused")
+    pipeline.event_source().poll_once()
+    pipeline.sqs.purge_queue(QueueUrl=pipeline.queues.main_url)  # (its retry is not this test's)
+    pipeline.send(org_id, secret, "test.flaky", {"n": 2}, webhook_id="msg_reused")
+    # When the processor takes the second
+    source = pipeline.event_source()
+    source.poll_once()
+    # Then it is acknowledged (deleted, never retried) and neither applied nor attempted: the
+    # delivery is still the first one's, and the drop is logged as such, with the id
+    assert (source.stats.deleted, source.stats.reported_failures) == (1, 0)
+    [row] = pipeline.rows(org_id)
+    assert (row["status"], row["attempts"], row["event_data"]["data"]) == ("failed", 1, {"n": 1})
+    [dropped] = [
+        r
+        for r in caplog.records
+        if r.getMessage() == "a message reusing a webhook id with other content was dropped"
+    ]
+    assert (dropped.levelname, dropped.job_id) == ("WARNING", "msg_reused")
+
+
 def test_duplicate_webhook_posted_twice_is_one_row(pipeline: Pipeline) -> None:
     org_id, secret = pipeline.new_org()
     data = book_data()
