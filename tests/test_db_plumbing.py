@@ -193,3 +193,20 @@ def test_every_admin_connection_gives_up_on_a_server_that_never_answers(call: Ca
     assert outcome, "still waiting after 20 s"
     assert isinstance(outcome[0], psycopg.OperationalError)
     assert time.monotonic() - started < 10
+
+
+def test_the_retention_cleanup_logs_in_as_its_own_role_when_the_url_names_the_applications(
+    pg: PgInstance,
+) -> None:
+    from slotguard.config import RetentionDatabaseSettings
+
+    # Given the local setting: one DATABASE_URL, naming the application's role
+    settings = RetentionDatabaseSettings(database_url=pg.app_url)
+    # When the retention cleanup's connection asks who it is
+    # Then it is the retention role (its own grants), not the application's
+    assert Database(settings).scalar("SELECT current_user", ()) == "slotguard_retention"
+    # And the application's settings from the same URL stay the application's role
+    assert (
+        Database(DatabaseSettings(database_url=pg.app_url)).scalar("SELECT current_user", ())
+        == "slotguard_app"
+    )
