@@ -32,6 +32,7 @@
 #= LOCALSTACK_PYTHON=...    make local AWS=localstack: the Python 3.13 for .localstack-venv
 #= PYTHON=python3           the Python that creates .venv
 #= MUTATE=slotguard.api,slotguard.services,slotguard.db,slotguard.aws  make mutation: modules, packages, mutant names or `pending`
+#= MUTATION_CHILDREN=4     make mutation: mutants tested side by side (default: twice the cores)
 #= SLOTGUARD_API_URL=...    make smoke, make load: a deployment's API (with SLOTGUARD_TOKEN, SLOTGUARD_WEBHOOK_SECRET)
 #= SLOTGUARD_OTHER_TOKEN=... make smoke: another org's token (tenant isolation)
 #= SLOTGUARD_WEBHOOK_URL=... make smoke: the stack's WebhookUrl (CloudFront) where webhooks are posted
@@ -184,7 +185,7 @@ mutation-sql: $(STAMP)
 # (hours for the whole layer); results in docs/testing.md.
 MUTATE ?= slotguard.api,slotguard.services,slotguard.db,slotguard.aws
 mutation: $(STAMP)
-	$(BIN)/python -m tests.mutation.python_mutants "$(MUTATE)"
+	$(BIN)/python -m tests.mutation.python_mutants $(if $(MUTATION_CHILDREN),--children $(MUTATION_CHILDREN)) "$(MUTATE)"
 
 # Offline synth of the stages (dev, prod, and localstack: infra/localstack_stack.py) with cdk-nag
 # (AwsSolutions; any unacknowledged finding fails the synth) and cfn-lint on the templates (errors

@@ -112,6 +112,13 @@ def mutmut(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("targets", nargs="*", help="modules, packages or mutant names (default: all four)")
+    parser.add_argument(
+        "--children",
+        type=int,
+        default=int(os.environ.get("MUTATION_CHILDREN") or 2 * (os.cpu_count() or 1)),
+        # the webhook tests wait (visibility timeouts, backoffs) more than they compute
+        help="mutants tested side by side (default: twice the cores)",
+    )
     args = parser.parse_args(argv)
     # MUTATE="slotguard.aws,slotguard.api" from make: split on commas and spaces
     targets = [t for arg in args.targets for t in re.split(r"[,\s]+", arg) if t]
@@ -134,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             postgres = EmbeddedPostgres(basetemp / "pg", durable=False).start()
             env["DATABASE_URL"] = postgres.admin_url
         # named mutants are run again whatever their verdict; with no names, mutmut runs the pending
-        run = mutmut("run", *([] if pending else globs), env=env)
+        run = mutmut("run", "--max-children", str(args.children), *([] if pending else globs), env=env)
     finally:
         moto.stop()
         if postgres is not None:
