@@ -387,6 +387,29 @@ def test_partial_batch_one_poison_record_of_ten(pipeline: Pipeline) -> None:
     assert len(pipeline.appointments(org_id)) == 9
 
 
+def test_a_message_without_a_webhooks_identity_fails_alone_and_the_batch_is_applied(
+    pipeline: Pipeline,
+) -> None:
+    # Given a batch of two webhooks and, between them, a message without the attributes the
+    # receiver sets (org, webhook id, event type): something else wrote to the queue
+    org_id, secret = pipeline.new_org()
+    first = pipeline.send(org_id, secret, "appointment.book", book_data("2030-07-01T10:00:00Z"))
+    pipeline.sqs.send_message(QueueUrl=pipeline.queues.main_url, MessageBody='{"type": "appointment.book"}')
+    second = pipeline.send(org_id, secret, "appointment.book", book_data("2030-07-01T11:00:00Z"))
+    source = pipeline.event_source(batch_size=10, batching_window_s=1)
+    # When one batch of the three is processed
+    assert source.poll_once() == 3
+    # Then both webhooks are applied and deleted; the message without identity is reported as
+    # the batch's one failure (SQS redelivers it until its redrive to the dead-letter queue),
+    # and it wrote nothing
+    assert (source.stats.deleted, source.stats.reported_failures) == (2, 1)
+    assert {r["job_id"]: r["status"] for r in pipeline.rows(org_id)} == {
+        first: "completed",
+        second: "completed",
+    }
+    assert len(pipeline.appointments(org_id)) == 2
+
+
 def test_duplicate_delivery_in_sequence_applies_once(pipeline: Pipeline) -> None:
     org_id, secret = pipeline.new_org()
     pipeline.send(org_id, secret, "appointment.book", book_data())
