@@ -189,3 +189,26 @@ def test_the_local_signer_makes_the_token_botocore_makes(
     # Then the tokens carry the same parameters and the same signature
     assert ours.split("?")[0] == reference.split("?")[0]
     assert parse_qs(ours.split("?", 1)[1]) == parse_qs(reference.split("?", 1)[1])
+
+
+def test_a_connection_lost_at_commit_is_database_unavailable_and_the_next_call_reconnects(pg: Any) -> None:
+    import psycopg
+
+    from slotguard.errors import DatabaseUnavailable
+
+    # Given a transaction that has run a statement on the application's connection
+    db = Database(DatabaseSettings(database_url=pg.app_url))
+    pids = []
+
+    def a_transaction_whose_session_ends_before_its_commit() -> None:
+        with db.transaction():
+            pids.append(db.scalar("SELECT pg_backend_pid()", ()))
+            # When the server ends that session before the commit (a failover, a proxy restart)
+            with psycopg.connect(pg.admin_url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pids[0],))
+
+    # Then the commit's failure is "unavailable" (503, retry)
+    with pytest.raises(DatabaseUnavailable):
+        a_transaction_whose_session_ends_before_its_commit()
+    # And the connection is dropped: the next call opens a new one and answers
+    assert db.scalar("SELECT pg_backend_pid()", ()) != pids[0]
