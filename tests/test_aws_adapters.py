@@ -866,3 +866,26 @@ def test_only_whsec_strings_in_a_list_are_an_orgs_secrets_whatever_else_the_valu
     assert store.active_secrets(orgs["a list beside other entries"]) == [good]
     for what in ("secrets not a list", "secrets a mapping", "no secrets key", "not an object"):
         assert store.active_secrets(orgs[what]) is None, what
+
+
+def test_a_queue_age_cloudwatch_does_not_answer_is_unreadable_not_absent() -> None:
+    from botocore.exceptions import EndpointConnectionError
+    from botocore.stub import Stubber
+
+    from slotguard.aws.cloudwatch import MetricUnreadable, QueueAgeMetric
+
+    # Given CloudWatch throttling the read, then unreachable
+    cw = boto3.client("cloudwatch", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    stub = Stubber(cw)
+    stub.add_client_error("get_metric_statistics", "Throttling", http_status_code=400)
+    # When the queue's age is read, Then it is unreadable, naming the error code (no datapoint
+    # would be None: nothing waits)
+    with stub, pytest.raises(MetricUnreadable) as throttled:
+        QueueAgeMetric(cw).oldest_message_age_s("webhooks")
+    assert throttled.value.reason == "Throttling"
+    # And unreachable, naming the exception
+    cw.get_metric_statistics = _raises(EndpointConnectionError(endpoint_url="https://monitoring.invalid"))
+    with pytest.raises(MetricUnreadable) as unreachable:
+        QueueAgeMetric(cw).oldest_message_age_s("webhooks")
+    assert unreachable.value.reason == "EndpointConnectionError"
+    assert str(unreachable.value) == "CloudWatch could not be read (EndpointConnectionError)"

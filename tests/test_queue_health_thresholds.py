@@ -203,3 +203,29 @@ def test_the_orgs_unfinished_deliveries_and_the_age_of_the_oldest(
     assert 20 * 60 <= org["oldest_unfinished_age_s"] < 20 * 60 + 30
     # And an org with nothing unfinished has no such age
     assert ask(pipeline, str(uuid.uuid4()))["org"]["oldest_unfinished_age_s"] is None
+
+
+def test_an_oldest_message_age_cloudwatch_cannot_give_is_degraded_saying_so(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import socket
+
+    # Given a running worker, empty queues, and CloudWatch unreachable (a port nobody serves)
+    healthy_worker(pipeline)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDWATCH", f"http://127.0.0.1:{closed_port}")
+    # When queue health is asked for
+    body = ask(pipeline)
+    # Then it is degraded, saying the age is unknown and why, instead of healthy on no age
+    assert (body["status"], body["reasons"]) == (
+        "degraded",
+        ["oldest message age unknown (EndpointConnectionError)"],
+    )
+    assert body["queue"]["oldest_message_age_s"] is None
+    # And the log says so for the operator
+    [warning] = [
+        r for r in caplog.records if r.getMessage() == "the queue's oldest message age could not be read"
+    ]
+    assert (warning.levelname, warning.error) == ("WARNING", "EndpointConnectionError")

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from slotguard.aws.clients import client
+
+
+class MetricUnreadable(Exception):
+    """CloudWatch did not answer: `reason` is its error code, else the exception's type."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"CloudWatch could not be read ({reason})")
+        self.reason = reason
 
 
 class QueueAgeMetric:
@@ -13,7 +23,8 @@ class QueueAgeMetric:
         self._cw = cloudwatch or client("cloudwatch")
 
     def oldest_message_age_s(self, queue_name: str) -> float | None:
-        """The latest datapoint of the last 10 minutes, or None when there is none."""
+        """The latest datapoint of the last 10 minutes, or None when there is none;
+        MetricUnreadable when CloudWatch does not answer (not the same as no datapoint)."""
         now = datetime.now(UTC)
         try:
             answer = self._cw.get_metric_statistics(
@@ -25,8 +36,10 @@ class QueueAgeMetric:
                 Period=60,
                 Statistics=["Maximum"],
             )
-        except Exception:
-            return None
+        except ClientError as exc:
+            raise MetricUnreadable(str(exc.response.get("Error", {}).get("Code") or "ClientError")) from exc
+        except Exception as exc:  # the endpoint unreachable, a timeout, ...
+            raise MetricUnreadable(type(exc).__name__) from exc
         points = sorted(answer.get("Datapoints", []), key=lambda p: p["Timestamp"])
         return float(points[-1]["Maximum"]) if points else None
 

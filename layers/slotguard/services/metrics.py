@@ -14,7 +14,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from slotguard.aws.cloudwatch import BookingMetricSource, QueueAgeMetric
+from slotguard.aws.cloudwatch import BookingMetricSource, MetricUnreadable, QueueAgeMetric
 from slotguard.aws.sqs import (
     SEND_BATCH_MAX,
     OutgoingWebhook,
@@ -367,6 +367,7 @@ class _Shared:
     dead: QueueDepth
     oldest: float | None
     worker: WorkerState
+    oldest_unreadable: str | None = None  # why CloudWatch gave no age (not: no datapoint)
 
 
 class MetricsService:
@@ -397,11 +398,18 @@ class MetricsService:
         now = self.clock()
         if self._shared is not None and now < self._shared[0]:
             return self._shared[1]
+        oldest, unreadable = None, None
+        try:
+            oldest = self._ages.oldest_message_age_s(self._queue.url.rstrip("/").rsplit("/", 1)[-1])
+        except MetricUnreadable as exc:
+            logger.warning("the queue's oldest message age could not be read", extra={"error": exc.reason})
+            unreadable = exc.reason
         shared = _Shared(
             main=self._queue.depth(),
             dead=self._dlq.depth(),
-            oldest=self._ages.oldest_message_age_s(self._queue.url.rstrip("/").rsplit("/", 1)[-1]),
+            oldest=oldest,
             worker=self._workers.read(),
+            oldest_unreadable=unreadable,
         )
         self._shared = (now + self.queue_health_cache_s, shared)
         return shared
@@ -437,6 +445,8 @@ class MetricsService:
                 if admin
                 else "messages in the dead-letter queue"
             )
+        if shared.oldest_unreadable is not None:  # CloudWatch did not answer: the age is not known
+            degraded.append(f"oldest message age unknown ({shared.oldest_unreadable})")
         if oldest is not None and oldest >= OLDEST_AGE_UNHEALTHY_S:
             unhealthy.append(
                 f"oldest message is {oldest:.0f}s old" if admin else "webhooks wait in the queue"
