@@ -795,7 +795,7 @@ def test_sqs_failing_on_the_second_batch_interrupts_with_the_first_batchs_answer
     assert raised.value.results == [None] * 10
     assert isinstance(raised.value.cause, ClientError)
     assert raised.value.cause.response["Error"]["Code"] == "ThrottlingException"
-    assert str(raised.value) == "SQS failed after 10 messages: ClientError"
+    assert str(raised.value) == "SQS failed after 10 messages: ThrottlingException"
 
 
 class _RecordingSqs:

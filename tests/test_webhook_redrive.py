@@ -219,7 +219,7 @@ def test_an_explicit_list_and_a_limit_answer_where_to_continue(pipeline: Pipelin
 
 
 def test_sqs_failing_leaves_nothing_marked_redriven_and_a_retry_sends_each_once(
-    pipeline: Pipeline, metrics_fn: Any, monkeypatch: pytest.MonkeyPatch
+    pipeline: Pipeline, metrics_fn: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Given 15 dead letters, and a metrics function whose queue does not exist (SQS refuses every call)
     org_id, _ = pipeline.new_org()
@@ -239,6 +239,13 @@ def test_sqs_failing_leaves_nothing_marked_redriven_and_a_retry_sends_each_once(
         ("dead_letter", None, "RetriableFailure: dependency down")
     }
     assert pipeline.queues.depth(pipeline.sqs) == 0
+    # And the log says why, in SQS's words (the caller's answer does not)
+    [warning] = [r for r in caplog.records if r.getMessage() == "redrive: SQS failed"]
+    # (the code as SQS's JSON protocol names it, or its query protocol: moto answers the latter)
+    assert (warning.levelname, warning.error) in {
+        ("WARNING", "QueueDoesNotExist"),
+        ("WARNING", "NonExistentQueue"),
+    }
     # When SQS is back and the admin retries
     admin = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_id, "role": "admin"})
     [(status, body, _)] = redrive_all(admin)

@@ -71,7 +71,10 @@ class SendInterrupted(Exception):
     len(results) messages (None: taken; else SQS's reason); the rest were not sent."""
 
     def __init__(self, results: list[str | None], cause: BaseException) -> None:
-        super().__init__(f"SQS failed after {len(results)} messages: {type(cause).__name__}")
+        # why, for the log: SQS's error code, else the exception's type
+        code = _error_code(cause) if isinstance(cause, ClientError) else ""
+        self.reason = code or type(cause).__name__
+        super().__init__(f"SQS failed after {len(results)} messages: {self.reason}")
         self.results = results
         self.cause = cause
 

@@ -601,7 +601,7 @@ class MetricsService:
             except SendInterrupted as exc:
                 # SQS failed as a whole: what it answered before stays answered, the rest of the
                 # marked rows are dead letters again, and the caller retries from `after`
-                logger.warning("redrive: SQS failed", extra={"error": type(exc.cause).__name__})
+                logger.warning("redrive: SQS failed", extra={"error": exc.reason})
                 done = list(zip(items, exc.results, strict=False))
                 sent = [i["job_id"] for i, why in done if why is None]
                 self._log.redrive_settle(
