@@ -889,3 +889,23 @@ def test_a_queue_age_cloudwatch_does_not_answer_is_unreadable_not_absent() -> No
         QueueAgeMetric(cw).oldest_message_age_s("webhooks")
     assert unreachable.value.reason == "EndpointConnectionError"
     assert str(unreachable.value) == "CloudWatch could not be read (EndpointConnectionError)"
+
+
+def test_a_rotation_whose_read_is_refused_fails_and_creates_nothing() -> None:
+    from botocore.exceptions import ClientError
+    from botocore.stub import Stubber
+
+    from slotguard.aws.secrets import WebhookSecretStore
+
+    # Given Secrets Manager refusing to read the org's secret (not: the org has none)
+    sm = boto3.client(
+        "secretsmanager", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    stub = Stubber(sm)
+    stub.add_client_error("get_secret_value", "AccessDeniedException", http_status_code=400)
+    store = WebhookSecretStore("test/webhooks/", sm=sm)
+    # When the org's secret is rotated, Then the refusal is raised as it came, and no secret is
+    # created in place of the one it could not read (the stub takes no other call)
+    with stub, pytest.raises(ClientError, match="AccessDeniedException"):
+        store.rotate(str(uuid.uuid4()))
+    stub.assert_no_pending_responses()
