@@ -231,6 +231,9 @@ def test_sqs_failing_leaves_nothing_marked_redriven_and_a_retry_sends_each_once(
     # Then the answer is 503 (retry), and every row is still a dead letter, unmarked and unaudited
     assert res.status == 503
     assert res.body["error"]["code"] == "upstream_unavailable"
+    assert res.body["error"]["message"] == (
+        "the queue could not be reached; what is not listed was not redriven, retry shortly"
+    )
     assert res.body["error"]["details"]["redriven"] == 0
     # and says where to continue: from the start (null would say nothing is left)
     assert res.body["error"]["details"]["next_after"] == 0
