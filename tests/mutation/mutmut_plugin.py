@@ -3,9 +3,10 @@ per mutant, in processes side by side, each a session of its own.
 
 - Each session gets a temporary folder of its own (pytest's shared default would be cleared by one
   session under another's feet).
-- A mutant's tests run cheapest first (mutmut's stats phase timed each): mutmut stops at the first
-  failure, so a mutant a quick test kills costs that test, not the slow ones mutmut happened to list
-  before it. Each test module's tests stay together (its module-scoped fixtures are set up once).
+- A mutant's tests run cheapest first, by the time of each test's body as mutmut's stats phase
+  timed it (not its fixtures' set-up): mutmut stops at the first failure, so a mutant a quick test
+  kills costs that test, not the slow ones mutmut happened to list before it. Each test module's
+  tests stay together (its module-scoped fixtures are set up once).
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ fails; one that survives is a change to the code no test notices.
 Each argument is a module or package (every mutant in it), or a mutmut mutant name or glob
 (`slotguard.aws.sqs.x_send_batch__mutmut_3`, `slotguard.api.http.x_json_response*`); none: all four
 packages. `pending` runs, of the four packages, only the mutants without a verdict: those not reached
-by an earlier run, and those mutmut reset because their function or the tests calling it changed
-(mutmut keeps every other verdict); a long run can so be taken up again where it stopped. Prints
+by an earlier run, and those mutmut reset because their function changed (mutmut keeps every
+other verdict, also when a test is added: a survivor a new test kills is checked again only when
+named); a long run can so be taken up again where it stopped. Prints
 the score (killed / mutants) and each surviving mutant's diff; exits 1 when a mutant survived,
 timed out or was suspicious. Ctrl-C stops the run and still reports (the mutants not reached are
 "not checked"), and `pending` takes it up again.
@@ -80,15 +81,27 @@ def stage() -> None:
     shutil.rmtree(STAGE / "mutants" / "tests", ignore_errors=True)
     # mutmut writes its copy of a module only when the module changes, and copies the package's
     # other files (the SQL functions, the migrations) once: a function changed since would be
-    # tested in its old text. Bring every one of those files up to date.
+    # tested in its old text, and a file removed since would still be read (the migration runner
+    # lists its folders). Make those files the package's own: each copied if it differs, each
+    # one the package no longer has removed.
     package, copy = ROOT / LINKS["slotguard"], STAGE / "mutants" / "slotguard"
+
+    def data_files(root: Path) -> set[Path]:
+        return {
+            p.relative_to(root)
+            for p in root.rglob("*")
+            if p.is_file() and p.suffix not in (".py", ".pyc", ".meta") and "__pycache__" not in p.parts
+        }
+
     if copy.is_dir():
-        for source in package.rglob("*"):
-            if source.is_file() and source.suffix not in (".py", ".pyc"):
-                target = copy / source.relative_to(package)
-                if not target.exists() or target.read_bytes() != source.read_bytes():
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(source, target)
+        wanted = data_files(package)
+        for gone in data_files(copy) - wanted:
+            (copy / gone).unlink()
+        for rel in wanted:
+            src, dst = package / rel, copy / rel
+            if not dst.exists() or dst.read_bytes() != src.read_bytes():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
 
 
 def mutmut(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -123,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     # MUTATE="slotguard.aws,slotguard.api" from make: split on commas and spaces
     targets = [t for arg in args.targets for t in re.split(r"[,\s]+", arg) if t]
     pending = targets == ["pending"]
+    if "pending" in targets and not pending:
+        raise SystemExit("`pending` stands alone: it is every mutant without a verdict, of all four packages")
     globs = patterns([] if pending else targets)
     stage()
 

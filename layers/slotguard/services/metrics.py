@@ -108,7 +108,8 @@ class QueueView(BaseModel):
     in_flight: int
     delayed: int
     oldest_message_age_s: float | None = Field(
-        description="CloudWatch ApproximateAgeOfOldestMessage; null where the emulator has no datapoints"
+        description="CloudWatch ApproximateAgeOfOldestMessage; null when there is no datapoint (an"
+        " emulator) or CloudWatch did not answer (then a reason says the age is unknown)"
     )
 
 

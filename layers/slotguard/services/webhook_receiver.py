@@ -168,7 +168,10 @@ class WebhookReceiver:
         try:
             secrets = self._secrets.active_secrets(canonical_org)
         except SecretStoreUnavailable as exc:
-            logger.warning("the org's webhook secrets could not be read", extra={"error": str(exc)})
+            logger.warning(
+                "the org's webhook secrets could not be read",
+                extra={"org_id": canonical_org, "error": str(exc)},
+            )
             raise UpstreamUnavailable("signature secrets are unavailable, retry shortly") from exc
         if not secrets:
             raise WebhookRejected("unknown_org")
