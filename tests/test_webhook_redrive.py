@@ -185,6 +185,28 @@ def test_no_transaction_is_open_while_the_redrive_calls_sqs(pipeline: Pipeline, 
     assert sorted(queued_ids(pipeline).values()) == [1] * 25
 
 
+@pytest.mark.parametrize("after", [2**53, 2**63, 1210963829365742764032])
+def test_an_after_past_the_largest_row_id_is_422_and_redrives_nothing(
+    pipeline: Pipeline, metrics_fn: Any, after: int
+) -> None:
+    # Given a dead letter
+    org_id, _ = pipeline.new_org()
+    seed_dead_letters(pipeline.admin_url, org_id, 1)
+    admin = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_id, "role": "admin"})
+    # When a redrive continues after a number no row id can be (past 2**53 - 1, the largest integer
+    # a JSON reader takes exactly; past PostgreSQL's bigint, schemathesis's random seed got a 500)
+    res = admin.post(REDRIVE, json_body={"after": after, "job_ids": ["0", "0"]})
+    # Then it is a 422 naming the field, and nothing was redriven
+    assert res.status == 422, res.body
+    assert res.body["error"]["code"] == "validation_error"
+    assert [e["loc"] for e in res.body["error"]["details"]["errors"]] == [["body", "after"]]
+    assert pipeline.queues.depth(pipeline.sqs) == 0
+    assert {r["status"] for r in pipeline.rows(org_id)} == {"dead_letter"}
+    # And the largest row id is still a valid place to continue from
+    largest = admin.post(REDRIVE, json_body={"after": 2**53 - 1})
+    assert (largest.status, largest.body["redriven"], largest.body["next_after"]) == (200, 0, None)
+
+
 def test_an_explicit_list_and_a_limit_answer_where_to_continue(pipeline: Pipeline, metrics_fn: Any) -> None:
     # Given 30 dead letters
     org_id, _ = pipeline.new_org()

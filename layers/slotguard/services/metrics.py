@@ -68,12 +68,19 @@ REDRIVE_MAX_PENDING = 1000
 MAX_NOT_SENT_ERROR_CHARS = 500
 
 
+# The largest `after`: the largest integer every JSON reader takes exactly (a JavaScript client, the
+# OpenAPI document's own number), far above any delivery log id (bigint, counting from 1), and
+# below PostgreSQL's bigint, which the database could not take past (a 500 before this bound).
+MAX_ROW_ID = 2**53 - 1
+
+
 class RedriveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     job_ids: list[JobId] | None = Field(default=None, min_length=1, max_length=1000)
     after: int | None = Field(
         default=None,
         ge=0,
+        le=MAX_ROW_ID,
         strict=True,  # an integer, never a boolean read as 0 or 1
         description="`next_after` of the previous answer: continue after the rows it reached",
     )
