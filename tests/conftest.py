@@ -84,6 +84,16 @@ def fresh_db(pg: PgInstance) -> Iterator[str]:
 
 
 @pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A local port bound by nobody's server: a connection to it is refused at once."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture
 def admin_conn(pg: PgInstance) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(pg.admin_url, autocommit=True) as conn:
         yield conn

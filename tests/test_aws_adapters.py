@@ -25,6 +25,15 @@ from slotguard.aws.workers import EventSourceMappingState, WorkerState
 HOST, PORT, USER, REGION = "proxy.example.internal", 6432, "slotguard_app", "eu-west-1"
 
 
+def _stubbed(service: str) -> tuple[Any, Any]:
+    """A client of the service that sends nothing, and botocore's Stubber on it: the answers and
+    errors the service's own model allows, queued by the test."""
+    from botocore.stub import Stubber
+
+    aws = boto3.client(service, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    return aws, Stubber(aws)
+
+
 def test_the_booking_figures_are_the_sums_of_the_booking_services_own_datapoints(aws: str) -> None:
     # Given booking metrics in CloudWatch (moto's server) for the booking service, and the same
     # metric names for another service in the same namespace
@@ -98,12 +107,11 @@ def test_the_booking_figures_are_read_for_the_last_span_whatever_the_local_time_
 
 
 def test_the_booking_figures_add_up_every_datapoint_cloudwatch_answers() -> None:
-    from botocore.stub import ANY, Stubber
+    from botocore.stub import ANY
 
     # Given CloudWatch answering a range with two datapoints (it may round the start down to a
     # period boundary, so one period spanning the range can come back as two)
-    cw = boto3.client("cloudwatch", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
-    stub = Stubber(cw)
+    cw, stub = _stubbed("cloudwatch")
     now = datetime.now(UTC)
     for name in BOOKING_COUNTS:
         points = [{"Timestamp": now, "Sum": 2.0}, {"Timestamp": now, "Sum": 3.0}]
@@ -238,19 +246,12 @@ def test_half_a_key_pair_in_the_environment_is_never_signed_without_its_other_ha
         generate_auth_token(HOST, PORT, USER, REGION)
 
 
-def _lambda_stub() -> Any:
-    from botocore.stub import Stubber
-
-    lam = boto3.client("lambda", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
-    return lam, Stubber(lam)
-
-
 MAPPING = "00000000-0000-0000-0000-000000000002"
 
 
 def test_the_mapping_state_carries_every_field_lambda_gives() -> None:
     # Given an event source mapping as GetEventSourceMapping describes it, then one without a State
-    lam, stub = _lambda_stub()
+    lam, stub = _stubbed("lambda")
     answer = {
         "UUID": MAPPING,
         "State": "Enabled",
@@ -282,7 +283,7 @@ def test_an_unreadable_mapping_names_the_error_code_else_the_exception() -> None
 
     # Given Lambda's API refusing with a code its model does not know (so the error is a plain
     # ClientError, not a class named for the code), then unreachable (no code at all)
-    lam, stub = _lambda_stub()
+    lam, stub = _stubbed("lambda")
     with stub:
         stub.add_client_error("get_event_source_mapping", "SlowDown", http_status_code=503)
         first = EventSourceMappingState(MAPPING, lam).read()
@@ -422,14 +423,13 @@ def test_the_admin_url_defaults_to_ssl_the_standard_port_and_the_slotguard_datab
 
 
 def test_a_batch_refused_whole_in_the_query_protocols_form_is_sent_message_by_message() -> None:
-    from botocore.stub import ANY, Stubber
+    from botocore.stub import ANY
 
     from slotguard.aws.sqs import OutgoingWebhook, WebhookQueue
 
     # Given SQS refusing a batch as a whole, its code in the query protocol's form
     # ("AWS.SimpleQueueService.BatchRequestTooLong"), then taking each message alone
-    sqs = boto3.client("sqs", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
-    stub = Stubber(sqs)
+    sqs, stub = _stubbed("sqs")
     url = "https://sqs.us-east-1.amazonaws.com/123456789012/webhooks"
     stub.add_client_error(
         "send_message_batch", "AWS.SimpleQueueService.BatchRequestTooLong", http_status_code=400
@@ -640,15 +640,6 @@ def test_the_edge_secret_is_read_again_once_its_cached_values_are_five_minutes_o
     assert edge.matches(third) and edge.matches(second)
 
 
-def _edge_stub() -> tuple[Any, Any]:
-    from botocore.stub import Stubber
-
-    sm = boto3.client(
-        "secretsmanager", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
-    )
-    return sm, Stubber(sm)
-
-
 EDGE_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:edge-AbCdEf"
 
 
@@ -666,7 +657,7 @@ def test_the_edge_secrets_previous_version_unreadable_is_unavailable_not_skipped
     from slotguard.aws.secrets import EdgeSecret, SecretStoreUnavailable
 
     # Given Secrets Manager answering the current version and throttling the read of the previous
-    sm, stub = _edge_stub()
+    sm, stub = _stubbed("secretsmanager")
     with stub:
         stub.add_response("get_secret_value", _version("c" * 48, "AWSCURRENT"))
         stub.add_client_error("get_secret_value", "ThrottlingException", http_status_code=400)
@@ -682,7 +673,7 @@ def test_the_edge_secret_missing_or_unreachable_is_unavailable_with_the_cause() 
     from slotguard.aws.secrets import EdgeSecret, SecretStoreUnavailable
 
     # Given Secrets Manager that has no such secret (its current version not found)
-    sm, stub = _edge_stub()
+    sm, stub = _stubbed("secretsmanager")
     with stub:
         stub.add_client_error("get_secret_value", "ResourceNotFoundException", http_status_code=400)
         # When the header is checked, Then unavailable, naming Secrets Manager's error (not "empty")
@@ -729,7 +720,7 @@ def test_a_refusal_without_a_message_is_answered_with_its_code_alone() -> None:
 
     # Given SQS taking the first of two messages and refusing the second with a code and no
     # message (BatchResultErrorEntry's Message is optional)
-    sqs, stub = _sqs_stub()
+    sqs, stub = _stubbed("sqs")
     stub.add_response(
         "send_message_batch",
         {
@@ -748,20 +739,13 @@ def test_a_refusal_without_a_message_is_answered_with_its_code_alone() -> None:
 QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/1/q"
 
 
-def _sqs_stub() -> tuple[Any, Any]:
-    from botocore.stub import Stubber
-
-    sqs = boto3.client("sqs", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
-    return sqs, Stubber(sqs)
-
-
 def test_a_message_sqs_neither_took_nor_refused_is_answered_as_not_said() -> None:
     from botocore.stub import ANY
 
     from slotguard.aws.sqs import OutgoingWebhook, WebhookQueue
 
     # Given SQS answering a batch of two with the first taken and nothing said of the second
-    sqs, stub = _sqs_stub()
+    sqs, stub = _stubbed("sqs")
     stub.add_response(
         "send_message_batch",
         {"Successful": [{"Id": "0", "MessageId": "m0", "MD5OfMessageBody": "0" * 32}], "Failed": []},
@@ -781,7 +765,7 @@ def test_sqs_failing_on_the_second_batch_interrupts_with_the_first_batchs_answer
     from slotguard.aws.sqs import OutgoingWebhook, SendInterrupted, WebhookQueue
 
     # Given 12 messages (two batches) and SQS taking the first batch, then throttling
-    sqs, stub = _sqs_stub()
+    sqs, stub = _stubbed("sqs")
     taken = [{"Id": str(i), "MessageId": f"m{i}", "MD5OfMessageBody": "0" * 32} for i in range(10)]
     stub.add_response(
         "send_message_batch", {"Successful": taken, "Failed": []}, {"QueueUrl": QUEUE_URL, "Entries": ANY}
@@ -870,13 +854,11 @@ def test_only_whsec_strings_in_a_list_are_an_orgs_secrets_whatever_else_the_valu
 
 def test_a_queue_age_cloudwatch_does_not_answer_is_unreadable_not_absent() -> None:
     from botocore.exceptions import EndpointConnectionError
-    from botocore.stub import Stubber
 
     from slotguard.aws.cloudwatch import MetricUnreadable, QueueAgeMetric
 
     # Given CloudWatch throttling the read, then unreachable
-    cw = boto3.client("cloudwatch", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
-    stub = Stubber(cw)
+    cw, stub = _stubbed("cloudwatch")
     stub.add_client_error("get_metric_statistics", "Throttling", http_status_code=400)
     # When the queue's age is read, Then it is unreadable, naming the error code (no datapoint
     # would be None: nothing waits)
@@ -893,15 +875,11 @@ def test_a_queue_age_cloudwatch_does_not_answer_is_unreadable_not_absent() -> No
 
 def test_a_rotation_whose_read_is_refused_fails_and_creates_nothing() -> None:
     from botocore.exceptions import ClientError
-    from botocore.stub import Stubber
 
     from slotguard.aws.secrets import WebhookSecretStore
 
     # Given Secrets Manager refusing to read the org's secret (not: the org has none)
-    sm = boto3.client(
-        "secretsmanager", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
-    )
-    stub = Stubber(sm)
+    sm, stub = _stubbed("secretsmanager")
     stub.add_client_error("get_secret_value", "AccessDeniedException", http_status_code=400)
     store = WebhookSecretStore("test/webhooks/", sm=sm)
     # When the org's secret is rotated, Then the refusal is raised as it came, and no secret is

@@ -6,9 +6,7 @@ the processor's handler with its database behind a closed port."""
 from __future__ import annotations
 
 import math
-import socket
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -18,14 +16,6 @@ from tests.conftest import PgInstance
 from tests.webhook_support import Pipeline, book_data
 
 BASE_S, CAP_S = 6, 600  # the backoff policy: the queue's own visibility timeout is 2 s
-
-
-@pytest.fixture
-def closed_port() -> Iterator[int]:
-    """A local port bound by nobody's server: a connection to it is refused at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]
 
 
 def backoff_range(receive_count: int) -> tuple[int, int]:

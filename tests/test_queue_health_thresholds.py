@@ -206,15 +206,10 @@ def test_the_orgs_unfinished_deliveries_and_the_age_of_the_oldest(
 
 
 def test_an_oldest_message_age_cloudwatch_cannot_give_is_degraded_saying_so(
-    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, closed_port: int
 ) -> None:
-    import socket
-
     # Given a running worker, empty queues, and CloudWatch unreachable (a port nobody serves)
     healthy_worker(pipeline)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
     monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDWATCH", f"http://127.0.0.1:{closed_port}")
     # When queue health is asked for
     body = ask(pipeline)

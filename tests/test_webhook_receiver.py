@@ -396,17 +396,13 @@ def test_an_unreachable_secrets_manager_is_503_with_retry_after_and_nothing_is_q
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
+    closed_port: int,
 ) -> None:
-    import socket
-
     from slotguard_local.functions import load_function
 
     # Given an org with a secret, and a fresh receiver container whose Secrets Manager endpoint
     # refuses connections (a port nothing listens on); SQS is reachable
     org_id, secret = pipeline.new_org()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
     monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", f"http://127.0.0.1:{closed_port}")
     receiver = load_function("webhook_receiver")
     capsys.readouterr()

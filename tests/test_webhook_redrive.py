@@ -41,6 +41,18 @@ def seed_dead_letters(admin_url: str, org_id: str, n: int, event_type: str = "in
     return [r[0] for r in rows]
 
 
+def mark_as_being_redriven(admin_url: str, org_id: str, job_ids: list[str], seconds_ago: int) -> None:
+    """These dead letters as a redrive leaves them between marking and settling: pending, marked
+    `seconds_ago` (over 120 s, REDRIVE_UNCONFIRMED_AFTER_S: that redrive is taken as gone; under it,
+    as still running)."""
+    with psycopg.connect(admin_url) as conn:
+        conn.execute(
+            "UPDATE slotguard.webhook_delivery_log SET status = 'pending',"
+            " redrive_marked_at = now() - %s * interval '1 second' WHERE org_id = %s AND job_id = ANY(%s)",
+            (seconds_ago, org_id, job_ids),
+        )
+
+
 def queued_ids(pipeline: Pipeline) -> Counter[str]:
     """Every message on the main queue, by webhook id (received and deleted)."""
     seen: Counter[str] = Counter()
@@ -360,12 +372,7 @@ def test_a_call_spent_on_unsettled_rows_still_says_where_to_continue(
     # Given 10 rows a dead redrive left marked long ago, and 5 dead letters after them
     org_id, _ = pipeline.new_org()
     jobs = seed_dead_letters(pipeline.admin_url, org_id, 15)
-    with psycopg.connect(pipeline.admin_url) as conn:
-        conn.execute(
-            "UPDATE slotguard.webhook_delivery_log SET status = 'pending',"
-            " redrive_marked_at = now() - interval '10 minutes' WHERE org_id = %s AND job_id = ANY(%s)",
-            (org_id, jobs[:10]),
-        )
+    mark_as_being_redriven(pipeline.admin_url, org_id, jobs[:10], seconds_ago=600)
     admin = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_id, "role": "admin"})
     # When a call with room for 10 spends it all on those
     first = admin.post(REDRIVE, json_body={"limit": 10})
@@ -526,12 +533,7 @@ def test_a_redrive_still_running_a_minute_after_marking_holds_its_rows_against_t
     # (within the 120 s a redrive may take, so it may still be sending them), and 5 dead letters more
     org_id, _ = pipeline.new_org()
     jobs = seed_dead_letters(pipeline.admin_url, org_id, 1005)
-    with psycopg.connect(pipeline.admin_url) as conn:
-        conn.execute(
-            "UPDATE slotguard.webhook_delivery_log SET status = 'pending',"
-            " redrive_marked_at = now() - interval '60 seconds' WHERE org_id = %s AND job_id = ANY(%s)",
-            (org_id, jobs[:1000]),
-        )
+    mark_as_being_redriven(pipeline.admin_url, org_id, jobs[:1000], seconds_ago=60)
     # When its admin redrives
     admin = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_id, "role": "admin"})
     res = admin.post(REDRIVE, json_body={})
@@ -577,12 +579,7 @@ def test_a_redrive_does_not_send_again_what_a_running_redrive_marked_a_minute_ag
     # them), and 1 dead letter
     org_id, _ = pipeline.new_org()
     marked_a, marked_b, dead = seed_dead_letters(pipeline.admin_url, org_id, 3)
-    with psycopg.connect(pipeline.admin_url) as conn:
-        conn.execute(
-            "UPDATE slotguard.webhook_delivery_log SET status = 'pending',"
-            " redrive_marked_at = now() - interval '60 seconds' WHERE job_id = ANY(%s)",
-            ([marked_a, marked_b],),
-        )
+    mark_as_being_redriven(pipeline.admin_url, org_id, [marked_a, marked_b], seconds_ago=60)
     # When another redrive runs
     admin = ApiClient(metrics_fn, {"sub": "ops", "org_id": org_id, "role": "admin"})
     res = admin.post(REDRIVE, json_body={})
@@ -599,13 +596,8 @@ def test_the_cleanup_settles_the_marks_of_a_redrive_that_died(
     # them marked 10 minutes ago, 2 just now (a redrive that may still be running)
     org_id, _ = pipeline.new_org()
     jobs = seed_dead_letters(pipeline.admin_url, org_id, 6)
-    with psycopg.connect(pipeline.admin_url) as conn:
-        conn.execute(
-            "UPDATE slotguard.webhook_delivery_log SET status = 'pending', redrive_marked_at = now()"
-            " - CASE WHEN job_id = ANY(%s) THEN interval '10 minutes' ELSE interval '0' END"
-            " WHERE org_id = %s",
-            (jobs[:4], org_id),
-        )
+    mark_as_being_redriven(pipeline.admin_url, org_id, jobs[:4], seconds_ago=600)
+    mark_as_being_redriven(pipeline.admin_url, org_id, jobs[4:], seconds_ago=0)
     # When the scheduled cleanup runs (no redrive of the org has run since), in batches of 3
     monkeypatch.setenv("CLEANUP_BATCH_SIZE", "3")
     cleanup = load_function("cleanup")

@@ -41,3 +41,12 @@ class LazyClient:
 
 def client(service: str, region: str | None = None) -> Any:
     return LazyClient(service, region)
+
+
+def error_reason(exc: BaseException) -> str:
+    """An AWS call's failure in a word: the service's error code (its last dotted part: SQS's query
+    protocol says `AWS.SimpleQueueService.NonExistentQueue`), else the exception's type (the
+    endpoint unreachable, a timeout, ...)."""
+    response = getattr(exc, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return str(code).rsplit(".", 1)[-1] if code else type(exc).__name__

@@ -5,9 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from slotguard.aws.clients import client
+from slotguard.aws.clients import client, error_reason
 
 
 class MetricUnreadable(Exception):
@@ -36,10 +34,8 @@ class QueueAgeMetric:
                 Period=60,
                 Statistics=["Maximum"],
             )
-        except ClientError as exc:
-            raise MetricUnreadable(str(exc.response.get("Error", {}).get("Code") or "ClientError")) from exc
-        except Exception as exc:  # the endpoint unreachable, a timeout, ...
-            raise MetricUnreadable(type(exc).__name__) from exc
+        except Exception as exc:
+            raise MetricUnreadable(error_reason(exc)) from exc
         points = sorted(answer.get("Datapoints", []), key=lambda p: p["Timestamp"])
         return float(points[-1]["Maximum"]) if points else None
 

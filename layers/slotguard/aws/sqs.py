@@ -8,7 +8,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from slotguard.aws.clients import client
+from slotguard.aws.clients import client, error_reason
 
 MAX_VISIBILITY_TIMEOUT_S = 12 * 60 * 60
 
@@ -62,18 +62,12 @@ SQS_MAX_BATCH_BYTES = 1_048_576
 BATCH_CONTENT_REFUSALS = CONTENT_REFUSALS | {"BatchRequestTooLong"}
 
 
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", "")).rsplit(".", 1)[-1]
-
-
 class SendInterrupted(Exception):
     """SQS failed as a whole part-way through send_many: `results` holds the answers of the first
     len(results) messages (None: taken; else SQS's reason); the rest were not sent."""
 
     def __init__(self, results: list[str | None], cause: BaseException) -> None:
-        # why, for the log: SQS's error code, else the exception's type
-        code = _error_code(cause) if isinstance(cause, ClientError) else ""
-        self.reason = code or type(cause).__name__
+        self.reason = error_reason(cause)  # why, for the log
         super().__init__(f"SQS failed after {len(results)} messages: {self.reason}")
         self.results = results
         self.cause = cause
@@ -117,7 +111,7 @@ class WebhookQueue:
             answer = self._sqs.send_message(QueueUrl=self.url, MessageBody=body, MessageAttributes=attrs)
         except ClientError as exc:
             error = exc.response.get("Error", {})
-            if _error_code(exc) in CONTENT_REFUSALS:
+            if error_reason(exc) in CONTENT_REFUSALS:
                 raise MessageRefused(f"{error.get('Code')}: {error.get('Message', '')}") from exc
             raise
         return str(answer["MessageId"])
@@ -189,7 +183,7 @@ class WebhookQueue:
         try:
             return self.send_batch(messages)
         except ClientError as exc:
-            if _error_code(exc) not in BATCH_CONTENT_REFUSALS:
+            if error_reason(exc) not in BATCH_CONTENT_REFUSALS:
                 raise
         answers: list[str | None] = []
         for m in messages:

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from slotguard.aws.clients import client
+from slotguard.aws.clients import client, error_reason
 
 
 class WorkerState(BaseModel):
@@ -46,7 +46,7 @@ class EventSourceMappingState:
         try:
             m = self._lambda.get_event_source_mapping(UUID=self._uuid)
         except Exception as exc:
-            reason = getattr(exc, "response", {}).get("Error", {}).get("Code") or type(exc).__name__
+            reason = error_reason(exc)
             if self._last is not None:
                 return self._last.model_copy(update={"source": f"lambda (last read; now {reason})"})
             return WorkerState(state="Unknown", source=f"lambda:{self._uuid}", last_processing_result=reason)
