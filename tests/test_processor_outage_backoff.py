@@ -12,7 +12,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from slotguard.services.webhook_events import EventContext, Outcome, RetriableFailure
 from tests.conftest import PgInstance
+from tests.connection_cutter import ConnectionCutter
 from tests.webhook_support import Pipeline, book_data
 
 BASE_S, CAP_S = 6, 600  # the backoff policy: the queue's own visibility timeout is 2 s
@@ -76,3 +78,70 @@ def test_a_database_outage_hides_the_message_for_a_backoff_growing_with_its_rece
     # And the outage spent no attempt: nothing of the delivery was recorded
     assert pipeline.rows(org_id) == []
     assert pipeline.queues.depth(pipeline.sqs) == 1
+
+
+def test_a_database_lost_between_a_failed_attempt_and_its_record_spends_no_attempt_and_is_retried(
+    pipeline: Pipeline, pg: PgInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a webhook whose handler fails once, and a processor whose database connection goes
+    # through a proxy that is shut, with its connections, the moment the failure is to be recorded
+    calls: list[int] = []
+
+    def fails_once(ctx: EventContext, data: Any) -> Outcome:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RetriableFailure("downstream timeout")
+        return Outcome("applied", {"calls": len(calls)})
+
+    cutter = ConnectionCutter.before(pg.app_url)
+    monkeypatch.setenv("WEBHOOK_BACKOFF_BASE_S", str(BASE_S))
+    monkeypatch.setenv("WEBHOOK_BACKOFF_CAP_S", str(CAP_S))
+    monkeypatch.setenv("DATABASE_URL", cutter.url(pg.app_url))
+    hidden: list[int] = []
+
+    def customize(service: Any) -> None:
+        service.register("test.fails_once", fails_once)
+        record = service._log.fail
+
+        def database_lost_first(**kw: Any) -> Any:
+            cutter.stop()
+            return record(**kw)
+
+        service._log.fail = database_lost_first
+        service._delay_retry.__self__._sqs.meta.events.register(
+            "provide-client-params.sqs.ChangeMessageVisibility",
+            lambda params, **_: hidden.append(params["VisibilityTimeout"]),
+        )
+
+    pipeline.customize.append(customize)
+    org_id, secret = pipeline.new_org()
+    pipeline.send(org_id, secret, "test.fails_once", {})
+    source = pipeline.event_source()
+    # When the processor receives it: the handler fails, and the database is gone when the
+    # failure is to be recorded
+    assert source.poll_once([source._new_container()], wait_time_s=0) == 1
+    # Then the record is reported failed, not deleted, and hidden for the outage backoff of its
+    # first receive
+    assert (source.stats.reported_failures, source.stats.deleted) == (1, 0)
+    low, high = backoff_range(1)
+    assert len(hidden) == 1 and low <= hidden[0] <= high, hidden
+    # And the claim stays as it was, the attempt unspent and no error recorded
+    [row] = pipeline.rows(org_id)
+    assert (row["status"], row["attempts"], row["error_message"]) == ("processing", 0, None)
+    assert pipeline.queues.depth(pipeline.sqs) == 1
+    # When the database is back and the message comes back after its backoff (the claim stale)
+    pipeline.customize.remove(customize)
+    pipeline.customize.append(lambda service: service.register("test.fails_once", fails_once))
+    monkeypatch.setenv("DATABASE_URL", pg.app_url)
+    pipeline.drain(
+        pipeline.event_source(),
+        lambda: pipeline.rows(org_id)[0]["status"] == "completed",
+        timeout_s=3 * BASE_S,
+        describe=lambda: pipeline.rows(org_id),
+    )
+    # Then it completes as its first attempt that reached an outcome, and the message is gone
+    [row] = pipeline.rows(org_id)
+    assert (row["status"], row["attempts"], row["outcome"]) == ("completed", 1, "applied")
+    assert row["error_message"] is None
+    assert len(calls) == 2
+    assert pipeline.queues.depth(pipeline.sqs) == 0
