@@ -100,6 +100,33 @@ def test_oldest_message_age(pipeline: Pipeline, age_s: int, status: str) -> None
     assert_health(body, status)
 
 
+def test_the_age_is_read_for_the_queue_a_deployment_names_whatever_its_name_ends_with(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a webhook queue named as CloudFormation names one (stack, logical id, a random suffix
+    # of capitals and digits: here ending in X), and CloudWatch holding its age of 15 minutes
+    healthy_worker(pipeline)
+    name = f"Slotguard-dev-WebhooksQueue4F1E4A6B-{uuid.uuid4().hex[:11].upper()}X"
+    url = pipeline.sqs.create_queue(QueueName=name)["QueueUrl"]
+    monkeypatch.setenv("WEBHOOK_QUEUE_URL", url)
+    boto3.client("cloudwatch").put_metric_data(
+        Namespace="AWS/SQS",
+        MetricData=[
+            {
+                "MetricName": "ApproximateAgeOfOldestMessage",
+                "Dimensions": [{"Name": "QueueName", "Value": name}],
+                "Value": 900,
+                "Unit": "Seconds",
+                "Timestamp": datetime.now(UTC) - timedelta(seconds=90),
+            }
+        ],
+    )
+    # Then queue-health reads that queue's age, whole name and all: unhealthy
+    body = ask(pipeline)
+    assert body["queue"]["oldest_message_age_s"] == 900
+    assert_health(body, "unhealthy")
+
+
 def test_messages_waiting(pipeline: Pipeline) -> None:
     # Given a running worker and 999 messages waiting on the webhook queue
     healthy_worker(pipeline)
