@@ -28,11 +28,12 @@ def healthy_worker(pipeline: Pipeline) -> None:
     pipeline.event_source().write_state()
 
 
-def ask(pipeline: Pipeline, org_id: str | None = None) -> dict[str, Any]:
-    """queue-health as an org's admin, read afresh (a fresh metrics container, no shared cache)."""
+def ask(pipeline: Pipeline, org_id: str | None = None, *, admin: bool = True) -> dict[str, Any]:
+    """queue-health as an org's admin (or member), read afresh (a fresh metrics container, no
+    shared cache)."""
     fn = load_function("metrics")
     fn.service.queue_health_cache_s = 0
-    claims = {"sub": "ops", "org_id": org_id or str(uuid.uuid4()), "role": "admin"}
+    claims = {"sub": "ops", "org_id": org_id or str(uuid.uuid4())} | ({"role": "admin"} if admin else {})
     res = ApiClient(fn, claims).get(HEALTH)
     assert res.status == 200, res.body
     body: dict[str, Any] = res.body
@@ -42,6 +43,31 @@ def ask(pipeline: Pipeline, org_id: str | None = None) -> dict[str, Any]:
 def assert_health(body: dict[str, Any], status: str) -> None:
     # the answer names one reason for the one threshold crossed, none when healthy
     assert (body["status"], len(body["reasons"])) == (status, 0 if status == "healthy" else 1), body
+
+
+def fill(pipeline: Pipeline, queue_url: str, n: int) -> None:
+    """`n` messages on the queue, ten to a call."""
+    for start in range(0, n, 10):
+        pipeline.sqs.send_message_batch(
+            QueueUrl=queue_url,
+            Entries=[{"Id": str(i), "MessageBody": "{}"} for i in range(start, min(n, start + 10))],
+        )
+
+
+def publish_age(queue_name: str, age_s: int) -> None:
+    """AWS/SQS ApproximateAgeOfOldestMessage for the queue, as SQS publishes it (a minute ago)."""
+    boto3.client("cloudwatch").put_metric_data(
+        Namespace="AWS/SQS",
+        MetricData=[
+            {
+                "MetricName": "ApproximateAgeOfOldestMessage",
+                "Dimensions": [{"Name": "QueueName", "Value": queue_name}],
+                "Value": age_s,
+                "Unit": "Seconds",
+                "Timestamp": datetime.now(UTC) - timedelta(seconds=90),
+            }
+        ],
+    )
 
 
 def test_everything_below_every_threshold_is_healthy(pipeline: Pipeline) -> None:
@@ -62,11 +88,7 @@ def test_everything_below_every_threshold_is_healthy(pipeline: Pipeline) -> None
 def test_dead_letter_queue_depth(pipeline: Pipeline, depth: int, status: str) -> None:
     # Given a running worker and `depth` messages on the dead-letter queue
     healthy_worker(pipeline)
-    for start in range(0, depth, 10):
-        pipeline.sqs.send_message_batch(
-            QueueUrl=pipeline.queues.dlq_url,
-            Entries=[{"Id": str(i), "MessageBody": "{}"} for i in range(start, min(depth, start + 10))],
-        )
+    fill(pipeline, pipeline.queues.dlq_url, depth)
     # Then 1..9 is degraded and 10 unhealthy
     body = ask(pipeline)
     assert body["dead_letter_queue"]["depth"] == depth
@@ -82,18 +104,7 @@ def test_oldest_message_age(pipeline: Pipeline, age_s: int, status: str) -> None
     # Given a running worker, and CloudWatch holding the webhook queue's
     # AWS/SQS ApproximateAgeOfOldestMessage of `age_s` (as SQS publishes it, a minute ago)
     healthy_worker(pipeline)
-    boto3.client("cloudwatch").put_metric_data(
-        Namespace="AWS/SQS",
-        MetricData=[
-            {
-                "MetricName": "ApproximateAgeOfOldestMessage",
-                "Dimensions": [{"Name": "QueueName", "Value": pipeline.queues.main_url.rsplit("/", 1)[-1]}],
-                "Value": age_s,
-                "Unit": "Seconds",
-                "Timestamp": datetime.now(UTC) - timedelta(seconds=90),
-            }
-        ],
-    )
+    publish_age(pipeline.queues.main_url.rsplit("/", 1)[-1], age_s)
     # Then under 5 min is healthy, from 5 min degraded, from 15 min unhealthy
     body = ask(pipeline)
     assert body["queue"]["oldest_message_age_s"] == age_s
@@ -109,18 +120,7 @@ def test_the_age_is_read_for_the_queue_a_deployment_names_whatever_its_name_ends
     name = f"Slotguard-dev-WebhooksQueue4F1E4A6B-{uuid.uuid4().hex[:11].upper()}X"
     url = pipeline.sqs.create_queue(QueueName=name)["QueueUrl"]
     monkeypatch.setenv("WEBHOOK_QUEUE_URL", url)
-    boto3.client("cloudwatch").put_metric_data(
-        Namespace="AWS/SQS",
-        MetricData=[
-            {
-                "MetricName": "ApproximateAgeOfOldestMessage",
-                "Dimensions": [{"Name": "QueueName", "Value": name}],
-                "Value": 900,
-                "Unit": "Seconds",
-                "Timestamp": datetime.now(UTC) - timedelta(seconds=90),
-            }
-        ],
-    )
+    publish_age(name, 900)
     # Then queue-health reads that queue's age, whole name and all: unhealthy
     body = ask(pipeline)
     assert body["queue"]["oldest_message_age_s"] == 900
@@ -130,11 +130,7 @@ def test_the_age_is_read_for_the_queue_a_deployment_names_whatever_its_name_ends
 def test_messages_waiting(pipeline: Pipeline) -> None:
     # Given a running worker and 999 messages waiting on the webhook queue
     healthy_worker(pipeline)
-    for start in range(0, 999, 10):
-        pipeline.sqs.send_message_batch(
-            QueueUrl=pipeline.queues.main_url,
-            Entries=[{"Id": str(i), "MessageBody": "{}"} for i in range(start, min(999, start + 10))],
-        )
+    fill(pipeline, pipeline.queues.main_url, 999)
     # Then the answer is healthy
     body = ask(pipeline)
     assert body["queue"]["waiting"] == 999
@@ -145,6 +141,57 @@ def test_messages_waiting(pipeline: Pipeline) -> None:
     assert body["queue"]["waiting"] == 1000
     assert_health(body, "degraded")
     assert body["reasons"] == ["1000 messages waiting"]
+
+
+@pytest.mark.parametrize(
+    ("crossed", "status", "admins_reason", "members_reason"),
+    [
+        (
+            "dead_letters:10",
+            "unhealthy",
+            "10 messages in the dead-letter queue",
+            "the dead-letter queue is filling up",
+        ),
+        (
+            "dead_letters:2",
+            "degraded",
+            "2 messages in the dead-letter queue",
+            "messages in the dead-letter queue",
+        ),
+        ("age:300", "degraded", "oldest message is 300s old", "webhooks wait in the queue"),
+        ("age:900", "unhealthy", "oldest message is 900s old", "webhooks wait in the queue"),
+        ("waiting:1000", "degraded", "1000 messages waiting", "the queue is backed up"),
+    ],
+)
+def test_a_member_is_told_each_threshold_crossed_without_the_shared_counts(
+    pipeline: Pipeline, crossed: str, status: str, admins_reason: str, members_reason: str
+) -> None:
+    # Given a running worker, and one shared threshold crossed (the queues serve every org)
+    healthy_worker(pipeline)
+    what, _, n = crossed.partition(":")
+    if what == "dead_letters":
+        fill(pipeline, pipeline.queues.dlq_url, int(n))
+    elif what == "age":
+        publish_age(pipeline.queues.main_url.rsplit("/", 1)[-1], int(n))
+    else:
+        fill(pipeline, pipeline.queues.main_url, int(n))
+    # When an admin and a member of an org ask
+    org_id = str(uuid.uuid4())
+    admin, member = ask(pipeline, org_id), ask(pipeline, org_id, admin=False)
+    # Then both get the same status; the admin's reason gives the count, the member's names none
+    assert (admin["status"], admin["reasons"]) == (status, [admins_reason])
+    assert (member["status"], member["reasons"]) == (status, [members_reason])
+    assert member["queue"] is None and member["dead_letter_queue"] is None
+
+
+def test_a_worker_whose_state_is_not_said_is_unknown_and_degraded(pipeline: Pipeline) -> None:
+    # Given the local poller's state file, fresh, saying neither the state nor a last result
+    assert pipeline.state_file is not None
+    pipeline.state_file.write_text(json.dumps({"updated_at": time.time()}))
+    # Then the worker is Unknown, and the answer degraded saying it could not be read
+    body = ask(pipeline)
+    assert body["worker"]["state"] == "Unknown"
+    assert (body["status"], body["reasons"]) == ("degraded", ["worker state unknown (unreadable)"])
 
 
 @pytest.mark.parametrize(("dead", "status"), [(0, "healthy"), (1, "degraded")])
