@@ -194,8 +194,17 @@ def test_a_worker_whose_state_is_not_said_is_unknown_and_degraded(pipeline: Pipe
     assert (body["status"], body["reasons"]) == ("degraded", ["worker state unknown (unreadable)"])
 
 
-@pytest.mark.parametrize(("dead", "status"), [(0, "healthy"), (1, "degraded")])
-def test_the_orgs_dead_letters(pipeline: Pipeline, admin_conn: Any, dead: int, status: str) -> None:
+@pytest.mark.parametrize(
+    ("dead", "status", "reasons"),
+    [
+        (0, "healthy", []),
+        (1, "degraded", ["1 of this org's deliveries is dead-lettered"]),
+        (2, "degraded", ["2 of this org's deliveries are dead-lettered"]),
+    ],
+)
+def test_the_orgs_dead_letters(
+    pipeline: Pipeline, admin_conn: Any, dead: int, status: str, reasons: list[str]
+) -> None:
     # Given a running worker, an org with `dead` dead-lettered deliveries and a completed one, and
     # another org with dead letters (not this org's health)
     healthy_worker(pipeline)
@@ -204,10 +213,11 @@ def test_the_orgs_dead_letters(pipeline: Pipeline, admin_conn: Any, dead: int, s
     seed(admin_conn, other, "appointment.book", "dead_letter", attempts=3, error="boom")
     for _ in range(dead):
         seed(admin_conn, org_id, "appointment.book", "dead_letter", attempts=3, error="boom")
-    # Then none is healthy and one is degraded
-    body = ask(pipeline, org_id)
-    assert body["org"]["dead_letter"] == dead
-    assert_health(body, status)
+    # Then none is healthy, and any is degraded saying how many (to its admin and its members)
+    for admin in (True, False):
+        body = ask(pipeline, org_id, admin=admin)
+        assert body["org"]["dead_letter"] == dead
+        assert (body["status"], body["reasons"]) == (status, reasons)
 
 
 def test_the_worker_state_read_from_the_lambda_api(
