@@ -119,12 +119,26 @@ def test_a_database_lost_between_a_failed_attempt_and_its_record_spends_no_attem
     source = pipeline.event_source()
     # When the processor receives it: the handler fails, and the database is gone when the
     # failure is to be recorded
+    received_at = time.monotonic()
     assert source.poll_once([source._new_container()], wait_time_s=0) == 1
     # Then the record is reported failed, not deleted, and hidden for the outage backoff of its
     # first receive
     assert (source.stats.reported_failures, source.stats.deleted) == (1, 0)
     low, high = backoff_range(1)
     assert len(hidden) == 1 and low <= hidden[0] <= high, hidden
+    # And SQS keeps it hidden past the queue's own visibility timeout (2 s; the backoff is >= 3 s)
+    time.sleep(max(0.0, received_at + 2.5 - time.monotonic()))
+    attributes = pipeline.sqs.get_queue_attributes(
+        QueueUrl=pipeline.queues.main_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    assert (
+        attributes["ApproximateNumberOfMessages"],
+        attributes["ApproximateNumberOfMessagesNotVisible"],
+    ) == (
+        "0",
+        "1",
+    )
     # And the claim stays as it was, the attempt unspent and no error recorded
     [row] = pipeline.rows(org_id)
     assert (row["status"], row["attempts"], row["error_message"]) == ("processing", 0, None)

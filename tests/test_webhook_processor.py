@@ -146,6 +146,35 @@ def test_dead_letter_after_max_attempts(pipeline: Pipeline) -> None:
     assert pipeline.queues.depth(pipeline.sqs, pipeline.queues.dlq_url) == 0
 
 
+def test_a_failed_attempt_records_how_long_its_handler_ran_and_logs_it_for_the_operator(
+    pipeline: Pipeline, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a handler that works for 60 ms and then fails
+    def slow_failure(ctx: EventContext, data: Any) -> Outcome:
+        time.sleep(0.06)
+        raise RetriableFailure("downstream timeout")
+
+    pipeline.customize.append(lambda service: service.register("test.slow_failure", slow_failure))
+    org_id, secret = pipeline.new_org()
+    job_id = pipeline.send(org_id, secret, "test.slow_failure", {})
+    source = pipeline.event_source()
+    # When its first attempt runs
+    source.poll_once([source._new_container()], wait_time_s=0)
+    # Then the failed attempt is recorded with the time it took, in milliseconds
+    [row] = pipeline.rows(org_id)
+    assert (row["status"], row["attempts"]) == ("failed", 1)
+    assert 60 <= row["processing_ms"] < 2000, row["processing_ms"]
+    # And the processor's log says which delivery failed, at which attempt, whether it gave up, and why
+    [warning] = [r for r in caplog.records if r.getMessage() == "webhook attempt failed"]
+    assert warning.levelname == "WARNING"
+    assert (warning.job_id, warning.attempt, warning.dead, warning.error) == (
+        job_id,
+        1,
+        False,
+        "RetriableFailure: downstream timeout",
+    )
+
+
 def test_invalid_payload_is_dead_lettered_at_once(pipeline: Pipeline) -> None:
     org_id, secret = pipeline.new_org()
     pipeline.send(org_id, secret, "appointment.book", {"contact_id": "nope", "duration_minutes": 0})
@@ -794,6 +823,32 @@ def test_a_batch_of_records_without_effect_is_claimed_and_completed_in_one_state
     assert container({"Records": records}, LambdaContext()) == {"batchItemFailures": []}
     assert counters[0].statements == ["claim_webhook_deliveries"] * 2
     assert {(r["status"], r["attempts"]) for r in pipeline.rows(org_id)} == {("completed", 1)}
+
+
+def test_a_handler_registered_again_with_an_effect_runs_in_its_own_transaction_again(
+    pipeline: Pipeline,
+) -> None:
+    # Given an event type first registered as effect-free, then registered again with an effect
+    counters: list[StatementCounter] = []
+
+    def noted(ctx: EventContext, data: Any) -> Outcome:
+        return Outcome("applied", {"n": data["n"]})
+
+    def customize(service: Any) -> None:
+        service.register("test.noted", noted, effect=False)
+        service.register("test.noted", noted)
+        counters.append(StatementCounter(service))
+
+    pipeline.customize.append(customize)
+    container = pipeline.processor_container()
+    org_id, _ = pipeline.new_org()
+    records = [_record(org_id, f"noted_{i}", "test.noted", {"n": i}) for i in range(2)]
+    # When the processor takes a batch of two
+    assert container({"Records": records}, LambdaContext()) == {"batchItemFailures": []}
+    # Then each record's handler and completion ran in a transaction of its own, after the claim
+    assert counters[0].transactions == 2
+    assert counters[0].statements == ["claim_webhook_deliveries"] + ["complete_webhook_delivery"] * 2
+    assert [(r["status"], r["outcome"]) for r in pipeline.rows(org_id)] == [("completed", "applied")] * 2
 
 
 def test_a_batch_of_two_orgs_completes_each_record_in_its_own_org(pipeline: Pipeline) -> None:
