@@ -267,6 +267,7 @@ def test_auth_401_and_member_403_on_redrive(metrics_fn: Any, seeded: dict[str, A
     )
     assert res.status == 403
     assert res.body["error"]["code"] == "forbidden"
+    assert res.body["error"]["message"] == "this action needs the admin role"
     dlq = ApiClient(metrics_fn, seeded["org"].member).get("/webhook-metrics/dead-letter-queue").body
     assert dlq["total"] == 2
 

@@ -149,10 +149,12 @@ def test_dead_letter_after_max_attempts(pipeline: Pipeline) -> None:
 def test_a_failed_attempt_records_how_long_its_handler_ran_and_logs_it_for_the_operator(
     pipeline: Pipeline, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Given a handler that works for 60 ms and then fails
+    # Given a handler that works for 60 ms and then fails, saying why at length
+    why = "downstream timeout: " + "x" * 600
+
     def slow_failure(ctx: EventContext, data: Any) -> Outcome:
         time.sleep(0.06)
-        raise RetriableFailure("downstream timeout")
+        raise RetriableFailure(why)
 
     pipeline.customize.append(lambda service: service.register("test.slow_failure", slow_failure))
     org_id, secret = pipeline.new_org()
@@ -160,19 +162,39 @@ def test_a_failed_attempt_records_how_long_its_handler_ran_and_logs_it_for_the_o
     source = pipeline.event_source()
     # When its first attempt runs
     source.poll_once([source._new_container()], wait_time_s=0)
-    # Then the failed attempt is recorded with the time it took, in milliseconds
+    # Then the failed attempt is recorded with the time it took, in milliseconds, and the reason
     [row] = pipeline.rows(org_id)
     assert (row["status"], row["attempts"]) == ("failed", 1)
     assert 60 <= row["processing_ms"] < 2000, row["processing_ms"]
-    # And the processor's log says which delivery failed, at which attempt, whether it gave up, and why
+    assert row["error_message"] == f"RetriableFailure: {why}"
+    # And the processor's log says which delivery failed, at which attempt, whether it gave up, and
+    # why (the reason's first 500 characters)
     [warning] = [r for r in caplog.records if r.getMessage() == "webhook attempt failed"]
     assert warning.levelname == "WARNING"
     assert (warning.job_id, warning.attempt, warning.dead, warning.error) == (
         job_id,
         1,
         False,
-        "RetriableFailure: downstream timeout",
+        f"RetriableFailure: {why}"[:500],
     )
+
+
+def test_a_completed_attempt_records_how_long_its_handler_ran(pipeline: Pipeline) -> None:
+    # Given a handler with an effect that works for 60 ms
+    def slow(ctx: EventContext, data: Any) -> Outcome:
+        time.sleep(0.06)
+        return Outcome("applied", {})
+
+    pipeline.customize.append(lambda service: service.register("test.slow", slow))
+    org_id, secret = pipeline.new_org()
+    pipeline.send(org_id, secret, "test.slow", {})
+    # When it is processed
+    source = pipeline.event_source()
+    source.poll_once([source._new_container()], wait_time_s=0)
+    # Then the delivery is completed with the time it took, in milliseconds
+    [row] = pipeline.rows(org_id)
+    assert (row["status"], row["outcome"]) == ("completed", "applied")
+    assert 60 <= row["processing_ms"] < 2000, row["processing_ms"]
 
 
 def test_invalid_payload_is_dead_lettered_at_once(pipeline: Pipeline) -> None:
