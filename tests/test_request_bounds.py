@@ -193,6 +193,20 @@ def test_a_body_beyond_what_the_route_can_need_is_413_before_it_is_parsed(
     assert 0 < res.body["error"]["details"]["max_bytes"] < len(raw)
 
 
+def test_a_base64_encoded_body_is_measured_by_the_bytes_it_decodes_to(api: ApiClient) -> None:
+    # Given POST /appointments's bound, as its 413 states it
+    bound = api.post("/appointments", raw_body="[" * (1024 * 1024)).body["error"]["details"]["max_bytes"]
+    for size in range(bound - 2, bound + 4):
+        # When a body of `size` bytes is sent as API Gateway sends a body that is not text: base64,
+        # its length a multiple of four, padded with one or two '=' unless `size` divides by three
+        res = api.post(
+            "/appointments", raw_body=b"\xff" * size, headers={"content-type": "application/octet-stream"}
+        )
+        # Then up to the bound it is refused only for its media type, and past it for its size
+        expected = ("unsupported_media_type", 415) if size <= bound else ("payload_too_large", 413)
+        assert (res.body["error"]["code"], res.status) == expected, size
+
+
 def test_the_largest_rules_the_schema_allows_are_within_the_bound_even_indented(
     clients: dict[str, ApiClient],
 ) -> None:
