@@ -524,8 +524,10 @@ def test_duplicate_delivery_to_two_processors_at_once_applies_once(pipeline: Pip
     # Given a handler slow enough that two processors overlap on one message
     gate = threading.Barrier(2, timeout=5)
     real_book: list[Any] = []
+    runs: list[str] = []
 
     def slow_book(ctx: EventContext, data: Any) -> Outcome:
+        runs.append(ctx.job_id)
         time.sleep(0.3)
         return real_book[0](ctx, data)
 
@@ -552,9 +554,11 @@ def test_duplicate_delivery_to_two_processors_at_once_applies_once(pipeline: Pip
         t.start()
     for t in threads:
         t.join()
-    # Then one applied it; the other saw it in progress and reported it (never deleted it early)
+    # Then one applied it; the other saw it in progress and reported it (never deleted it early),
+    # without running the handler itself (a fresh claim is not taken over)
     assert sorted(len(a["batchItemFailures"]) for a in answers) == [0, 1]
     assert len(pipeline.appointments(org_id)) == 1
+    assert len(runs) == 1
     [row] = pipeline.rows(org_id)
     assert (row["status"], row["attempts"]) == ("completed", 1)
     # And when the reported copy comes back it is acknowledged as a duplicate
