@@ -205,6 +205,19 @@ def test_a_base64_encoded_body_is_measured_by_the_bytes_it_decodes_to(api: ApiCl
         # Then up to the bound it is refused only for its media type, and past it for its size
         expected = ("unsupported_media_type", 415) if size <= bound else ("payload_too_large", 413)
         assert (res.body["error"]["code"], res.status) == expected, size
+    assert res.body["error"]["message"] == f"the request body exceeds the {bound} bytes this route can need"
+
+
+def test_a_text_body_is_measured_in_utf8_bytes_not_in_characters(api: ApiClient) -> None:
+    # Given POST /appointments's bound, and a character of four bytes in UTF-8
+    bound = api.post("/appointments", raw_body="[" * (1024 * 1024)).body["error"]["details"]["max_bytes"]
+    # When a body of that character fills the bound to the byte, or one character more
+    within = api.post("/appointments", raw_body=ASTRAL * (bound // 4))
+    beyond = api.post("/appointments", raw_body=ASTRAL * (bound // 4 + 1))
+    # Then the first is read (and refused as not JSON), the second refused for its size though
+    # it has a quarter as many characters as the bound has bytes
+    assert (within.status, within.body["error"]["code"]) != (413, "payload_too_large")
+    assert (beyond.status, beyond.body["error"]["code"]) == (413, "payload_too_large")
 
 
 def test_the_largest_rules_the_schema_allows_are_within_the_bound_even_indented(

@@ -967,6 +967,33 @@ def test_an_effect_free_handler_that_fails_is_recorded_as_any_failure(pipeline: 
     assert "cannot say yet" in rows["broken"]["error_message"]
 
 
+def test_an_effect_free_handler_run_again_on_its_own_path_gets_its_webhooks_org_id_and_data(
+    pipeline: Pipeline,
+) -> None:
+    # Given a handler declared without effect that fails the first time it runs (ahead of the
+    # batch's claim) and answers from its context and data after that
+    calls: list[str] = []
+
+    def late_echo(ctx: EventContext, data: Any) -> Outcome:
+        calls.append(ctx.job_id)
+        if len(calls) == 1:
+            raise RetriableFailure("not yet")
+        return Outcome("ignored", {"org": str(ctx.org_id), "job": ctx.job_id, "n": data["n"]})
+
+    pipeline.customize.append(lambda service: service.register("test.late_echo", late_echo, effect=False))
+    org_id, _ = pipeline.new_org()
+    # When one of its webhooks is processed
+    answer = pipeline.processor_container()(
+        {"Records": [_record(org_id, "late", "test.late_echo", {"n": 5})]}, LambdaContext()
+    )
+    # Then the record's own run completes it with what the handler saw: its org, id and data
+    assert answer == {"batchItemFailures": []}
+    assert calls == ["late", "late"]
+    [row] = pipeline.rows(org_id)
+    assert (row["status"], row["attempts"]) == ("completed", 1)
+    assert row["outcome_detail"] == {"org": org_id, "job": "late", "n": 5}
+
+
 def test_batch_claim_completes_only_the_deliveries_it_claims(pipeline: Pipeline, app_conn: Any) -> None:
     # Given deliveries of an effect-free type: new, completed, held by another worker, failed once
     # before, and one whose claim went stale
