@@ -218,6 +218,10 @@ def test_a_text_body_is_measured_in_utf8_bytes_not_in_characters(api: ApiClient)
     # it has a quarter as many characters as the bound has bytes
     assert (within.status, within.body["error"]["code"]) != (413, "payload_too_large")
     assert (beyond.status, beyond.body["error"]["code"]) == (413, "payload_too_large")
+    # And a body of exactly as many characters as the bound has bytes, one of them of four bytes,
+    # is refused too
+    one_over = api.post("/appointments", raw_body=ASTRAL + "[" * (bound - 1))
+    assert (one_over.status, one_over.body["error"]["code"]) == (413, "payload_too_large")
 
 
 def test_the_largest_rules_the_schema_allows_are_within_the_bound_even_indented(
