@@ -461,6 +461,28 @@ def test_a_message_without_a_webhooks_identity_fails_alone_and_the_batch_is_appl
     assert len(pipeline.appointments(org_id)) == 2
 
 
+def test_a_message_without_identity_first_in_a_batch_leaves_the_rest_to_one_claim(
+    pipeline: Pipeline,
+) -> None:
+    # Given a batch whose first message lacks a webhook's identity, followed by three webhooks
+    counters: list[StatementCounter] = []
+    pipeline.customize.append(lambda service: counters.append(StatementCounter(service)))
+    container = pipeline.processor_container()
+    org_id, _ = pipeline.new_org()
+    stray = _record(org_id, "stray", "invoice.paid", {})
+    stray["messageAttributes"] = {}
+    records = [stray, *[_record(org_id, f"ok_{i}", "invoice.paid", {"n": i}) for i in range(3)]]
+    # When the processor takes it
+    answer = container({"Records": records}, LambdaContext())
+    # Then the stray message alone fails, and the three webhooks are claimed and completed in the
+    # batch's one statement
+    assert answer == {"batchItemFailures": [{"itemIdentifier": stray["messageId"]}]}
+    assert counters[0].statements == ["claim_webhook_deliveries"]
+    assert {r["job_id"]: r["status"] for r in pipeline.rows(org_id)} == {
+        f"ok_{i}": "completed" for i in range(3)
+    }
+
+
 def test_duplicate_delivery_in_sequence_applies_once(pipeline: Pipeline) -> None:
     org_id, secret = pipeline.new_org()
     pipeline.send(org_id, secret, "appointment.book", book_data())
@@ -763,7 +785,7 @@ def test_a_batch_is_claimed_once_per_delivery_and_each_commits_its_own_effect(pi
 
 
 def test_a_batch_the_database_refuses_to_claim_at_once_is_claimed_record_by_record(
-    pipeline: Pipeline,
+    pipeline: Pipeline, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Given a batch in which one payload PostgreSQL cannot store (a NUL character in a string)
     org_id, _ = pipeline.new_org()
@@ -776,6 +798,11 @@ def test_a_batch_the_database_refuses_to_claim_at_once_is_claimed_record_by_reco
     rows = {r["job_id"]: r for r in pipeline.rows(org_id)}
     assert set(rows) == {"ok_0", "ok_1", "ok_2"}
     assert {(r["status"], r["attempts"]) for r in rows.values()} == {("completed", 1)}
+    # And the log says the batch claim failed, and why
+    [warning] = [
+        r for r in caplog.records if r.getMessage() == "batch claim failed; claiming record by record"
+    ]
+    assert (warning.levelname, warning.error) == ("WARNING", "UntranslatableCharacter")
 
 
 def test_batch_claim_answers_as_the_single_claim_does(pipeline: Pipeline, app_conn: Any) -> None:

@@ -114,14 +114,14 @@ class WebhookProcessor:
         db: Database,
         retry: RetryPolicy,
         delay_retry: Callable[[str, int], None],
-        stale_after_s: int = 180,
-        lock_wait_ms: int = 3000,
-        handlers: Mapping[str, EventHandler] | None = None,
-        record_budget_ms: int | None = None,
+        *,
+        stale_after_s: int,
+        lock_wait_ms: int,
+        record_budget_ms: int,
     ) -> None:
         self._db = db
         # The time one record may take: a lock wait plus its statements (ProcessorConfig).
-        self._record_budget_ms = lock_wait_ms + 1000 if record_budget_ms is None else record_budget_ms
+        self._record_budget_ms = record_budget_ms
         self._started = 0  # records of this batch that went to the database
         self._out_of_time = False
         self._log = WebhookRepository(db)
@@ -129,7 +129,7 @@ class WebhookProcessor:
         self._retry = retry
         self._delay_retry = delay_retry
         self._stale_after_s = stale_after_s
-        self._handlers = dict(HANDLERS if handlers is None else handlers)
+        self._handlers: dict[str, EventHandler] = dict(HANDLERS)
         self._without_effect: set[str] = set()  # event types whose handler touches no database
         self._preclaimed: dict[str, dict[str, Any]] = {}  # receipt handle -> its batch claim
 
