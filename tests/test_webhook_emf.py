@@ -207,6 +207,25 @@ def test_each_processor_count_is_printed_by_the_path_that_makes_it(
     assert statuses == [("completed", 1), ("pending", 0)]
 
 
+def test_records_the_batch_claim_completes_are_each_counted_processed(
+    pipeline: Pipeline, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a batch of three webhooks of a type without a handler (completed by the batch's claim)
+    org_id, secret = pipeline.new_org()
+    for n in range(3):
+        pipeline.send(org_id, secret, "invoice.paid", {"n": n})
+    event = _received(pipeline, 3)
+    capsys.readouterr()
+    # When the processor takes it
+    answer = pipeline.processor_container()(event, LambdaContext(function_name="webhook_processor"))
+    # Then each of the three is counted WebhookProcessed, as a record processed on its own is
+    records = emf(capsys.readouterr().out)
+    assert answer == {"batchItemFailures": []}
+    counted = [r[webhook_metrics.PROCESSED] for r in records if webhook_metrics.PROCESSED in r]
+    assert sum(v if isinstance(v, int | float) else sum(v) for v in counted) == 3
+    assert {r["status"] for r in pipeline.rows(org_id)} == {"completed"}
+
+
 def test_a_dead_letter_without_its_identity_is_counted_unparsable_and_stays_queued(
     pipeline: Pipeline, capsys: pytest.CaptureFixture[str]
 ) -> None:
