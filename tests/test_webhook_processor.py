@@ -483,9 +483,12 @@ def test_a_message_without_identity_first_in_a_batch_leaves_the_rest_to_one_clai
     }
 
 
-def test_duplicate_delivery_in_sequence_applies_once(pipeline: Pipeline) -> None:
+def test_duplicate_delivery_in_sequence_applies_once(
+    pipeline: Pipeline, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a booking webhook on the queue
     org_id, secret = pipeline.new_org()
-    pipeline.send(org_id, secret, "appointment.book", book_data())
+    job_id = pipeline.send(org_id, secret, "appointment.book", book_data())
     [message] = pipeline.sqs.receive_message(
         QueueUrl=pipeline.queues.main_url, AttributeNames=["All"], MessageAttributeNames=["All"]
     )["Messages"]
@@ -499,6 +502,9 @@ def test_duplicate_delivery_in_sequence_applies_once(pipeline: Pipeline) -> None
     assert len(pipeline.appointments(org_id)) == 1
     [row] = pipeline.rows(org_id)
     assert (row["status"], row["attempts"]) == ("completed", 1)
+    # And the log notes the copy, as a duplicate of a completed delivery
+    [note] = [r for r in caplog.records if r.getMessage() == "duplicate delivery acknowledged"]
+    assert (note.levelname, note.job_id, note.status) == ("INFO", job_id, "completed")
 
 
 def test_a_webhook_id_reused_with_other_content_is_dropped_and_the_first_kept(
