@@ -887,3 +887,37 @@ def test_a_rotation_whose_read_is_refused_fails_and_creates_nothing() -> None:
     with stub, pytest.raises(ClientError, match="AccessDeniedException"):
         store.rotate(str(uuid.uuid4()))
     stub.assert_no_pending_responses()
+
+
+def test_content_sqs_refuses_is_message_refused_with_its_code_and_message() -> None:
+    from botocore.stub import ANY
+
+    from slotguard.aws.sqs import MessageRefused, WebhookQueue
+
+    # Given SQS refusing a message's content (the sender's fault, never worth a retry)
+    sqs, stub = _stubbed("sqs")
+    stub.add_client_error(
+        "send_message",
+        service_error_code="InvalidMessageContents",
+        service_message="Invalid binary character '#xFFFE' was found in the message body",
+        http_status_code=400,
+        expected_params={"QueueUrl": QUEUE_URL, "MessageBody": ANY, "MessageAttributes": ANY},
+    )
+    # When a webhook is sent, Then it is refused for good, saying SQS's code and message
+    with stub, pytest.raises(MessageRefused) as refused:
+        WebhookQueue(QUEUE_URL, sqs=sqs).send("{}", org_id="o", webhook_id="w", event_type="t")
+    assert str(refused.value) == (
+        "InvalidMessageContents: Invalid binary character '#xFFFE' was found in the message body"
+    )
+
+
+def test_a_local_state_file_whose_path_holds_a_colon_is_read_from_that_path(tmp_path: Path) -> None:
+    from slotguard.aws.workers import PollerStateFile, worker_state_source
+
+    # Given the local poller's state file at a path with a colon in it
+    path = tmp_path / "state:1.json"
+    path.write_text(json.dumps({"updated_at": time.time(), "state": "Enabled"}))
+    # When WORKER_STATE_SOURCE names it, Then that file is the one read
+    source = worker_state_source(f"file:{path}")
+    assert isinstance(source, PollerStateFile)
+    assert source.read().state == "Enabled"
