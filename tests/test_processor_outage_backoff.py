@@ -81,7 +81,7 @@ def test_a_database_outage_hides_the_message_for_a_backoff_growing_with_its_rece
 
 
 def test_a_database_lost_between_a_failed_attempt_and_its_record_spends_no_attempt_and_is_retried(
-    pipeline: Pipeline, pg: PgInstance, monkeypatch: pytest.MonkeyPatch
+    pipeline: Pipeline, pg: PgInstance, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     # Given a webhook whose handler fails once, and a processor whose database connection goes
     # through a proxy that is shut, with its connections, the moment the failure is to be recorded
@@ -94,6 +94,7 @@ def test_a_database_lost_between_a_failed_attempt_and_its_record_spends_no_attem
         return Outcome("applied", {"calls": len(calls)})
 
     cutter = ConnectionCutter.before(pg.app_url)
+    request.addfinalizer(cutter.stop)  # shut at the failure, or here if the test stops before it
     monkeypatch.setenv("WEBHOOK_BACKOFF_BASE_S", str(BASE_S))
     monkeypatch.setenv("WEBHOOK_BACKOFF_CAP_S", str(CAP_S))
     monkeypatch.setenv("DATABASE_URL", cutter.url(pg.app_url))
