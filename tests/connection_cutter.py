@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psycopg
@@ -16,6 +17,23 @@ import psycopg
 # PostgreSQL's frontend messages that start a statement: a simple Query, or the extended protocol's
 # Parse (psycopg sends Parse, Bind, Describe, Execute and Sync in one write)
 STATEMENT_STARTS = (ord("Q"), ord("P"))
+
+
+def accept_in_background(on_client: Callable[[socket.socket], None]) -> socket.socket:
+    """A listener on a free loopback port whose thread hands each accepted connection to
+    `on_client`, until the listener is shut down."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def accept() -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            on_client(client)
+
+    threading.Thread(target=accept, daemon=True).start()
+    return listener
 
 
 @dataclass
@@ -48,8 +66,7 @@ class ConnectionCutter:
             self._armed = True
 
     def start(self) -> ConnectionCutter:
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._listener = accept_in_background(self._connect)
         return self
 
     def stop(self) -> None:
@@ -60,24 +77,18 @@ class ConnectionCutter:
                 with contextlib.suppress(OSError):
                     sock.close()
 
-    def _accept(self) -> None:
-        assert self._listener is not None
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            if isinstance(self.target, str):
-                server = socket.socket(socket.AF_UNIX)
-                server.connect(self.target)
-            else:
-                server = socket.create_connection(self.target)
-            self._sockets += [client, server]
-            with self._lock:
-                self.connections += 1
-            cut = threading.Event()
-            threading.Thread(target=self._client_to_server, args=(client, server, cut), daemon=True).start()
-            threading.Thread(target=self._server_to_client, args=(server, client, cut), daemon=True).start()
+    def _connect(self, client: socket.socket) -> None:
+        if isinstance(self.target, str):
+            server = socket.socket(socket.AF_UNIX)
+            server.connect(self.target)
+        else:
+            server = socket.create_connection(self.target)
+        self._sockets += [client, server]
+        with self._lock:
+            self.connections += 1
+        cut = threading.Event()
+        threading.Thread(target=self._client_to_server, args=(client, server, cut), daemon=True).start()
+        threading.Thread(target=self._server_to_client, args=(server, client, cut), daemon=True).start()
 
     def _client_to_server(self, client: socket.socket, server: socket.socket, cut: threading.Event) -> None:
         while data := self._recv(client):

@@ -33,6 +33,7 @@ from cryptography.x509.oid import NameOID
 from slotguard.config import DatabaseSettings
 from slotguard.db.connection import Database
 from slotguard.errors import DatabaseUnavailable
+from tests.connection_cutter import accept_in_background
 
 PASSWORD = "a-proxy-would-take-an-iam-token-here"
 
@@ -115,8 +116,9 @@ class TlsTerminatingProxy:
         return int(self._listener.getsockname()[1])
 
     def start(self) -> TlsTerminatingProxy:
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._listener = accept_in_background(
+            lambda client: threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+        )
         return self
 
     def stop(self) -> None:
@@ -124,15 +126,6 @@ class TlsTerminatingProxy:
             with contextlib.suppress(OSError):
                 self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
-
-    def _accept(self) -> None:
-        assert self._listener is not None
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
         with contextlib.ExitStack() as stack:

@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -465,8 +466,7 @@ def test_a_message_without_identity_first_in_a_batch_leaves_the_rest_to_one_clai
     pipeline: Pipeline,
 ) -> None:
     # Given a batch whose first message lacks a webhook's identity, followed by three webhooks
-    counters: list[StatementCounter] = []
-    pipeline.customize.append(lambda service: counters.append(StatementCounter(service)))
+    counters = count_statements(pipeline)
     container = pipeline.processor_container()
     org_id, _ = pipeline.new_org()
     stray = _record(org_id, "stray", "invoice.paid", {})
@@ -855,12 +855,27 @@ class StatementCounter:
         db.scalar, db.transaction = counted_scalar, counted_transaction
 
 
+def count_statements(
+    pipeline: Pipeline, before: Callable[[Any], None] | None = None
+) -> list[StatementCounter]:
+    """Counts the statements of each processor container the pipeline builds from now on (one
+    counter per container, in order), after `before` has registered its handlers."""
+    counters: list[StatementCounter] = []
+
+    def customize(service: Any) -> None:
+        if before is not None:
+            before(service)
+        counters.append(StatementCounter(service))
+
+    pipeline.customize.append(customize)
+    return counters
+
+
 def test_a_batch_of_records_without_effect_is_claimed_and_completed_in_one_statement(
     pipeline: Pipeline,
 ) -> None:
     # Given one SQS batch of ten records of an unknown type (their handler has no database effect)
-    counters: list[StatementCounter] = []
-    pipeline.customize.append(lambda service: counters.append(StatementCounter(service)))
+    counters = count_statements(pipeline)
     container = pipeline.processor_container()
     org_id, _ = pipeline.new_org()
     records = [_record(org_id, f"other_{i}", "invoice.paid", {"n": i}) for i in range(10)]
@@ -888,17 +903,14 @@ def test_a_handler_registered_again_with_an_effect_runs_in_its_own_transaction_a
     pipeline: Pipeline,
 ) -> None:
     # Given an event type first registered as effect-free, then registered again with an effect
-    counters: list[StatementCounter] = []
-
     def noted(ctx: EventContext, data: Any) -> Outcome:
         return Outcome("applied", {"n": data["n"]})
 
     def customize(service: Any) -> None:
         service.register("test.noted", noted, effect=False)
         service.register("test.noted", noted)
-        counters.append(StatementCounter(service))
 
-    pipeline.customize.append(customize)
+    counters = count_statements(pipeline, customize)
     container = pipeline.processor_container()
     org_id, _ = pipeline.new_org()
     records = [_record(org_id, f"noted_{i}", "test.noted", {"n": i}) for i in range(2)]
@@ -912,8 +924,7 @@ def test_a_handler_registered_again_with_an_effect_runs_in_its_own_transaction_a
 
 def test_a_batch_of_two_orgs_completes_each_record_in_its_own_org(pipeline: Pipeline) -> None:
     # Given one batch whose records of an unknown type alternate between two orgs
-    counters: list[StatementCounter] = []
-    pipeline.customize.append(lambda service: counters.append(StatementCounter(service)))
+    counters = count_statements(pipeline)
     (org_a, _), (org_b, _) = pipeline.new_org(), pipeline.new_org()
     records = [
         _record(org, f"{name}_{i}", "invoice.paid", {})
@@ -933,8 +944,7 @@ def test_a_batch_of_two_orgs_completes_each_record_in_its_own_org(pipeline: Pipe
 
 
 def test_a_lone_record_without_effect_takes_one_statement(pipeline: Pipeline) -> None:
-    counters: list[StatementCounter] = []
-    pipeline.customize.append(lambda service: counters.append(StatementCounter(service)))
+    counters = count_statements(pipeline)
     org_id, _ = pipeline.new_org()
     answer = pipeline.processor_container()(
         {"Records": [_record(org_id, "alone", "invoice.paid", {})]}, LambdaContext()
@@ -949,8 +959,7 @@ def test_records_with_effect_still_commit_effect_and_mark_in_their_own_transacti
     pipeline: Pipeline,
 ) -> None:
     # Given a batch of three bookings among unknown types
-    counters: list[StatementCounter] = []
-    pipeline.customize.append(lambda service: counters.append(StatementCounter(service)))
+    counters = count_statements(pipeline)
     org_id, _ = pipeline.new_org()
     records = [_record(org_id, f"other_{i}", "invoice.paid", {}) for i in range(3)] + [
         _record(org_id, f"book_{i}", "appointment.book", book_data(f"2030-07-02T1{i}:00:00Z"))
@@ -1086,17 +1095,14 @@ def test_batch_claim_completes_only_the_deliveries_it_claims(pipeline: Pipeline,
 
 def test_an_effect_free_handler_gets_its_webhooks_org_id_and_data_and_is_timed(pipeline: Pipeline) -> None:
     # Given a handler declared without effect that answers from its context and data, taking 50 ms
-    counters: list[StatementCounter] = []
-
     def echo(ctx: EventContext, data: Any) -> Outcome:
         time.sleep(0.05)
         return Outcome("ignored", {"org": str(ctx.org_id), "job": ctx.job_id, "n": data["n"]})
 
     def customize(service: Any) -> None:
         service.register("test.echo", echo, effect=False)
-        counters.append(StatementCounter(service))
 
-    pipeline.customize.append(customize)
+    counters = count_statements(pipeline, customize)
     org_id, _ = pipeline.new_org()
     records = [_record(org_id, f"echo_{i}", "test.echo", {"n": i}) for i in range(3)]
     # When a batch of its webhooks is processed
