@@ -406,6 +406,48 @@ def test_the_processor_hands_back_what_its_remaining_time_cannot_cover_under_a_h
     assert len(pipeline.appointments(org_id)) == 5
 
 
+def test_a_booking_webhook_waits_for_its_calendar_lock_as_long_as_the_processor_is_set_to(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a processor set to wait 300 ms for a calendar's lock (the default is 3 s)
+    monkeypatch.setenv("BOOKING_LOCK_WAIT_MS", "300")
+    org_id, secret = pipeline.new_org()
+    job = pipeline.send(org_id, secret, "appointment.book", book_data("2030-09-03T10:00:00Z"))
+    # And another transaction holding that calendar's lock, which it lets go one second after the
+    # booking starts waiting for it
+    holder = psycopg.connect(pipeline.admin_url)
+    holder.execute(
+        "SELECT pg_advisory_xact_lock(k) FROM slotguard.calendar_lock_keys(%s, NULL, %s, %s) k",
+        (org_id, "2030-09-03T10:00:00Z", "2030-09-03T10:30:00Z"),
+    )
+    source = pipeline.event_source(function_timeout_s=30)
+    taking = threading.Thread(
+        target=source.poll_once, args=([source._new_container()],), kwargs={"wait_time_s": 0}
+    )
+    try:
+        taking.start()
+        with psycopg.connect(pipeline.admin_url, autocommit=True) as watcher:
+            while (
+                taking.is_alive()
+                and not watcher.execute(
+                    "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                ).fetchone()
+            ):
+                time.sleep(0.01)
+        time.sleep(1)
+    finally:
+        holder.rollback()
+        holder.close()
+        taking.join(30)
+    # When the webhook has been taken, Then its booking gave up after its own 300 ms, busy, before
+    # the lock was let go: one attempt spent, backing off, no appointment
+    assert not taking.is_alive()
+    [row] = pipeline.rows(org_id)
+    assert (row["job_id"], row["status"], row["attempts"]) == (job, "failed", 1)
+    assert "busy" in row["error_message"]
+    assert pipeline.appointments(org_id) == []
+
+
 def test_queue_counts(pipeline: Pipeline) -> None:
     from slotguard.aws.sqs import WebhookQueue
 
