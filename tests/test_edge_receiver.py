@@ -93,7 +93,10 @@ def test_the_edge_secret_unreadable_is_503_so_the_sender_retries(
     status, answer = pipeline.post(org_id, BODY, headers)
     # Then the sender is told to retry, and nothing was queued
     assert status == 503
-    assert answer["error"]["code"] == "upstream_unavailable"
+    assert (answer["error"]["code"], answer["error"]["message"]) == (
+        "upstream_unavailable",
+        "signature secrets are unavailable, retry shortly",
+    )
     assert queued(pipeline) == []
     # And the log tells the operator which secret and why (Secrets Manager's own words)
     [warning] = logged(caplog, "the edge's secret could not be read")
