@@ -113,6 +113,24 @@ def test_each_rejection_is_counted_under_its_reason(
     assert pipeline.queues.depth(pipeline.sqs) == 0
 
 
+@pytest.mark.parametrize("spelling", ["not-a-uuid", "upper", "braced"])
+def test_an_org_id_that_is_not_an_orgs_canonical_id_is_counted_as_an_unknown_org(
+    pipeline: Pipeline, capsys: pytest.CaptureFixture[str], spelling: str
+) -> None:
+    # Given a webhook signed with a real org's secret, posted under a path that is not its id as
+    # the JWT spells it: not a UUID at all, or the org's UUID in capitals or in braces
+    org_id, secret = pipeline.new_org()
+    target = {"not-a-uuid": "not-a-uuid", "upper": org_id.upper(), "braced": "{" + org_id + "}"}[spelling]
+    capsys.readouterr()
+    # When it is posted
+    status, _ = pipeline.post(target, BODY, signed_headers(secret, "msg_emf", BODY))
+    # Then it is refused as for an org that does not exist, and counted so
+    records = emf(capsys.readouterr().out)
+    assert status == 401
+    assert rejection_reasons(records) == ["unknown_org"]
+    assert pipeline.queues.depth(pipeline.sqs) == 0
+
+
 def test_the_readme_lists_exactly_the_reasons_the_receiver_counts() -> None:
     # The reasons an operator can see on the WebhookRejected metric are the ones the tests above
     # cause (a webhook-id the receiver cannot take is a 400, said plainly, not a rejection), and
