@@ -125,12 +125,27 @@ def test_rotated_secrets_old_and_new_valid_until_the_old_is_dropped(pipeline: Pi
     assert pipeline.post(org_id, BODY, signed_headers(third, "r5", BODY))[0] == 202
 
 
-@pytest.mark.parametrize("body", ["{not json", "[1, 2]", '{"data": {}}', '{"type": ""}', '{"type": 7}'])
-def test_signed_but_malformed_payload_is_400(pipeline: Pipeline, body: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("{not json", "the body is not valid UTF-8 JSON"),
+        ('\ufeff{"type": "x"}', "the body is not valid UTF-8 JSON"),
+        ('{"type": "x", "n": NaN}', "the body is not valid UTF-8 JSON"),
+        ("[1, 2]", "the payload needs a string 'type'"),
+        ('{"data": {}}', "the payload needs a string 'type'"),
+        ('{"type": ""}', "the payload needs a string 'type'"),
+        ('{"type": 7}', "the payload needs a string 'type'"),
+    ],
+)
+def test_signed_but_malformed_payload_is_400_saying_what_is_wrong(
+    pipeline: Pipeline, body: str, message: str
+) -> None:
+    # Given a correctly signed webhook whose body is not JSON, or not a payload with a type
     org_id, secret = pipeline.new_org()
+    # When it is posted, Then it is a 400 saying which, and nothing is queued
     status, answer = pipeline.post(org_id, body, signed_headers(secret, "msg_bad", body))
     assert status == 400
-    assert answer["error"]["code"] == "bad_request"
+    assert answer == {"error": {"code": "bad_request", "message": message, "details": {}}}
     assert pipeline.queues.depth(pipeline.sqs) == 0
 
 
@@ -335,18 +350,18 @@ def _post_raw(receiver: Any, org_id: str, body: str, headers: dict[str, str]) ->
     return out
 
 
-def _assert_retry_later(out: dict[str, Any], what: str) -> None:
+def _assert_retry_later(out: dict[str, Any], message: str) -> None:
     assert out["statusCode"] == 503, out
     error = json.loads(out["body"])["error"]
-    assert error["code"] == "upstream_unavailable"
-    assert what in error["message"]
+    assert (error["code"], error["message"]) == ("upstream_unavailable", message)
     assert int(out["headers"]["Retry-After"]) >= 1
 
 
 def logged(caplog: pytest.LogCaptureFixture, message: str) -> list[dict[str, Any]]:
-    """The function's log records with this message: their level and extra keys."""
+    """The function's log records with this message: their level and the extra keys the receiver
+    logs (`error`, `org_id`)."""
     return [
-        {"level": r.levelname, **{k: v for k, v in vars(r).items() if k == "error"}}
+        {"level": r.levelname, **{k: v for k, v in vars(r).items() if k in ("error", "org_id")}}
         for r in caplog.records
         if r.getMessage() == message
     ]
@@ -377,7 +392,7 @@ def test_a_queue_sqs_cannot_find_is_503_with_retry_after_and_the_retry_is_queued
     # When a correctly signed webhook is posted
     out = _post_raw(receiver, org_id, BODY, signed_headers(secret, "msg_sqs_down", BODY))
     # Then the sender is told to retry (503 upstream_unavailable, Retry-After), not that it was taken
-    _assert_retry_later(out, "could not be queued")
+    _assert_retry_later(out, "the webhook could not be queued, retry shortly")
     assert "WebhookReceived" not in _emitted(capsys.readouterr().out)
     # When SQS has the queue again and the sender retries the same webhook
     assert pipeline.sqs.create_queue(QueueName=name)["QueueUrl"] == url
@@ -410,13 +425,13 @@ def test_an_unreachable_secrets_manager_is_503_with_retry_after_and_nothing_is_q
     out = _post_raw(receiver, org_id, BODY, signed_headers(secret, "msg_sm_down", BODY))
     # Then the sender is told to retry (503, Retry-After), not refused as unknown (401), and
     # nothing is queued or counted as received or rejected
-    _assert_retry_later(out, "secrets are unavailable")
+    _assert_retry_later(out, "signature secrets are unavailable, retry shortly")
     assert pipeline.queues.depth(pipeline.sqs) == 0
     printed = capsys.readouterr().out
     assert not {"WebhookReceived", "WebhookRejected"} & _emitted(printed)
     # And the cause is in the log for the operator (the sender's answer does not say it)
     [warning] = logged(caplog, "the org's webhook secrets could not be read")
-    assert warning["level"] == "WARNING"
+    assert (warning["level"], warning["org_id"]) == ("WARNING", org_id)
     assert f"http://127.0.0.1:{closed_port}" in warning["error"], warning
     # When Secrets Manager answers again (a fresh container) and the sender retries
     monkeypatch.delenv("AWS_ENDPOINT_URL_SECRETS_MANAGER")
