@@ -462,14 +462,22 @@ def test_a_long_webhook_id_is_400_at_the_receiver_and_a_255_char_one_completes(p
 
 
 @pytest.mark.parametrize(
-    "data_json",
-    ['{"notes": "\\udaf4"}', '{"metadata": {"k": "a\\u0000"}}'],
+    ("data_json", "message"),
+    [
+        ('{"notes": "\\udaf4"}', "the payload must be valid Unicode (no unpaired surrogates)"),
+        ('{"metadata": {"k": "a\\u0000"}}', "the payload must not contain NUL (\\u0000) characters"),
+    ],
 )
-def test_a_signed_webhook_postgres_cannot_store_is_400(pipeline: Pipeline, data_json: str) -> None:
+def test_a_signed_webhook_postgres_cannot_store_is_400(
+    pipeline: Pipeline, data_json: str, message: str
+) -> None:
+    # Given a signed webhook whose payload holds text PostgreSQL's jsonb cannot store
     org_id, secret = pipeline.new_org()
     payload = '{"type": "appointment.book", "timestamp": "2030-01-01T00:00:00Z", "data": ' + data_json + "}"
+    # When it is posted, Then it is refused for good, saying what in it cannot be stored
     status, answer = pipeline.post(org_id, payload, signed_headers(secret, "msg_bad_text", payload))
     assert status == 400, answer
+    assert answer == {"error": {"code": "bad_request", "message": message, "details": {}}}
     assert pipeline.queues.depth(pipeline.sqs) == 0
 
 
