@@ -126,3 +126,31 @@ def test_a_webhook_whose_type_holds_characters_sqs_refuses_is_400_naming_why(
         f"the payload's 'type' holds U+{ord(char):04X}, a character SQS cannot carry (it takes "
     )
     assert pipeline.queues.depth(pipeline.sqs) == 0
+
+
+def test_a_webhook_sqs_refuses_for_its_size_once_escaped_is_400_and_not_retried(
+    pipeline: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.conftest import signed_headers
+
+    # Given a queue created with MaximumMessageSize 256 KiB (SQS's limit until 2025; a queue made
+    # since takes 1 MiB unless told otherwise)
+    pipeline.sqs.set_queue_attributes(
+        QueueUrl=pipeline.queues.main_url, Attributes={"MaximumMessageSize": str(256 * 1024)}
+    )
+    # And a signed webhook of 240 KB, within the receiver's 256 KiB, that is 80,000 raw U+FFFE:
+    # written as escapes for SQS (six bytes for three each) it is 480 KB, past the queue's size
+    org_id, secret = pipeline.new_org()
+    body = json.dumps({"type": "note", "data": "\ufffe" * 80_000}, ensure_ascii=False)
+    assert len(body.encode()) <= 256 * 1024
+    # When it is posted
+    status, answer = pipeline.post(org_id, body.encode(), signed_headers(secret, "msg_too_big", body))
+    # Then the sender is told it is refused for good (400: a 503 would have it retry in vain), with
+    # SQS's own reason, and the operator's log says so too
+    assert status == 400, answer
+    assert answer["error"]["code"] == "bad_request"
+    assert answer["error"]["message"].startswith("the queue refused this webhook (InvalidParameterValue: ")
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "the queue refused the webhook"
+    ]
+    assert pipeline.queues.depth(pipeline.sqs) == 0

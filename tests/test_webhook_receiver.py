@@ -157,8 +157,16 @@ def test_over_256_kib_is_413_and_exactly_256_kib_is_accepted(pipeline: Pipeline)
     assert pipeline.post(org_id, exact, signed_headers(secret, "big_ok", exact))[0] == 202
     over = exact[:-2] + 'x"}'
     status, answer = pipeline.post(org_id, over, signed_headers(secret, "big_no", over))
-    assert status == 413
-    assert answer["error"]["code"] == "payload_too_large"
+    assert (status, answer) == (
+        413,
+        {
+            "error": {
+                "code": "payload_too_large",
+                "message": "the body exceeds 262144 bytes",
+                "details": {"max_bytes": 256 * 1024},
+            }
+        },
+    )
     assert pipeline.queues.depth(pipeline.sqs) == 1
 
 
