@@ -149,6 +149,23 @@ def test_signed_but_malformed_payload_is_400_saying_what_is_wrong(
     assert pipeline.queues.depth(pipeline.sqs) == 0
 
 
+def test_a_type_of_200_characters_is_queued_and_one_of_201_is_400(pipeline: Pipeline) -> None:
+    # Given webhooks whose type is 200 characters long, and 201
+    org_id, secret = pipeline.new_org()
+    longest, over = (json.dumps({"type": "t" * n, "data": {}}) for n in (200, 201))
+    # When each is posted, Then the first is queued with its type, and the second refused, saying why
+    assert pipeline.post(org_id, longest, signed_headers(secret, "type_200", longest)) == (
+        202,
+        {"id": "type_200", "status": "queued"},
+    )
+    [message] = queued(pipeline)
+    assert message["MessageAttributes"]["event_type"]["StringValue"] == "t" * 200
+    assert pipeline.post(org_id, over, signed_headers(secret, "type_201", over)) == (
+        400,
+        {"error": {"code": "bad_request", "message": "the payload needs a string 'type'", "details": {}}},
+    )
+
+
 def test_over_256_kib_is_413_and_exactly_256_kib_is_accepted(pipeline: Pipeline) -> None:
     org_id, secret = pipeline.new_org()
     prefix = '{"type": "note", "data": "'
