@@ -149,8 +149,11 @@ def test_a_webhook_sqs_refuses_for_its_size_once_escaped_is_400_and_not_retried(
     # SQS's own reason, and the operator's log says so too
     assert status == 400, answer
     assert answer["error"]["code"] == "bad_request"
-    assert answer["error"]["message"].startswith("the queue refused this webhook (InvalidParameterValue: ")
-    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
-        "the queue refused the webhook"
-    ]
+    message = answer["error"]["message"]
+    assert message.startswith("the queue refused this webhook (InvalidParameterValue: ")
+    [warning] = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert (warning.getMessage(), f"the queue refused this webhook ({vars(warning)['error']})") == (
+        "the queue refused the webhook",
+        message,
+    )
     assert pipeline.queues.depth(pipeline.sqs) == 0

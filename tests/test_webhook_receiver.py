@@ -408,7 +408,10 @@ def _emitted(out: str) -> set[str]:
 
 
 def test_a_queue_sqs_cannot_find_is_503_with_retry_after_and_the_retry_is_queued_once(
-    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    pipeline: Pipeline,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     from slotguard_local.functions import load_function
 
@@ -425,6 +428,11 @@ def test_a_queue_sqs_cannot_find_is_503_with_retry_after_and_the_retry_is_queued
     # Then the sender is told to retry (503 upstream_unavailable, Retry-After), not that it was taken
     _assert_retry_later(out, "the webhook could not be queued, retry shortly")
     assert "WebhookReceived" not in _emitted(capsys.readouterr().out)
+    # And the operator's log has SQS's error, with its traceback
+    [error] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert error.getMessage() == "enqueue failed"
+    assert error.exc_info is not None
+    assert "NonExistentQueue" in str(error.exc_info[1])
     # When SQS has the queue again and the sender retries the same webhook
     assert pipeline.sqs.create_queue(QueueName=name)["QueueUrl"] == url
     again = _post_raw(receiver, org_id, BODY, signed_headers(secret, "msg_sqs_down", BODY))
