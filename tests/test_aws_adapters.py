@@ -569,6 +569,24 @@ def test_expiry_times_with_an_offset_without_one_or_unreadable(aws: str) -> None
     assert store.active_secrets(org) == [current, naive]
 
 
+def test_a_kept_secret_is_refused_from_the_instant_it_expires(aws: str) -> None:
+    from slotguard.aws.secrets import fingerprint
+
+    # Given an org whose kept secret expires at 12:00:00 UTC, and another kept one a microsecond later
+    now = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+    store = _store(wallclock=lambda: now)
+    org = str(uuid.uuid4())
+    current, at_noon, just_after = "whsec_now", "whsec_noon", "whsec_after"
+    expires_at = {
+        fingerprint(at_noon): "2030-01-01T12:00:00+00:00",
+        fingerprint(just_after): "2030-01-01T12:00:00.000001Z",
+    }
+    _secret_value(store, org, {"secrets": [current, at_noon, just_after], "expires_at": expires_at})
+    # When the receiver reads them at 12:00:00 exactly
+    # Then the one expiring now is no longer accepted; the one a microsecond later still is
+    assert store.active_secrets(org) == [current, just_after]
+
+
 def test_a_forced_re_read_is_allowed_again_exactly_at_the_interval(aws: str) -> None:
     # Given an org whose secrets were re-read past the cache at t=0
     now = [0.0]

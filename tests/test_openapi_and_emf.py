@@ -64,16 +64,23 @@ def test_the_webhook_receivers_operation_says_what_a_sender_needs() -> None:
     assert "Retry-After" in responses["503"]["headers"]
 
 
-def emf_metric_names(output: str) -> set[str]:
-    names: set[str] = set()
+def emf_metric_units(output: str) -> dict[str, set[str]]:
+    """Each metric name the EMF records printed carry, with the units it was given: CloudWatch
+    reads `Unit` as one of its unit names (an alarm that names a unit sees only those data)."""
+    units: dict[str, set[str]] = {}
     for line in output.splitlines():
         if not line.startswith("{"):
             continue
         doc = json.loads(line)
         for directive in doc.get("_aws", {}).get("CloudWatchMetrics", []):
             assert directive["Namespace"] == "Slotguard"
-            names.update(m["Name"] for m in directive["Metrics"])
-    return names
+            for metric in directive["Metrics"]:
+                units.setdefault(metric["Name"], set()).add(metric["Unit"])
+    return units
+
+
+def emf_metric_names(output: str) -> set[str]:
+    return set(emf_metric_units(output))
 
 
 def test_booking_emits_documented_metrics(api: ApiClient, capsys: pytest.CaptureFixture[str]) -> None:
@@ -81,13 +88,19 @@ def test_booking_emits_documented_metrics(api: ApiClient, capsys: pytest.Capture
     capsys.readouterr()
     assert api.post("/appointments", json_body=body).status == 201
     assert api.post("/appointments", json_body=body).status == 409
-    names = emf_metric_names(capsys.readouterr().out)
-    assert {
+    units = emf_metric_units(capsys.readouterr().out)
+    booked = (
         booking_metrics.ATTEMPTED,
         booking_metrics.CREATED,
         booking_metrics.CONFLICT,
         booking_metrics.LATENCY,
-    } <= names
+    )
+    assert {name: units.get(name) for name in booked} == {
+        booking_metrics.ATTEMPTED: {"Count"},
+        booking_metrics.CREATED: {"Count"},
+        booking_metrics.CONFLICT: {"Count"},
+        booking_metrics.LATENCY: {"Milliseconds"},
+    }
 
 
 def test_webhooks_emit_documented_metrics(pipeline: Pipeline, capsys: pytest.CaptureFixture[str]) -> None:
@@ -105,13 +118,22 @@ def test_webhooks_emit_documented_metrics(pipeline: Pipeline, capsys: pytest.Cap
     assert status == 401
     pipeline.event_source().poll_once()
     out = capsys.readouterr().out
-    names = emf_metric_names(out)
+    units = emf_metric_units(out)
+    names = set(units)
     assert {
-        webhook_metrics.RECEIVED,
-        webhook_metrics.REJECTED,
-        webhook_metrics.PROCESSED,
-        webhook_metrics.PROCESSING_TIME,
-    } <= names
+        name: units.get(name)
+        for name in (
+            webhook_metrics.RECEIVED,
+            webhook_metrics.REJECTED,
+            webhook_metrics.PROCESSED,
+            webhook_metrics.PROCESSING_TIME,
+        )
+    } == {
+        webhook_metrics.RECEIVED: {"Count"},
+        webhook_metrics.REJECTED: {"Count"},
+        webhook_metrics.PROCESSED: {"Count"},
+        webhook_metrics.PROCESSING_TIME: {"Milliseconds"},
+    }
     rejected: Any = next(
         json.loads(line)
         for line in out.splitlines()
