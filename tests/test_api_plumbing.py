@@ -5,6 +5,7 @@ each key of it, not only the status and the body)."""
 from __future__ import annotations
 
 import json
+import uuid
 from types import ModuleType
 from typing import Any
 
@@ -70,3 +71,41 @@ def test_a_body_refused_before_routing_is_a_whole_proxy_result(
     assert answer["isBase64Encoded"] is False
     assert answer["headers"] == {"Content-Type": "application/json"}
     assert json.loads(answer["body"]) == {"error": error}
+
+
+def test_a_json_body_sent_without_a_content_type_arrives_base64_encoded_and_books(
+    booking_fn: ModuleType, org: Org
+) -> None:
+    # Given a booking sent with no Content-Type: API Gateway hands it over base64-encoded
+    contact = str(uuid.uuid4())
+    body = json.dumps({"contact_id": contact, "scheduled_at": "2031-03-04T10:00:00Z", "duration_minutes": 30})
+    event = http_api_event("POST", "/appointments", headers={}, body=body, claims=org.member)
+    assert event["isBase64Encoded"] is True
+    # When it reaches the booking API
+    answer = booking_fn.lambda_handler(event, LambdaContext())
+    # Then it is read as the JSON it encodes, and booked
+    assert answer["statusCode"] == 201, answer
+    assert json.loads(answer["body"])["contact_id"] == contact
+
+
+@pytest.mark.parametrize("encoded", ["e3!0=", "e 30=", "e30=!!"])
+def test_a_base64_body_that_is_not_base64_is_400_malformed(
+    booking_fn: ModuleType, org: Org, encoded: str
+) -> None:
+    # Given an event flagged base64-encoded whose body holds characters base64 does not have (a
+    # lenient decoder would drop them and read `e30=`, which is `{}`)
+    event = http_api_event("POST", "/appointments", headers={}, body="{}", claims=org.member)
+    event["body"] = encoded
+    assert event["isBase64Encoded"] is True
+    # When it reaches the booking API, Then it is refused as malformed, before any route runs
+    answer = booking_fn.lambda_handler(event, LambdaContext())
+    assert (answer["statusCode"], json.loads(answer["body"])) == (
+        400,
+        {
+            "error": {
+                "code": "malformed_json",
+                "message": "the request body is not valid UTF-8 JSON",
+                "details": {},
+            }
+        },
+    )
