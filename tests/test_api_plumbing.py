@@ -55,6 +55,26 @@ def raw_answer(fn: ModuleType, org: Org, body: str, content_type: str) -> dict[s
                 },
             },
         ),
+        (
+            '{"reason": "a\\u0000b"}',
+            "application/json",
+            422,
+            {
+                "code": "validation_error",
+                "message": "the request body must not contain NUL (\\u0000) characters",
+                "details": {
+                    "errors": [
+                        {
+                            "loc": ["body"],
+                            "msg": "the request body must not contain NUL (\\u0000) characters",
+                            "type": "value_error",
+                        }
+                    ],
+                    "error_count": 1,
+                    "truncated": False,
+                },
+            },
+        ),
     ],
 )
 def test_a_body_refused_before_routing_is_a_whole_proxy_result(
