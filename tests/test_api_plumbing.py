@@ -108,7 +108,9 @@ def test_a_json_body_sent_without_a_content_type_arrives_base64_encoded_and_book
     assert json.loads(answer["body"])["contact_id"] == contact
 
 
-@pytest.mark.parametrize("encoded", ["e3!0=", "e 30=", "e30=!!"])
+@pytest.mark.parametrize(
+    "encoded", ["e3!0=", "e 30=", "e30=!!"], ids=["bang-inside", "space-inside", "bangs-after"]
+)
 def test_a_base64_body_that_is_not_base64_is_400_malformed(
     booking_fn: ModuleType, org: Org, encoded: str
 ) -> None:

@@ -136,6 +136,7 @@ def test_rotated_secrets_old_and_new_valid_until_the_old_is_dropped(pipeline: Pi
         ('{"type": ""}', "the payload needs a string 'type'"),
         ('{"type": 7}', "the payload needs a string 'type'"),
     ],
+    ids=["not-json", "bom", "nan", "array", "no-type", "blank-type", "number-type"],
 )
 def test_signed_but_malformed_payload_is_400_saying_what_is_wrong(
     pipeline: Pipeline, body: str, message: str
