@@ -151,9 +151,9 @@ def test_a_webhook_sqs_refuses_for_its_size_once_escaped_is_400_and_not_retried(
     assert answer["error"]["code"] == "bad_request"
     message = answer["error"]["message"]
     assert message.startswith("the queue refused this webhook (InvalidParameterValue: ")
-    [warning] = [r for r in caplog.records if r.levelname == "WARNING"]
-    assert (warning.getMessage(), f"the queue refused this webhook ({vars(warning)['error']})") == (
-        "the queue refused the webhook",
+    [warning] = [r for r in caplog.records if r.getMessage() == "the queue refused the webhook"]
+    assert (warning.levelname, f"the queue refused this webhook ({vars(warning)['error']})") == (
+        "WARNING",
         message,
     )
     assert pipeline.queues.depth(pipeline.sqs) == 0

@@ -430,8 +430,8 @@ def test_a_queue_sqs_cannot_find_is_503_with_retry_after_and_the_retry_is_queued
     _assert_retry_later(out, "the webhook could not be queued, retry shortly")
     assert "WebhookReceived" not in _emitted(capsys.readouterr().out)
     # And the operator's log has SQS's error, with its traceback
-    [error] = [r for r in caplog.records if r.levelname == "ERROR"]
-    assert error.getMessage() == "enqueue failed"
+    [error] = [r for r in caplog.records if r.getMessage() == "enqueue failed"]
+    assert error.levelname == "ERROR"
     assert error.exc_info is not None
     assert "NonExistentQueue" in str(error.exc_info[1])
     # When SQS has the queue again and the sender retries the same webhook
