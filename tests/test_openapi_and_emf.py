@@ -79,10 +79,6 @@ def emf_metric_units(output: str) -> dict[str, set[str]]:
     return units
 
 
-def emf_metric_names(output: str) -> set[str]:
-    return set(emf_metric_units(output))
-
-
 def test_booking_emits_documented_metrics(api: ApiClient, capsys: pytest.CaptureFixture[str]) -> None:
     body = {"contact_id": str(uuid.uuid4()), "scheduled_at": "2034-01-01T10:00:00Z", "duration_minutes": 30}
     capsys.readouterr()

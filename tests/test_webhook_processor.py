@@ -415,16 +415,16 @@ def test_a_booking_webhook_waits_for_its_calendar_lock_as_long_as_the_processor_
     job = pipeline.send(org_id, secret, "appointment.book", book_data("2030-09-03T10:00:00Z"))
     # And another transaction holding that calendar's lock, which it lets go one second after the
     # booking starts waiting for it
-    holder = psycopg.connect(pipeline.admin_url)
-    holder.execute(
-        "SELECT pg_advisory_xact_lock(k) FROM slotguard.calendar_lock_keys(%s, NULL, %s, %s) k",
-        (org_id, "2030-09-03T10:00:00Z", "2030-09-03T10:30:00Z"),
-    )
     source = pipeline.event_source(function_timeout_s=30)
     taking = threading.Thread(
         target=source.poll_once, args=([source._new_container()],), kwargs={"wait_time_s": 0}
     )
+    holder = psycopg.connect(pipeline.admin_url)
     try:
+        holder.execute(
+            "SELECT pg_advisory_xact_lock(k) FROM slotguard.calendar_lock_keys(%s, NULL, %s, %s) k",
+            (org_id, "2030-09-03T10:00:00Z", "2030-09-03T10:30:00Z"),
+        )
         taking.start()
         with psycopg.connect(pipeline.admin_url, autocommit=True) as watcher:
             while (
@@ -438,7 +438,8 @@ def test_a_booking_webhook_waits_for_its_calendar_lock_as_long_as_the_processor_
     finally:
         holder.rollback()
         holder.close()
-        taking.join(30)
+        if taking.is_alive():
+            taking.join(30)
     # When the webhook has been taken, Then its booking gave up after its own 300 ms, busy, before
     # the lock was let go: one attempt spent, backing off, no appointment
     assert not taking.is_alive()
