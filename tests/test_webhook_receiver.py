@@ -163,8 +163,15 @@ def test_a_type_of_200_characters_is_queued_and_one_of_201_is_400(pipeline: Pipe
     assert message["MessageAttributes"]["event_type"]["StringValue"] == "t" * 200
     assert pipeline.post(org_id, over, signed_headers(secret, "type_201", over)) == (
         400,
-        {"error": {"code": "bad_request", "message": "the payload needs a string 'type'", "details": {}}},
+        {
+            "error": {
+                "code": "bad_request",
+                "message": "the payload's 'type' is 201 characters, over the 200-character limit",
+                "details": {"max_chars": 200, "chars": 201},
+            }
+        },
     )
+    assert queued(pipeline) == []
 
 
 def test_over_256_kib_is_413_and_exactly_256_kib_is_accepted(pipeline: Pipeline) -> None:

@@ -45,6 +45,9 @@ class Verified:
 
 
 SIGNATURE_BYTES = 32  # HMAC-SHA256
+# A webhook's type travels as an SQS message attribute, is a label in logs and metrics and a column
+# of the delivery log: a name, not a payload.
+MAX_TYPE_CHARS = 200
 
 
 def v1_signatures(header: str) -> list[str]:
@@ -209,8 +212,14 @@ class WebhookReceiver:
                 {"max_bytes": self._max_body_bytes, "stored_bytes": stored},
             )
         event_type = payload.get("type") if isinstance(payload, dict) else None
-        if not isinstance(event_type, str) or not event_type.strip() or len(event_type) > 200:
+        if not isinstance(event_type, str) or not event_type.strip():
             raise BadRequest("the payload needs a string 'type'")
+        if len(event_type) > MAX_TYPE_CHARS:
+            raise BadRequest(
+                f"the payload's 'type' is {len(event_type)} characters,"
+                f" over the {MAX_TYPE_CHARS}-character limit",
+                {"max_chars": MAX_TYPE_CHARS, "chars": len(event_type)},
+            )
         refused = refused_character(event_type)
         if refused is not None:
             # The type travels as a message attribute, which SQS refuses such characters in.
