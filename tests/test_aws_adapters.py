@@ -570,6 +570,22 @@ def test_expiry_times_with_an_offset_without_one_or_unreadable(aws: str) -> None
     assert store.active_secrets(org) == [current, naive]
 
 
+def test_a_rotation_makes_a_secret_of_32_random_bytes(aws: str) -> None:
+    import base64
+
+    # Given an org's secret rotated twice
+    store = _store()
+    org = str(uuid.uuid4())
+    first, second = store.rotate(org), store.rotate(org)
+    # Then each is whsec_ and the base64 of 32 bytes (256 bits, the size of HMAC-SHA256's key), and
+    # they differ
+    for secret in (first, second):
+        prefix, _, key = secret.partition("_")
+        assert prefix == "whsec"
+        assert len(base64.b64decode(key, validate=True)) == 32
+    assert first != second
+
+
 def test_a_kept_secret_is_refused_from_the_instant_it_expires(aws: str) -> None:
     def fingerprint(secret: str) -> str:
         # the stored format (README: the first 16 hex digits of the secret's SHA-256), as any release wrote it

@@ -130,6 +130,23 @@ def test_a_connection_idle_past_the_bound_is_replaced_before_reuse(pg: Any) -> N
         db.close()
 
 
+def test_a_connection_whose_socket_is_gone_is_replaced_before_the_statement(pg: Any) -> None:
+    import os
+
+    # Given a container's open connection whose socket was closed under the driver (it cannot even
+    # be polled: the driver would fail the statement with an OSError, not a database error)
+    db = Database(DatabaseSettings(database_url=pg.app_url))
+    try:
+        first = db.scalar("SELECT pg_backend_pid()", ())
+        os.close(db._conn.fileno())  # type: ignore[union-attr]
+        # When the next statement (not marked retry-safe) runs
+        again = db.scalar("SELECT pg_backend_pid()", ())
+        # Then it ran on a fresh connection
+        assert again != first
+    finally:
+        db.close()
+
+
 def test_connections_speak_only_what_rds_proxy_speaks(pg: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given an environment asking libpq for what RDS Proxy refuses (direct SSL negotiation, and a
     # protocol newer than 3.0), which the next libpq could also make its default

@@ -363,6 +363,37 @@ def test_a_payload_larger_as_stored_than_the_body_limit_is_400(pipeline: Pipelin
     assert pipeline.post(org_id, text, signed_headers(secret, "accents", text))[0] == 202
 
 
+def test_a_payload_exactly_the_limit_as_stored_is_queued_and_a_byte_over_is_400(pipeline: Pipeline) -> None:
+    # Given two compact bodies of exactly 256 KiB: one a string (as long stored as sent), the
+    # other with the number 1e-3 in it, which is stored as 0.001, one byte longer than sent
+    org_id, secret = pipeline.new_org()
+
+    def body(prefix: str) -> str:
+        return prefix + "x" * (256 * 1024 - len(prefix) - 2) + '"}'
+
+    exact, over = body('{"type":"note","data":"'), body('{"type":"note","n":1e-3,"data":"')
+    assert len(exact.encode()) == len(over.encode()) == 256 * 1024
+    # When each is posted
+    # Then the one of exactly the limit as stored is queued
+    assert pipeline.post(org_id, exact, signed_headers(secret, "stored_exact", exact)) == (
+        202,
+        {"id": "stored_exact", "status": "queued"},
+    )
+    # And the one a byte over it as stored is refused for good, saying by how much
+    assert pipeline.post(org_id, over, signed_headers(secret, "stored_over", over)) == (
+        400,
+        {
+            "error": {
+                "code": "bad_request",
+                "message": f"the payload is {256 * 1024 + 1} bytes as stored (numbers written in full: 1e300"
+                " is 301 digits), over the 262144-byte limit",
+                "details": {"max_bytes": 256 * 1024, "stored_bytes": 256 * 1024 + 1},
+            }
+        },
+    )
+    assert pipeline.queues.depth(pipeline.sqs) == 1
+
+
 def test_an_org_id_in_the_path_in_another_spelling_than_the_canonical_one_is_401(pipeline: Pipeline) -> None:
     # Given an org with a secret, and a correctly signed webhook
     org_id, secret = pipeline.new_org()
