@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import UTC
 from typing import Any
@@ -36,14 +37,19 @@ def test_database_down_is_503_then_recovers_on_the_same_container(pg: Any, api: 
     assert len(api.get("/appointments").body["items"]) == 2
 
 
-def test_unreachable_database_is_database_unavailable() -> None:
+def test_unreachable_database_is_database_unavailable(caplog: pytest.LogCaptureFixture) -> None:
+    from slotguard.errors import DatabaseUnavailable
+
+    # Given a database nothing listens for
     db = Database(
         DatabaseSettings(database_url="postgresql://nobody@127.0.0.1:1/none", db_connect_timeout_s=1)
     )
-    from slotguard.errors import DatabaseUnavailable
-
-    with pytest.raises(DatabaseUnavailable):
+    # When a statement is run, Then it is DatabaseUnavailable (a 503), saying to retry
+    with pytest.raises(DatabaseUnavailable, match=r"^the database is unavailable, retry shortly$"):
         db.scalar("SELECT 1", ())
+    # And a warning names the driver's error, by its type
+    [warning] = [r for r in caplog.records if r.getMessage() == "database connect failed"]
+    assert (warning.levelname, warning.error) == ("WARNING", "OperationalError")
 
 
 def test_iam_tokens_are_cached_and_refreshed_before_expiry() -> None:
@@ -114,7 +120,10 @@ def test_a_booking_on_a_connection_the_server_dropped_is_retried_transparently(
     assert len(api.get("/appointments", query={"from": "2032-02-01T00:00:00Z"}).body["items"]) == 2
 
 
-def test_a_connection_idle_past_the_bound_is_replaced_before_reuse(pg: Any) -> None:
+def test_a_connection_idle_past_the_bound_is_replaced_before_reuse(
+    pg: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
     now = [1000.0]
     db = Database(DatabaseSettings(database_url=pg.app_url, db_max_idle_s=60), clock=lambda: now[0])
     try:
@@ -128,6 +137,9 @@ def test_a_connection_idle_past_the_bound_is_replaced_before_reuse(pg: Any) -> N
         assert db.scalar("SELECT pg_backend_pid()", ()) != first
     finally:
         db.close()
+    # And the log says why, with how long it idled
+    [note] = [r for r in caplog.records if r.getMessage() == "replacing a connection idle past the bound"]
+    assert (note.levelname, note.idle_s) == ("INFO", 61.0)
 
 
 def test_a_connection_whose_socket_is_gone_is_replaced_before_the_statement(pg: Any) -> None:

@@ -71,7 +71,13 @@ def test_a_statement_past_its_timeout_is_busy_with_retry_after(api: ApiClient, p
         holder.join()
     # Then the database cancelled the statement, and the client is told to retry: 503 busy
     assert answer.status == 503, answer.body
-    assert answer.body["error"]["code"] == "busy"
+    assert answer.body == {
+        "error": {
+            "code": "busy",
+            "message": "the database took too long to answer, retry shortly",
+            "details": {},
+        }
+    }
     assert int(answer.headers["Retry-After"]) >= 1
     # And the same container answers normally once the table is free
     assert api.get(f"/appointments/{appointment}").status == 200
