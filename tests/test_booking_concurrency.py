@@ -65,14 +65,24 @@ def attempt(
 
 
 def run_all(pool: ServicePool, jobs: list[tuple[Any, ...]]) -> list[tuple[str, Any]]:
-    barrier = threading.Barrier(CONNECTIONS)
+    # Bounded: a connection that cannot be opened fails the test (it hung, the others waiting)
+    barrier = threading.Barrier(CONNECTIONS, timeout=60)
 
-    def warm(_: int) -> None:
-        pool.service()._repo._db._connection()  # open all connections before the race
-        barrier.wait()
+    def warm(_: int) -> BaseException | None:
+        try:
+            pool.service()._repo._db._connection()  # open all connections before the race
+            barrier.wait()
+        except threading.BrokenBarrierError as exc:
+            return exc
+        except BaseException as exc:
+            barrier.abort()  # the others stop waiting at once
+            return exc
+        return None
 
     with ThreadPoolExecutor(CONNECTIONS) as ex:
-        list(ex.map(warm, range(CONNECTIONS)))
+        failed = [exc for exc in ex.map(warm, range(CONNECTIONS)) if exc is not None]
+        if failed:  # the cause first, not a waiter's BrokenBarrierError
+            raise sorted(failed, key=lambda exc: isinstance(exc, threading.BrokenBarrierError))[0]
         return list(ex.map(lambda job: attempt(pool, *job), jobs))
 
 

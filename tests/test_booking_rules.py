@@ -223,7 +223,7 @@ def test_rule_changes_and_bookings_serialize(pg: PgInstance, admin: ApiClient, o
     member = Actor(org_id=uuid.UUID(org.org_id), subject="user:racer")
     owner = Actor(org_id=uuid.UUID(org.org_id), subject="user:rules", role="admin")
     bookers, changers = 8, 2
-    barrier = threading.Barrier(bookers + changers)
+    barrier = threading.Barrier(bookers + changers, timeout=60)  # a thread failing first fails the test
     outcomes: list[str] = []
     errors: list[BaseException] = []
     databases: list[Database] = []

@@ -66,7 +66,7 @@ def test_applying_twice_changes_nothing(fresh_db: str) -> None:
 
 def test_two_runners_at_once_apply_each_file_once(fresh_db: str) -> None:
     # Given two runners started at the same moment on an empty database
-    barrier = threading.Barrier(2)
+    barrier = threading.Barrier(2, timeout=60)  # a runner failing first fails the test, not hangs it
     applied: list[list[int]] = []
     errors: list[BaseException] = []
 
