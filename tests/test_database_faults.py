@@ -142,9 +142,12 @@ def test_a_connection_idle_past_the_bound_is_replaced_before_reuse(
     assert (note.levelname, note.idle_s) == ("INFO", 61.0)
 
 
-def test_a_connection_whose_socket_is_gone_is_replaced_before_the_statement(pg: Any) -> None:
+def test_a_connection_whose_socket_is_gone_is_replaced_before_the_statement(
+    pg: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     import os
 
+    caplog.set_level(logging.INFO)
     # Given a container's open connection whose socket was closed under the driver (it cannot even
     # be polled: the driver would fail the statement with an OSError, not a database error)
     db = Database(DatabaseSettings(database_url=pg.app_url))
@@ -153,8 +156,10 @@ def test_a_connection_whose_socket_is_gone_is_replaced_before_the_statement(pg: 
         os.close(db._conn.fileno())  # type: ignore[union-attr]
         # When the next statement (not marked retry-safe) runs
         again = db.scalar("SELECT pg_backend_pid()", ())
-        # Then it ran on a fresh connection
+        # Then it ran on a fresh connection, opened before the statement was sent (not a retry)
         assert again != first
+        reconnecting = "the server closed the idle connection: reconnecting before the statement"
+        assert reconnecting in [r.getMessage() for r in caplog.records]
     finally:
         db.close()
 

@@ -171,7 +171,7 @@ def test_a_type_of_200_characters_is_queued_and_one_of_201_is_400(pipeline: Pipe
             }
         },
     )
-    assert queued(pipeline) == []
+    assert pipeline.queues.depth(pipeline.sqs) == 1  # the first only (counted visible or not)
 
 
 def test_over_256_kib_is_413_and_exactly_256_kib_is_accepted(pipeline: Pipeline) -> None:

@@ -42,7 +42,8 @@ app = create_resolver(json_object_bodies=False)
         400: response_doc(
             ErrorBody,
             "`bad_request`: a webhook-id that is not 1..255 printable ASCII characters, or a signed"
-            " body that is not a UTF-8 JSON object with a string `type` (or holds text PostgreSQL"
+            " body that is not a UTF-8 JSON object with a string `type` of at most 200 characters"
+            " (`details.max_chars`, `details.chars`), or holds text PostgreSQL"
             " cannot store), or whose payload is over 256 KiB as stored (numbers written in full, as"
             " PostgreSQL's jsonb writes them: 1e300 is 301 digits; `details.stored_bytes`)",
         ),
