@@ -5,6 +5,7 @@ API Gateway HTTP API events."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -341,3 +342,9 @@ def edge_templates(cdk_app: Any) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def template(templates: dict[str, Any]) -> Any:
     return templates["dev"]
+
+
+def log_records(caplog: pytest.LogCaptureFixture, message: str) -> list[logging.LogRecord]:
+    """The captured log records with exactly this message (picked by message, not by level: another
+    test's background thread may log at the same level meanwhile)."""
+    return [r for r in caplog.records if r.getMessage() == message]

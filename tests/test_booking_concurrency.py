@@ -81,8 +81,8 @@ def run_all(pool: ServicePool, jobs: list[tuple[Any, ...]]) -> list[tuple[str, A
 
     with ThreadPoolExecutor(CONNECTIONS) as ex:
         failed = [exc for exc in ex.map(warm, range(CONNECTIONS)) if exc is not None]
-        if failed:  # the cause first, not a waiter's BrokenBarrierError
-            raise sorted(failed, key=lambda exc: isinstance(exc, threading.BrokenBarrierError))[0]
+        if failed:  # the cause, not a waiter's BrokenBarrierError
+            raise next((e for e in failed if not isinstance(e, threading.BrokenBarrierError)), failed[0])
         return list(ex.map(lambda job: attempt(pool, *job), jobs))
 
 

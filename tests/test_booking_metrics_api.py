@@ -15,7 +15,7 @@ from slotguard.services import booking_metrics as names
 from slotguard.services.metrics import BOOKING_LATENCY_THRESHOLD_MS, BUSY_RATE_THRESHOLD, MetricsService
 from slotguard_local.functions import load_function
 from slotguard_local.postgres import free_port
-from tests.conftest import ApiClient, new_org
+from tests.conftest import ApiClient, log_records, new_org
 from tests.webhook_support import Pipeline
 
 
@@ -98,7 +98,7 @@ def test_cloudwatch_unreachable_is_503_retry_shortly_and_logged(
         "details": {},
     }
     assert "Retry-After" in res.headers
-    [warning] = [r for r in caplog.records if r.getMessage() == "booking metrics: CloudWatch failed"]
+    [warning] = log_records(caplog, "booking metrics: CloudWatch failed")
     assert (warning.levelname, warning.error) == ("WARNING", "EndpointConnectionError")
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from slotguard.config import DatabaseSettings
 from slotguard.db.connection import Database, IamTokenProvider, proxy_protocol_options
-from tests.conftest import ApiClient
+from tests.conftest import ApiClient, log_records
 
 
 def test_database_down_is_503_then_recovers_on_the_same_container(pg: Any, api: ApiClient) -> None:
@@ -48,7 +48,7 @@ def test_unreachable_database_is_database_unavailable(caplog: pytest.LogCaptureF
     with pytest.raises(DatabaseUnavailable, match=r"^the database is unavailable, retry shortly$"):
         db.scalar("SELECT 1", ())
     # And a warning names the driver's error, by its type
-    [warning] = [r for r in caplog.records if r.getMessage() == "database connect failed"]
+    [warning] = log_records(caplog, "database connect failed")
     assert (warning.levelname, warning.error) == ("WARNING", "OperationalError")
 
 
@@ -138,7 +138,7 @@ def test_a_connection_idle_past_the_bound_is_replaced_before_reuse(
     finally:
         db.close()
     # And the log says why, with how long it idled
-    [note] = [r for r in caplog.records if r.getMessage() == "replacing a connection idle past the bound"]
+    [note] = log_records(caplog, "replacing a connection idle past the bound")
     assert (note.levelname, note.idle_s) == ("INFO", 61.0)
 
 
@@ -158,8 +158,7 @@ def test_a_connection_whose_socket_is_gone_is_replaced_before_the_statement(
         again = db.scalar("SELECT pg_backend_pid()", ())
         # Then it ran on a fresh connection, opened before the statement was sent (not a retry)
         assert again != first
-        reconnecting = "the server closed the idle connection: reconnecting before the statement"
-        assert reconnecting in [r.getMessage() for r in caplog.records]
+        assert log_records(caplog, "the server closed the idle connection: reconnecting before the statement")
     finally:
         db.close()
 

@@ -15,6 +15,7 @@ import pytest
 from slotguard.services.webhook_processor import HandedBack
 from slotguard_local.events import LambdaContext, sqs_record
 from slotguard_local.functions import load_function
+from tests.conftest import log_records
 from tests.webhook_support import Pipeline, book_data
 
 BUDGET_MS = 3000  # a record's budget in the pipeline fixture: a 2,000 ms lock wait + 1,000 ms reserve
@@ -142,5 +143,5 @@ def test_a_handed_back_record_whose_message_cannot_be_shown_again_says_so(
     assert (handed["status"], handed["attempts"], handed["claim_token"]) == ("pending", 0, None)
     # ... and the log says its message stays hidden (until the visibility timeout), naming the
     # record and the error's type
-    [hidden] = [r for r in caplog.records if r.getMessage() == "handed-back record stays hidden"]
+    [hidden] = log_records(caplog, "handed-back record stays hidden")
     assert (hidden.levelname, hidden.job_id, hidden.error) == ("INFO", job_of(second), "QueueDoesNotExist")

@@ -16,7 +16,7 @@ import boto3
 import pytest
 
 from slotguard_local.functions import load_function
-from tests.conftest import ApiClient, create_moto_function
+from tests.conftest import ApiClient, create_moto_function, log_records
 from tests.test_metrics_api import seed
 from tests.webhook_support import Pipeline
 
@@ -304,7 +304,5 @@ def test_an_oldest_message_age_cloudwatch_cannot_give_is_degraded_saying_so(
     )
     assert body["queue"]["oldest_message_age_s"] is None
     # And the log says so for the operator
-    [warning] = [
-        r for r in caplog.records if r.getMessage() == "the queue's oldest message age could not be read"
-    ]
+    [warning] = log_records(caplog, "the queue's oldest message age could not be read")
     assert (warning.levelname, warning.error) == ("WARNING", "EndpointConnectionError")

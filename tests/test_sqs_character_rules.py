@@ -10,7 +10,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import make_queues
+from tests.conftest import log_records, make_queues
 
 # AWS: "#x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF"
 REFUSED = ["\x01", "\x1f", "\x00", "\ufffe", "\uffff", "\x0b"]
@@ -151,7 +151,7 @@ def test_a_webhook_sqs_refuses_for_its_size_once_escaped_is_400_and_not_retried(
     assert answer["error"]["code"] == "bad_request"
     message = answer["error"]["message"]
     assert message.startswith("the queue refused this webhook (InvalidParameterValue: ")
-    [warning] = [r for r in caplog.records if r.getMessage() == "the queue refused the webhook"]
+    [warning] = log_records(caplog, "the queue refused the webhook")
     assert (warning.levelname, f"the queue refused this webhook ({vars(warning)['error']})") == (
         "WARNING",
         message,

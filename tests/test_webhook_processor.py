@@ -19,6 +19,7 @@ from slotguard.config import RetryPolicy
 from slotguard.services.webhook_events import EventContext, Outcome, RetriableFailure
 from slotguard.services.webhook_processor import backoff_seconds
 from slotguard_local.events import LambdaContext, sqs_record
+from tests.conftest import log_records
 from tests.webhook_support import MAX_ATTEMPTS, Pipeline, book_data
 
 
@@ -170,7 +171,7 @@ def test_a_failed_attempt_records_how_long_its_handler_ran_and_logs_it_for_the_o
     assert row["error_message"] == f"RetriableFailure: {why}"
     # And the processor's log says which delivery failed, at which attempt, whether it gave up, and
     # why (the reason's first 500 characters)
-    [warning] = [r for r in caplog.records if r.getMessage() == "webhook attempt failed"]
+    [warning] = log_records(caplog, "webhook attempt failed")
     assert warning.levelname == "WARNING"
     assert (warning.job_id, warning.attempt, warning.dead, warning.error) == (
         job_id,
@@ -546,7 +547,7 @@ def test_duplicate_delivery_in_sequence_applies_once(
     [row] = pipeline.rows(org_id)
     assert (row["status"], row["attempts"]) == ("completed", 1)
     # And the log notes the copy, as a duplicate of a completed delivery
-    [note] = [r for r in caplog.records if r.getMessage() == "duplicate delivery acknowledged"]
+    [note] = log_records(caplog, "duplicate delivery acknowledged")
     assert (note.levelname, note.job_id, note.status) == ("INFO", job_id, "completed")
 
 
@@ -848,9 +849,7 @@ def test_a_batch_the_database_refuses_to_claim_at_once_is_claimed_record_by_reco
     assert set(rows) == {"ok_0", "ok_1", "ok_2"}
     assert {(r["status"], r["attempts"]) for r in rows.values()} == {("completed", 1)}
     # And the log says the batch claim failed, and why
-    [warning] = [
-        r for r in caplog.records if r.getMessage() == "batch claim failed; claiming record by record"
-    ]
+    [warning] = log_records(caplog, "batch claim failed; claiming record by record")
     assert (warning.levelname, warning.error) == ("WARNING", "UntranslatableCharacter")
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import signed_headers
+from tests.conftest import log_records, signed_headers
 from tests.webhook_support import Pipeline
 
 BODY = json.dumps({"type": "appointment.book", "timestamp": "2030-01-01T00:00:00Z", "data": {}})
@@ -468,7 +468,7 @@ def test_a_queue_sqs_cannot_find_is_503_with_retry_after_and_the_retry_is_queued
     _assert_retry_later(out, "the webhook could not be queued, retry shortly")
     assert "WebhookReceived" not in _emitted(capsys.readouterr().out)
     # And the operator's log has SQS's error, with its traceback
-    [error] = [r for r in caplog.records if r.getMessage() == "enqueue failed"]
+    [error] = log_records(caplog, "enqueue failed")
     assert error.levelname == "ERROR"
     assert error.exc_info is not None
     assert "NonExistentQueue" in str(error.exc_info[1])

@@ -14,7 +14,7 @@ import pytest
 
 from slotguard_local.events import LambdaContext
 from slotguard_local.functions import load_function
-from tests.conftest import ApiClient
+from tests.conftest import ApiClient, log_records
 from tests.webhook_support import MAX_ATTEMPTS, Pipeline
 
 REDRIVE = "/webhook-metrics/dead-letter-queue/redrive"
@@ -277,7 +277,7 @@ def test_sqs_failing_leaves_nothing_marked_redriven_and_a_retry_sends_each_once(
     }
     assert pipeline.queues.depth(pipeline.sqs) == 0
     # And the log says why, in SQS's words (the caller's answer does not)
-    [warning] = [r for r in caplog.records if r.getMessage() == "redrive: SQS failed"]
+    [warning] = log_records(caplog, "redrive: SQS failed")
     # (the code as SQS's JSON protocol names it, or its query protocol: moto answers the latter)
     assert (warning.levelname, warning.error) in {
         ("WARNING", "QueueDoesNotExist"),
